@@ -1,0 +1,118 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// One strict settings block shared by every Swift target.
+let strictSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "instancepoller",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "instancepoller", targets: ["InstancePollerCLI"]),
+        .executable(name: "provider-shim", targets: ["ProviderShimCLI"]),
+        .executable(name: "rpc-bench", targets: ["RPCBench"]),
+        .library(name: "Core", targets: ["Core"]),
+        .library(name: "Controller", targets: ["Controller"]),
+        .library(name: "ProviderShim", targets: ["ProviderShim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Wire protocol, generated protobuf types, RPC client and server.
+        .target(
+            name: "Core",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The controller: talks to provider shims.
+        .target(
+            name: "Controller",
+            dependencies: [
+                "Core",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The shim SDK: serves the provider contract.
+        .target(
+            name: "ProviderShim",
+            dependencies: [
+                "Core",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "InstancePollerCLI",
+            dependencies: [
+                "Controller",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "ProviderShimCLI",
+            dependencies: [
+                "ProviderShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Echo client and server for scripts/bench-rpc.
+        .executableTarget(
+            name: "RPCBench",
+            dependencies: [
+                "Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/RPCBench",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "CoreTests",
+            dependencies: [
+                "Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ControllerTests",
+            dependencies: ["Controller", "ProviderShim", "Core"],
+            swiftSettings: strictSettings
+        ),
+        // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
+        .testTarget(
+            name: "InteropTests",
+            dependencies: [
+                "Core",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,108 @@
+public import Core
+public import Logging
+
+/// The controller's typed client of one provider shim
+/// (`instancepoller.provider.v1.Provider`) over one connection.
+///
+/// Every method throws `RPCError`: the shim's status (e.g. Unauthenticated,
+/// PermissionDenied, ResourceExhausted with ``RPCError/retryAfter``), or
+/// DeadlineExceeded / Unavailable from the transport.
+public struct ProviderClient: Sendable {
+    public let connection: RPCClient
+
+    public init(connection: RPCClient) {
+        self.connection = connection
+    }
+
+    /// Connects to the shim listening on `socketPath`.
+    public static func connect(socketPath: String, logger: Logger) async throws -> ProviderClient {
+        ProviderClient(connection: try await RPCClient.connect(unixSocketPath: socketPath, logger: logger))
+    }
+
+    /// Offers the versions this controller speaks; the shim picks one.
+    ///
+    /// - Throws: `RPCError` FailedPrecondition when the shim answers with a
+    ///   version that was not offered (as well as the shim's own errors).
+    public func handshake(
+        controllerVersion: String,
+        versions: [UInt32] = ProviderV1.protocolVersions,
+        timeout: Duration
+    ) async throws -> ProviderV1.HandshakeResponse {
+        var request = ProviderV1.HandshakeRequest()
+        request.protocolVersions = versions
+        request.controllerVersion = controllerVersion
+        let response = try await connection.call(ProviderV1.handshake, request, timeout: timeout)
+        guard versions.contains(response.protocolVersion) else {
+            throw RPCError(
+                .failedPrecondition,
+                "shim \(response.shimName) picked protocol version \(response.protocolVersion), not one of \(versions)"
+            )
+        }
+        return response
+    }
+
+    public func health(timeout: Duration) async throws -> ProviderV1.HealthResponse {
+        try await connection.call(ProviderV1.health, ProviderV1.HealthRequest(), timeout: timeout)
+    }
+
+    public func validateCredential(
+        cloud: ProviderV1.CloudSpec,
+        credential: ProviderV1.Credential,
+        timeout: Duration
+    ) async throws -> ProviderV1.ValidateCredentialResponse {
+        var request = ProviderV1.ValidateCredentialRequest()
+        request.cloud = cloud
+        request.credential = credential
+        return try await connection.call(ProviderV1.validateCredential, request, timeout: timeout)
+    }
+
+    /// Instance status for `ids`; results are index-aligned with `ids`.
+    ///
+    /// - Throws: `RPCError` Internal when the shim answers with results that
+    ///   are not aligned with the ids asked for.
+    public func instances(
+        cloud: ProviderV1.CloudSpec,
+        credential: ProviderV1.Credential,
+        ids: [String],
+        timeout: Duration
+    ) async throws -> [ProviderV1.InstanceResult] {
+        var request = ProviderV1.InstancesRequest()
+        request.cloud = cloud
+        request.credential = credential
+        request.instanceIds = ids
+        let response = try await connection.call(ProviderV1.instances, request, timeout: timeout)
+        try Self.checkAligned(response.results.map(\.instanceID), with: ids, method: "Instances")
+        return response.results
+    }
+
+    /// Network interfaces for `ids`; results are index-aligned with `ids`.
+    public func networkInterfaces(
+        cloud: ProviderV1.CloudSpec,
+        credential: ProviderV1.Credential,
+        ids: [String],
+        timeout: Duration
+    ) async throws -> [ProviderV1.InstanceInterfaces] {
+        var request = ProviderV1.NetworkInterfacesRequest()
+        request.cloud = cloud
+        request.credential = credential
+        request.instanceIds = ids
+        let response = try await connection.call(ProviderV1.networkInterfaces, request, timeout: timeout)
+        try Self.checkAligned(response.results.map(\.instanceID), with: ids, method: "NetworkInterfaces")
+        return response.results
+    }
+
+    public func shutdown(drainTimeout: Duration, timeout: Duration) async throws {
+        var request = ProviderV1.ShutdownRequest()
+        request.drainTimeoutNano = drainTimeout.totalNanoseconds
+        _ = try await connection.call(ProviderV1.shutdown, request, timeout: timeout)
+    }
+
+    static func checkAligned(_ answered: [String], with asked: [String], method: String) throws(RPCError) {
+        guard answered.count == asked.count else {
+            throw RPCError(.internal, "\(method) answered \(answered.count) results for \(asked.count) ids")
+        }
+        for (index, (got, want)) in zip(answered, asked).enumerated() where got != want {
+            throw RPCError(.internal, "\(method) result \(index) is for \(got), expected \(want)")
+        }
+    }
+}

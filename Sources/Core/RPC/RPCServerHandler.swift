@@ -1,0 +1,195 @@
+internal import Logging
+internal import NIOCore
+
+/// Serves the calls of one connection.
+///
+/// Runs on the connection's event loop. Each request becomes a task; its
+/// answer is written exactly once: by the handler, or by the deadline timer,
+/// whichever comes first. Closing the connection cancels every task.
+final class RPCServerHandler: ChannelInboundHandler {
+    typealias InboundIn = FrameDecoderOutput
+    typealias OutboundOut = ByteBuffer
+
+    private struct InFlight {
+        var task: Task<Void, Never>?
+        var timeout: Scheduled<Void>?
+    }
+
+    private let registry: RPCServiceRegistry
+    private let executor: EventLoopTaskExecutor?
+    private let peer: PeerCredentials?
+    private let logger: Logger
+    private var inFlight: [UInt32: InFlight] = [:]
+    private var context: ChannelHandlerContext?
+    private var flushPending = false
+    private var active = true
+
+    init(registry: RPCServiceRegistry, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
+        self.registry = registry
+        self.executor = executor
+        self.peer = peer
+        self.logger = logger
+    }
+
+    /// Calls being served on this connection.
+    var inFlightCount: Int { inFlight.count }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelAll()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        cancelAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("closing connection after a read error", metadata: ["error": "\(error)"])
+        cancelAll()
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .oversized(let streamID, let type, let length):
+            guard type == .request else { return }
+            answer(
+                streamID,
+                .failure(RPCError(
+                    .resourceExhausted,
+                    "request of \(length) bytes exceeds the ttrpc frame limit of \(FrameHeader.maxDataLength) bytes"
+                ))
+            )
+        case .frame(let frame):
+            // Other frame types (streaming data, future kinds) are ignored,
+            // as ttrpc requires for forward compatibility.
+            guard frame.type == .request else { return }
+            receive(frame, context: context)
+        }
+    }
+
+    private func receive(_ frame: Frame, context: ChannelHandlerContext) {
+        let streamID = frame.streamID
+        let request: RequestEnvelope
+        do {
+            request = try RequestEnvelope(decoding: frame.data)
+        } catch {
+            answer(streamID, .failure(RPCError(.invalidArgument, "malformed request: \(error)")))
+            return
+        }
+        guard streamID % 2 == 1 else {
+            answer(streamID, .failure(RPCError(.invalidArgument, "stream id \(streamID) is even; client stream ids must be odd")))
+            return
+        }
+        guard inFlight[streamID] == nil else {
+            answer(streamID, .failure(RPCError(.invalidArgument, "stream id \(streamID) is already in use")))
+            return
+        }
+        let method: RPCMethodHandler
+        switch registry.handler(service: request.service, method: request.method) {
+        case .success(let handler): method = handler
+        case .failure(let error):
+            answer(streamID, .failure(error))
+            return
+        }
+        if request.timeoutNanos < 0 {
+            answer(streamID, .failure(RPCError(.deadlineExceeded, "the call's deadline had passed when it arrived")))
+            return
+        }
+
+        let deadline = request.timeoutNanos > 0 ? ContinuousClock.now + .nanoseconds(request.timeoutNanos) : nil
+        let callContext = RPCServerContext(
+            service: request.service,
+            method: request.method,
+            metadata: request.metadata,
+            deadline: deadline,
+            peer: peer
+        )
+        let payload = request.payload
+        let eventLoop = context.eventLoop
+        let this = NIOLoopBound(self, eventLoop: eventLoop)
+        // Registered before the task can run: tasks on the loop's executor
+        // start on a later loop tick, and others report back via execute.
+        inFlight[streamID] = InFlight()
+        let task = Task(executorPreference: executor) {
+            let result: Result<RPCResponse, RPCError>
+            do {
+                result = .success(try await method(payload, callContext))
+            } catch {
+                result = .failure(RPCError(from: error))
+            }
+            if eventLoop.inEventLoop {
+                this.value.finish(streamID, result)
+            } else {
+                eventLoop.execute { this.value.finish(streamID, result) }
+            }
+        }
+        inFlight[streamID]?.task = task
+        if request.timeoutNanos > 0 {
+            let timeout = Duration.nanoseconds(request.timeoutNanos)
+            inFlight[streamID]?.timeout = eventLoop.scheduleTask(in: .nanoseconds(request.timeoutNanos)) {
+                let this = this.value
+                this.inFlight[streamID]?.task?.cancel()
+                this.finish(streamID, .failure(RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded")))
+            }
+        }
+    }
+
+    /// Answers a call that has a task, once: by the handler or by the
+    /// deadline, whichever comes first; the other is dropped.
+    private func finish(_ streamID: UInt32, _ result: Result<RPCResponse, RPCError>) {
+        guard let entry = inFlight.removeValue(forKey: streamID) else { return }
+        entry.timeout?.cancel()
+        answer(streamID, result)
+    }
+
+    private func answer(_ streamID: UInt32, _ result: Result<RPCResponse, RPCError>) {
+        guard let context, active else { return }
+        let envelope: ResponseEnvelope
+        switch result {
+        case .success(let response): envelope = ResponseEnvelope(payload: response.payload, metadata: response.metadata)
+        case .failure(let error): envelope = ResponseEnvelope(error: error)
+        }
+        let allocator = context.channel.allocator
+        let frame: FrameEncoding.EncodedFrame
+        do {
+            frame = try FrameEncoding.response(envelope, streamID: streamID, allocator: allocator)
+        } catch {
+            // The handler's response does not fit in a frame: say so instead.
+            logger.warning("response too large for a frame", metadata: ["stream": "\(streamID)", "error": "\(error)"])
+            frame = try! FrameEncoding.response(ResponseEnvelope(error: error), streamID: streamID, allocator: allocator)
+        }
+        context.write(wrapOutboundOut(frame.head), promise: nil)
+        if let payload = frame.payload {
+            context.write(wrapOutboundOut(payload), promise: nil)
+        }
+        scheduleFlush(context)
+    }
+
+    /// Answers finishing in the same loop tick share one flush (one syscall).
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
+        guard !flushPending else { return }
+        flushPending = true
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let this = this.value
+            this.flushPending = false
+            this.context?.flush()
+        }
+    }
+
+    private func cancelAll() {
+        active = false
+        let calls = inFlight
+        inFlight.removeAll()
+        for call in calls.values {
+            call.timeout?.cancel()
+            call.task?.cancel()
+        }
+    }
+}

@@ -1,0 +1,91 @@
+public import NIOCore
+
+/// What the frame decoder yields: a whole frame, or notice that a frame's data
+/// exceeded the 4 MiB limit and was discarded.
+public enum FrameDecoderOutput: Hashable, Sendable {
+    case frame(Frame)
+    /// The header announced `length` bytes of data, more than
+    /// ``FrameHeader/maxDataLength``. The data was skipped without being
+    /// buffered; the stream can be answered with ResourceExhausted and the
+    /// connection stays usable.
+    case oversized(streamID: UInt32, type: FrameType, length: UInt32)
+}
+
+/// The input ended in the middle of a frame.
+public struct TruncatedFrameError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// Bytes of the unfinished frame that had arrived.
+    public var receivedBytes: Int
+    public var description: String {
+        "connection closed in the middle of a frame (\(receivedBytes) bytes of it received)"
+    }
+}
+
+/// Splits a byte stream into ttrpc frames.
+///
+/// Leaves the reader index alone until a whole frame is readable, and rejects
+/// an oversize length from the header before buffering any of its data: the
+/// data is skipped as it arrives, so a 4 GiB claim costs no memory.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = FrameDecoderOutput
+
+    private enum State {
+        case header
+        case discarding(FrameHeader, remaining: Int)
+    }
+
+    private var state = State.header
+    public let maxDataLength: Int
+
+    public init(maxDataLength: Int = FrameHeader.maxDataLength) {
+        self.maxDataLength = maxDataLength
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> FrameDecoderOutput? {
+        switch self.state {
+        case .header:
+            guard let header = buffer.peekFrameHeader() else { return nil }
+            let length = Int(header.dataLength)
+            if length > self.maxDataLength {
+                buffer.moveReaderIndex(forwardBy: FrameHeader.size)
+                self.state = .discarding(header, remaining: length)
+                return self.discard(from: &buffer)
+            }
+            guard buffer.readableBytes >= FrameHeader.size + length else { return nil }
+            buffer.moveReaderIndex(forwardBy: FrameHeader.size)
+            let data = buffer.readSlice(length: length)!
+            return .frame(Frame(streamID: header.streamID, type: header.type, flags: header.flags, data: data))
+
+        case .discarding:
+            return self.discard(from: &buffer)
+        }
+    }
+
+    private mutating func discard(from buffer: inout ByteBuffer) -> FrameDecoderOutput? {
+        guard case .discarding(let header, let remaining) = self.state else { return nil }
+        let skip = min(remaining, buffer.readableBytes)
+        buffer.moveReaderIndex(forwardBy: skip)
+        if skip < remaining {
+            self.state = .discarding(header, remaining: remaining - skip)
+            return nil
+        }
+        self.state = .header
+        return .oversized(streamID: header.streamID, type: header.type, length: header.dataLength)
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> FrameDecoderOutput? {
+        if let output = try self.decode(buffer: &buffer) {
+            return output
+        }
+        if seenEOF {
+            switch self.state {
+            case .header where buffer.readableBytes > 0:
+                throw TruncatedFrameError(receivedBytes: buffer.readableBytes)
+            case .discarding(let header, let remaining):
+                throw TruncatedFrameError(receivedBytes: FrameHeader.size + Int(header.dataLength) - remaining)
+            case .header:
+                break
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,74 @@
+public import NIOCore
+
+/// Builds the bytes of request and response frames.
+///
+/// A frame is returned as a head (header and envelope fields) and, for large
+/// payloads, the payload as a second buffer, so the channel can send both
+/// with one vectored write instead of copying the payload.
+public enum FrameEncoding {
+    /// Payloads up to this size are copied into the head: one small buffer
+    /// is cheaper than a vectored write.
+    static let inlinePayloadLimit = 16 * 1024
+
+    public struct EncodedFrame: Sendable {
+        public var head: ByteBuffer
+        public var payload: ByteBuffer?
+
+        /// Both parts as one buffer (for tests and simple writers).
+        public var contiguous: ByteBuffer {
+            var head = head
+            if var payload { head.writeBuffer(&payload) }
+            return head
+        }
+    }
+
+    public static func request(
+        _ envelope: RequestEnvelope,
+        streamID: UInt32,
+        allocator: ByteBufferAllocator
+    ) throws(RPCError) -> EncodedFrame {
+        try frame(
+            streamID: streamID, type: .request, prefixSize: envelope.prefixSize, payload: envelope.payload,
+            allocator: allocator, what: "request"
+        ) { envelope.writePrefix(into: &$0) }
+    }
+
+    public static func response(
+        _ envelope: ResponseEnvelope,
+        streamID: UInt32,
+        allocator: ByteBufferAllocator
+    ) throws(RPCError) -> EncodedFrame {
+        try frame(
+            streamID: streamID, type: .response, prefixSize: envelope.prefixSize, payload: envelope.payload,
+            allocator: allocator, what: "response"
+        ) { envelope.writePrefix(into: &$0) }
+    }
+
+    private static func frame(
+        streamID: UInt32,
+        type: FrameType,
+        prefixSize: Int,
+        payload: ByteBuffer,
+        allocator: ByteBufferAllocator,
+        what: String,
+        writePrefix: (inout ByteBuffer) -> Void
+    ) throws(RPCError) -> EncodedFrame {
+        let dataLength = prefixSize + payload.readableBytes
+        guard dataLength <= FrameHeader.maxDataLength else {
+            throw RPCError(
+                .resourceExhausted,
+                "\(what) of \(dataLength) bytes exceeds the ttrpc frame limit of \(FrameHeader.maxDataLength) bytes"
+            )
+        }
+        let inline = payload.readableBytes <= inlinePayloadLimit
+        var head = allocator.buffer(capacity: FrameHeader.size + prefixSize + (inline ? payload.readableBytes : 0))
+        head.writeFrameHeader(FrameHeader(dataLength: UInt32(dataLength), streamID: streamID, type: type))
+        writePrefix(&head)
+        if inline {
+            var payload = payload
+            head.writeBuffer(&payload)
+            return EncodedFrame(head: head, payload: nil)
+        }
+        return EncodedFrame(head: head, payload: payload)
+    }
+}
