@@ -87,21 +87,36 @@ let package = Package(
             path: "Benchmarks/RPCBench",
             swiftSettings: strictSettings
         ),
-        .testTarget(
-            name: "CoreTests",
+        // Shared by the test targets: timeouts, events, raw connections, child processes.
+        .target(
+            name: "TestSupport",
             dependencies: [
                 "Core",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "CoreTests",
+            dependencies: [
+                "Core",
+                "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "ControllerTests",
-            dependencies: ["Controller", "ProviderShim", "Core"],
+            dependencies: ["Controller", "ProviderShim", "Core", "TestSupport"],
             swiftSettings: strictSettings
         ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
@@ -109,6 +124,7 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "Core",
+                "TestSupport",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

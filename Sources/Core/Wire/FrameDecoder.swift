@@ -15,6 +15,7 @@ public enum FrameDecoderOutput: Hashable, Sendable {
 public struct TruncatedFrameError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Bytes of the unfinished frame that had arrived.
     public var receivedBytes: Int
+    public init(receivedBytes: Int) { self.receivedBytes = receivedBytes }
     public var description: String {
         "connection closed in the middle of a frame (\(receivedBytes) bytes of it received)"
     }

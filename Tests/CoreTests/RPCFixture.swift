@@ -1,0 +1,119 @@
+import Core
+import Foundation
+import Logging
+import NIOCore
+import TestSupport
+
+/// A server on a private temporary socket with the Echo service and a few
+/// test methods, and helpers to reach it.
+struct RPCFixture {
+    static let service = "instancepoller.testing.v1.Fixture"
+
+    let directory: TemporaryDirectory
+    let server: RPCServer
+    let logs: LogCapture
+    /// Signalled with the stream's marker each time a `Hang` handler is cancelled.
+    let hangCancelled: TestEvent<String>
+    /// Signalled each time a `Hang` handler starts.
+    let hangStarted: TestEvent<String>
+
+    var socketPath: String { server.socketPath }
+
+    static func start(configuration: RPCServer.Configuration = .init()) async throws -> RPCFixture {
+        let directory = try TemporaryDirectory()
+        let logs = LogCapture()
+        let hangCancelled = TestEvent<String>()
+        let hangStarted = TestEvent<String>()
+        var registry = RPCServiceRegistry()
+        EchoService.register(into: &registry)
+        // Waits until cancelled; reports start and cancellation.
+        registry.register(service: service, method: "Hang") { payload, _ in
+            let marker = String(buffer: payload)
+            hangStarted.signal(marker)
+            do {
+                try await Task.sleep(for: .seconds(3600))
+            } catch {
+                hangCancelled.signal(marker)
+                throw error
+            }
+            return RPCResponse(payload: ByteBuffer())
+        }
+        // Answers with response metadata.
+        registry.register(service: service, method: "Meta") { payload, context in
+            var out: Metadata = [("served-by", "fixture")]
+            for entry in context.metadata { out.append("echo-" + entry.key, entry.value) }
+            return RPCResponse(payload: payload, metadata: out)
+        }
+        // Answers with more than a frame can carry.
+        registry.register(service: service, method: "Big") { _, _ in
+            RPCResponse(payload: ByteBuffer(repeating: 1, count: FrameHeader.maxDataLength + 10))
+        }
+        // Throws an error that is not an RPCError.
+        registry.register(service: service, method: "Throw") { _, _ in
+            struct Oops: Error, CustomStringConvertible { var description: String { "oops in handler" } }
+            throw Oops()
+        }
+        // Reports who called.
+        registry.register(service: service, method: "Peer") { _, context in
+            RPCResponse(payload: ByteBuffer(string: "\(context.peer?.pid ?? -1) \(context.peer?.uid ?? 9999)"))
+        }
+        let server = try await RPCServer.bind(
+            unixSocketPath: directory.file("rpc.sock"),
+            registry: registry,
+            configuration: configuration,
+            logger: logs.logger(label: "server")
+        )
+        return RPCFixture(
+            directory: directory, server: server, logs: logs, hangCancelled: hangCancelled, hangStarted: hangStarted
+        )
+    }
+
+    /// Runs `body` with a started fixture and always stops it afterwards.
+    static func with(
+        configuration: RPCServer.Configuration = .init(),
+        _ body: (RPCFixture) async throws -> Void
+    ) async throws {
+        let fixture = try await start(configuration: configuration)
+        do {
+            try await body(fixture)
+        } catch {
+            await fixture.stop()
+            throw error
+        }
+        await fixture.stop()
+    }
+
+    func client(peerPolicy: PeerPolicy = .sameUserOrRoot) async throws -> RPCClient {
+        try await RPCClient.connect(unixSocketPath: socketPath, peerPolicy: peerPolicy, logger: logs.logger(label: "client"))
+    }
+
+    func raw() async throws -> RawConnection {
+        try await RawConnection(unixSocketPath: socketPath)
+    }
+
+    func stop() async {
+        await server.close()
+        directory.remove()
+    }
+
+    static func echoRequest(_ payload: [UInt8] = [], delay: Duration = .zero, fail: RPCStatusCode? = nil, message: String = "") -> EchoService.Request {
+        var request = EchoService.Request()
+        request.payload = .init(payload)
+        request.delayNano = delay.totalNanoseconds
+        request.failCode = fail?.rawValue ?? 0
+        request.failMessage = message
+        return request
+    }
+}
+
+/// Asserts-friendly: the RPCError a call threw, or nil if it succeeded.
+func rpcError(_ body: () async throws -> Void) async -> RPCError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as RPCError {
+        return error
+    } catch {
+        return RPCError(.unknown, "not an RPCError: \(error)")
+    }
+}
