@@ -116,7 +116,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ControllerTests",
-            dependencies: ["Controller", "ProviderShim", "Core", "TestSupport"],
+            dependencies: [
+                "Controller", "ProviderShim", "Core", "TestSupport",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: strictSettings
         ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
