@@ -45,6 +45,7 @@ public final class RPCClient: Sendable {
     ) async throws -> RPCClient {
         try UnixSocket.checkPathLength(path)
         let bootstrap = ClientBootstrap(group: eventLoopGroup)
+            .channelOption(.recvAllocator, value: RPCServer.receiveAllocator)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))

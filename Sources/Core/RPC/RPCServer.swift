@@ -54,6 +54,7 @@ public final class RPCServer: Sendable {
         let onLoop = configuration.handlersOnEventLoop
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.recvAllocator, value: RPCServer.receiveAllocator)
             .childChannelInitializer { channel in
                 PeerCredentials.of(channel).flatMapThrowing { peer in
                     guard policy.allows(peer) else {
@@ -93,6 +94,12 @@ public final class RPCServer: Sendable {
         logger.debug("listening", metadata: ["socket": "\(path)", "services": "\(registry.serviceNames)"])
         return RPCServer(socketPath: path, listener: listener, connections: connections)
     }
+
+    /// Reads grow up to a whole frame, so a 1 MiB payload arrives in a few
+    /// reads instead of sixteen 64 KiB ones appended into the decoder.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(
+        minimum: 64, initial: 2048, maximum: FrameHeader.size + FrameHeader.maxDataLength
+    )
 
     /// Open connections.
     public var connectionCount: Int { connections.withLockedValue { $0.count } }
