@@ -27,10 +27,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
+        // Linux calls that Swift's Glibc module does not expose.
+        .target(name: "CSystemShims"),
         // Wire protocol, generated protobuf types, RPC client and server.
         .target(
             name: "Core",
             dependencies: [
+                "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

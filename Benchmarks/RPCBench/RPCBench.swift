@@ -27,6 +27,7 @@ struct RPCBench: AsyncParsableCommand {
         var socket: String
 
         func run() async throws {
+            MallocTuning.tuneForLargeFrames()
             var registry = RPCServiceRegistry()
             EchoService.register(into: &registry)
             let server = try await RPCServer.bind(
@@ -64,6 +65,7 @@ struct RPCBench: AsyncParsableCommand {
         }
 
         func run() async throws {
+            MallocTuning.tuneForLargeFrames()
             let client = try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "rpc-bench"))
             var request = EchoService.Request()
             request.payload = Data((0..<payload).map { UInt8(truncatingIfNeeded: $0) })
