@@ -112,10 +112,8 @@ final class RPCServerHandler: ChannelInboundHandler {
         let payload = request.payload
         let eventLoop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: eventLoop)
-        // Registered before the task can run: tasks on the loop's executor
-        // start on a later loop tick, and others report back via execute.
         inFlight[streamID] = InFlight()
-        let task = Task(executorPreference: executor) {
+        let operation: @Sendable () async -> Void = {
             let result: Result<RPCResponse, RPCError>
             do {
                 result = .success(try await method(payload, callContext))
@@ -128,6 +126,17 @@ final class RPCServerHandler: ChannelInboundHandler {
                 eventLoop.execute { this.value.finish(streamID, result) }
             }
         }
+        let task: Task<Void, Never>
+        if let executor, #available(macOS 26, *) {
+            // Runs the handler right here on the loop until it first
+            // suspends: a handler that does not suspend is answered without
+            // a task hop, in this same read.
+            task = Task.immediate(executorPreference: executor, operation: operation)
+        } else {
+            task = Task(executorPreference: executor, operation: operation)
+        }
+        // Already answered if the handler finished synchronously.
+        guard inFlight[streamID] != nil else { return }
         inFlight[streamID]?.task = task
         if request.timeoutNanos > 0 {
             let timeout = Duration.nanoseconds(request.timeoutNanos)
