@@ -142,6 +142,24 @@ struct EnvelopeTests {
         }
     }
 
+    /// The byte-level examples in proto/PROTOCOL.md, §2.
+    @Test func protocolDocumentExamplesAreExact() throws {
+        func hex(_ buffer: ByteBuffer) -> String {
+            buffer.readableBytesView.map { String(format: "%02x", $0) }.joined(separator: " ")
+        }
+        let request = try FrameEncoding.request(
+            RequestEnvelope(service: ProviderV1.serviceName, method: "Health", payload: ByteBuffer(), timeoutNanos: 5_000_000_000),
+            streamID: 1, allocator: ByteBufferAllocator()
+        )
+        #expect(hex(request.contiguous) == "00 00 00 33 00 00 00 01 01 00 0a 23 "
+            + "69 6e 73 74 61 6e 63 65 70 6f 6c 6c 65 72 2e 70 72 6f 76 69 64 65 72 2e 76 31 2e 50 72 6f 76 69 64 65 72 "
+            + "12 06 48 65 61 6c 74 68 20 80 e4 97 d0 12")
+        let response = try FrameEncoding.response(
+            ResponseEnvelope(error: RPCError(.unauthenticated, "AuthFailure")), streamID: 1, allocator: ByteBufferAllocator()
+        )
+        #expect(hex(response.contiguous) == "00 00 00 11 00 00 00 01 02 00 0a 0f 08 10 12 0b 41 75 74 68 46 61 69 6c 75 72 65")
+    }
+
     @Test func statusCodesHaveNames() {
         #expect(RPCStatusCode.unauthenticated.description == "Unauthenticated")
         #expect(RPCStatusCode(rawValue: 99).description == "code 99")
