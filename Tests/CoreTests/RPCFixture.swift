@@ -105,15 +105,3 @@ struct RPCFixture {
         return request
     }
 }
-
-/// Asserts-friendly: the RPCError a call threw, or nil if it succeeded.
-func rpcError(_ body: () async throws -> Void) async -> RPCError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as RPCError {
-        return error
-    } catch {
-        return RPCError(.unknown, "not an RPCError: \(error)")
-    }
-}

@@ -72,14 +72,14 @@ struct GoInteropTests {
         request = EchoService.Request()
         request.delayNano = Duration.seconds(30).totalNanoseconds
         let start = ContinuousClock.now
-        let deadline = await Self.rpcError { _ = try await client.call(EchoService.echo, request, timeout: .milliseconds(300)) }
+        let deadline = await rpcError { _ = try await client.call(EchoService.echo, request, timeout: .milliseconds(300)) }
         #expect(deadline?.code == .deadlineExceeded)
         #expect(ContinuousClock.now - start < .seconds(3))
 
         // Unknown method and service.
-        let nope = await Self.rpcError { _ = try await client.unary(service: EchoService.serviceName, method: "Nope", payload: ByteBuffer()) }
+        let nope = await rpcError { _ = try await client.unary(service: EchoService.serviceName, method: "Nope", payload: ByteBuffer()) }
         #expect(nope?.code == .unimplemented)
-        let noService = await Self.rpcError { _ = try await client.unary(service: "no.Such", method: "Echo", payload: ByteBuffer()) }
+        let noService = await rpcError { _ = try await client.unary(service: "no.Such", method: "Echo", payload: ByteBuffer()) }
         #expect(noService?.code == .unimplemented)
 
         // 1000 concurrent calls on the one connection.
@@ -124,16 +124,5 @@ struct GoInteropTests {
         // Closing stdin tells the Go server to go.
         goServer.closeStdin()
         #expect(try await goServer.waitForExit(.seconds(10)) == 0)
-    }
-
-    static func rpcError(_ body: () async throws -> Void) async -> RPCError? {
-        do {
-            try await body()
-            return nil
-        } catch let error as RPCError {
-            return error
-        } catch {
-            return RPCError(.unknown, "not an RPCError: \(error)")
-        }
     }
 }

@@ -144,3 +144,54 @@ extension ByteBuffer {
         }
     }
 }
+
+/// The envelope's shared pieces: metadata entries (`KeyValue{1 key, 2 value}`)
+/// and the prefix of a payload field whose bytes follow separately.
+extension ByteBuffer {
+    static func keyValueSize(_ entry: Metadata.Entry) -> Int {
+        stringFieldSize(1, entry.key) + stringFieldSize(2, entry.value)
+    }
+
+    static func metadataFieldsSize(_ metadata: Metadata, field: UInt32) -> Int {
+        metadata.reduce(0) { $0 + lengthDelimitedFieldSize(field: field, length: keyValueSize($1)) }
+    }
+
+    mutating func writeMetadataFields(_ metadata: Metadata, field: UInt32) {
+        for entry in metadata {
+            writeTag(field: field, wireType: .lengthDelimited)
+            writeVarint(UInt64(Self.keyValueSize(entry)))
+            writeStringField(1, entry.key)
+            writeStringField(2, entry.value)
+        }
+    }
+
+    /// Tag and length of a non-empty payload field; nothing for an empty one.
+    static func payloadPrefixSize(field: UInt32, length: Int) -> Int {
+        length > 0 ? tagSize(field: field) + varintSize(UInt64(length)) : 0
+    }
+
+    mutating func writePayloadPrefix(field: UInt32, length: Int) {
+        guard length > 0 else { return }
+        writeTag(field: field, wireType: .lengthDelimited)
+        writeVarint(UInt64(length))
+    }
+
+    /// Reads a whole `KeyValue` message (this buffer is its body).
+    mutating func readKeyValue() throws(MalformedMessageError) -> Metadata.Entry {
+        var entry = Metadata.Entry(key: "", value: "")
+        while readableBytes > 0 {
+            let (field, wireType) = try readTag()
+            switch field {
+            case 1:
+                try Self.expect(.lengthDelimited, wireType, field: "metadata.key")
+                entry.key = try readStringField()
+            case 2:
+                try Self.expect(.lengthDelimited, wireType, field: "metadata.value")
+                entry.value = try readStringField()
+            default:
+                try skipField(wireType)
+            }
+        }
+        return entry
+    }
+}

@@ -27,21 +27,14 @@ public struct RequestEnvelope: Hashable, Sendable {
         if timeoutNanos != 0 {
             size += ByteBuffer.tagSize(field: 4) + ByteBuffer.varintSize(UInt64(bitPattern: timeoutNanos))
         }
-        for entry in metadata {
-            size += ByteBuffer.lengthDelimitedFieldSize(field: 5, length: Self.keyValueSize(entry))
-        }
-        if payload.readableBytes > 0 {
-            size += ByteBuffer.tagSize(field: 3) + ByteBuffer.varintSize(UInt64(payload.readableBytes))
-        }
+        size += ByteBuffer.metadataFieldsSize(metadata, field: 5)
+        size += ByteBuffer.payloadPrefixSize(field: 3, length: payload.readableBytes)
         return size
     }
 
     /// Encoded size of the whole envelope.
     public var encodedSize: Int { prefixSize + payload.readableBytes }
 
-    static func keyValueSize(_ entry: Metadata.Entry) -> Int {
-        ByteBuffer.stringFieldSize(1, entry.key) + ByteBuffer.stringFieldSize(2, entry.value)
-    }
 
     /// Writes every field but the payload's bytes, ending with the payload
     /// field's tag and length; the caller writes (or sends) the payload next.
@@ -53,16 +46,8 @@ public struct RequestEnvelope: Hashable, Sendable {
             buffer.writeTag(field: 4, wireType: .varint)
             buffer.writeVarint(UInt64(bitPattern: timeoutNanos))
         }
-        for entry in metadata {
-            buffer.writeTag(field: 5, wireType: .lengthDelimited)
-            buffer.writeVarint(UInt64(Self.keyValueSize(entry)))
-            buffer.writeStringField(1, entry.key)
-            buffer.writeStringField(2, entry.value)
-        }
-        if payload.readableBytes > 0 {
-            buffer.writeTag(field: 3, wireType: .lengthDelimited)
-            buffer.writeVarint(UInt64(payload.readableBytes))
-        }
+        buffer.writeMetadataFields(metadata, field: 5)
+        buffer.writePayloadPrefix(field: 3, length: payload.readableBytes)
     }
 
     /// Writes the whole envelope.
@@ -95,28 +80,10 @@ public struct RequestEnvelope: Hashable, Sendable {
             case 5:
                 try ByteBuffer.expect(.lengthDelimited, wireType, field: "metadata")
                 var entry = try buffer.readLengthDelimited()
-                metadata.append(try Self.decodeKeyValue(&entry))
+                metadata.append(try entry.readKeyValue())
             default:
                 try buffer.skipField(wireType)
             }
         }
-    }
-
-    static func decodeKeyValue(_ buffer: inout ByteBuffer) throws(MalformedMessageError) -> Metadata.Entry {
-        var entry = Metadata.Entry(key: "", value: "")
-        while buffer.readableBytes > 0 {
-            let (field, wireType) = try buffer.readTag()
-            switch field {
-            case 1:
-                try ByteBuffer.expect(.lengthDelimited, wireType, field: "metadata.key")
-                entry.key = try buffer.readStringField()
-            case 2:
-                try ByteBuffer.expect(.lengthDelimited, wireType, field: "metadata.value")
-                entry.value = try buffer.readStringField()
-            default:
-                try buffer.skipField(wireType)
-            }
-        }
-        return entry
     }
 }

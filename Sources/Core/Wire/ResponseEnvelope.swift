@@ -39,16 +39,8 @@ public struct ResponseEnvelope: Hashable, Sendable {
             buffer.writeVarint(UInt64(status.count))
             buffer.writeBytes(status)
         }
-        for entry in metadata {
-            buffer.writeTag(field: 3, wireType: .lengthDelimited)
-            buffer.writeVarint(UInt64(RequestEnvelope.keyValueSize(entry)))
-            buffer.writeStringField(1, entry.key)
-            buffer.writeStringField(2, entry.value)
-        }
-        if payload.readableBytes > 0 {
-            buffer.writeTag(field: 2, wireType: .lengthDelimited)
-            buffer.writeVarint(UInt64(payload.readableBytes))
-        }
+        buffer.writeMetadataFields(metadata, field: 3)
+        buffer.writePayloadPrefix(field: 2, length: payload.readableBytes)
     }
 
     @usableFromInline
@@ -57,12 +49,8 @@ public struct ResponseEnvelope: Hashable, Sendable {
         if let status = encodedStatus() {
             size += ByteBuffer.lengthDelimitedFieldSize(field: 1, length: status.count)
         }
-        for entry in metadata {
-            size += ByteBuffer.lengthDelimitedFieldSize(field: 3, length: RequestEnvelope.keyValueSize(entry))
-        }
-        if payload.readableBytes > 0 {
-            size += ByteBuffer.tagSize(field: 2) + ByteBuffer.varintSize(UInt64(payload.readableBytes))
-        }
+        size += ByteBuffer.metadataFieldsSize(metadata, field: 3)
+        size += ByteBuffer.payloadPrefixSize(field: 2, length: payload.readableBytes)
         return size
     }
 
@@ -96,7 +84,7 @@ public struct ResponseEnvelope: Hashable, Sendable {
             case 3:
                 try ByteBuffer.expect(.lengthDelimited, wireType, field: "metadata")
                 var entry = try buffer.readLengthDelimited()
-                metadata.append(try RequestEnvelope.decodeKeyValue(&entry))
+                metadata.append(try entry.readKeyValue())
             default:
                 try buffer.skipField(wireType)
             }
