@@ -116,9 +116,12 @@ struct UnixSocketTests {
     @Test func serverRefusesAPeerOutsideItsPolicyAndLogsWho() async throws {
         let onlyUid4242 = PeerPolicy(summary: "uid 4242") { $0.uid == 4242 }
         try await RPCFixture.with(configuration: .init(peerPolicy: onlyUid4242)) { fixture in
-            // The connection is accepted by the kernel, then closed unread.
-            let client = try await fixture.client()
-            let error = await rpcError { _ = try await client.call(EchoService.echo, RPCFixture.echoRequest(), timeout: .seconds(5)) }
+            // The kernel accepts the connection; the server closes it unread.
+            // The client learns it while connecting or at its first call.
+            let error = await rpcError {
+                let client = try await fixture.client()
+                _ = try await client.call(EchoService.echo, RPCFixture.echoRequest(), timeout: .seconds(5))
+            }
             #expect(error?.code == .unavailable)
             let refusal = fixture.logs.all.first { $0.message.contains("refused connection") }
             #expect(refusal?.metadata["peer_uid"] == "\(getuid())")

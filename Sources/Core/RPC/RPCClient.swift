@@ -59,7 +59,13 @@ public final class RPCClient: Sendable {
             throw RPCError(.unavailable, "cannot connect to \(path): \(error)")
         }
         do {
-            let peer = try await PeerCredentials.of(channel).get()
+            let peer: PeerCredentials
+            do {
+                peer = try await PeerCredentials.of(channel).get()
+            } catch {
+                // The server closed at once: typically it refused us.
+                throw RPCError(.unavailable, "connection to \(path) closed before it was set up: \(error)")
+            }
             guard peerPolicy.allows(peer) else {
                 logger.warning(
                     "refused server: peer is not \(peerPolicy.summary)",
