@@ -26,11 +26,18 @@ public final class RPCServer: Sendable {
     public let socketPath: String
     private let listener: any Channel
     private let connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>
+    private let calls: RPCServerCalls
 
-    private init(socketPath: String, listener: any Channel, connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>) {
+    private init(
+        socketPath: String,
+        listener: any Channel,
+        connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>,
+        calls: RPCServerCalls
+    ) {
         self.socketPath = socketPath
         self.listener = listener
         self.connections = connections
+        self.calls = calls
     }
 
     /// Starts serving `registry` on `unixSocketPath`.
@@ -50,6 +57,7 @@ public final class RPCServer: Sendable {
         try UnixSocket.removeStale(path)
 
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+        let calls = RPCServerCalls()
         let policy = configuration.peerPolicy
         let onLoop = configuration.handlersOnEventLoop
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
@@ -66,6 +74,7 @@ public final class RPCServer: Sendable {
                     }
                     let handler = RPCServerHandler(
                         registry: registry,
+                        calls: calls,
                         executor: onLoop ? EventLoopTaskExecutor(channel.eventLoop) : nil,
                         peer: peer,
                         logger: logger
@@ -92,7 +101,7 @@ public final class RPCServer: Sendable {
             throw error
         }
         logger.debug("listening", metadata: ["socket": "\(path)", "services": "\(registry.serviceNames)"])
-        return RPCServer(socketPath: path, listener: listener, connections: connections)
+        return RPCServer(socketPath: path, listener: listener, connections: connections, calls: calls)
     }
 
     /// Reads grow up to a whole frame, so a 1 MiB payload arrives in a few
@@ -103,6 +112,19 @@ public final class RPCServer: Sendable {
 
     /// Open connections.
     public var connectionCount: Int { connections.withLockedValue { $0.count } }
+
+    /// Calls being served, across connections.
+    public var callsInFlight: Int { calls.count }
+
+    /// Graceful shutdown: stops listening, refuses new calls with
+    /// Unavailable, lets the calls in flight finish for up to `drainTimeout`,
+    /// then closes (cancelling what is left) and removes the socket file.
+    public func shutdown(drainTimeout: Duration) async {
+        calls.startDraining()
+        try? await listener.close()
+        await calls.waitUntilIdle(limit: drainTimeout)
+        await close()
+    }
 
     /// Stops listening, closes every connection (cancelling the calls in
     /// flight) and removes the socket file.

@@ -16,6 +16,7 @@ final class RPCServerHandler: ChannelInboundHandler {
     }
 
     private let registry: RPCServiceRegistry
+    private let calls: RPCServerCalls
     private let executor: EventLoopTaskExecutor?
     private let peer: PeerCredentials?
     private let logger: Logger
@@ -23,8 +24,9 @@ final class RPCServerHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var active = true
 
-    init(registry: RPCServiceRegistry, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
+    init(registry: RPCServiceRegistry, calls: RPCServerCalls, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
         self.registry = registry
+        self.calls = calls
         self.executor = executor
         self.peer = peer
         self.logger = logger
@@ -101,6 +103,10 @@ final class RPCServerHandler: ChannelInboundHandler {
             return
         }
 
+        guard calls.begin() else {
+            answer(streamID, .failure(RPCError(.unavailable, "the server is shutting down")))
+            return
+        }
         let deadline = request.timeoutNanos > 0 ? ContinuousClock.now + .nanoseconds(request.timeoutNanos) : nil
         let callContext = RPCServerContext(
             service: request.service,
@@ -154,6 +160,7 @@ final class RPCServerHandler: ChannelInboundHandler {
         guard let entry = inFlight.removeValue(forKey: streamID) else { return }
         entry.timeout?.cancel()
         answer(streamID, result)
+        calls.end()
     }
 
     private func answer(_ streamID: UInt32, _ result: Result<RPCResponse, RPCError>) {
@@ -191,6 +198,7 @@ final class RPCServerHandler: ChannelInboundHandler {
         for call in calls.values {
             call.timeout?.cancel()
             call.task?.cancel()
+            self.calls.end()
         }
     }
 }

@@ -1,0 +1,216 @@
+public import Core
+public import Logging
+internal import CSystemShims
+internal import NIOConcurrencyHelpers
+internal import ServiceLifecycle
+internal import UnixSignals
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// The shim process contract (proto/PROTOCOL.md §5) around a backend:
+/// listen on `INSTANCEPOLLER_SOCKET`, print the one handshake line, log to
+/// stderr, leave when stdin closes (within a second), when the parent dies,
+/// or — finishing the calls in flight first — on SIGTERM, SIGINT or a
+/// `Shutdown` call.
+public enum ShimProcess {
+    /// The environment variable naming the socket to listen on.
+    public static let socketVariable = "INSTANCEPOLLER_SOCKET"
+
+    /// The one line a shim prints on stdout once it listens.
+    public static func handshakeLine(socketPath: String) -> String {
+        "instancepoller-shim|1|unix|\(socketPath)|ttrpc"
+    }
+
+    /// Exit statuses.
+    public enum ExitStatus {
+        public static let ok: Int32 = 0
+        /// The socket could not be set up.
+        public static let failed: Int32 = 1
+        /// Started wrongly (e.g. no INSTANCEPOLLER_SOCKET).
+        public static let usage: Int32 = 2
+    }
+
+    public struct Options: Sendable {
+        /// How long SIGTERM or `Shutdown` waits for calls in flight.
+        public var drainTimeout: Duration
+        /// The process environment (read for INSTANCEPOLLER_SOCKET).
+        public var environment: [String: String]
+        public var logger: Logger
+
+        public init(drainTimeout: Duration = .seconds(10), environment: [String: String], logger: Logger) {
+            self.drainTimeout = drainTimeout
+            self.environment = environment
+            self.logger = logger
+        }
+    }
+
+    enum StopReason: Sendable {
+        case stdinClosed, signal, shutdownCall
+    }
+
+    /// Runs `backend` under the contract until told to stop; returns the
+    /// process exit status. `register` may add services on the same socket.
+    public static func run<Backend: ProviderBackend>(
+        backend: Backend,
+        options: Options,
+        register: (inout RPCServiceRegistry) -> Void = { _ in }
+    ) async -> Int32 {
+        let logger = options.logger
+        guard let socketPath = options.environment[socketVariable], !socketPath.isEmpty else {
+            printError("\(backend.identity.name): \(socketVariable) is not set; the controller sets it to the socket this shim must listen on")
+            return ExitStatus.usage
+        }
+        #if os(Linux)
+        // Second guard besides stdin EOF: SIGTERM when the parent dies.
+        _ = ip_set_parent_death_signal(SIGTERM)
+        #endif
+
+        let (stops, stop) = AsyncStream.makeStream(of: StopReason.self)
+        var registry = RPCServiceRegistry()
+        registry.register(provider: ShimProvider(backend: backend) { stop.yield(.shutdownCall) })
+        register(&registry)
+
+        let server: RPCServer
+        do {
+            server = try await RPCServer.bind(unixSocketPath: socketPath, registry: registry, logger: logger)
+        } catch {
+            printError("\(backend.identity.name): cannot listen: \(error)")
+            return ExitStatus.failed
+        }
+        printLine(handshakeLine(socketPath: socketPath))
+        logger.info("serving", metadata: ["shim": "\(backend.identity.name)", "socket": "\(socketPath)"])
+
+        watchStdin { stop.yield(.stdinClosed) }
+        #if os(Linux)
+        if getppid() == 1 {
+            // The parent died before the death signal was armed.
+            stop.yield(.stdinClosed)
+        }
+        #endif
+
+        let service = ShimService(server: server, stops: stops, stop: stop, drainTimeout: options.drainTimeout, logger: logger)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "shim")],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        do {
+            try await group.run()
+        } catch {
+            logger.error("stopped with an error", metadata: ["error": "\(error)"])
+        }
+        UnixSocket.remove(socketPath)
+        return ExitStatus.ok
+    }
+
+    /// Calls `onEOF` once stdin reaches end of file (the controller is gone).
+    static func watchStdin(onEOF: @escaping @Sendable () -> Void) {
+        let thread = BlockingThread {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let count = read(0, &buffer, buffer.count)
+                if count == 0 || (count < 0 && errno != EINTR) { break }
+            }
+            onEOF()
+        }
+        thread.start()
+    }
+
+    static func printLine(_ line: String) {
+        var bytes = Array((line + "\n").utf8)
+        writeAll(1, &bytes)
+    }
+
+    static func printError(_ line: String) {
+        var bytes = Array((line + "\n").utf8)
+        writeAll(2, &bytes)
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: inout [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += written
+        }
+    }
+}
+
+/// The one long-running piece of a shim: waits for a reason to stop, then
+/// stops the server — at once when the controller is gone, after draining
+/// the calls in flight otherwise.
+struct ShimService: Service {
+    let server: RPCServer
+    let stops: AsyncStream<ShimProcess.StopReason>
+    let stop: AsyncStream<ShimProcess.StopReason>.Continuation
+    let drainTimeout: Duration
+    let logger: Logger
+
+    func run() async {
+        let stop = self.stop
+        let reason = await withGracefulShutdownHandler {
+            var reasons = stops.makeAsyncIterator()
+            return await reasons.next() ?? .stdinClosed
+        } onGracefulShutdown: {
+            stop.yield(.signal)
+        }
+        switch reason {
+        case .stdinClosed:
+            logger.info("stdin closed: the controller is gone; exiting")
+            await bounded(.milliseconds(500)) { await server.close() }
+        case .signal, .shutdownCall:
+            logger.info("shutting down", metadata: ["reason": "\(reason)", "in_flight": "\(server.callsInFlight)"])
+            // A hung handler can block its event loop: never wait past the
+            // drain bound (plus a little to close).
+            await bounded(drainTimeout + .seconds(1)) { await server.shutdown(drainTimeout: drainTimeout) }
+        }
+    }
+
+    /// Runs `body`, giving up on it after `limit`. Unstructured on purpose:
+    /// a task group would wait for a `body` stuck on a blocked event loop.
+    private func bounded(_ limit: Duration, _ body: @escaping @Sendable () async -> Void) async {
+        let resumed = NIOLockedValueBox(false)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeOnce: @Sendable () -> Void = {
+                let first = resumed.withLockedValue { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume() }
+            }
+            Task {
+                await body()
+                resumeOnce()
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                resumeOnce()
+            }
+        }
+    }
+}
+
+/// A plain detached OS thread for a blocking loop.
+final class BlockingThread: Sendable {
+    private let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<BlockingThread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box.toOpaque())
+        if created == 0 {
+            pthread_detach(thread)
+        } else {
+            box.release()
+        }
+    }
+}
