@@ -136,6 +136,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(
+            name: "ProviderShimTests",
+            dependencies: [
+                "ProviderShim", "Controller", "Core", "TestSupport",
+                // Built so the process-contract tests can run the real binary.
+                "ProviderShimCLI",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
         .testTarget(
             name: "InteropTests",

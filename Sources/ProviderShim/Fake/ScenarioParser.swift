@@ -206,11 +206,7 @@ struct ScenarioParser {
         guard let timelineNode = fields["timeline"] else { throw fail(node, place, "an instance needs a timeline") }
         var timeline: [FakeScenario.Event] = []
         for (index, item) in try sequence(timelineNode, "\(place).timeline").enumerated() {
-            let event = try self.event(item, "\(place).timeline[\(index)]")
-            if let previous = timeline.last, event.at < previous.at {
-                throw fail(item, "\(place).timeline[\(index)].at", "events must be in time order (\(event.at) comes before \(previous.at))")
-            }
-            timeline.append(event)
+            timeline.append(try event(item, "\(place).timeline[\(index)]", notBefore: timeline.last?.at))
         }
         guard !timeline.isEmpty else { throw fail(timelineNode, "\(place).timeline", "the timeline is empty") }
         return FakeScenario.Instance(id: id, timeline: timeline)
@@ -222,10 +218,13 @@ struct ScenarioParser {
         ("unknown", .unknown), ("unspecified", .unspecified),
     ]
 
-    func event(_ node: Node, _ place: String) throws(ScenarioError) -> FakeScenario.Event {
+    func event(_ node: Node, _ place: String, notBefore previous: Duration?) throws(ScenarioError) -> FakeScenario.Event {
         let fields = try mapping(node, place, allowed: ["at", "state", "raw_status", "message", "interfaces", "gone"])
         guard let atNode = fields["at"] else { throw fail(node, place, "an event needs a time, e.g. at: 5s") }
         var event = FakeScenario.Event(at: try duration(atNode, "\(place).at"))
+        if let previous, event.at < previous {
+            throw fail(atNode, "\(place).at", "events must be in time order (\(event.at) comes before \(previous))")
+        }
         if let node = fields["state"] { event.state = try choice(node, "\(place).state", Self.states) }
         if let node = fields["raw_status"] { event.rawStatus = try string(node, "\(place).raw_status") }
         if let node = fields["message"] { event.message = try string(node, "\(place).message") }

@@ -1,0 +1,182 @@
+import Controller
+import Core
+import Foundation
+import ProviderShim
+import SwiftProtobuf
+import Testing
+import TestSupport
+
+/// The shim process contract with the real `provider-shim fake` binary.
+@Suite("provider-shim process contract")
+struct ShimProcessTests {
+    static let binary = BuiltProducts.path(of: "provider-shim")
+    static let example = BuiltProducts.repositoryRoot + "/scripts/scenarios/example.yaml"
+
+    /// A started shim: its process, socket and a connected client.
+    struct Shim {
+        let process: ChildProcess
+        let socketPath: String
+        let client: ProviderClient
+    }
+
+    static func start(
+        _ directory: TemporaryDirectory,
+        scenario: String = example,
+        extraArguments: [String] = []
+    ) async throws -> Shim {
+        let socketPath = directory.file("shim.sock")
+        // A scrubbed environment, as the controller gives it.
+        let process = try ChildProcess(
+            binary, ["fake", "--scenario", scenario] + extraArguments,
+            environment: ["INSTANCEPOLLER_SOCKET": socketPath]
+        )
+        let line = try await process.nextLine(.seconds(30))
+        #expect(line == "instancepoller-shim|1|unix|\(socketPath)|ttrpc")
+        let client = try await ProviderClient.connect(socketPath: socketPath, logger: LogCapture().logger())
+        return Shim(process: process, socketPath: socketPath, client: client)
+    }
+
+    static func mode(_ path: String) throws -> Int {
+        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue
+    }
+
+    @Test func handshakeLineSocketModeAndNothingElseOnStdout() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = try await Self.start(directory)
+        #expect(try Self.mode(shim.socketPath) == 0o600)
+        #expect(try await shim.client.handshake(controllerVersion: "test", timeout: .seconds(5)).shimName == "fake")
+        shim.process.closeStdin()
+        #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
+        #expect(shim.process.stdout == "instancepoller-shim|1|unix|\(shim.socketPath)|ttrpc\n")
+        #expect(shim.process.stderr.contains("serving"))  // logs go to stderr
+    }
+
+    @Test func exitsWithinOneSecondOfStdinEOF() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = try await Self.start(directory)
+        let closed = ContinuousClock.now
+        shim.process.closeStdin()
+        #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
+        #expect(ContinuousClock.now - closed < .seconds(1))
+        #expect(!FileManager.default.fileExists(atPath: shim.socketPath))
+    }
+
+    @Test func sigtermFinishesTheCallInFlightThenExitsZero() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = try await Self.start(directory)
+        _ = try await shim.client.connection.call(FakeCloudControl.injectFault, .with {
+            $0.fault = .with { $0.kind = .latency; $0.methods = ["Health"]; $0.delayNano = Duration.milliseconds(600).totalNanoseconds }
+        })
+        let slowCall = Task { try await shim.client.health(timeout: .seconds(10)) }
+        // Wait until the shim has the call (it is recorded before the delay).
+        try await withTimeout(.seconds(10), "the Health call to reach the shim") {
+            while try await shim.client.connection.call(FakeCloudControl.getCalls, .init()).counts.first(where: { $0.method == "Health" }) == nil {
+                await Task.yield()
+            }
+        }
+        shim.process.terminate()
+        #expect(try await slowCall.value.status == .serving)
+        #expect(try await shim.process.waitForExit(.seconds(10)) == 0)
+        #expect(!FileManager.default.fileExists(atPath: shim.socketPath))
+    }
+
+    @Test func shutdownCallExitsZero() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = try await Self.start(directory)
+        try await shim.client.shutdown(drainTimeout: .seconds(1), timeout: .seconds(5))
+        #expect(try await shim.process.waitForExit(.seconds(10)) == 0)
+        #expect(!FileManager.default.fileExists(atPath: shim.socketPath))
+    }
+
+    @Test func aStaleSocketIsReplaced() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        bindAndAbandon(directory.file("shim.sock"))
+        let shim = try await Self.start(directory)
+        #expect(try await shim.client.health(timeout: .seconds(5)).status == .serving)
+        shim.process.closeStdin()
+        try await shim.process.waitForExit(.seconds(5))
+    }
+
+    @Test func withoutTheSocketVariableItSaysSoAndExitsTwo() async throws {
+        let process = try ChildProcess(Self.binary, ["fake", "--scenario", Self.example], environment: [:])
+        #expect(try await process.waitForExit(.seconds(30)) == 2)
+        let lines = process.stderr.split(separator: "\n")
+        #expect(lines.count == 1)
+        #expect(lines.first?.contains("INSTANCEPOLLER_SOCKET is not set") == true)
+        #expect(process.stdout.isEmpty)
+    }
+
+    @Test func aBadScenarioIsOneLineNamingFileLineAndPlaceWithExitTwo() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("bad.yaml")
+        try "instances:\n  - id: i-1\n    timeline:\n      - at: 0s\n        state: runing\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let process = try ChildProcess(Self.binary, ["fake", "--scenario", path], environment: ["INSTANCEPOLLER_SOCKET": directory.file("s.sock")])
+        #expect(try await process.waitForExit(.seconds(30)) == 2)
+        #expect(process.stderr == "provider-shim fake: \(path):5:16: instances[0].timeline[0].state: unknown value \"runing\" "
+            + "(expected one of: allocating, provisioning, running, provisioning-error, stopped, terminated, unknown, unspecified)\n")
+    }
+
+    @Test func crashFaultExitsAfterNCalls() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let scenario = directory.file("crash.yaml")
+        try "faults:\n  - kind: crash\n    methods: [Health]\n    after_calls: 2\n".write(toFile: scenario, atomically: true, encoding: .utf8)
+        let shim = try await Self.start(directory, scenario: scenario)
+        _ = try await shim.client.health(timeout: .seconds(5))
+        _ = try await shim.client.health(timeout: .seconds(5))
+        let error = await rpcError { _ = try await shim.client.health(timeout: .seconds(5)) }
+        #expect(error?.code == .unavailable)
+        #expect(try await shim.process.waitForExit(.seconds(5)) == 3)
+    }
+
+    @Test func hangFaultNeverAnswersAndStdinEOFStillEndsIt() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let scenario = directory.file("hang.yaml")
+        try "faults:\n  - kind: hang\n    methods: [Instances]\n".write(toFile: scenario, atomically: true, encoding: .utf8)
+        let shim = try await Self.start(directory, scenario: scenario)
+        let start = ContinuousClock.now
+        let error = await rpcError {
+            _ = try await shim.client.instances(cloud: .init(), credential: .init(), ids: ["i-1"], timeout: .milliseconds(300))
+        }
+        #expect(error?.code == .deadlineExceeded)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        let closed = ContinuousClock.now
+        shim.process.closeStdin()
+        #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
+        #expect(ContinuousClock.now - closed < .seconds(1))
+    }
+
+    @Test func manualClockFlagDrivesTheTimeline() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = try await Self.start(directory, extraArguments: ["--manual-clock"])
+        let credential = ProviderV1.Credential.with { $0.attributes = ["access-key": "AKIAFAKEEXAMPLE", "secret-key": "fake-secret-key"] }
+        #expect(try await shim.client.instances(cloud: .init(), credential: credential, ids: ["i-late-1"], timeout: .seconds(5))[0].found == false)
+        _ = try await shim.client.connection.call(FakeCloudControl.advanceClock, .with { $0.byNano = Duration.seconds(30).totalNanoseconds })
+        let late = try await shim.client.instances(cloud: .init(), credential: credential, ids: ["i-late-1"], timeout: .seconds(5))
+        #expect(late[0].status.state == .provisioningError)
+        shim.process.closeStdin()
+        try await shim.process.waitForExit(.seconds(5))
+    }
+}
+
+/// Leaves a socket file with no listener behind, as a killed process does.
+func bindAndAbandon(_ path: String) {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        raw.copyBytes(from: path.utf8)
+    }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    close(fd)
+}
