@@ -106,6 +106,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "Core",
+                "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -152,6 +153,7 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
+                "Controller",
                 "Core",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -62,9 +62,15 @@ public enum ShimProcess {
             return ExitStatus.usage
         }
         #if os(Linux)
-        // Second guard besides stdin EOF: SIGTERM when the parent dies.
-        _ = ip_set_parent_death_signal(SIGTERM)
+        // Second guard besides stdin EOF: SIGTERM when the parent dies. The
+        // kernel keeps this per thread and checks the main thread's, so set
+        // it there.
+        await MainActor.run { _ = ip_set_parent_death_signal(SIGTERM) }
         #endif
+
+        // Trap SIGTERM and SIGINT before the handshake line: from then on a
+        // signal must mean a graceful stop, never the default kill.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
 
         let (stops, stop) = AsyncStream.makeStream(of: StopReason.self)
         var registry = RPCServiceRegistry()
@@ -92,14 +98,20 @@ public enum ShimProcess {
         let service = ShimService(server: server, stops: stops, stop: stop, drainTimeout: options.drainTimeout, logger: logger)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "shim")],
-            gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
+        let signalWatcher = Task {
+            for await _ in signals {
+                await group.triggerGracefulShutdown()
+                break
+            }
+        }
         do {
             try await group.run()
         } catch {
             logger.error("stopped with an error", metadata: ["error": "\(error)"])
         }
+        signalWatcher.cancel()
         UnixSocket.remove(socketPath)
         return ExitStatus.ok
     }

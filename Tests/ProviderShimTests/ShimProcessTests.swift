@@ -153,6 +153,33 @@ struct ShimProcessTests {
         #expect(ContinuousClock.now - closed < .seconds(1))
     }
 
+    @Test func parentDeathEndsTheShimEvenWithStdinOpen() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let socketPath = directory.file("shim.sock")
+        // sh is the shim's parent; this test holds the shim's stdin open,
+        // so only the parent-death signal can end it when sh is killed.
+        let parent = try ChildProcess(
+            // (sh gives a background job /dev/null as stdin unless it is redirected
+            // from a duplicate of its own.)
+            "/bin/sh", ["-c", "exec 3<&0; \"$0\" fake --scenario \"$1\" <&3 3<&- & echo \"pid $!\"; wait", Self.binary, Self.example],
+            environment: ["INSTANCEPOLLER_SOCKET": socketPath]
+        )
+        var shimPID: Int32?
+        var sawHandshake = false
+        while shimPID == nil || !sawHandshake {
+            guard let line = try await parent.nextLine(.seconds(30)) else { break }
+            if line.hasPrefix("pid ") { shimPID = Int32(line.dropFirst(4)) }
+            if line.hasPrefix("instancepoller-shim|1|unix|") { sawHandshake = true }
+        }
+        let pid = try #require(shimPID)
+        #expect(sawHandshake)
+        parent.kill()
+        #expect(await ProcessWatch.waitForExit(pid: pid, limit: .seconds(2)), "shim \(pid) outlived its parent")
+        // Gone gracefully: a default SIGTERM death would leave the socket.
+        #expect(!FileManager.default.fileExists(atPath: socketPath))
+    }
+
     @Test func manualClockFlagDrivesTheTimeline() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

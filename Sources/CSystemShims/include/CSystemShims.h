@@ -6,6 +6,9 @@
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <poll.h>
+#include <unistd.h>
 
 /// prctl(PR_SET_PDEATHSIG): deliver `signal` to this process when its parent
 /// dies (prctl is variadic, so Swift cannot call it directly).
@@ -17,6 +20,18 @@ static inline int ip_set_parent_death_signal(int signal) {
 static inline int ip_mallopt(int param, int value) { return mallopt(param, value); }
 static const int IP_M_MMAP_THRESHOLD = M_MMAP_THRESHOLD;
 static const int IP_M_TRIM_THRESHOLD = M_TRIM_THRESHOLD;
+
+/// Waits up to `timeout_ms` for process `pid` (not necessarily a child) to
+/// exit, via pidfd_open(2) and poll(2). Returns 1 if it exited, 0 on
+/// timeout, -1 if it could not be watched (errno set).
+static inline int ip_wait_for_process_exit(int pid, int timeout_ms) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) return -1;
+    struct pollfd entry = { .fd = fd, .events = POLLIN, .revents = 0 };
+    int ready = poll(&entry, 1, timeout_ms);
+    close(fd);
+    return ready > 0 ? 1 : (ready == 0 ? 0 : -1);
+}
 #endif
 
 #endif
