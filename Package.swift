@@ -153,6 +153,9 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
+                "ProviderShim",
+                // Built so interop tests can run the real provider-shim binary.
+                "ProviderShimCLI",
                 "Controller",
                 "Core",
                 "TestSupport",
