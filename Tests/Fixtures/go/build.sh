@@ -2,6 +2,8 @@
 # Builds the Go ttrpc interop/bench fixtures into OUTDIR:
 #   ttrpc-echo-server  containerd ttrpc 1.1.1 server for instancepoller.testing.v1.Echo
 #   ttrpc-echo-client  interop checks and bench client against any Echo server
+#   ttrpc-provider-client  calls every method of instancepoller.provider.v1.Provider
+#                          on a shim and prints the answers as one JSON document
 #
 #   Tests/Fixtures/go/build.sh OUTDIR
 #
@@ -9,7 +11,7 @@
 # golang-go, golang-github-containerd-ttrpc-dev (+ gogo/protobuf, grpc
 # status), protobuf-compiler and protoc-gen-gogo (/usr/share/gocode).
 # Quiet on success; errors on stderr and a non-zero exit on failure.
-# Does nothing if both binaries are newer than every input. Safe to run
+# Does nothing if all binaries are newer than every input. Safe to run
 # concurrently: each run builds in its own temp dir inside OUTDIR and
 # renames the finished binaries into place.
 set -euo pipefail
@@ -22,20 +24,22 @@ fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
 PROTO_ROOT="$REPO/proto"
-PROTO="instancepoller/testing/v1/echo.proto"
-BINARIES=(ttrpc-echo-server ttrpc-echo-client)
+PROTOS=(instancepoller/testing/v1/echo.proto instancepoller/provider/v1/provider.proto)
+BINARIES=(ttrpc-echo-server ttrpc-echo-client ttrpc-provider-client)
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
-[ -f "$PROTO_ROOT/$PROTO" ] || die "missing $PROTO_ROOT/$PROTO"
+for proto in "${PROTOS[@]}"; do
+    [ -f "$PROTO_ROOT/$proto" ] || die "missing $PROTO_ROOT/$proto"
+done
 mkdir -p "$1" || die "cannot create $1"
 OUTDIR="$(cd "$1" && pwd)"
 
-# Inputs: every Go source here, this script, the proto.
+# Inputs: every Go source here, this script, the protos.
 inputs() {
     find "$HERE" -type f -name '*.go'
     echo "$HERE/build.sh"
-    echo "$PROTO_ROOT/$PROTO"
+    for proto in "${PROTOS[@]}"; do echo "$PROTO_ROOT/$proto"; done
 }
 
 up_to_date() {
@@ -64,13 +68,17 @@ trap 'rm -rf "$WORK"' EXIT
 GP="$WORK/gopath"
 mkdir -p "$GP/src/instancepoller-fixtures"
 
-# echo.proto's go_package is "instancepoller/testing/v1;testingv1", so the
-# generated file lands in $GP/src/instancepoller/testing/v1.
-protoc --plugin=protoc-gen-gogo="$GOGO_PLUGIN" -I "$PROTO_ROOT" \
-    --gogo_out="$GP/src" "$PROTO_ROOT/$PROTO" ||
-    die "protoc failed"
+# The go_package options ("instancepoller/testing/v1;testingv1",
+# "instancepoller/provider/v1;providerv1") put the generated files in
+# $GP/src/instancepoller/testing/v1 and $GP/src/instancepoller/provider/v1.
+# One protoc run per file: protoc-gen-gogo wants one Go package per run.
+for proto in "${PROTOS[@]}"; do
+    protoc --plugin=protoc-gen-gogo="$GOGO_PLUGIN" -I "$PROTO_ROOT" \
+        --gogo_out="$GP/src" "$PROTO_ROOT/$proto" ||
+        die "protoc failed on $proto"
+done
 
-cp -R "$HERE/echo-server" "$HERE/echo-client" "$GP/src/instancepoller-fixtures/"
+cp -R "$HERE/echo-server" "$HERE/echo-client" "$HERE/provider-client" "$GP/src/instancepoller-fixtures/"
 
 export GO111MODULE=off
 export GOPATH="$GP:/usr/share/gocode"
@@ -81,7 +89,8 @@ mkdir -p "$GOCACHE"
 
 (cd "$GP/src/instancepoller-fixtures" &&
     go build -o "$WORK/ttrpc-echo-server" ./echo-server &&
-    go build -o "$WORK/ttrpc-echo-client" ./echo-client) ||
+    go build -o "$WORK/ttrpc-echo-client" ./echo-client &&
+    go build -o "$WORK/ttrpc-provider-client" ./provider-client) ||
     die "go build failed"
 
 for bin in "${BINARIES[@]}"; do
