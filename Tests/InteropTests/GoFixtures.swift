@@ -13,7 +13,7 @@ enum GoFixtures {
 
     private static let build = Task<Void, any Error> {
         let script = repositoryRoot + "/Tests/Fixtures/go/build.sh"
-        let child = try ChildProcess("/bin/bash", [script, outputDirectory])
+        let child = try await ChildProcess.spawn("/bin/bash", [script, outputDirectory])
         let status = try await child.waitForExit(.seconds(600))
         guard status == 0 else {
             throw FixtureBuildFailed(output: child.stderr)

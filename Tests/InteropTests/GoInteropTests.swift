@@ -25,7 +25,7 @@ struct GoInteropTests {
         let logs = LogCapture()
         let server = try await RPCServer.bind(unixSocketPath: directory.file("swift.sock"), registry: registry, logger: logs.logger())
 
-        let child = try ChildProcess(client, ["-socket", server.socketPath, "-mode", "interop"])
+        let child = try await ChildProcess.spawn(client, ["-socket", server.socketPath, "-mode", "interop"])
         let status = try await child.waitForExit(.seconds(120))
         await server.close()
 
@@ -43,7 +43,7 @@ struct GoInteropTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let path = directory.file("go.sock")
-        let goServer = try ChildProcess(serverBinary, ["-socket", path])
+        let goServer = try await ChildProcess.spawn(serverBinary, ["-socket", path])
         #expect(try await goServer.nextLine() == "ready")
 
         let logs = LogCapture()

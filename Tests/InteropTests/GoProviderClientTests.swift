@@ -64,7 +64,7 @@ struct GoProviderClientTests {
 
     static func startFake(_ directory: TemporaryDirectory) async throws -> (ChildProcess, String) {
         let socketPath = directory.file("fake.sock")
-        let shim = try ChildProcess(
+        let shim = try await ChildProcess.spawn(
             BuiltProducts.path(of: "provider-shim"),
             ["fake", "--scenario", BuiltProducts.repositoryRoot + "/scripts/scenarios/example.yaml", "--manual-clock"],
             environment: ["INSTANCEPOLLER_SOCKET": socketPath]
@@ -74,7 +74,7 @@ struct GoProviderClientTests {
     }
 
     static func runGoClient(_ arguments: [String]) async throws -> Report {
-        let client = try ChildProcess(try await GoFixtures.binary("ttrpc-provider-client"), arguments)
+        let client = try await ChildProcess.spawn(try await GoFixtures.binary("ttrpc-provider-client"), arguments)
         let status = try await client.waitForExit(.seconds(60))
         #expect(status == 0, "Go client stderr: \(client.stderr)")
         return try JSONDecoder().decode(Report.self, from: Data(client.stdout.utf8))

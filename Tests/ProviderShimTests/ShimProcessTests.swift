@@ -26,7 +26,7 @@ struct ShimProcessTests {
     ) async throws -> Shim {
         let socketPath = directory.file("shim.sock")
         // A scrubbed environment, as the controller gives it.
-        let process = try ChildProcess(
+        let process = try await ChildProcess.spawn(
             binary, ["fake", "--scenario", scenario] + extraArguments,
             environment: ["INSTANCEPOLLER_SOCKET": socketPath]
         )
@@ -103,7 +103,7 @@ struct ShimProcessTests {
     }
 
     @Test func withoutTheSocketVariableItSaysSoAndExitsTwo() async throws {
-        let process = try ChildProcess(Self.binary, ["fake", "--scenario", Self.example], environment: [:])
+        let process = try await ChildProcess.spawn(Self.binary, ["fake", "--scenario", Self.example], environment: [:])
         #expect(try await process.waitForExit(.seconds(30)) == 2)
         let lines = process.stderr.split(separator: "\n")
         #expect(lines.count == 1)
@@ -116,7 +116,7 @@ struct ShimProcessTests {
         defer { directory.remove() }
         let path = directory.file("bad.yaml")
         try "instances:\n  - id: i-1\n    timeline:\n      - at: 0s\n        state: runing\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let process = try ChildProcess(Self.binary, ["fake", "--scenario", path], environment: ["INSTANCEPOLLER_SOCKET": directory.file("s.sock")])
+        let process = try await ChildProcess.spawn(Self.binary, ["fake", "--scenario", path], environment: ["INSTANCEPOLLER_SOCKET": directory.file("s.sock")])
         #expect(try await process.waitForExit(.seconds(30)) == 2)
         #expect(process.stderr == "provider-shim fake: \(path):5:16: instances[0].timeline[0].state: unknown value \"runing\" "
             + "(expected one of: allocating, provisioning, running, provisioning-error, stopped, terminated, unknown, unspecified)\n")
@@ -159,7 +159,7 @@ struct ShimProcessTests {
         let socketPath = directory.file("shim.sock")
         // sh is the shim's parent; this test holds the shim's stdin open,
         // so only the parent-death signal can end it when sh is killed.
-        let parent = try ChildProcess(
+        let parent = try await ChildProcess.spawn(
             // (sh gives a background job /dev/null as stdin unless it is redirected
             // from a duplicate of its own.)
             "/bin/sh", ["-c", "exec 3<&0; \"$0\" fake --scenario \"$1\" <&3 3<&- & echo \"pid $!\"; wait", Self.binary, Self.example],

@@ -3,6 +3,12 @@ import NIOConcurrencyHelpers
 
 /// A program run by a test: stdin is a pipe (closing it is how the contract
 /// tells a child to go), stdout is read line by line, stderr is kept.
+///
+/// Start one with ``spawn(_:_:environment:)``: every child is spawned from
+/// one long-lived thread (Linux sends a child's parent-death signal when the
+/// *thread* that spawned it exits, and Swift's pool threads come and go), and
+/// its pipes are close-on-exec so that children started side by side do not
+/// inherit each other's pipe ends (which would hide a closed stdin or stdout).
 public final class ChildProcess: Sendable {
     private let process: Process
     private let stdinPipe: Pipe
@@ -12,7 +18,14 @@ public final class ChildProcess: Sendable {
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
     private let stdoutText = NIOLockedValueBox("")
 
-    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// Starts `executable` from the spawning thread.
+    public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ChildProcess {
+        try await SpawnThread.shared.run {
+            try ChildProcess(executable, arguments, environment: environment)
+        }
+    }
+
+    private init(_ executable: String, _ arguments: [String], environment: [String: String]?) throws {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -23,6 +36,11 @@ public final class ChildProcess: Sendable {
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
+        for pipe in [stdinPipe, stdoutPipe, stderrPipe] {
+            for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
+                _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
+            }
+        }
 
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         lines = stream
@@ -90,5 +108,37 @@ public final class ChildProcess: Sendable {
     public func waitForExit(_ limit: Duration = .seconds(30)) async throws -> Int32 {
         if let status = exitStatus.withLockedValue({ $0 }) { return status }
         return try await exited.wait(limit, "\(process.executableURL?.lastPathComponent ?? "child") to exit")
+    }
+}
+
+/// The one thread every child process is spawned from, for the life of the
+/// test process.
+final class SpawnThread: @unchecked Sendable {
+    static let shared = SpawnThread()
+
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []  // guarded by `condition`
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "test-spawn"
+        thread.start()
+    }
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            jobs.append { continuation.resume(with: Result { try body() }) }
+            condition.signal()
+            condition.unlock()
+        }
     }
 }

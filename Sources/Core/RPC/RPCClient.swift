@@ -77,9 +77,13 @@ public final class RPCClient: Sendable {
                 NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RPCClientHandler.self), eventLoop: channel.eventLoop)
             }.get()
             return RPCClient(socketPath: path, peer: peer, channel: channel, handler: handler)
-        } catch {
+        } catch let error as RPCError {
             try? await channel.close()
             throw error
+        } catch {
+            // The server closed while we set up (its handlers are gone).
+            try? await channel.close()
+            throw RPCError(.unavailable, "connection to \(path) closed while connecting: \(error)")
         }
     }
 
