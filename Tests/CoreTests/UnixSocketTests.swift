@@ -8,28 +8,12 @@ import TestSupport
 
 @Suite("Unix sockets and peers")
 struct UnixSocketTests {
-    static func mode(_ path: String) throws -> Int {
-        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue
-    }
 
-    /// Leaves a socket file with no listener behind, as a killed process does.
-    static func bindAndAbandon(_ path: String) {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path.utf8)
-        }
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        close(fd)
-    }
 
     @Test func socketIsCreated0600() async throws {
         try await RPCFixture.with { fixture in
-            let socketMode = try Self.mode(fixture.socketPath)
-            let directoryMode = try Self.mode(fixture.directory.path)
+            let socketMode = try SocketFiles.mode(fixture.socketPath)
+            let directoryMode = try SocketFiles.mode(fixture.directory.path)
             #expect(socketMode == 0o600)
             #expect(directoryMode == 0o700)
         }
@@ -40,8 +24,8 @@ struct UnixSocketTests {
         defer { directory.remove() }
         let nested = directory.file("run/instancepoller")
         try UnixSocket.prepareDirectory(nested)
-        #expect(try Self.mode(nested) == 0o700)
-        #expect(try Self.mode(directory.file("run")) == 0o700)
+        #expect(try SocketFiles.mode(nested) == 0o700)
+        #expect(try SocketFiles.mode(directory.file("run")) == 0o700)
         try UnixSocket.prepareDirectory(nested)  // existing and private: fine
 
         chmod(nested, 0o755)
@@ -68,7 +52,7 @@ struct UnixSocketTests {
         defer { directory.remove() }
         let path = directory.file("stale.sock")
         // A socket file whose listener is gone, as a crashed process leaves.
-        Self.bindAndAbandon(path)
+        SocketFiles.bindAndAbandon(path)
         #expect(FileManager.default.fileExists(atPath: path))
         var registry = RPCServiceRegistry()
         EchoService.register(into: &registry)

@@ -110,23 +110,7 @@ struct CShimTests {
         try await ProviderClient.connect(socketPath: shim.socketPath, logger: LogCapture().logger())
     }
 
-    static func mode(_ path: String) throws -> Int {
-        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue
-    }
 
-    /// Leaves a socket file with no listener behind, as a killed process does.
-    static func bindAndAbandon(_ path: String) {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path.utf8)
-        }
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        close(fd)
-    }
 
     /// Runs the shim to its exit with stdout and stderr sent to files (via
     /// `/bin/sh`), so both are complete once it has exited: a pipe's EOF can
@@ -148,7 +132,7 @@ struct CShimTests {
 
     @Test func printsTheHandshakeLineOnceAndListensOn0600() async throws {
         try await Self.withShim { shim in
-            #expect(try Self.mode(shim.socketPath) == 0o600)
+            #expect(try SocketFiles.mode(shim.socketPath) == 0o600)
             // Nothing else ever on stdout: not while serving, not when exiting.
             let client = try await Self.connect(shim)
             _ = try await client.health(timeout: .seconds(10))
@@ -482,10 +466,10 @@ struct CShimTests {
 
     @Test func replacesAStaleSocket() async throws {
         try await Self.withShim(prepare: { path in
-            Self.bindAndAbandon(path)
+            SocketFiles.bindAndAbandon(path)
             #expect(FileManager.default.fileExists(atPath: path))
         }) { shim in
-            #expect(try Self.mode(shim.socketPath) == 0o600)
+            #expect(try SocketFiles.mode(shim.socketPath) == 0o600)
             let client = try await Self.connect(shim)
             #expect(try await client.health(timeout: .seconds(10)).status == .serving)
             await client.connection.close()

@@ -36,15 +36,12 @@ struct ShimProcessTests {
         return Shim(process: process, socketPath: socketPath, client: client)
     }
 
-    static func mode(_ path: String) throws -> Int {
-        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue
-    }
 
     @Test func handshakeLineSocketModeAndNothingElseOnStdout() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let shim = try await Self.start(directory)
-        #expect(try Self.mode(shim.socketPath) == 0o600)
+        #expect(try SocketFiles.mode(shim.socketPath) == 0o600)
         #expect(try await shim.client.handshake(controllerVersion: "test", timeout: .seconds(5)).shimName == "fake")
         shim.process.closeStdin()
         #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
@@ -95,7 +92,7 @@ struct ShimProcessTests {
     @Test func aStaleSocketIsReplaced() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        bindAndAbandon(directory.file("shim.sock"))
+        SocketFiles.bindAndAbandon(directory.file("shim.sock"))
         let shim = try await Self.start(directory)
         #expect(try await shim.client.health(timeout: .seconds(5)).status == .serving)
         shim.process.closeStdin()
@@ -194,16 +191,3 @@ struct ShimProcessTests {
     }
 }
 
-/// Leaves a socket file with no listener behind, as a killed process does.
-func bindAndAbandon(_ path: String) {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        raw.copyBytes(from: path.utf8)
-    }
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    close(fd)
-}

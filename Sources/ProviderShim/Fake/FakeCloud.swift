@@ -1,5 +1,6 @@
 public import Core
 internal import NIOConcurrencyHelpers
+internal import SwiftProtobuf
 
 /// The state of the fake cloud: instances with timelines, credentials,
 /// faults and the record of calls. Thread-safe; every answer is computed at
@@ -70,32 +71,33 @@ public final class FakeCloud: Sendable {
     }
 
     public func instances(_ ids: [String]) -> [ProviderV1.InstanceResult] {
-        let time = now
-        return state.withLockedValue { state in
-            ids.map { id in
-                var result = ProviderV1.InstanceResult()
-                result.instanceID = id
-                if let timeline = state.timelines[id], let current = Self.evaluate(timeline, at: time) {
-                    result.found = true
-                    result.status = current.status
-                }
-                return result
+        evaluate(ids) { id, current in
+            .with {
+                $0.instanceID = id
+                $0.found = current != nil
+                if let current { $0.status = current.status }
             }
         }
     }
 
     public func networkInterfaces(_ ids: [String]) -> [ProviderV1.InstanceInterfaces] {
+        evaluate(ids) { id, current in
+            .with {
+                $0.instanceID = id
+                $0.found = current != nil
+                if let current { $0.interfaces = current.interfaces }
+            }
+        }
+    }
+
+    /// One result per id, index-aligned, from each instance's state now.
+    private func evaluate<Result>(
+        _ ids: [String],
+        _ result: (String, (status: ProviderV1.InstanceStatus, interfaces: [ProviderV1.NetworkInterface])?) -> Result
+    ) -> [Result] {
         let time = now
         return state.withLockedValue { state in
-            ids.map { id in
-                var result = ProviderV1.InstanceInterfaces()
-                result.instanceID = id
-                if let timeline = state.timelines[id], let current = Self.evaluate(timeline, at: time) {
-                    result.found = true
-                    result.interfaces = current.interfaces
-                }
-                return result
-            }
+            ids.map { id in result(id, state.timelines[id].flatMap { Self.evaluate($0, at: time) }) }
         }
     }
 
