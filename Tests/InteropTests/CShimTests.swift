@@ -36,7 +36,6 @@ enum CShimFixture {
     }
 }
 
-
 /// The C shim's fake cloud, the process contract of PROTOCOL.md §5, and the
 /// framing rules of §2–3, checked through the controller's `ProviderClient`
 /// and through raw frames.
