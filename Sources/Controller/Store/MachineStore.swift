@@ -1,0 +1,167 @@
+public import Core
+
+/// Where a machine stands in the poll schedule (SPEC §6.2). Persisted, so a
+/// restarted controller resumes instead of polling everything at 3 s.
+public struct ScheduleEntry: Hashable, Sendable {
+    public enum Group: String, Hashable, Sendable {
+        /// Polled at a backing-off interval: 3, 6, 12 … 60 s.
+        case short
+        /// Polled every long-poll interval (15 min) ± jitter.
+        case long
+    }
+
+    public var machineID: String
+    public var group: Group
+    public var interval: Duration
+    public var due: Timestamp
+
+    public init(machineID: String, group: Group, interval: Duration, due: Timestamp) {
+        self.machineID = machineID
+        self.group = group
+        self.interval = interval
+        self.due = due
+    }
+}
+
+/// A cloud credential. Its attributes are secrets: `description` never
+/// shows them, and nothing may log them.
+public struct StoredCredential: Hashable, Sendable, CustomStringConvertible {
+    public var provider: String
+    public var name: String
+    public var authType: String
+    public var attributes: [String: String]
+    public var expiresAt: Timestamp?
+    /// Why it was marked invalid; nil while it is usable.
+    public var invalidReason: String?
+
+    public init(
+        provider: String,
+        name: String,
+        authType: String,
+        attributes: [String: String],
+        expiresAt: Timestamp? = nil,
+        invalidReason: String? = nil
+    ) {
+        self.provider = provider
+        self.name = name
+        self.authType = authType
+        self.attributes = attributes
+        self.expiresAt = expiresAt
+        self.invalidReason = invalidReason
+    }
+
+    public var description: String {
+        "credential \(provider)/\(name) (\(authType), attributes: \(attributes.keys.sorted().joined(separator: ", ")))"
+    }
+}
+
+/// One entry of the append-only events log.
+public struct MachineEvent: Hashable, Sendable {
+    public enum Kind: String, Hashable, Sendable {
+        case machineAdded = "machine-added"
+        case machineChanged = "machine-changed"
+        case machineRemoved = "machine-removed"
+        /// The poller wrote new polled truth (status or interfaces).
+        case machinePolled = "machine-polled"
+        case credentialSet = "credential-set"
+        case credentialInvalidated = "credential-invalidated"
+    }
+
+    /// Who made the change. The poller's own writes must not wake it.
+    public enum Source: String, Hashable, Sendable {
+        case external, poller
+    }
+
+    /// Monotonically increasing across the log.
+    public var revision: Int64
+    public var kind: Kind
+    public var source: Source
+    /// The machine concerned; empty for credential events.
+    public var machineID: String
+    /// For credential events: "provider/name".
+    public var credential: String
+    public var at: Timestamp
+
+    public init(revision: Int64, kind: Kind, source: Source, machineID: String = "", credential: String = "", at: Timestamp) {
+        self.revision = revision
+        self.kind = kind
+        self.source = source
+        self.machineID = machineID
+        self.credential = credential
+        self.at = at
+    }
+}
+
+/// A machine's outcome from one poll, as the store writes it.
+public struct PollResult: Hashable, Sendable {
+    public var machineID: String
+    /// New instance status, or nil to leave it as it is.
+    public var instanceStatus: InstanceStatusRecord?
+    /// New interfaces, or nil to leave them as they are.
+    public var interfaces: [ProviderV1.NetworkInterface]?
+    /// The poll error to record (nil clears it).
+    public var pollError: String?
+
+    public init(
+        machineID: String,
+        instanceStatus: InstanceStatusRecord? = nil,
+        interfaces: [ProviderV1.NetworkInterface]? = nil,
+        pollError: String? = nil
+    ) {
+        self.machineID = machineID
+        self.instanceStatus = instanceStatus
+        self.interfaces = interfaces
+        self.pollError = pollError
+    }
+}
+
+/// The machine store the poll engine needs (SPEC §6.1). SQLite through GRDB
+/// is the embedded default (`SQLiteMachineStore`); the protocol leaves room
+/// for a shared PostgreSQL store.
+///
+/// Every change appends to the events log in the same transaction. Methods
+/// throw `StoreError` with a message naming what was wrong.
+public protocol MachineStore: Sendable {
+    // Machines: changes from outside the poller (source .external).
+    func addMachine(_ machine: Machine) async throws
+    /// Updates life, instance id, agent status, provider, credential or the
+    /// manual flag; the polled truth is the poller's to write.
+    func updateMachine(_ machine: Machine) async throws
+    func removeMachine(id: String) async throws
+    func machine(id: String) async throws -> Machine?
+    func machines() async throws -> [Machine]
+
+    /// Writes one batch's results and schedule in one transaction. Status
+    /// and interfaces are written only when they differ from what is
+    /// stored, each change logged with source .poller. Results for machines
+    /// that no longer exist are skipped.
+    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws
+
+    /// Sets the manual machine's status (the poller's own write).
+    func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws
+
+    // Schedule state.
+    func schedule() async throws -> [ScheduleEntry]
+    func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws
+
+    // The events log.
+    func events(after revision: Int64, limit: Int) async throws -> [MachineEvent]
+    func latestRevision() async throws -> Int64
+
+    // Credentials.
+    func credential(provider: String, name: String) async throws -> StoredCredential?
+    func credentials() async throws -> [StoredCredential]
+    /// Sets (adds or replaces) a credential and clears its invalid mark
+    /// (source .external, kind .credentialSet).
+    func setCredential(_ credential: StoredCredential) async throws
+    /// Marks a credential invalid with the reason (source .poller, kind
+    /// .credentialInvalidated).
+    func invalidateCredential(provider: String, name: String, reason: String) async throws
+}
+
+/// A store operation that failed; the message says what and where.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
