@@ -1,0 +1,120 @@
+public import Core
+
+/// The poll schedule as a pure state machine (SPEC §6.2): which machines are
+/// due, and where each goes after a poll. No I/O and no clock of its own:
+/// every method takes `now`, so tests drive it exactly.
+public struct PollSchedule: Sendable {
+    public let settings: PollSettings
+    public private(set) var entries: [String: ScheduleEntry] = [:]
+    private var random: SplitMix64
+
+    /// What the poll found for one machine.
+    public struct Observation: Sendable {
+        /// nil: not found.
+        public var state: ProviderV1.InstanceState?
+        public var hasAddresses: Bool
+        /// Agent started, or agentless.
+        public var agentStarted: Bool
+
+        public init(state: ProviderV1.InstanceState?, hasAddresses: Bool, agentStarted: Bool) {
+            self.state = state
+            self.hasAddresses = hasAddresses
+            self.agentStarted = agentStarted
+        }
+    }
+
+    public init(settings: PollSettings, seed: UInt64 = 0x1234_5678_9ABC_DEF0, resuming saved: [ScheduleEntry] = []) {
+        self.settings = settings
+        self.random = SplitMix64(seed: seed)
+        for entry in saved { entries[entry.machineID] = entry }
+    }
+
+    public func entry(_ machineID: String) -> ScheduleEntry? { entries[machineID] }
+
+    /// A machine the schedule has not seen: short group, first interval,
+    /// due one interval from now.
+    @discardableResult
+    public mutating func track(_ machineID: String, now: Timestamp) -> ScheduleEntry {
+        if let existing = entries[machineID] { return existing }
+        return resetToShort(machineID, now: now)
+    }
+
+    /// A change from outside the poller to a tracked machine: back to the
+    /// short group with its interval reset.
+    @discardableResult
+    public mutating func resetToShort(_ machineID: String, now: Timestamp) -> ScheduleEntry {
+        let entry = ScheduleEntry(machineID: machineID, group: .short, interval: settings.shortPoll, due: now + settings.shortPoll)
+        entries[machineID] = entry
+        return entry
+    }
+
+    public mutating func untrack(_ machineID: String) {
+        entries.removeValue(forKey: machineID)
+    }
+
+    /// Machines due at `now`, earliest first.
+    public func due(at now: Timestamp) -> [String] {
+        entries.values.filter { $0.due <= now }.sorted { ($0.due, $0.machineID) < ($1.due, $1.machineID) }.map(\.machineID)
+    }
+
+    /// The earliest due time, or nil when nothing is tracked.
+    public var nextDue: Timestamp? { entries.values.map(\.due).min() }
+
+    /// `interval = min(interval × backoff, cap)`, due one interval from now,
+    /// in whatever group the machine is.
+    @discardableResult
+    public mutating func bump(_ machineID: String, now: Timestamp) -> ScheduleEntry? {
+        guard var entry = entries[machineID] else { return nil }
+        if entry.group == .short {
+            let next = entry.interval * settings.backoffFactor
+            entry.interval = min(next, settings.shortPollCap)
+            entry.due = now + entry.interval
+        } else {
+            entry.due = now + jitteredLongPoll()
+        }
+        entries[machineID] = entry
+        return entry
+    }
+
+    /// Applies the after-poll rules, first match wins:
+    /// allocating/provisioning → bump; long group and unknown, not found or
+    /// no addresses → short, reset; addresses and agent started → long;
+    /// otherwise short → bump (long stays long).
+    @discardableResult
+    public mutating func record(_ machineID: String, _ observation: Observation, now: Timestamp) -> ScheduleEntry? {
+        guard let entry = entries[machineID] else { return nil }
+        if observation.state == .allocating || observation.state == .provisioning {
+            return bump(machineID, now: now)
+        }
+        if entry.group == .long, observation.state == nil || observation.state == .unknown || !observation.hasAddresses {
+            return resetToShort(machineID, now: now)
+        }
+        if observation.state != nil, observation.hasAddresses, observation.agentStarted {
+            let long = ScheduleEntry(machineID: machineID, group: .long, interval: settings.longPoll, due: now + jitteredLongPoll())
+            entries[machineID] = long
+            return long
+        }
+        return bump(machineID, now: now)
+    }
+
+    /// The long interval moved by up to ± jitter.
+    private mutating func jitteredLongPoll() -> Duration {
+        let spread = settings.longPollJitter
+        guard spread > 0 else { return settings.longPoll }
+        let unit = Double(random.next() >> 11) / Double(1 << 53)  // [0, 1)
+        return settings.longPoll * (1 + spread * (2 * unit - 1))
+    }
+}
+
+/// A small seeded generator, so that jitter is reproducible in tests.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,126 @@
+import Controller
+import Core
+import Testing
+
+/// SPEC §6.2's schedule rules on the pure state machine, with exact times.
+@Suite("Poll schedule rules")
+struct PollScheduleTests {
+    static let t0 = Timestamp(nanosecondsSinceEpoch: 1_000_000_000_000)
+    static let running = PollSchedule.Observation(state: .running, hasAddresses: true, agentStarted: true)
+
+    @Test func newMachineJoinsTheShortGroupDueOneIntervalOut() {
+        var schedule = PollSchedule(settings: PollSettings())
+        let entry = schedule.track("m1", now: Self.t0)
+        #expect(entry == ScheduleEntry(machineID: "m1", group: .short, interval: .seconds(3), due: Self.t0 + .seconds(3)))
+        // Tracking again keeps the existing entry.
+        #expect(schedule.track("m1", now: Self.t0 + .seconds(1)) == entry)
+    }
+
+    @Test func bumpsFollowThreeSixTwelveUpToTheCap() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        var intervals: [Duration] = [schedule.entry("m1")!.interval]
+        for _ in 0..<6 { intervals.append(schedule.bump("m1", now: Self.t0)!.interval) }
+        #expect(intervals == [3, 6, 12, 24, 48, 60, 60].map { Duration.seconds($0) })
+        #expect(schedule.entry("m1")!.due == Self.t0 + .seconds(60))
+    }
+
+    @Test func notYetDueIsNotPolled() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        schedule.track("m2", now: Self.t0 + .seconds(1))
+        #expect(schedule.due(at: Self.t0 + .seconds(2)).isEmpty)
+        #expect(schedule.due(at: Self.t0 + .seconds(3)) == ["m1"])
+        #expect(schedule.due(at: Self.t0 + .seconds(4)) == ["m1", "m2"])
+        #expect(schedule.nextDue == Self.t0 + .seconds(3))
+    }
+
+    @Test func allocatingOrProvisioningIsBumpedInPlace() {
+        for state in [ProviderV1.InstanceState.allocating, .provisioning] {
+            var schedule = PollSchedule(settings: PollSettings())
+            schedule.track("m1", now: Self.t0)
+            let entry = schedule.record("m1", .init(state: state, hasAddresses: true, agentStarted: true), now: Self.t0)
+            #expect(entry?.group == .short && entry?.interval == .seconds(6))
+        }
+    }
+
+    @Test func startedWithAddressesMovesToTheLongGroup() {
+        var schedule = PollSchedule(settings: PollSettings(longPollJitter: 0))
+        schedule.track("m1", now: Self.t0)
+        let entry = schedule.record("m1", Self.running, now: Self.t0)
+        #expect(entry == ScheduleEntry(machineID: "m1", group: .long, interval: .seconds(900), due: Self.t0 + .seconds(900)))
+    }
+
+    @Test func agentlessCountsAsStartedButAPendingAgentStaysShort() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        let pending = schedule.record("m1", .init(state: .running, hasAddresses: true, agentStarted: false), now: Self.t0)
+        #expect(pending?.group == .short && pending?.interval == .seconds(6))
+    }
+
+    @Test(arguments: [
+        PollSchedule.Observation(state: .unknown, hasAddresses: true, agentStarted: true),
+        PollSchedule.Observation(state: nil, hasAddresses: false, agentStarted: true),
+        PollSchedule.Observation(state: .running, hasAddresses: false, agentStarted: true),
+    ])
+    func longGroupMachineThatLostItsFootingGoesBackToShortReset(observation: PollSchedule.Observation) {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        schedule.record("m1", Self.running, now: Self.t0)
+        let later = Self.t0 + .seconds(900)
+        let entry = schedule.record("m1", observation, now: later)
+        #expect(entry == ScheduleEntry(machineID: "m1", group: .short, interval: .seconds(3), due: later + .seconds(3)))
+    }
+
+    @Test func notFoundInTheShortGroupBacksOff() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        let entry = schedule.record("m1", .init(state: nil, hasAddresses: false, agentStarted: true), now: Self.t0)
+        #expect(entry?.group == .short && entry?.interval == .seconds(6))
+    }
+
+    @Test func aChangeEventResetsTheInterval() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        for _ in 0..<4 { schedule.bump("m1", now: Self.t0) }
+        #expect(schedule.entry("m1")?.interval == .seconds(48))
+        let entry = schedule.resetToShort("m1", now: Self.t0 + .seconds(10))
+        #expect(entry.interval == .seconds(3) && entry.due == Self.t0 + .seconds(13))
+    }
+
+    @Test func untrackedMachinesAreGone() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        schedule.untrack("m1")
+        #expect(schedule.entry("m1") == nil && schedule.due(at: Self.t0 + .seconds(100)).isEmpty)
+        #expect(schedule.bump("m1", now: Self.t0) == nil)
+    }
+
+    @Test func jitterSpreadsTheLongGroupWithinTenPercent() {
+        var schedule = PollSchedule(settings: PollSettings())
+        for index in 0..<1000 {
+            schedule.track("m\(index)", now: Self.t0)
+            schedule.record("m\(index)", Self.running, now: Self.t0)
+        }
+        let offsets = schedule.entries.values.map { $0.due - Self.t0 }
+        #expect(offsets.allSatisfy { $0 >= .seconds(810) && $0 <= .seconds(990) })
+        #expect(Set(offsets).count > 990, "due times are spread, not one burst")
+        let early = offsets.filter { $0 < .seconds(900) }.count
+        #expect(early > 400 && early < 600, "both sides of the interval are used")
+    }
+
+    @Test func aSavedScheduleIsResumed() {
+        let saved = [ScheduleEntry(machineID: "m1", group: .long, interval: .seconds(900), due: Self.t0 + .seconds(500))]
+        var schedule = PollSchedule(settings: PollSettings(), resuming: saved)
+        #expect(schedule.entry("m1") == saved[0])
+        #expect(schedule.track("m1", now: Self.t0) == saved[0])  // not sent back to 3 s
+    }
+
+    @Test func settingsAreChecked() {
+        #expect(PollSettings().problem() == nil)
+        #expect(PollSettings(shortPoll: .zero).problem() == "short poll interval must be positive")
+        #expect(PollSettings(shortPollCap: .seconds(1)).problem() == "short poll cap must not be below the short poll interval")
+        #expect(PollSettings(maxIDsPerCall: 0).problem() == "max ids per call must be at least 1")
+        #expect(PollSettings(backoffFactor: 0.5).problem() == "backoff factor must be at least 1")
+    }
+}
