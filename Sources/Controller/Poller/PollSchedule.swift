@@ -60,6 +60,12 @@ public struct PollSchedule: Sendable {
     /// The earliest due time, or nil when nothing is tracked.
     public var nextDue: Timestamp? { entries.values.map(\.due).min() }
 
+    /// Makes a machine due at `time` without touching its group or interval
+    /// (an updated credential's paused machines are polled at once).
+    public mutating func makeDue(_ machineID: String, at time: Timestamp) {
+        entries[machineID]?.due = time
+    }
+
     /// `interval = min(interval × backoff, cap)`, due one interval from now,
     /// in whatever group the machine is.
     @discardableResult

@@ -1,0 +1,68 @@
+public import Core
+
+/// What the poller needs of a provider (Juju's "environ"): the three cloud
+/// calls. In production a provider shim answers them through
+/// ``ShimCloudAccess``; unit tests use an in-memory cloud.
+///
+/// Methods throw `RPCError` with the contract's codes.
+public protocol CloudAccess: Sendable {
+    func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws
+        -> ProviderV1.ValidateCredentialResponse
+    func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
+        -> [ProviderV1.InstanceResult]
+    func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
+        -> [ProviderV1.InstanceInterfaces]
+}
+
+/// A configured provider: its cloud and how to reach it.
+public struct ProviderEndpoint: Sendable {
+    public var cloud: ProviderV1.CloudSpec
+    public var access: any CloudAccess
+
+    public init(cloud: ProviderV1.CloudSpec, access: any CloudAccess) {
+        self.cloud = cloud
+        self.access = access
+    }
+}
+
+/// Finds the endpoint of a provider by name (the supervisor routes to the
+/// live shim; a swap changes what it returns).
+public protocol ProviderRouter: Sendable {
+    func endpoint(for provider: String) -> ProviderEndpoint?
+}
+
+/// A fixed set of endpoints.
+public struct StaticProviderRouter: ProviderRouter {
+    public var endpoints: [String: ProviderEndpoint]
+    public init(_ endpoints: [String: ProviderEndpoint]) { self.endpoints = endpoints }
+    public func endpoint(for provider: String) -> ProviderEndpoint? { endpoints[provider] }
+}
+
+/// A provider shim as ``CloudAccess``, each call bounded by `timeout`.
+public struct ShimCloudAccess: CloudAccess {
+    public let client: ProviderClient
+    public let timeout: Duration
+
+    public init(client: ProviderClient, timeout: Duration = .seconds(30)) {
+        self.client = client
+        self.timeout = timeout
+    }
+
+    public func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws
+        -> ProviderV1.ValidateCredentialResponse
+    {
+        try await client.validateCredential(cloud: cloud, credential: credential, timeout: timeout)
+    }
+
+    public func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
+        -> [ProviderV1.InstanceResult]
+    {
+        try await client.instances(cloud: cloud, credential: credential, ids: ids, timeout: timeout)
+    }
+
+    public func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
+        -> [ProviderV1.InstanceInterfaces]
+    {
+        try await client.networkInterfaces(cloud: cloud, credential: credential, ids: ids, timeout: timeout)
+    }
+}

@@ -1,0 +1,74 @@
+public import Core
+public import Logging
+
+/// Everything the poller needs, checked by ``validate()`` which names the
+/// missing piece (the way Juju's worker configs do).
+public struct PollerConfig: Sendable {
+    public var clock: (any PollClock)?
+    public var store: (any MachineStore)?
+    /// The provider client ("environ"), per provider name.
+    public var providers: (any ProviderRouter)?
+    /// The credential API: where credentials are read and invalidated.
+    public var credentials: (any CredentialAPI)?
+    public var logger: Logger?
+    public var settings: PollSettings
+    /// How often the events log is read for changes from other processes.
+    public var watchInterval: Duration
+    /// Seed of the long-group jitter.
+    public var jitterSeed: UInt64
+
+    public init(
+        clock: (any PollClock)? = nil,
+        store: (any MachineStore)? = nil,
+        providers: (any ProviderRouter)? = nil,
+        credentials: (any CredentialAPI)? = nil,
+        logger: Logger? = nil,
+        settings: PollSettings = PollSettings(),
+        watchInterval: Duration = .milliseconds(250),
+        jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max)
+    ) {
+        self.clock = clock
+        self.store = store
+        self.providers = providers
+        self.credentials = credentials
+        self.logger = logger
+        self.settings = settings
+        self.watchInterval = watchInterval
+        self.jitterSeed = jitterSeed
+    }
+
+    public struct Invalid: Error, Hashable, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Throws ``Invalid`` naming the first missing or bad piece.
+    public func validate() throws(Invalid) {
+        if clock == nil { throw Invalid(description: "poller config: missing clock") }
+        if store == nil { throw Invalid(description: "poller config: missing machine store") }
+        if providers == nil { throw Invalid(description: "poller config: missing provider client") }
+        if credentials == nil { throw Invalid(description: "poller config: missing credential API") }
+        if logger == nil { throw Invalid(description: "poller config: missing logger") }
+        if let problem = settings.problem() { throw Invalid(description: "poller config: \(problem)") }
+        if watchInterval <= .zero { throw Invalid(description: "poller config: watch interval must be positive") }
+    }
+}
+
+/// Reading and invalidating credentials (Juju's credential API).
+public protocol CredentialAPI: Sendable {
+    func credential(provider: String, name: String) async throws -> StoredCredential?
+    func invalidate(provider: String, name: String, reason: String) async throws
+}
+
+/// The credential API on the machine store.
+public struct StoreCredentialAPI: CredentialAPI {
+    public let store: any MachineStore
+    public init(store: any MachineStore) { self.store = store }
+
+    public func credential(provider: String, name: String) async throws -> StoredCredential? {
+        try await store.credential(provider: provider, name: name)
+    }
+
+    public func invalidate(provider: String, name: String, reason: String) async throws {
+        try await store.invalidateCredential(provider: provider, name: name, reason: reason)
+    }
+}
