@@ -22,11 +22,12 @@ public final class Poller: Service {
         engine = PollEngine(config: config)
     }
 
+    /// Polls until cancelled or the service group shuts down gracefully
+    /// (the round in progress finishes; the sleep is cut short).
     public func run() async throws {
-        try await withGracefulShutdownHandler {
+        let engine = self.engine
+        try await cancelWhenGracefulShutdown {
             try await engine.run()
-        } onGracefulShutdown: { [engine] in
-            Task { await engine.stop() }
         }
     }
 
@@ -58,7 +59,7 @@ actor PollEngine {
     private var machines: [String: Machine] = [:]
     private var revision: Int64 = 0
     private var loaded = false
-    private var stopping = false
+    private let jitterSeed: UInt64
     /// Throttled (provider, credential) pairs and until when.
     private var pausedUntil: [CredentialKey: Timestamp] = [:]
     /// Credentials the gate found invalid, until they change.
@@ -72,13 +73,12 @@ actor PollEngine {
         logger = config.logger!
         settings = config.settings
         watchInterval = config.watchInterval
+        jitterSeed = config.jitterSeed
         schedule = PollSchedule(settings: config.settings, seed: config.jitterSeed)
     }
 
-    func stop() { stopping = true }
-
     func run() async throws {
-        while !stopping && !Task.isCancelled {
+        while !Task.isCancelled {
             do {
                 try await round()
             } catch is CancellationError {
@@ -112,7 +112,7 @@ actor PollEngine {
         let now = clock.now
         revision = try await store.latestRevision()
         let saved = try await store.schedule()
-        schedule = PollSchedule(settings: settings, seed: 0, resuming: saved)
+        schedule = PollSchedule(settings: settings, seed: jitterSeed, resuming: saved)
         var removing: [String] = []
         let all = try await store.machines()
         for machine in all { machines[machine.id] = machine }
