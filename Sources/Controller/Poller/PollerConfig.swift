@@ -39,6 +39,7 @@ public struct PollerConfig: Sendable {
 
     public struct Invalid: Error, Hashable, Sendable, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Throws ``Invalid`` naming the first missing or bad piece.
