@@ -138,6 +138,8 @@ let package = Package(
             dependencies: [
                 "Controller", "ProviderShim", "Core", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                // The store tests look under the store at the raw file.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strictSettings
         ),

@@ -1,0 +1,496 @@
+public import Core
+public import Logging
+internal import Foundation
+internal import GRDB
+internal import SwiftProtobuf
+internal import Synchronization
+
+/// The embedded machine store: one SQLite file in WAL mode, through GRDB
+/// (SPEC §6.1).
+///
+/// Each change and its entry in the events log are written in one
+/// transaction, begun IMMEDIATE so that writers never interleave: revisions
+/// then increase monotonically even when several processes write the same
+/// file. Changes made by another process reach this one through the events
+/// log (``MachineWatcher``).
+///
+/// The file holds credentials: it is created 0600, and one that group or
+/// others can access is refused.
+public final class SQLiteMachineStore: MachineStore {
+    /// The database file, or ":memory:".
+    public let path: String
+    private let writer: any DatabaseWriter
+    private let clock: any PollClock
+    private let logger: Logger
+    private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Opens (creating it if needed) the database at `path` and brings its
+    /// schema up to date.
+    public convenience init(path: String, clock: any PollClock, logger: Logger) throws {
+        try Self.prepareFile(path)
+        var configuration = Configuration()
+        // Another process may hold the write lock for a moment.
+        configuration.busyMode = .timeout(10)
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+        } catch {
+            throw StoreError("cannot open database \(path): \(error)")
+        }
+        try self.init(writer: pool, path: path, clock: clock, logger: logger)
+    }
+
+    /// A private in-memory store, gone when released; for tests and
+    /// throwaway runs.
+    public static func inMemory(clock: any PollClock, logger: Logger) throws -> SQLiteMachineStore {
+        let queue: DatabaseQueue
+        do {
+            queue = try DatabaseQueue()
+        } catch {
+            throw StoreError("cannot open an in-memory database: \(error)")
+        }
+        return try SQLiteMachineStore(writer: queue, path: ":memory:", clock: clock, logger: logger)
+    }
+
+    private init(writer: any DatabaseWriter, path: String, clock: any PollClock, logger: Logger) throws {
+        self.writer = writer
+        self.path = path
+        self.clock = clock
+        self.logger = logger
+        do {
+            try Self.migrator.migrate(writer)
+        } catch {
+            throw StoreError("cannot migrate database \(path): \(error)")
+        }
+        logger.debug("machine store opened", metadata: ["path": "\(path)"])
+    }
+
+    /// Called after every committed change that appended to the events log,
+    /// e.g. to nudge a ``MachineWatcher`` so that this process's own changes
+    /// are seen at once. Changes from other processes are not reported here.
+    public func setChangeHandler(_ handler: (@Sendable () -> Void)?) {
+        changeHandler.withLock { $0 = handler }
+    }
+
+    // MARK: Machines
+
+    public func addMachine(_ machine: Machine) async throws {
+        let now = clock.now
+        let interfaces = try Self.encode(interfaces: machine.interfaces, machineID: machine.id)
+        try await write("adding machine \(machine.id)") { db in
+            if try Self.exists(db, machineID: machine.id) {
+                throw StoreError("machine \(machine.id) already exists")
+            }
+            let status = machine.instanceStatus
+            try db.execute(
+                sql: """
+                    INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
+                        status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    machine.id, machine.provider, machine.credential, machine.instanceID, machine.life.rawValue,
+                    machine.manual, machine.agentStatus.rawValue,
+                    status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
+                    interfaces, machine.pollError,
+                ])
+            try Self.appendEvent(db, .machineAdded, .external, machineID: machine.id, at: now)
+        }
+        logger.debug("machine added", metadata: ["machine": "\(machine.id)"])
+        didChange()
+    }
+
+    public func updateMachine(_ machine: Machine) async throws {
+        let now = clock.now
+        let changed = try await write("updating machine \(machine.id)") { db -> Bool in
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: "SELECT provider, credential, instance_id, life, manual, agent_status FROM machines WHERE id = ?",
+                    arguments: [machine.id])
+            else {
+                throw StoreError("machine \(machine.id) does not exist")
+            }
+            let unchanged =
+                try row.decode(String.self, forColumn: "provider") == machine.provider
+                && row.decode(String.self, forColumn: "credential") == machine.credential
+                && row.decode(String.self, forColumn: "instance_id") == machine.instanceID
+                && row.decode(String.self, forColumn: "life") == machine.life.rawValue
+                && row.decode(Bool.self, forColumn: "manual") == machine.manual
+                && row.decode(String.self, forColumn: "agent_status") == machine.agentStatus.rawValue
+            if unchanged { return false }
+            try db.execute(
+                sql: """
+                    UPDATE machines SET provider = ?, credential = ?, instance_id = ?, life = ?, manual = ?, agent_status = ?
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    machine.provider, machine.credential, machine.instanceID, machine.life.rawValue, machine.manual,
+                    machine.agentStatus.rawValue, machine.id,
+                ])
+            try Self.appendEvent(db, .machineChanged, .external, machineID: machine.id, at: now)
+            return true
+        }
+        guard changed else { return }
+        logger.debug("machine changed", metadata: ["machine": "\(machine.id)"])
+        didChange()
+    }
+
+    public func removeMachine(id: String) async throws {
+        let now = clock.now
+        try await write("removing machine \(id)") { db in
+            try db.execute(sql: "DELETE FROM machines WHERE id = ?", arguments: [id])
+            if db.changesCount == 0 { throw StoreError("machine \(id) does not exist") }
+            try db.execute(sql: "DELETE FROM schedule WHERE machine_id = ?", arguments: [id])
+            try Self.appendEvent(db, .machineRemoved, .external, machineID: id, at: now)
+        }
+        logger.debug("machine removed", metadata: ["machine": "\(id)"])
+        didChange()
+    }
+
+    public func machine(id: String) async throws -> Machine? {
+        try await read("reading machine \(id)") { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM machines WHERE id = ?", arguments: [id]).map(Self.machine(from:))
+        }
+    }
+
+    public func machines() async throws -> [Machine] {
+        try await read("reading machines") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM machines ORDER BY id").map(Self.machine(from:))
+        }
+    }
+
+    // MARK: Polled truth
+
+    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws {
+        let now = clock.now
+        let polled = try await write("applying a poll of \(results.count) machines") { db -> [String] in
+            var polled: [String] = []
+            let select = try db.cachedStatement(sql: """
+                SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error
+                FROM machines WHERE id = ?
+                """)
+            for result in results {
+                // Removed since the poll began: nothing to write.
+                guard let row = try Row.fetchOne(select, arguments: [result.machineID]) else { continue }
+                var changed = false
+                if let status = result.instanceStatus, !status.sameReport(as: try Self.status(from: row)) {
+                    try Self.writeStatus(db, status, machineID: result.machineID, at: now)
+                    changed = true
+                }
+                if let interfaces = result.interfaces,
+                    interfaces != (try Self.interfaces(from: row, machineID: result.machineID))
+                {
+                    try db.cachedStatement(sql: "UPDATE machines SET interfaces = ? WHERE id = ?").execute(
+                        arguments: [try Self.encode(interfaces: interfaces, machineID: result.machineID), result.machineID])
+                    changed = true
+                }
+                if try row.decode(String?.self, forColumn: "poll_error") != result.pollError {
+                    try db.cachedStatement(sql: "UPDATE machines SET poll_error = ? WHERE id = ?").execute(
+                        arguments: [result.pollError, result.machineID])
+                }
+                if changed {
+                    try Self.appendEvent(db, .machinePolled, .poller, machineID: result.machineID, at: now)
+                    polled.append(result.machineID)
+                }
+            }
+            try Self.upsert(db, schedule: schedule)
+            return polled
+        }
+        logger.debug(
+            "poll applied",
+            metadata: ["results": "\(results.count)", "changed": "\(polled.count)", "schedule": "\(schedule.count)"])
+        if !polled.isEmpty { didChange() }
+    }
+
+    public func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws {
+        let now = clock.now
+        try await write("setting the instance status of machine \(machineID)") { db in
+            guard try Self.exists(db, machineID: machineID) else {
+                throw StoreError("machine \(machineID) does not exist")
+            }
+            try Self.writeStatus(db, status, machineID: machineID, at: now)
+            try Self.appendEvent(db, .machinePolled, .poller, machineID: machineID, at: now)
+        }
+        logger.debug("instance status set", metadata: ["machine": "\(machineID)", "state": "\(status.state)"])
+        didChange()
+    }
+
+    // MARK: Schedule
+
+    public func schedule() async throws -> [ScheduleEntry] {
+        try await read("reading the schedule") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM schedule ORDER BY machine_id").map(Self.scheduleEntry(from:))
+        }
+    }
+
+    /// Entries for machines that are not in the store are skipped, so that a
+    /// machine removed meanwhile does not leave a schedule row behind.
+    public func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws {
+        try await write("saving the schedule") { db in
+            let delete = try db.cachedStatement(sql: "DELETE FROM schedule WHERE machine_id = ?")
+            for id in removing { try delete.execute(arguments: [id]) }
+            try Self.upsert(db, schedule: entries)
+        }
+    }
+
+    // MARK: Events
+
+    public func events(after revision: Int64, limit: Int) async throws -> [MachineEvent] {
+        guard limit > 0 else { return [] }
+        return try await read("reading events after revision \(revision)") { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM events WHERE revision > ? ORDER BY revision LIMIT ?",
+                arguments: [revision, limit]
+            ).map(Self.event(from:))
+        }
+    }
+
+    public func latestRevision() async throws -> Int64 {
+        try await read("reading the latest revision") { db in
+            try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revision), 0) FROM events") ?? 0
+        }
+    }
+
+    // MARK: Credentials
+
+    public func credential(provider: String, name: String) async throws -> StoredCredential? {
+        try await read("reading credential \(provider)/\(name)") { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name]
+            ).map(Self.credential(from:))
+        }
+    }
+
+    public func credentials() async throws -> [StoredCredential] {
+        try await read("reading credentials") { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM credentials ORDER BY provider, name").map(Self.credential(from:))
+        }
+    }
+
+    public func setCredential(_ credential: StoredCredential) async throws {
+        let now = clock.now
+        let label = "\(credential.provider)/\(credential.name)"
+        let attributes = try Self.encode(attributes: credential.attributes, credential: label)
+        try await write("setting credential \(label)") { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO credentials (provider, name, auth_type, attributes, expires_at, invalid_reason)
+                    VALUES (?, ?, ?, ?, ?, NULL)
+                    ON CONFLICT (provider, name) DO UPDATE SET
+                        auth_type = excluded.auth_type, attributes = excluded.attributes,
+                        expires_at = excluded.expires_at, invalid_reason = NULL
+                    """,
+                arguments: [
+                    credential.provider, credential.name, credential.authType, attributes,
+                    credential.expiresAt?.nanosecondsSinceEpoch,
+                ])
+            try Self.appendEvent(db, .credentialSet, .external, credential: label, at: now)
+        }
+        logger.debug("credential set", metadata: ["credential": "\(label)"])
+        didChange()
+    }
+
+    public func invalidateCredential(provider: String, name: String, reason: String) async throws {
+        let now = clock.now
+        let label = "\(provider)/\(name)"
+        try await write("invalidating credential \(label)") { db in
+            try db.execute(
+                sql: "UPDATE credentials SET invalid_reason = ? WHERE provider = ? AND name = ?",
+                arguments: [reason, provider, name])
+            if db.changesCount == 0 { throw StoreError("credential \(label) does not exist") }
+            try Self.appendEvent(db, .credentialInvalidated, .poller, credential: label, at: now)
+        }
+        logger.debug("credential invalidated", metadata: ["credential": "\(label)", "reason": "\(reason)"])
+        didChange()
+    }
+
+    // MARK: Access
+
+    /// One write transaction; any failure but our own StoreError (or a
+    /// cancellation) becomes a StoreError saying what was being done.
+    private func write<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.write(body)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw StoreError("\(what) in \(path): \(error)")
+        }
+    }
+
+    private func read<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.read(body)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw StoreError("\(what) in \(path): \(error)")
+        }
+    }
+
+    private func didChange() {
+        changeHandler.withLock { $0 }?()
+    }
+}
+
+// MARK: - Rows
+
+extension SQLiteMachineStore {
+    private static func exists(_ db: Database, machineID: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
+    }
+
+    private static func appendEvent(
+        _ db: Database, _ kind: MachineEvent.Kind, _ source: MachineEvent.Source,
+        machineID: String = "", credential: String = "", at: Timestamp
+    ) throws {
+        try db.cachedStatement(sql: "INSERT INTO events (kind, source, machine_id, credential, at) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [kind.rawValue, source.rawValue, machineID, credential, at.nanosecondsSinceEpoch])
+    }
+
+    /// The status as given, stamped with the time of this write.
+    private static func writeStatus(_ db: Database, _ status: InstanceStatusRecord, machineID: String, at now: Timestamp) throws {
+        try db.cachedStatement(sql: """
+            UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?
+            WHERE id = ?
+            """
+        ).execute(arguments: [status.state.rawValue, status.rawStatus, status.message, now.nanosecondsSinceEpoch, machineID])
+    }
+
+    /// Upserts entries of machines that exist; others are skipped.
+    private static func upsert(_ db: Database, schedule entries: [ScheduleEntry]) throws {
+        guard !entries.isEmpty else { return }
+        // The WHERE clause also keeps SQLite from reading ON CONFLICT as a join.
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO schedule (machine_id, grp, interval_ns, due_ns)
+            SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM machines WHERE id = ?1)
+            ON CONFLICT (machine_id) DO UPDATE SET
+                grp = excluded.grp, interval_ns = excluded.interval_ns, due_ns = excluded.due_ns
+            """)
+        for entry in entries {
+            try statement.execute(arguments: [
+                entry.machineID, entry.group.rawValue, entry.interval.totalNanoseconds, entry.due.nanosecondsSinceEpoch,
+            ])
+        }
+    }
+
+    private static func machine(from row: Row) throws -> Machine {
+        let id: String = try row.decode(forColumn: "id")
+        let lifeName: String = try row.decode(forColumn: "life")
+        guard let life = Machine.Life(rawValue: lifeName) else {
+            throw StoreError("machine \(id) has an unknown life '\(lifeName)'")
+        }
+        let agentName: String = try row.decode(forColumn: "agent_status")
+        guard let agentStatus = Machine.AgentStatus(rawValue: agentName) else {
+            throw StoreError("machine \(id) has an unknown agent status '\(agentName)'")
+        }
+        return Machine(
+            id: id,
+            provider: try row.decode(forColumn: "provider"),
+            credential: try row.decode(forColumn: "credential"),
+            instanceID: try row.decode(forColumn: "instance_id"),
+            life: life,
+            manual: try row.decode(forColumn: "manual"),
+            agentStatus: agentStatus,
+            instanceStatus: try status(from: row),
+            interfaces: try interfaces(from: row, machineID: id),
+            pollError: try row.decode(forColumn: "poll_error"))
+    }
+
+    private static func status(from row: Row) throws -> InstanceStatusRecord {
+        let state: Int = try row.decode(forColumn: "status_state")
+        let updatedAt: Int64? = try row.decode(forColumn: "status_updated_at")
+        return InstanceStatusRecord(
+            state: ProviderV1.InstanceState(rawValue: state) ?? .unspecified,
+            rawStatus: try row.decode(forColumn: "status_raw"),
+            message: try row.decode(forColumn: "status_message"),
+            updatedAt: updatedAt.map(Timestamp.init(nanosecondsSinceEpoch:)))
+    }
+
+    /// Interfaces are kept as one `InstanceInterfaces` message (only its
+    /// `interfaces` field set): plain protobuf that any tool can decode.
+    private static func encode(interfaces: [ProviderV1.NetworkInterface], machineID: String) throws -> Data? {
+        guard !interfaces.isEmpty else { return nil }
+        do {
+            let bytes: Data = try ProviderV1.InstanceInterfaces.with { $0.interfaces = interfaces }.serializedBytes()
+            return bytes
+        } catch {
+            throw StoreError("cannot encode the interfaces of machine \(machineID): \(error)")
+        }
+    }
+
+    private static func interfaces(from row: Row, machineID: String) throws -> [ProviderV1.NetworkInterface] {
+        guard let data: Data = try row.decode(forColumn: "interfaces"), !data.isEmpty else { return [] }
+        do {
+            return try ProviderV1.InstanceInterfaces(serializedBytes: data).interfaces
+        } catch {
+            throw StoreError("machine \(machineID) has unreadable interfaces: \(error)")
+        }
+    }
+
+    private static func scheduleEntry(from row: Row) throws -> ScheduleEntry {
+        let id: String = try row.decode(forColumn: "machine_id")
+        let groupName: String = try row.decode(forColumn: "grp")
+        guard let group = ScheduleEntry.Group(rawValue: groupName) else {
+            throw StoreError("schedule entry of machine \(id) has an unknown group '\(groupName)'")
+        }
+        return ScheduleEntry(
+            machineID: id,
+            group: group,
+            interval: .nanoseconds(try row.decode(Int64.self, forColumn: "interval_ns")),
+            due: Timestamp(nanosecondsSinceEpoch: try row.decode(forColumn: "due_ns")))
+    }
+
+    private static func event(from row: Row) throws -> MachineEvent {
+        let revision: Int64 = try row.decode(forColumn: "revision")
+        let kindName: String = try row.decode(forColumn: "kind")
+        let sourceName: String = try row.decode(forColumn: "source")
+        guard let kind = MachineEvent.Kind(rawValue: kindName), let source = MachineEvent.Source(rawValue: sourceName) else {
+            throw StoreError("event \(revision) has an unknown kind '\(kindName)' or source '\(sourceName)'")
+        }
+        return MachineEvent(
+            revision: revision,
+            kind: kind,
+            source: source,
+            machineID: try row.decode(forColumn: "machine_id"),
+            credential: try row.decode(forColumn: "credential"),
+            at: Timestamp(nanosecondsSinceEpoch: try row.decode(forColumn: "at")))
+    }
+
+    private static func credential(from row: Row) throws -> StoredCredential {
+        let provider: String = try row.decode(forColumn: "provider")
+        let name: String = try row.decode(forColumn: "name")
+        let json: String = try row.decode(forColumn: "attributes")
+        let attributes: [String: String]
+        do {
+            attributes = try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
+        } catch {
+            // Not the error: it may quote the secrets.
+            throw StoreError("credential \(provider)/\(name) has unreadable attributes")
+        }
+        let expiresAt: Int64? = try row.decode(forColumn: "expires_at")
+        return StoredCredential(
+            provider: provider,
+            name: name,
+            authType: try row.decode(forColumn: "auth_type"),
+            attributes: attributes,
+            expiresAt: expiresAt.map(Timestamp.init(nanosecondsSinceEpoch:)),
+            invalidReason: try row.decode(forColumn: "invalid_reason"))
+    }
+
+    private static func encode(attributes: [String: String], credential: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        do {
+            return String(decoding: try encoder.encode(attributes), as: UTF8.self)
+        } catch {
+            throw StoreError("cannot encode the attributes of credential \(credential)")
+        }
+    }
+}

@@ -1,0 +1,470 @@
+import Controller
+import Core
+import Logging
+import SwiftProtobuf
+import Testing
+import TestSupport
+
+/// The poll engine end to end on the real SQLite store, an in-memory cloud
+/// and a manual clock: SPEC §6.2 and §6.3, one rule per test.
+@Suite("Poller (SPEC 6.2, 6.3)")
+struct PollerTests {
+    struct Fixture {
+        let directory: TemporaryDirectory
+        let clock: ManualPollClock
+        let store: SQLiteMachineStore
+        let cloud: TestCloud
+        let poller: Poller
+        let logs: LogCapture
+
+        var now: Timestamp { clock.now }
+
+        /// Adds an alive machine on provider "fake" with credential "main".
+        func add(_ id: String, instance: String? = nil, agent: Machine.AgentStatus = .none, manual: Bool = false) async throws {
+            try await store.addMachine(Machine(id: id, provider: "fake", credential: "main", instanceID: instance ?? "i-\(id)", manual: manual, agentStatus: agent))
+        }
+
+        func entry(_ id: String) async throws -> ScheduleEntry? {
+            try await store.schedule().first { $0.machineID == id }
+        }
+
+        func machine(_ id: String) async throws -> Machine {
+            try #require(try await store.machine(id: id))
+        }
+
+        /// Moves time and runs one poll round.
+        @discardableResult
+        func tick(_ step: Duration = .zero) async throws -> Int {
+            clock.advance(by: step)
+            return try await poller.pollOnce()
+        }
+    }
+
+    static func with(settings: PollSettings = PollSettings(longPollJitter: 0), _ body: (Fixture) async throws -> Void) async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let clock = ManualPollClock()
+        let logs = LogCapture()
+        let store = try SQLiteMachineStore(path: directory.file("machines.db"), clock: clock, logger: logs.logger())
+        try await store.setCredential(StoredCredential(provider: "fake", name: "main", authType: "access-key", attributes: ["secret-key": "s3cret-value"]))
+        let cloud = TestCloud()
+        let poller = try Poller(config: PollerConfig(
+            clock: clock,
+            store: store,
+            providers: StaticProviderRouter(["fake": ProviderEndpoint(cloud: .with { $0.type = "fake" }, access: cloud)]),
+            credentials: StoreCredentialAPI(store: store),
+            logger: logs.logger(),
+            settings: settings,
+            jitterSeed: 42
+        ))
+        try await body(Fixture(directory: directory, clock: clock, store: store, cloud: cloud, poller: poller, logs: logs))
+    }
+
+    // MARK: - Config
+
+    @Test(arguments: ["clock", "machine store", "provider client", "credential API", "logger"])
+    func configValidationNamesTheMissingPiece(missing: String) throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let clock = ManualPollClock()
+        let store = try SQLiteMachineStore(path: directory.file("m.db"), clock: clock, logger: LogCapture().logger())
+        var config = PollerConfig(
+            clock: clock, store: store, providers: StaticProviderRouter([:]),
+            credentials: StoreCredentialAPI(store: store), logger: LogCapture().logger()
+        )
+        switch missing {
+        case "clock": config.clock = nil
+        case "machine store": config.store = nil
+        case "provider client": config.providers = nil
+        case "credential API": config.credentials = nil
+        default: config.logger = nil
+        }
+        #expect(throws: PollerConfig.Invalid(description: "poller config: missing \(missing)")) { try config.validate() }
+        #expect(throws: PollerConfig.Invalid.self) { _ = try Poller(config: config) }
+    }
+
+    @Test func badSettingsAreNamed() throws {
+        var config = PollerConfig(settings: PollSettings(maxIDsPerCall: 0))
+        config.clock = ManualPollClock()
+        #expect(throws: PollerConfig.Invalid.self) { try config.validate() }
+    }
+
+    // MARK: - Scheduling
+
+    @Test func newMachineJoinsTheShortGroup() async throws {
+        try await Self.with { f in
+            try await f.add("m1")
+            try await f.tick()
+            let entry = try await f.entry("m1")
+            #expect(entry?.group == .short && entry?.interval == .seconds(3) && entry?.due == f.now + .seconds(3))
+            #expect(f.cloud.calls.isEmpty, "not due yet: nothing polled")
+        }
+    }
+
+    @Test func backoffWhileAllocatingThreeSixTwelve() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .allocating)
+            try await f.add("m1")
+            try await f.tick()
+            var intervals: [Duration] = []
+            for _ in 0..<6 {
+                let entry = try #require(try await f.entry("m1"))
+                try await f.tick(entry.due - f.now)
+                intervals.append(try #require(try await f.entry("m1")).interval)
+            }
+            #expect(intervals == [6, 12, 24, 48, 60, 60].map { Duration.seconds($0) })
+        }
+    }
+
+    @Test func runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            let machine = try await f.machine("m1")
+            #expect(machine.instanceStatus.state == .running)
+            #expect(machine.addresses.map(\.value) == ["10.0.0.1"])
+            #expect(try await f.entry("m1")?.group == .long)
+            let polledEvents = try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count
+            // Same answer again: nothing written.
+            try await f.tick(.seconds(900))
+            #expect(try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count == polledEvents)
+            #expect(f.cloud.calls("Instances").count == 2)
+        }
+    }
+
+    @Test func pendingAgentStaysShortAndBacksOff() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1", agent: .pending)
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            let entry = try await f.entry("m1")
+            #expect(entry?.group == .short && entry?.interval == .seconds(6))
+        }
+    }
+
+    @Test func longGroupMachineThatLosesItsAddressesGoesBackToShort() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            f.cloud.set("i-m1", .running)
+            try await f.tick(.seconds(900))
+            let entry = try await f.entry("m1")
+            #expect(entry?.group == .short && entry?.interval == .seconds(3))
+        }
+    }
+
+    @Test func changeEventResetsATrackedMachine() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .provisioning)
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            try await f.tick(.seconds(6))
+            #expect(try await f.entry("m1")?.interval == .seconds(12))
+            var machine = try await f.machine("m1")
+            machine.agentStatus = .started
+            try await f.store.updateMachine(machine)
+            try await f.tick()
+            let entry = try await f.entry("m1")
+            #expect(entry?.interval == .seconds(3) && entry?.due == f.now + .seconds(3))
+        }
+    }
+
+    @Test func machinesAddedByAnotherProcessAreSeen() async throws {
+        try await Self.with { f in
+            try await f.tick()
+            // Another process writing the same database file.
+            let other = try SQLiteMachineStore(path: f.store.path, clock: f.clock, logger: LogCapture().logger())
+            try await other.addMachine(Machine(id: "m9", provider: "fake", credential: "main", instanceID: "i-m9"))
+            f.cloud.set("i-m9", .running)
+            try await f.tick()
+            #expect(try await f.entry("m9")?.group == .short)
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").map(\.ids) == [["i-m9"]])
+        }
+    }
+
+    @Test func notYetDueIsNotPolled() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running)
+            try await f.add("m1")
+            try await f.tick()
+            #expect(try await f.tick(.seconds(2)) == 0)
+            #expect(try await f.tick(.seconds(1)) > 0)
+        }
+    }
+
+    @Test func deadAndRemovedMachinesStopBeingPolled() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running)
+            f.cloud.set("i-m2", .running)
+            try await f.add("m1")
+            try await f.add("m2")
+            try await f.tick()
+            var m1 = try await f.machine("m1")
+            m1.life = .dead
+            try await f.store.updateMachine(m1)
+            try await f.store.removeMachine(id: "m2")
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").isEmpty)
+            #expect(try await f.entry("m1") == nil)
+        }
+    }
+
+    @Test func manualMachinesAreMarkedRunningOnceAndNeverPolled() async throws {
+        try await Self.with { f in
+            try await f.add("m1", manual: true)
+            try await f.tick()
+            let machine = try await f.machine("m1")
+            #expect(machine.instanceStatus.state == .running && machine.instanceStatus.message == "Manually provisioned machine")
+            let events = try await f.store.latestRevision()
+            try await f.tick(.seconds(60))
+            #expect(try await f.store.latestRevision() == events, "set once")
+            #expect(f.cloud.calls.isEmpty)
+        }
+    }
+
+    @Test func unprovisionedIsSkippedAndBumpedAndTheBatchHasOnlyProvisionedIDs() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m2", .running)
+            try await f.add("m1", instance: "")
+            try await f.add("m2")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").map(\.ids) == [["i-m2"]])
+            #expect(try await f.entry("m1")?.interval == .seconds(6))
+        }
+    }
+
+    @Test func oneInstancesAndOneNetworkInterfacesCallPerBatch() async throws {
+        try await Self.with { f in
+            for index in 0..<5 {
+                f.cloud.set("i-m\(index)", .running, addresses: ["10.0.0.\(index)"])
+                try await f.add("m\(index)")
+            }
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").count == 1)
+            #expect(f.cloud.calls("NetworkInterfaces").count == 1)
+            #expect(f.cloud.calls("NetworkInterfaces")[0].ids.count == 5)
+        }
+    }
+
+    @Test func noneFoundMeansNoNetworkInterfacesCallAndBackoff() async throws {
+        try await Self.with { f in
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").count == 1)
+            #expect(f.cloud.calls("NetworkInterfaces").isEmpty)
+            #expect(try await f.entry("m1")?.interval == .seconds(6))
+        }
+    }
+
+    @Test func providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1")
+            try await f.tick()
+            f.cloud.fail("Instances", with: RPCError(.unavailable, "cloud down"))
+            try await f.tick(.seconds(3))
+            #expect(try await f.entry("m1")?.interval == .seconds(6))
+            #expect(try await f.machine("m1").pollError == "Instances failed: Unavailable: cloud down")
+            f.cloud.fail("Instances", with: nil)
+            try await f.tick(.seconds(6))
+            #expect(try await f.machine("m1").pollError == nil)
+            #expect(try await f.entry("m1")?.group == .long)
+        }
+    }
+
+    @Test func batchesHoldAtMostMaxIDs() async throws {
+        try await Self.with(settings: PollSettings(longPollJitter: 0, maxIDsPerCall: 7)) { f in
+            for index in 0..<30 {
+                f.cloud.set("i-m\(index)", .running)
+                try await f.add("m\(index)")
+            }
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            let batches = f.cloud.calls("Instances")
+            #expect(batches.count == 5)  // ceil(30 / 7)
+            #expect(batches.allSatisfy { $0.ids.count <= 7 })
+            #expect(Set(batches.flatMap(\.ids)).count == 30)
+        }
+    }
+
+    @Test func oneCallInFlightPerProviderAndCredential() async throws {
+        try await Self.with(settings: PollSettings(longPollJitter: 0, maxIDsPerCall: 2)) { f in
+            for index in 0..<10 {
+                f.cloud.set("i-m\(index)", .running, addresses: ["10.0.0.\(index)"])
+                try await f.add("m\(index)")
+            }
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").count == 5)
+            #expect(f.cloud.maxInFlight == 1)
+        }
+    }
+
+    @Test func restartResumesTheSchedule() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let clock = ManualPollClock()
+        let cloud = TestCloud()
+        cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+        func poller(_ store: SQLiteMachineStore) throws -> Poller {
+            try Poller(config: PollerConfig(
+                clock: clock, store: store,
+                providers: StaticProviderRouter(["fake": ProviderEndpoint(cloud: .init(), access: cloud)]),
+                credentials: StoreCredentialAPI(store: store), logger: LogCapture().logger(),
+                settings: PollSettings(longPollJitter: 0)
+            ))
+        }
+        do {
+            let store = try SQLiteMachineStore(path: directory.file("m.db"), clock: clock, logger: LogCapture().logger())
+            try await store.setCredential(StoredCredential(provider: "fake", name: "main", authType: "t", attributes: [:]))
+            try await store.addMachine(Machine(id: "m1", provider: "fake", credential: "main", instanceID: "i-m1"))
+            let first = try poller(store)
+            try await first.pollOnce()
+            clock.advance(by: .seconds(3))
+            try await first.pollOnce()
+            #expect(try await store.schedule().first?.group == .long)
+        }
+        // A new controller on the same database: the machine stays long.
+        let store = try SQLiteMachineStore(path: directory.file("m.db"), clock: clock, logger: LogCapture().logger())
+        let second = try poller(store)
+        cloud.resetCalls()
+        clock.advance(by: .seconds(3))
+        #expect(try await second.pollOnce() == 0, "a restart does not send the fleet back to 3 s polling")
+        #expect(try await store.schedule().first?.group == .long)
+    }
+
+    @Test func throttlingPausesThePairWithoutBumping() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running)
+            try await f.add("m1")
+            try await f.tick()
+            f.cloud.fail("Instances", with: RPCError(.resourceExhausted, "slow down", metadata: [(RPCError.retryAfterKey, "10000")]))
+            try await f.tick(.seconds(3))
+            #expect(try await f.entry("m1")?.interval == .seconds(3), "not bumped")
+            f.cloud.fail("Instances", with: nil)
+            f.cloud.resetCalls()
+            try await f.tick(.seconds(5))
+            #expect(f.cloud.calls.isEmpty, "paused for the retry-after hint")
+            try await f.tick(.seconds(5))
+            #expect(f.cloud.calls("Instances").count == 1)
+        }
+    }
+
+    // MARK: - Credential gate
+
+    @Test func missingCredentialMeansNoCloudCall() async throws {
+        try await Self.with { f in
+            try await f.store.addMachine(Machine(id: "m1", provider: "fake", credential: "nobody", instanceID: "i-m1"))
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls.isEmpty)
+            #expect(try await f.machine("m1").pollError == "credential invalid: credential fake/nobody does not exist")
+        }
+    }
+
+    @Test func validateSaysInvalidSoNothingIsSentAndItIsInvalidated() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running)
+            f.cloud.setValidity(false, reason: "AuthFailure: key revoked")
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls.map(\.method) == ["ValidateCredential"])
+            #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "AuthFailure: key revoked")
+            #expect(try await f.machine("m1").pollError == "credential invalid: AuthFailure: key revoked")
+            // Nothing more goes out with it until it changes.
+            try await f.tick(.seconds(60))
+            #expect(f.cloud.calls.count == 1)
+        }
+    }
+
+    @Test func markedInvalidOrExpiredCredentialsMakeNoCall() async throws {
+        try await Self.with { f in
+            try await f.store.setCredential(StoredCredential(provider: "fake", name: "old", authType: "t", attributes: [:],
+                                                             expiresAt: f.now + .seconds(1)))
+            try await f.store.setCredential(StoredCredential(provider: "fake", name: "bad", authType: "t", attributes: [:]))
+            try await f.store.invalidateCredential(provider: "fake", name: "bad", reason: "revoked by operator")
+            try await f.store.addMachine(Machine(id: "m1", provider: "fake", credential: "old", instanceID: "i-m1"))
+            try await f.store.addMachine(Machine(id: "m2", provider: "fake", credential: "bad", instanceID: "i-m2"))
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls.isEmpty)
+            #expect(try await f.machine("m1").pollError?.hasPrefix("credential invalid: expired") == true)
+            #expect(try await f.machine("m2").pollError == "credential invalid: revoked by operator")
+        }
+    }
+
+    @Test(arguments: [RPCStatusCode.unauthenticated, .permissionDenied])
+    func unauthenticatedOrPermissionDeniedInvalidatesWithTheReason(code: RPCStatusCode) async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running)
+            try await f.add("m1")
+            try await f.add("m2")
+            try await f.tick()
+            f.cloud.fail("Instances", with: RPCError(code, "AuthFailure: signature mismatch"))
+            try await f.tick(.seconds(3))
+            #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "AuthFailure: signature mismatch")
+            #expect(try await f.machine("m2").pollError == "credential invalid: AuthFailure: signature mismatch")
+            f.cloud.resetCalls()
+            try await f.tick(.seconds(60))
+            #expect(f.cloud.calls.isEmpty, "every machine using it is paused")
+        }
+    }
+
+    @Test func anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            f.cloud.setValidity(false, reason: "expired token")
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(try await f.machine("m1").pollError == "credential invalid: expired token")
+            f.cloud.setValidity(true)
+            f.cloud.resetCalls()
+            try await f.store.setCredential(StoredCredential(provider: "fake", name: "main", authType: "access-key", attributes: ["secret-key": "new"]))
+            try await f.tick()  // no time passes
+            #expect(f.cloud.calls.map(\.method) == ["ValidateCredential", "Instances", "NetworkInterfaces"])
+            #expect(try await f.machine("m1").pollError == nil)
+        }
+    }
+
+    @Test func secretsNeverReachTheLogs() async throws {
+        try await Self.with { f in
+            f.cloud.setValidity(false, reason: "bad key")
+            f.cloud.set("i-m1", .running)
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(!f.logs.all.isEmpty)
+            #expect(!f.logs.all.contains { "\($0.message) \($0.metadata)".contains("s3cret-value") })
+        }
+    }
+}
+
+@Suite("Poller service loop")
+struct PollerRunTests {
+    @Test func runPollsAsTheClockMovesAndEndsOnCancellation() async throws {
+        try await PollerTests.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1")
+            let running = Task { try await f.poller.run() }
+            await f.clock.waitForSleepers()  // first round done, parked
+            f.clock.advance(by: .seconds(3))  // wakes the loop; the machine is due
+            try await withTimeout(.seconds(10), "the poller to park again") { await f.clock.waitForSleepers() }
+            #expect(f.cloud.calls("Instances").count == 1)
+            #expect(try await f.entry("m1")?.group == .long)
+            running.cancel()
+            _ = await running.result
+        }
+    }
+}

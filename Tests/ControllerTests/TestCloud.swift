@@ -1,0 +1,100 @@
+import Controller
+import Core
+import NIOConcurrencyHelpers
+import SwiftProtobuf
+
+/// An in-memory cloud behind ``CloudAccess`` for the poller's unit tests:
+/// instances the test sets, every call recorded, errors injected per method.
+final class TestCloud: CloudAccess, Sendable {
+    struct Call: Hashable, Sendable {
+        var method: String
+        var ids: [String]
+        var credential: String
+    }
+
+    private struct State {
+        var instances: [String: (status: ProviderV1.InstanceStatus, interfaces: [ProviderV1.NetworkInterface])] = [:]
+        var calls: [Call] = []
+        var failures: [String: RPCError] = [:]  // method → error, until cleared
+        var validity: (valid: Bool, reason: String) = (true, "")
+        var inFlight = 0
+        var maxInFlight = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// When set, each cloud call waits for this gate (to hold calls in flight).
+    let gate = NIOLockedValueBox<AsyncStream<Void>.Continuation?>(nil)
+
+    func set(_ id: String, _ state: ProviderV1.InstanceState, addresses: [String] = []) {
+        let status = ProviderV1.InstanceStatus.with { $0.state = state; $0.rawStatus = "\(state)" }
+        let interfaces: [ProviderV1.NetworkInterface] = addresses.isEmpty ? [] : [.with {
+            $0.deviceIndex = 0
+            $0.addresses = addresses.map { value in .with { $0.value = value; $0.type = .ipv4; $0.scope = .cloudLocal } }
+        }]
+        self.state.withLockedValue { $0.instances[id] = (status, interfaces) }
+    }
+
+    func remove(_ id: String) { state.withLockedValue { _ = $0.instances.removeValue(forKey: id) } }
+    func fail(_ method: String, with error: RPCError?) { state.withLockedValue { $0.failures[method] = error } }
+    func setValidity(_ valid: Bool, reason: String = "") { state.withLockedValue { $0.validity = (valid, reason) } }
+
+    var calls: [Call] { state.withLockedValue { $0.calls } }
+    func calls(_ method: String) -> [Call] { calls.filter { $0.method == method } }
+    var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
+    func resetCalls() { state.withLockedValue { $0.calls = [] } }
+
+    private func enter(_ method: String, _ ids: [String], _ credential: ProviderV1.Credential) throws(RPCError) {
+        let failure = state.withLockedValue { state -> RPCError? in
+            state.calls.append(Call(method: method, ids: ids, credential: credential.name))
+            state.inFlight += 1
+            state.maxInFlight = max(state.maxInFlight, state.inFlight)
+            return state.failures[method]
+        }
+        if let failure {
+            state.withLockedValue { $0.inFlight -= 1 }
+            throw failure
+        }
+    }
+
+    private func leave() { state.withLockedValue { $0.inFlight -= 1 } }
+
+    func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
+        try enter("ValidateCredential", [], credential)
+        defer { leave() }
+        let validity = state.withLockedValue { $0.validity }
+        return .with { $0.valid = validity.valid; $0.reason = validity.reason }
+    }
+
+    func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceResult] {
+        try enter("Instances", ids, credential)
+        defer { leave() }
+        await Task.yield()
+        return state.withLockedValue { state in
+            ids.map { id in
+                .with {
+                    $0.instanceID = id
+                    if let instance = state.instances[id] {
+                        $0.found = true
+                        $0.status = instance.status
+                    }
+                }
+            }
+        }
+    }
+
+    func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceInterfaces] {
+        try enter("NetworkInterfaces", ids, credential)
+        defer { leave() }
+        return state.withLockedValue { state in
+            ids.map { id in
+                .with {
+                    $0.instanceID = id
+                    if let instance = state.instances[id] {
+                        $0.found = true
+                        $0.interfaces = instance.interfaces
+                    }
+                }
+            }
+        }
+    }
+}
