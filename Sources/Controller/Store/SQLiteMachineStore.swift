@@ -311,20 +311,16 @@ public final class SQLiteMachineStore: MachineStore {
     /// One write transaction; any failure but our own StoreError (or a
     /// cancellation) becomes a StoreError saying what was being done.
     private func write<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
-        do {
-            return try await writer.write(body)
-        } catch let error as StoreError {
-            throw error
-        } catch let error as CancellationError {
-            throw error
-        } catch {
-            throw StoreError("\(what) in \(path): \(error)")
-        }
+        try await explained(what) { try await writer.write(body) }
     }
 
     private func read<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
+        try await explained(what) { try await writer.read(body) }
+    }
+
+    private func explained<T>(_ what: String, _ operation: () async throws -> T) async throws -> T {
         do {
-            return try await writer.read(body)
+            return try await operation()
         } catch let error as StoreError {
             throw error
         } catch let error as CancellationError {
