@@ -7,6 +7,37 @@ import TestSupport
 
 /// The poll engine end to end on the real SQLite store, an in-memory cloud
 /// and a manual clock: SPEC §6.2 and §6.3, one rule per test.
+///
+/// Rule → test (PollScheduleTests covers the same rules on the pure schedule):
+/// - config names the missing piece → configValidationNamesTheMissingPiece, badSettingsAreNamed
+/// - new machine → short group, due in 3 s → newMachineJoinsTheShortGroup
+/// - bump 3→6→12→24→48→60→60 → backoffWhileAllocatingThreeSixTwelve (and bumpsFollowThreeSixTwelveUpToTheCap)
+/// - change event on a tracked machine → short, reset → changeEventResetsATrackedMachine
+/// - only outside changes count; the poller's writes do not wake it → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
+/// - status and interfaces written only when changed → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
+/// - addresses + agent started (agentless counts) → long → same test; pendingAgentStaysShortAndBacksOff
+/// - allocating/provisioning → bumped → backoffWhileAllocatingThreeSixTwelve, changeEventResetsATrackedMachine
+/// - long group and unknown / not found / no addresses → short, reset → longGroupMachineThatLosesItsAddressesGoesBackToShort
+/// - not yet due → skipped → notYetDueIsNotPolled
+/// - dead → dropped; vanished → dropped → deadAndRemovedMachinesStopBeingPolled
+/// - manual → running once, never polled → manualMachinesAreMarkedRunningOnceAndNeverPolled
+/// - no instance id → skipped, bumped; batch carries only provisioned ids → unprovisionedIsSkippedAndBumpedAndTheBatchHasOnlyProvisionedIDs
+/// - one Instances + one NetworkInterfaces per batch → oneInstancesAndOneNetworkInterfacesCallPerBatch
+/// - none found → no NetworkInterfaces call; not found in short → backoff → noneFoundMeansNoNetworkInterfacesCallAndBackoff
+/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn
+/// - at most max ids per call (ceil(N/max) calls) → batchesHoldAtMostMaxIDs
+/// - one call in flight per (provider, credential) → oneCallInFlightPerProviderAndCredential
+/// - long-group jitter → jitterSpreadsTheLongGroupWithinTenPercent (PollScheduleTests)
+/// - schedule survives a restart → restartResumesTheSchedule
+/// - throttled → pause for retry-after, no bump → throttlingPausesThePairWithoutBumping
+/// - changes by another process are seen → machinesAddedByAnotherProcessAreSeen
+/// - gate: credential missing → missingCredentialMeansNoCloudCall
+/// - gate: marked invalid / expired → markedInvalidOrExpiredCredentialsMakeNoCall
+/// - gate: ValidateCredential says no → no cloud call, invalidated → validateSaysInvalidSoNothingIsSentAndItIsInvalidated
+/// - Unauthenticated / PermissionDenied → invalidated with reason, all its machines paused → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
+/// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
+/// - secrets never logged → secretsNeverReachTheLogs
+/// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation
 @Suite("Poller (SPEC 6.2, 6.3)")
 struct PollerTests {
     struct Fixture {
