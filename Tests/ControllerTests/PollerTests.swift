@@ -13,7 +13,7 @@ import TestSupport
 /// - new machine → short group, due in 3 s → newMachineJoinsTheShortGroup
 /// - bump 3→6→12→24→48→60→60 → backoffWhileAllocatingThreeSixTwelve (and bumpsFollowThreeSixTwelveUpToTheCap)
 /// - change event on a tracked machine → short, reset → changeEventResetsATrackedMachine
-/// - only outside changes count; the poller's writes do not wake it → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
+/// - only outside changes count; the poller's writes do not wake it → thePollersOwnWritesDoNotResetTheBackoff
 /// - status and interfaces written only when changed → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
 /// - addresses + agent started (agentless counts) → long → same test; pendingAgentStaysShortAndBacksOff
 /// - allocating/provisioning → bumped → backoffWhileAllocatingThreeSixTwelve, changeEventResetsATrackedMachine
@@ -162,6 +162,20 @@ struct PollerTests {
             try await f.tick(.seconds(900))
             #expect(try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count == polledEvents)
             #expect(f.cloud.calls("Instances").count == 2)
+        }
+    }
+
+    @Test func thePollersOwnWritesDoNotResetTheBackoff() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .allocating)
+            try await f.add("m1")
+            try await f.tick()
+            try await f.tick(.seconds(3))  // writes status allocating
+            f.cloud.set("i-m1", .provisioning)
+            try await f.tick(.seconds(6))  // writes status provisioning
+            try await f.tick()  // reads the machine-polled events it wrote
+            #expect(try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count == 2)
+            #expect(try await f.entry("m1")?.interval == .seconds(12), "still backing off")
         }
     }
 
