@@ -50,6 +50,9 @@ let package = Package(
             name: "Controller",
             dependencies: [
                 "Core",
+                "CSystemShims",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -136,6 +139,8 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
+                // Built so supervisor tests can start the real provider-shim.
+                "ProviderShimCLI",
                 "Controller", "ProviderShim", "Core", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 // The store tests look under the store at the raw file.

@@ -118,7 +118,7 @@ public enum ShimProcess {
 
     /// Calls `onEOF` once stdin reaches end of file (the controller is gone).
     static func watchStdin(onEOF: @escaping @Sendable () -> Void) {
-        let thread = BlockingThread {
+        DetachedThread.run {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
                 let count = read(0, &buffer, buffer.count)
@@ -126,7 +126,6 @@ public enum ShimProcess {
             }
             onEOF()
         }
-        thread.start()
     }
 
     static func printLine(_ line: String) {
@@ -202,27 +201,6 @@ struct ShimService: Service {
                 try? await Task.sleep(for: limit)
                 resumeOnce()
             }
-        }
-    }
-}
-
-/// A plain detached OS thread for a blocking loop.
-final class BlockingThread: Sendable {
-    private let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-
-    func start() {
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { raw in
-            let me = Unmanaged<BlockingThread>.fromOpaque(raw!).takeRetainedValue()
-            me.body()
-            return nil
-        }, box.toOpaque())
-        if created == 0 {
-            pthread_detach(thread)
-        } else {
-            box.release()
         }
     }
 }

@@ -32,6 +32,15 @@ static inline int ip_wait_for_process_exit(int pid, int timeout_ms) {
     close(fd);
     return ready > 0 ? 1 : (ready == 0 ? 0 : -1);
 }
+
+/// Starts `path` with `argv` and `envp` (NULL-terminated) in a process group
+/// of its own, with `in_fd`, `out_fd`, `err_fd` as its stdin, stdout and
+/// stderr, every other descriptor closed, and default signal handling.
+/// Returns the pid, or -errno. (In CSystemShims.c: it needs _GNU_SOURCE.)
+int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
+
+/// pipe2(fds, O_CLOEXEC); 0 or -1 with errno.
+int ip_pipe_cloexec(int fds[2]);
 #endif
 
 #endif

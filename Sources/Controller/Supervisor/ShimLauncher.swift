@@ -1,0 +1,172 @@
+public import Core
+public import Logging
+internal import NIOConcurrencyHelpers
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// A shim started and shaken hands with: its process, a connected client,
+/// and what it said in the handshake.
+public struct RunningShim: Sendable {
+    public let provider: String
+    public let process: SpawnedShim
+    public let client: ProviderClient
+    public let handshake: ProviderV1.HandshakeResponse
+    public let socketPath: String
+    /// The last lines the shim logged on stderr.
+    public let stderrTail: StderrTail
+}
+
+/// The last lines of a shim's stderr, kept for error messages.
+public final class StderrTail: Sendable {
+    private let lines = NIOLockedValueBox<[String]>([])
+    private let limit: Int
+    private let ended = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    init(limit: Int = 20) { self.limit = limit }
+
+    /// The shim's stderr closed (it exited): the tail is complete.
+    func finish() {
+        let waiters = ended.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func waitUntilFinished() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = ended.withLockedValue { state -> Bool in
+                if state.done { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    func append(_ line: String) {
+        lines.withLockedValue { lines in
+            lines.append(line)
+            if lines.count > limit { lines.removeFirst(lines.count - limit) }
+        }
+    }
+
+    public var text: String { lines.withLockedValue { $0.joined(separator: " | ") } }
+}
+
+/// A shim that did not start; the message says why, with its stderr tail.
+public struct ShimStartError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var provider: String
+    public var problem: String
+    public var stderrTail: String
+
+    public var description: String {
+        let tail = stderrTail.isEmpty ? "" : " (stderr: \(stderrTail))"
+        return "provider \(provider): shim failed to start: \(problem)\(tail)"
+    }
+}
+
+/// Starts a provider's shim under the contract of PROTOCOL.md §5: scrubbed
+/// environment, stdin a pipe, its own process group; reads the handshake
+/// line (bounded by the startup timeout); connects; calls `Handshake`.
+/// The shim's stderr is forwarded into `logger`, tagged with the provider.
+public enum ShimLauncher {
+    public static func start(
+        provider: String,
+        command: ShimCommand,
+        socketPath: String,
+        controllerVersion: String = "instancepoller/0.1.0",
+        startupTimeout: Duration = .seconds(10),
+        logger: Logger
+    ) async throws(ShimStartError) -> RunningShim {
+        func failure(_ problem: String, _ tail: StderrTail? = nil) -> ShimStartError {
+            ShimStartError(provider: provider, problem: problem, stderrTail: tail?.text ?? "")
+        }
+        do {
+            try UnixSocket.checkPathLength(socketPath)
+            try UnixSocket.checkSocketDirectory(forSocket: socketPath)
+            try UnixSocket.removeStale(socketPath)
+        } catch {
+            throw failure("\(error)")
+        }
+        let process: SpawnedShim
+        do {
+            process = try await ShimSpawner.spawn(command, socketPath: socketPath)
+        } catch {
+            throw failure("\(error)")
+        }
+        let tail = StderrTail()
+        Task {
+            var shimLogger = logger
+            shimLogger[metadataKey: "provider"] = "\(provider)"
+            shimLogger[metadataKey: "shim_pid"] = "\(process.pid)"
+            for await line in process.stderrLines {
+                tail.append(line)
+                shimLogger.info("\(line)")
+            }
+            tail.finish()
+        }
+        do {
+            let line = try await firstLine(of: process, within: startupTimeout)
+            let expected = "instancepoller-shim|1|unix|\(socketPath)|ttrpc"
+            guard let line else {
+                let status = await process.waitForExit()
+                throw failure("exited with status \(status) before its handshake line", tail)
+            }
+            guard line == expected else {
+                throw failure("bad handshake line \"\(line)\" (expected \"\(expected)\")", tail)
+            }
+            let client: ProviderClient
+            do {
+                client = try await ProviderClient.connect(socketPath: socketPath, logger: logger)
+            } catch {
+                throw failure("cannot connect: \(error)", tail)
+            }
+            do {
+                let hello = try await client.handshake(controllerVersion: controllerVersion, timeout: startupTimeout)
+                logger.info("shim started", metadata: [
+                    "provider": "\(provider)", "shim": "\(hello.shimName) \(hello.shimVersion)", "pid": "\(process.pid)",
+                ])
+                return RunningShim(
+                    provider: provider, process: process, client: client, handshake: hello, socketPath: socketPath, stderrTail: tail
+                )
+            } catch {
+                await client.connection.close()
+                throw failure("handshake failed: \(error)", tail)
+            }
+        } catch {
+            // Kill it, and let its stderr drain so the error can quote it.
+            process.signalGroup(SIGKILL)
+            _ = await process.waitForExit()
+            // A descendant outside the group could hold stderr open: bound it.
+            Task {
+                try? await Task.sleep(for: .seconds(1))
+                tail.finish()
+            }
+            await tail.waitUntilFinished()
+            UnixSocket.remove(socketPath)
+            if var startError = error as? ShimStartError {
+                startError.stderrTail = tail.text
+                throw startError
+            }
+            throw failure("no handshake line within \(startupTimeout)", tail)
+        }
+    }
+
+    /// The first stdout line, nil if stdout closed first; throws on timeout.
+    private static func firstLine(of process: SpawnedShim, within limit: Duration) async throws -> String? {
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                var lines = process.stdoutLines.makeAsyncIterator()
+                return await lines.next()
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw CancellationError()
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+}
