@@ -343,7 +343,7 @@ struct CShimTests {
             #expect((bad["validate"] as? [String: Any])?["reason"] as? String == "token rejected")
 
             let good = try await run(["-credential", "token=letmein", "-ids", "c-1,x,c-2", "-shutdown"])
-            #expect((good["errors"] as? [Any])?.isEmpty == true)
+            #expect((good["errors"] as? [Any])?.isEmpty == true, "\(good["errors"] ?? "-")")
             let handshake = good["handshake"] as? [String: Any]
             #expect(handshake?["shim_name"] as? String == "c-shim")
             #expect((handshake?["capabilities"] as? [String: Any])?["max_batch_size"] as? Int == 100)

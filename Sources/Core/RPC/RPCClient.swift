@@ -23,6 +23,7 @@ public final class RPCClient: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<RPCClientHandler>
     private let nextStreamID: NIOLockedValueBox<UInt32>
+    private let inFlight = NIOLockedValueBox(0)
 
     private init(socketPath: String, peer: PeerCredentials, channel: any Channel, handler: NIOLoopBound<RPCClientHandler>) {
         self.socketPath = socketPath
@@ -87,6 +88,9 @@ public final class RPCClient: Sendable {
         }
     }
 
+    /// Calls sent and not yet answered (what a drain waits for).
+    public var callsInFlight: Int { inFlight.withLockedValue { $0 } }
+
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
@@ -144,6 +148,8 @@ public final class RPCClient: Sendable {
         } else {
             eventLoop.execute { handler.value.send(call) }
         }
+        inFlight.withLockedValue { $0 += 1 }
+        defer { inFlight.withLockedValue { $0 -= 1 } }
         let response = try await withTaskCancellationHandler {
             try await promise.futureResult.get()
         } onCancel: {

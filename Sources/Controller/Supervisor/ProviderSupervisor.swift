@@ -1,0 +1,261 @@
+public import Core
+public import Logging
+internal import NIOConcurrencyHelpers
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// How shims are watched and restarted (SPEC §6.4).
+public struct SupervisionSettings: Hashable, Sendable {
+    public var healthInterval: Duration = .seconds(5)
+    public var healthTimeout: Duration = .seconds(2)
+    /// Failed health checks in a row that count as a dead shim.
+    public var failedChecksBeforeRestart = 3
+    public var initialBackoff: Duration = .seconds(1)
+    public var maximumBackoff: Duration = .seconds(30)
+    /// Running this long resets the backoff.
+    public var healthyResetAfter: Duration = .seconds(60)
+    public var startupTimeout: Duration = .seconds(10)
+    /// How long a stopping shim may finish its calls in flight.
+    public var drainTimeout: Duration = .seconds(10)
+    /// After `Shutdown`, how long before SIGTERM, and after SIGTERM before SIGKILL.
+    public var exitGrace: Duration = .seconds(2)
+
+    public init() {}
+}
+
+/// Keeps one provider's shim running: starts it, checks its health, restarts
+/// it with backoff when it exits or stops answering, and stops it cleanly.
+///
+/// ``access`` is what the poller calls: it routes to whichever shim is live,
+/// and fails at once with Unavailable while none is.
+public actor ProviderSupervisor {
+    public let provider: String
+    public nonisolated let access: SupervisedCloudAccess
+    private var command: ShimCommand
+    private let runtimeDirectory: String
+    private let clock: any PollClock
+    private let settings: SupervisionSettings
+    private let logger: Logger
+
+    private var current: RunningShim?
+    private var generation = 0
+    private var backoff: Duration
+    /// Starts after the first (a restart count).
+    public private(set) var restarts = 0
+    /// Why the last start or run ended, for operators.
+    public private(set) var lastProblem: String?
+
+    public init(
+        provider: String,
+        command: ShimCommand,
+        runtimeDirectory: String,
+        clock: any PollClock,
+        settings: SupervisionSettings = SupervisionSettings(),
+        logger: Logger
+    ) {
+        self.provider = provider
+        self.command = command
+        self.runtimeDirectory = runtimeDirectory
+        self.clock = clock
+        self.settings = settings
+        self.logger = logger
+        self.backoff = settings.initialBackoff
+        self.access = SupervisedCloudAccess(provider: provider)
+        (events, eventContinuation) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// The live shim's pid, if one runs.
+    public var pid: Int32? { current?.process.pid }
+
+    /// Supervises until cancelled, then stops the shim.
+    public func run() async {
+        var attempts = 0
+        while !Task.isCancelled {
+            if attempts > 0 {
+                restarts += 1
+                emit(.restarting(after: backoff))
+                logger.warning("restarting shim", metadata: ["provider": "\(provider)", "after": "\(backoff)", "why": "\(lastProblem ?? "")"])
+                do { try await clock.sleep(until: clock.now + backoff) } catch { break }
+                backoff = min(backoff * 2, settings.maximumBackoff)
+            }
+            attempts += 1
+            generation += 1
+            let socketPath = "\(runtimeDirectory)/\(provider)-\(generation).sock"
+            let shim: RunningShim
+            do {
+                shim = try await ShimLauncher.start(
+                    provider: provider, command: command, socketPath: socketPath,
+                    startupTimeout: settings.startupTimeout, logger: logger
+                )
+            } catch {
+                lastProblem = "\(error)"
+                emit(.failedToStart(reason: "\(error)"))
+                logger.error("shim failed to start", metadata: ["provider": "\(provider)", "error": "\(error)"])
+                continue
+            }
+            current = shim
+            access.route(to: shim.client)
+            emit(.started(pid: shim.process.pid))
+            let started = clock.now
+            let ended = await watch(shim)
+            if Task.isCancelled { break }
+            access.route(to: nil)
+            current = nil
+            lastProblem = ended
+            emit(.down(reason: ended))
+            logger.warning("shim down", metadata: ["provider": "\(provider)", "why": "\(ended)"])
+            await terminate(shim, graceful: false)
+            if clock.now - started >= settings.healthyResetAfter { backoff = settings.initialBackoff }
+        }
+        if let shim = current {
+            access.route(to: nil)
+            current = nil
+            // Stopping runs outside the cancelled task, so that `Shutdown`
+            // and the drain are not cut short by the cancellation itself.
+            await Task { await self.terminate(shim, graceful: true) }.value
+        }
+        emit(.stopped)
+        eventContinuation.finish()
+    }
+
+    /// What happens to the shim, for tests, logs and metrics.
+    public enum Event: Hashable, Sendable {
+        case started(pid: Int32)
+        case failedToStart(reason: String)
+        case down(reason: String)
+        /// A restart is scheduled after this backoff.
+        case restarting(after: Duration)
+        case stopped
+    }
+
+    /// Everything that happens to this provider's shim, in order.
+    public nonisolated let events: AsyncStream<Event>
+    private nonisolated let eventContinuation: AsyncStream<Event>.Continuation
+
+    private func emit(_ event: Event) {
+        eventContinuation.yield(event)
+    }
+
+    /// Returns why the shim stopped serving: it exited, or failed health
+    /// checks in a row.
+    private func watch(_ shim: RunningShim) async -> String {
+        let clock = self.clock
+        let settings = self.settings
+        let decided = NIOLockedValueBox(false)
+        let healthTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+        let reason = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+                let decide: @Sendable (String) -> Void = { reason in
+                    let first = decided.withLockedValue { done in defer { done = true }; return !done }
+                    guard first else { return }
+                    healthTask.withLockedValue { $0?.cancel() }
+                    continuation.resume(returning: reason)
+                }
+                // Unstructured: waiting for the exit cannot be cancelled, and
+                // must not hold up a cancelled supervisor.
+                Task {
+                    let status = await shim.process.waitForExit()
+                    decide("exited with status \(status)")
+                }
+                let health = Task {
+                    var failures = 0
+                    while !Task.isCancelled {
+                        do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { break }
+                        do {
+                            let answer = try await shim.client.health(timeout: settings.healthTimeout)
+                            failures = answer.status == .serving ? 0 : failures + 1
+                        } catch {
+                            failures += 1
+                        }
+                        if failures >= settings.failedChecksBeforeRestart {
+                            decide("failed \(failures) health checks in a row")
+                            return
+                        }
+                    }
+                    decide("stopped")
+                }
+                healthTask.withLockedValue { $0 = health }
+                if decided.withLockedValue({ $0 }) { health.cancel() }
+            }
+        } onCancel: {
+            healthTask.withLockedValue { $0?.cancel() }
+        }
+        return reason
+    }
+
+    /// Stops a shim: `Shutdown` and a bounded drain when `graceful` (else
+    /// SIGTERM at once), then SIGTERM, then SIGKILL to its process group;
+    /// removes its socket.
+    private func terminate(_ shim: RunningShim, graceful: Bool) async {
+        if graceful, shim.process.exitStatus == nil {
+            try? await shim.client.shutdown(drainTimeout: settings.drainTimeout, timeout: settings.exitGrace)
+            if await Self.exited(shim, within: settings.drainTimeout + settings.exitGrace) == false {
+                shim.process.signalGroup(SIGTERM)
+            }
+        } else {
+            shim.process.signalGroup(SIGTERM)
+        }
+        if await Self.exited(shim, within: settings.exitGrace) == false {
+            shim.process.signalGroup(SIGKILL)
+            _ = await shim.process.waitForExit()
+        }
+        await shim.client.connection.close()
+        UnixSocket.remove(shim.socketPath)
+    }
+
+    private static func exited(_ shim: RunningShim, within limit: Duration) async -> Bool {
+        if shim.process.exitStatus != nil { return true }
+        let done = NIOLockedValueBox(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let resume: @Sendable (Bool) -> Void = { value in
+                let first = done.withLockedValue { flag in defer { flag = true }; return !flag }
+                if first { continuation.resume(returning: value) }
+            }
+            Task {
+                _ = await shim.process.waitForExit()
+                resume(true)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                resume(false)
+            }
+        }
+    }
+}
+
+/// The poller's way into a supervised provider: each call goes to the live
+/// shim; while none is, calls fail at once with Unavailable.
+public final class SupervisedCloudAccess: CloudAccess {
+    public let provider: String
+    private let client = NIOLockedValueBox<ProviderClient?>(nil)
+    private let timeout: Duration
+
+    init(provider: String, timeout: Duration = .seconds(30)) {
+        self.provider = provider
+        self.timeout = timeout
+    }
+
+    func route(to client: ProviderClient?) {
+        self.client.withLockedValue { $0 = client }
+    }
+
+    private func live() throws(RPCError) -> ShimCloudAccess {
+        guard let client = client.withLockedValue({ $0 }) else {
+            throw RPCError(.unavailable, "provider \(provider): no shim is running (it is being restarted)")
+        }
+        return ShimCloudAccess(client: client, timeout: timeout)
+    }
+
+    public func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
+        try await live().validateCredential(credential, cloud: cloud)
+    }
+
+    public func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceResult] {
+        try await live().instances(ids, cloud: cloud, credential: credential)
+    }
+
+    public func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceInterfaces] {
+        try await live().networkInterfaces(ids, cloud: cloud, credential: credential)
+    }
+}
