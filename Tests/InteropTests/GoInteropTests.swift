@@ -29,7 +29,7 @@ struct GoInteropTests {
         let status = try await child.waitForExit(.seconds(120))
         await server.close()
 
-        let lines = child.stdout.split(separator: "\n").map(String.init)
+        let lines = try await child.output().stdout.split(separator: "\n").map(String.init)
         for check in Self.checks {
             let passed = lines.contains { $0 == "PASS \(check)" || $0.hasPrefix("PASS \(check) ") }
             #expect(passed, "Go client check \(check) did not pass: \(lines)")

@@ -76,8 +76,9 @@ struct GoProviderClientTests {
     static func runGoClient(_ arguments: [String]) async throws -> Report {
         let client = try await ChildProcess.spawn(try await GoFixtures.binary("ttrpc-provider-client"), arguments)
         let status = try await client.waitForExit(.seconds(60))
-        #expect(status == 0, "Go client stderr: \(client.stderr)")
-        return try JSONDecoder().decode(Report.self, from: Data(client.stdout.utf8))
+        let output = try await client.output()
+        #expect(status == 0, "Go client stderr: \(output.stderr)")
+        return try JSONDecoder().decode(Report.self, from: Data(output.stdout.utf8))
     }
 
     @Test func allSixMethods() async throws {

@@ -45,7 +45,7 @@ struct ShimProcessTests {
         #expect(try await shim.client.handshake(controllerVersion: "test", timeout: .seconds(5)).shimName == "fake")
         shim.process.closeStdin()
         #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
-        #expect(shim.process.stdout == "instancepoller-shim|1|unix|\(shim.socketPath)|ttrpc\n")
+        #expect(try await shim.process.output().stdout == "instancepoller-shim|1|unix|\(shim.socketPath)|ttrpc\n")
         #expect(shim.process.stderr.contains("serving"))  // logs go to stderr
     }
 
@@ -102,10 +102,11 @@ struct ShimProcessTests {
     @Test func withoutTheSocketVariableItSaysSoAndExitsTwo() async throws {
         let process = try await ChildProcess.spawn(Self.binary, ["fake", "--scenario", Self.example], environment: [:])
         #expect(try await process.waitForExit(.seconds(30)) == 2)
-        let lines = process.stderr.split(separator: "\n")
+        let output = try await process.output()
+        let lines = output.stderr.split(separator: "\n")
         #expect(lines.count == 1)
         #expect(lines.first?.contains("INSTANCEPOLLER_SOCKET is not set") == true)
-        #expect(process.stdout.isEmpty)
+        #expect(output.stdout.isEmpty)
     }
 
     @Test func aBadScenarioIsOneLineNamingFileLineAndPlaceWithExitTwo() async throws {
@@ -115,7 +116,7 @@ struct ShimProcessTests {
         try "instances:\n  - id: i-1\n    timeline:\n      - at: 0s\n        state: runing\n".write(toFile: path, atomically: true, encoding: .utf8)
         let process = try await ChildProcess.spawn(Self.binary, ["fake", "--scenario", path], environment: ["INSTANCEPOLLER_SOCKET": directory.file("s.sock")])
         #expect(try await process.waitForExit(.seconds(30)) == 2)
-        #expect(process.stderr == "provider-shim fake: \(path):5:16: instances[0].timeline[0].state: unknown value \"runing\" "
+        #expect(try await process.output().stderr == "provider-shim fake: \(path):5:16: instances[0].timeline[0].state: unknown value \"runing\" "
             + "(expected one of: allocating, provisioning, running, provisioning-error, stopped, terminated, unknown, unspecified)\n")
     }
 

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -9,14 +10,20 @@ import NIOConcurrencyHelpers
 /// *thread* that spawned it exits, and Swift's pool threads come and go), and
 /// its pipes are close-on-exec so that children started side by side do not
 /// inherit each other's pipe ends (which would hide a closed stdin or stdout).
+/// Output is read by plain blocking threads, not `FileHandle`'s
+/// readabilityHandler, whose dispatch source can outlive its descriptor and
+/// crash the process.
 public final class ChildProcess: Sendable {
     private let process: Process
     private let stdinPipe: Pipe
     private let lines: AsyncStream<String>
     private let stderrData = NIOLockedValueBox(Data())
+    private let stdoutText = NIOLockedValueBox("")
     private let exited = TestEvent<Int32>()
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
-    private let stdoutText = NIOLockedValueBox("")
+    /// Both output pipes reached end of file.
+    private let drained = TestEvent<Void>()
+    private let outputComplete = NIOLockedValueBox(false)
 
     /// Starts `executable` from the spawning thread.
     public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ChildProcess {
@@ -44,33 +51,6 @@ public final class ChildProcess: Sendable {
 
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         lines = stream
-        let partial = NIOLockedValueBox(Data())
-        let stdoutText = self.stdoutText
-        stdoutPipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                handle.readabilityHandler = nil
-                continuation.finish()
-                return
-            }
-            stdoutText.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
-            let complete: [String] = partial.withLockedValue { buffer in
-                buffer.append(chunk)
-                var out: [String] = []
-                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    out.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
-                    buffer.removeSubrange(buffer.startIndex...newline)
-                }
-                return out
-            }
-            for line in complete { continuation.yield(line) }
-        }
-        let stderrData = self.stderrData
-        stderrPipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil; return }
-            stderrData.withLockedValue { $0.append(chunk) }
-        }
         let exited = self.exited
         let exitStatus = self.exitStatus
         process.terminationHandler = { process in
@@ -78,6 +58,34 @@ public final class ChildProcess: Sendable {
             exited.signal(process.terminationStatus)
         }
         try process.run()
+
+        let stdoutText = self.stdoutText
+        let stderrData = self.stderrData
+        let drained = self.drained
+        let openPipes = NIOLockedValueBox(2)
+        let pipeClosed: @Sendable () -> Void = {
+            if openPipes.withLockedValue({ count in count -= 1; return count }) == 0 { drained.signal() }
+        }
+        // Each reader keeps its Pipe, and so the descriptor, alive to EOF.
+        let stdoutReader = PipeReader(stdoutPipe)
+        let stderrReader = PipeReader(stderrPipe)
+        DetachedThread.run {
+            var pending: [UInt8] = []
+            stdoutReader.readToEnd { chunk in
+                stdoutText.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
+                pending.append(contentsOf: chunk)
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    continuation.yield(String(decoding: pending[..<newline], as: UTF8.self))
+                    pending.removeSubrange(...newline)
+                }
+            }
+            continuation.finish()
+            pipeClosed()
+        }
+        DetachedThread.run {
+            stderrReader.readToEnd { chunk in stderrData.withLockedValue { $0.append(contentsOf: chunk) } }
+            pipeClosed()
+        }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -108,6 +116,33 @@ public final class ChildProcess: Sendable {
     public func waitForExit(_ limit: Duration = .seconds(30)) async throws -> Int32 {
         if let status = exitStatus.withLockedValue({ $0 }) { return status }
         return try await exited.wait(limit, "\(process.executableURL?.lastPathComponent ?? "child") to exit")
+    }
+
+    /// Waits until stdout and stderr have been read to the end (the child
+    /// exited and nothing else holds them), then returns both.
+    public func output(_ limit: Duration = .seconds(10)) async throws -> (stdout: String, stderr: String) {
+        if !outputComplete.withLockedValue({ $0 }) {
+            try await drained.wait(limit, "the child's output to end")
+            outputComplete.withLockedValue { $0 = true }
+        }
+        return (stdout, stderr)
+    }
+}
+
+/// A pipe's read end, read with blocking `read` on a plain thread.
+struct PipeReader: @unchecked Sendable {
+    let pipe: Pipe
+    init(_ pipe: Pipe) { self.pipe = pipe }
+
+    func readToEnd(_ chunk: ([UInt8]) -> Void) {
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { return }
+            chunk(Array(buffer[0..<count]))
+        }
     }
 }
 
