@@ -112,6 +112,60 @@ struct ProviderSupervisorTests {
         }
     }
 
+    @Test func aLiveSwapLosesNoCallAndSwitchesTheBackend() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let scenario = directory.file("second.yaml")
+        try "instances:\n  - id: i-swapped\n    timeline:\n      - at: 0s\n        state: running\n".write(toFile: scenario, atomically: true, encoding: .utf8)
+        let second = ShimCommand(executable: ShimLauncherTests.fake.executable, arguments: ["fake", "--scenario", scenario])
+        try await Self.with { supervisor, events, _ in
+            guard case .started(let oldPID)? = try await events.next() else { Issue.record("no start"); return }
+            // Callers keep calling through the swap.
+            let calls = Task {
+                var failures: [String] = []
+                var made = 0
+                while !Task.isCancelled {
+                    do {
+                        _ = try await supervisor.access.instances(["i-db-1", "i-swapped"], cloud: .init(), credential: Self.credential)
+                    } catch let error as RPCError where error.code == .cancelled {
+                        break  // the test stopped the callers
+                    } catch {
+                        failures.append("\(error)")
+                    }
+                    made += 1
+                }
+                return (made, failures)
+            }
+            try await supervisor.swap(to: second) { client in
+                _ = try await client.validateCredential(cloud: .init(), credential: Self.credential, timeout: .seconds(5))
+            }
+            guard case .swapped(let newPID)? = try await events.next() else { Issue.record("no swap"); return }
+            #expect(newPID != oldPID)
+            let found = try await supervisor.access.instances(["i-db-1", "i-swapped"], cloud: .init(), credential: Self.credential)
+            #expect(found.map(\.found) == [false, true], "answers come from the new scenario")
+            calls.cancel()
+            let (made, failures) = await calls.value
+            #expect(made > 0 && failures.isEmpty, "\(failures.count) of \(made) calls failed during the swap: \(failures.prefix(3))")
+            #expect(await ProcessWatch.waitForExit(pid: oldPID, limit: .seconds(5)))
+            #expect(await supervisor.pid == newPID)
+            #expect(await supervisor.restarts == 0)
+        }
+    }
+
+    @Test func aFailedSwapLeavesTheOldShimServing() async throws {
+        try await Self.with { supervisor, events, _ in
+            guard case .started(let pid)? = try await events.next() else { Issue.record("no start"); return }
+            let broken = ShimCommand(executable: "/bin/sh", arguments: ["-c", "echo missing SDK >&2; exit 4"])
+            await #expect {
+                try await supervisor.swap(to: broken)
+            } throws: { error in
+                "\(error)".contains("exited with status 4") && "\(error)".contains("missing SDK")
+            }
+            #expect(await supervisor.pid == pid)
+            #expect(try await supervisor.access.instances(["i-db-1"], cloud: .init(), credential: Self.credential)[0].found)
+        }
+    }
+
     @Test func stoppingShutsTheShimDownAndRemovesItsSocket() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

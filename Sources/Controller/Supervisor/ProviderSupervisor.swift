@@ -70,36 +70,37 @@ public actor ProviderSupervisor {
 
     /// Supervises until cancelled, then stops the shim.
     public func run() async {
-        var attempts = 0
+        var needsRestart = false
         while !Task.isCancelled {
-            if attempts > 0 {
-                restarts += 1
-                emit(.restarting(after: backoff))
-                logger.warning("restarting shim", metadata: ["provider": "\(provider)", "after": "\(backoff)", "why": "\(lastProblem ?? "")"])
-                do { try await clock.sleep(until: clock.now + backoff) } catch { break }
-                backoff = min(backoff * 2, settings.maximumBackoff)
-            }
-            attempts += 1
-            generation += 1
-            let socketPath = "\(runtimeDirectory)/\(provider)-\(generation).sock"
             let shim: RunningShim
-            do {
-                shim = try await ShimLauncher.start(
-                    provider: provider, command: command, socketPath: socketPath,
-                    startupTimeout: settings.startupTimeout, logger: logger
-                )
-            } catch {
-                lastProblem = "\(error)"
-                emit(.failedToStart(reason: "\(error)"))
-                logger.error("shim failed to start", metadata: ["provider": "\(provider)", "error": "\(error)"])
-                continue
+            if let live = current {
+                shim = live  // swapped in while the previous one was watched
+            } else {
+                if needsRestart {
+                    restarts += 1
+                    emit(.restarting(after: backoff))
+                    logger.warning("restarting shim", metadata: ["provider": "\(provider)", "after": "\(backoff)", "why": "\(lastProblem ?? "")"])
+                    do { try await clock.sleep(until: clock.now + backoff) } catch { break }
+                    backoff = min(backoff * 2, settings.maximumBackoff)
+                }
+                needsRestart = true
+                do {
+                    shim = try await launch(command)
+                } catch {
+                    lastProblem = "\(error)"
+                    emit(.failedToStart(reason: "\(error)"))
+                    logger.error("shim failed to start", metadata: ["provider": "\(provider)", "error": "\(error)"])
+                    continue
+                }
+                current = shim
+                access.route(to: shim.client)
+                emit(.started(pid: shim.process.pid))
             }
-            current = shim
-            access.route(to: shim.client)
-            emit(.started(pid: shim.process.pid))
             let started = clock.now
             let ended = await watch(shim)
             if Task.isCancelled { break }
+            // Replaced by a swap: the old one is being drained elsewhere.
+            if current?.process.pid != shim.process.pid { continue }
             access.route(to: nil)
             current = nil
             lastProblem = ended
@@ -119,6 +120,46 @@ public actor ProviderSupervisor {
         eventContinuation.finish()
     }
 
+    private func launch(_ command: ShimCommand) async throws(ShimStartError) -> RunningShim {
+        generation += 1
+        return try await ShimLauncher.start(
+            provider: provider, command: command, socketPath: "\(runtimeDirectory)/\(provider)-\(generation).sock",
+            startupTimeout: settings.startupTimeout, logger: logger
+        )
+    }
+
+    /// A check a new shim must pass before it takes over, e.g. validating
+    /// the provider's credentials through it. Throwing refuses the swap.
+    public typealias SwapCheck = @Sendable (ProviderClient) async throws -> Void
+
+    /// Swaps the backend live: starts and handshakes the new shim, runs
+    /// `check` through it, routes new calls to it, lets the old one finish
+    /// its calls in flight (bounded by the drain timeout), then stops it
+    /// (`Shutdown`, SIGTERM, SIGKILL). If the new shim fails, the old one
+    /// keeps serving and the error says why.
+    public func swap(to newCommand: ShimCommand, check: SwapCheck = { _ in }) async throws(ShimStartError) {
+        let new = try await launch(newCommand)
+        do {
+            try await check(new.client)
+        } catch {
+            await terminate(new, graceful: false)
+            throw ShimStartError(provider: provider, problem: "the new shim failed its checks: \(error)", stderrTail: new.stderrTail.text)
+        }
+        let old = current
+        current = new
+        command = newCommand
+        access.route(to: new.client)
+        emit(.swapped(pid: new.process.pid))
+        logger.info("shim swapped", metadata: ["provider": "\(provider)", "pid": "\(new.process.pid)"])
+        if let old {
+            let deadline = ContinuousClock.now + settings.drainTimeout
+            while old.client.connection.callsInFlight > 0, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            await terminate(old, graceful: true)
+        }
+    }
+
     /// What happens to the shim, for tests, logs and metrics.
     public enum Event: Hashable, Sendable {
         case started(pid: Int32)
@@ -126,6 +167,8 @@ public actor ProviderSupervisor {
         case down(reason: String)
         /// A restart is scheduled after this backoff.
         case restarting(after: Duration)
+        /// A new shim took over by a live swap.
+        case swapped(pid: Int32)
         case stopped
     }
 
@@ -240,22 +283,35 @@ public final class SupervisedCloudAccess: CloudAccess {
         self.client.withLockedValue { $0 = client }
     }
 
-    private func live() throws(RPCError) -> ShimCloudAccess {
+    private func live() throws(RPCError) -> ProviderClient {
         guard let client = client.withLockedValue({ $0 }) else {
             throw RPCError(.unavailable, "provider \(provider): no shim is running (it is being restarted)")
         }
-        return ShimCloudAccess(client: client, timeout: timeout)
+        return client
+    }
+
+    /// Runs `call` on the live shim. A call that lost the race with a swap
+    /// (it went to the old shim as that one stopped) runs again on the new
+    /// one, so a swap fails no call.
+    private func onLiveShim<T>(_ call: (ShimCloudAccess) async throws -> T) async throws -> T {
+        let first = try live()
+        do {
+            return try await call(ShimCloudAccess(client: first, timeout: timeout))
+        } catch let error as RPCError where error.code == .unavailable {
+            guard let now = client.withLockedValue({ $0 }), now.connection !== first.connection else { throw error }
+            return try await call(ShimCloudAccess(client: now, timeout: timeout))
+        }
     }
 
     public func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
-        try await live().validateCredential(credential, cloud: cloud)
+        try await onLiveShim { try await $0.validateCredential(credential, cloud: cloud) }
     }
 
     public func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceResult] {
-        try await live().instances(ids, cloud: cloud, credential: credential)
+        try await onLiveShim { try await $0.instances(ids, cloud: cloud, credential: credential) }
     }
 
     public func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceInterfaces] {
-        try await live().networkInterfaces(ids, cloud: cloud, credential: credential)
+        try await onLiveShim { try await $0.networkInterfaces(ids, cloud: cloud, credential: credential) }
     }
 }
