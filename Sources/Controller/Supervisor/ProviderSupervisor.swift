@@ -82,6 +82,8 @@ public actor ProviderSupervisor {
                     logger.warning("restarting shim", metadata: ["provider": "\(provider)", "after": "\(backoff)", "why": "\(lastProblem ?? "")"])
                     do { try await clock.sleep(until: clock.now + backoff) } catch { break }
                     backoff = min(backoff * 2, settings.maximumBackoff)
+                    // A swap may have brought a shim in during the backoff.
+                    if current != nil { continue }
                 }
                 needsRestart = true
                 do {
