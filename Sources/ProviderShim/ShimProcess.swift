@@ -172,35 +172,12 @@ struct ShimService: Service {
         switch reason {
         case .stdinClosed:
             logger.info("stdin closed: the controller is gone; exiting")
-            await bounded(.milliseconds(500)) { await server.close() }
+            _ = await firstWithin(.milliseconds(500)) { await server.close() }
         case .signal, .shutdownCall:
             logger.info("shutting down", metadata: ["reason": "\(reason)", "in_flight": "\(server.callsInFlight)"])
             // A hung handler can block its event loop: never wait past the
             // drain bound (plus a little to close).
-            await bounded(drainTimeout + .seconds(1)) { await server.shutdown(drainTimeout: drainTimeout) }
-        }
-    }
-
-    /// Runs `body`, giving up on it after `limit`. Unstructured on purpose:
-    /// a task group would wait for a `body` stuck on a blocked event loop.
-    private func bounded(_ limit: Duration, _ body: @escaping @Sendable () async -> Void) async {
-        let resumed = NIOLockedValueBox(false)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeOnce: @Sendable () -> Void = {
-                let first = resumed.withLockedValue { done in
-                    defer { done = true }
-                    return !done
-                }
-                if first { continuation.resume() }
-            }
-            Task {
-                await body()
-                resumeOnce()
-            }
-            Task {
-                try? await Task.sleep(for: limit)
-                resumeOnce()
-            }
+            _ = await firstWithin(drainTimeout + .seconds(2)) { await server.shutdown(drainTimeout: drainTimeout) }
         }
     }
 }

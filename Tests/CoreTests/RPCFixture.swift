@@ -30,13 +30,9 @@ struct RPCFixture {
         registry.register(service: service, method: "Hang") { payload, _ in
             let marker = String(buffer: payload)
             hangStarted.signal(marker)
-            do {
-                try await Task.sleep(for: .seconds(3600))
-            } catch {
-                hangCancelled.signal(marker)
-                throw error
-            }
-            return RPCResponse(payload: ByteBuffer())
+            await waitUntilCancelled()
+            hangCancelled.signal(marker)
+            throw CancellationError()
         }
         // Answers with response metadata.
         registry.register(service: service, method: "Meta") { payload, context in

@@ -1,3 +1,5 @@
+import Core
+
 /// A wait that took longer than its bound.
 public struct TimedOut: Error, CustomStringConvertible {
     public var what: String
@@ -6,21 +8,29 @@ public struct TimedOut: Error, CustomStringConvertible {
 }
 
 /// Runs `operation`, failing with ``TimedOut`` if it has not finished
-/// within `limit`. Tests wait on events this way instead of sleeping.
+/// within `limit` (it is then cancelled). Tests wait on events this way
+/// instead of sleeping.
 public func withTimeout<T: Sendable>(
     _ limit: Duration = .seconds(10),
     _ what: String = "the operation",
     _ operation: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            throw TimedOut(what: what, limit: limit)
+    let outcome = await firstWithin(limit) { () async -> Result<T, any Error> in
+        do {
+            return .success(try await operation())
+        } catch {
+            return .failure(error)
         }
-        defer { group.cancelAll() }
-        return try await group.next()!
     }
+    guard let outcome else { throw TimedOut(what: what, limit: limit) }
+    return try outcome.get()
+}
+
+/// Returns when the calling task is cancelled: a handler that "hangs".
+public func waitUntilCancelled() async {
+    let (never, continuation) = AsyncStream.makeStream(of: Void.self)
+    for await _ in never {}  // ends only when the task is cancelled
+    continuation.finish()
 }
 
 /// A one-shot event a test can wait for, signalled from anywhere.

@@ -156,17 +156,13 @@ public enum ShimLauncher {
 
     /// The first stdout line, nil if stdout closed first; throws on timeout.
     private static func firstLine(of process: SpawnedShim, within limit: Duration) async throws -> String? {
-        try await withThrowingTaskGroup(of: String?.self) { group in
-            group.addTask {
-                var lines = process.stdoutLines.makeAsyncIterator()
-                return await lines.next()
-            }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw CancellationError()
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
+        let lines = process.stdoutLines
+        guard let line = await firstWithin(limit, {
+            var iterator = lines.makeAsyncIterator()
+            return await iterator.next()
+        }) else {
+            throw CancellationError()
         }
+        return line
     }
 }
