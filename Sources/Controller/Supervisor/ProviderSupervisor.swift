@@ -235,6 +235,8 @@ public actor ProviderSupervisor {
     private func terminate(_ shim: RunningShim, graceful: Bool) async {
         if graceful, shim.process.exitStatus == nil {
             try? await shim.client.shutdown(drainTimeout: settings.drainTimeout, timeout: settings.exitGrace)
+            // Hang up, so the shim need not wait for us before it exits.
+            await shim.client.connection.close()
             if await Self.exited(shim, within: settings.drainTimeout + settings.exitGrace) == false {
                 shim.process.signalGroup(SIGTERM)
             }
@@ -251,21 +253,7 @@ public actor ProviderSupervisor {
 
     private static func exited(_ shim: RunningShim, within limit: Duration) async -> Bool {
         if shim.process.exitStatus != nil { return true }
-        let done = NIOLockedValueBox(false)
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let resume: @Sendable (Bool) -> Void = { value in
-                let first = done.withLockedValue { flag in defer { flag = true }; return !flag }
-                if first { continuation.resume(returning: value) }
-            }
-            Task {
-                _ = await shim.process.waitForExit()
-                resume(true)
-            }
-            Task {
-                try? await Task.sleep(for: limit)
-                resume(false)
-            }
-        }
+        return await firstWithin(limit) { await shim.process.waitForExit() } != nil
     }
 }
 

@@ -119,10 +119,19 @@ public final class RPCServer: Sendable {
     /// Graceful shutdown: stops listening, refuses new calls with
     /// Unavailable, lets the calls in flight finish for up to `drainTimeout`,
     /// then closes (cancelling what is left) and removes the socket file.
-    public func shutdown(drainTimeout: Duration) async {
+    ///
+    /// Once idle it gives clients up to `hangUpGrace` to close their
+    /// connections first: closing right after an answer races containerd's
+    /// Go ttrpc 1.1.1 client, which can then report "ttrpc: closed" for a
+    /// call it was answered.
+    public func shutdown(drainTimeout: Duration, hangUpGrace: Duration = .seconds(1)) async {
         calls.startDraining()
         try? await listener.close()
         await calls.waitUntilIdle(limit: drainTimeout)
+        let open = connections.withLockedValue { Array($0.values) }
+        _ = await firstWithin(hangUpGrace) {
+            for channel in open { try? await channel.closeFuture.get() }
+        }
         await close()
     }
 

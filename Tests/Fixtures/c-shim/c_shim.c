@@ -672,16 +672,16 @@ int main(void) {
     for (;;) {
         if (terminated) { logf_("SIGTERM: exiting"); finish(0); }
 
-        /* After a Shutdown call: stop reading, finish writing answers
-         * (bounded by 1 s), then go. */
+        /* After a Shutdown call: accept nothing new, finish writing answers
+         * and let the clients hang up first (bounded by 1 s), then go.
+         * Closing right after the answer races containerd's Go ttrpc 1.1.1
+         * client, which can report "ttrpc: closed" for an answered call. */
         if (shutdown_requested) {
             if (shutdown_deadline == 0) {
                 logf_("Shutdown called: exiting");
                 shutdown_deadline = now_ms() + 1000;
             }
-            int pending = 0;
-            for (size_t i = 0; i < n_conns; i++) pending |= conns[i].out_len > 0;
-            if (!pending || now_ms() >= shutdown_deadline) finish(0);
+            if (n_conns == 0 || now_ms() >= shutdown_deadline) finish(0);
         }
 
         /* Slots: 0 listener, 1 stdin, then one per connection. */
@@ -692,7 +692,7 @@ int main(void) {
         fds[1] = (struct pollfd){.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN};
         for (size_t i = 0; i < n_conns; i++) {
             short events = 0;
-            if (!shutdown_requested && !conns[i].read_closed && conns[i].out_len < OUTPUT_HIGH_WATER) events |= POLLIN;
+            if (!conns[i].read_closed && conns[i].out_len < OUTPUT_HIGH_WATER) events |= POLLIN;
             if (conns[i].out_len > 0) events |= POLLOUT;
             fds[i + 2] = (struct pollfd){.fd = conns[i].fd, .events = events};
         }
