@@ -154,10 +154,7 @@ public actor ProviderSupervisor {
         emit(.swapped(pid: new.process.pid))
         logger.info("shim swapped", metadata: ["provider": "\(provider)", "pid": "\(new.process.pid)"])
         if let old {
-            let deadline = ContinuousClock.now + settings.drainTimeout
-            while old.client.connection.callsInFlight > 0, ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(10))
-            }
+            await old.client.connection.waitUntilIdle(limit: settings.drainTimeout)
             await terminate(old, graceful: true)
         }
     }

@@ -23,7 +23,7 @@ public final class RPCClient: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<RPCClientHandler>
     private let nextStreamID: NIOLockedValueBox<UInt32>
-    private let inFlight = NIOLockedValueBox(0)
+    private let inFlight = InFlightCalls()
 
     private init(socketPath: String, peer: PeerCredentials, channel: any Channel, handler: NIOLoopBound<RPCClientHandler>) {
         self.socketPath = socketPath
@@ -89,7 +89,12 @@ public final class RPCClient: Sendable {
     }
 
     /// Calls sent and not yet answered (what a drain waits for).
-    public var callsInFlight: Int { inFlight.withLockedValue { $0 } }
+    public var callsInFlight: Int { inFlight.count }
+
+    /// Returns once no call is in flight, or after `limit`.
+    public func waitUntilIdle(limit: Duration) async {
+        await inFlight.waitUntilIdle(limit: limit)
+    }
 
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
@@ -148,8 +153,8 @@ public final class RPCClient: Sendable {
         } else {
             eventLoop.execute { handler.value.send(call) }
         }
-        inFlight.withLockedValue { $0 += 1 }
-        defer { inFlight.withLockedValue { $0 -= 1 } }
+        _ = inFlight.begin()  // a client never refuses its own calls
+        defer { inFlight.end() }
         let response = try await withTaskCancellationHandler {
             try await promise.futureResult.get()
         } onCancel: {

@@ -26,13 +26,13 @@ public final class RPCServer: Sendable {
     public let socketPath: String
     private let listener: any Channel
     private let connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>
-    private let calls: RPCServerCalls
+    private let calls: InFlightCalls
 
     private init(
         socketPath: String,
         listener: any Channel,
         connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>,
-        calls: RPCServerCalls
+        calls: InFlightCalls
     ) {
         self.socketPath = socketPath
         self.listener = listener
@@ -57,7 +57,7 @@ public final class RPCServer: Sendable {
         try UnixSocket.removeStale(path)
 
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
-        let calls = RPCServerCalls()
+        let calls = InFlightCalls()
         let policy = configuration.peerPolicy
         let onLoop = configuration.handlersOnEventLoop
         let bootstrap = ServerBootstrap(group: eventLoopGroup)

@@ -16,7 +16,7 @@ final class RPCServerHandler: ChannelInboundHandler {
     }
 
     private let registry: RPCServiceRegistry
-    private let calls: RPCServerCalls
+    private let calls: InFlightCalls
     private let executor: EventLoopTaskExecutor?
     private let peer: PeerCredentials?
     private let logger: Logger
@@ -24,7 +24,7 @@ final class RPCServerHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var active = true
 
-    init(registry: RPCServiceRegistry, calls: RPCServerCalls, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
+    init(registry: RPCServiceRegistry, calls: InFlightCalls, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
         self.registry = registry
         self.calls = calls
         self.executor = executor

@@ -1,8 +1,9 @@
 internal import NIOConcurrencyHelpers
 
-/// Calls in flight across a server's connections, and whether the server is
-/// draining: what a graceful shutdown waits on.
-final class RPCServerCalls: Sendable {
+/// Calls in flight (across a server's connections, or on a client's one),
+/// and whether new ones are refused: what a graceful shutdown or a swap's
+/// drain waits on.
+final class InFlightCalls: Sendable {
     private struct State {
         var count = 0
         var draining = false
