@@ -1,159 +1,30 @@
-internal import Core
+public import Core
 internal import Yams
-internal import Foundation
 
 /// A scenario file that cannot be used: names the file, the line and column,
-/// the place in the document, and what is wrong.
-public struct ScenarioError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var file: String
-    public var line: Int
-    public var column: Int
-    /// e.g. `instances[2].timeline[1].state`; empty for the whole document.
-    public var place: String
-    public var problem: String
-
-    public var description: String {
-        let location = line > 0 ? "\(file):\(line):\(column)" : file
-        return place.isEmpty ? "\(location): \(problem)" : "\(location): \(place): \(problem)"
-    }
-}
+/// the place in the document (e.g. `instances[2].timeline[1].state`), and
+/// what is wrong.
+public typealias ScenarioError = YAMLFileError
 
 extension FakeScenario {
     /// Reads a scenario from a YAML (or JSON) file.
     ///
     /// - Throws: ``ScenarioError`` naming the file, line, place and problem.
     public static func load(path: String) throws(ScenarioError) -> FakeScenario {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ScenarioError(file: path, line: 0, column: 0, place: "", problem: "cannot read the file: \(error.localizedDescription)")
-        }
-        return try parse(text, file: path)
+        try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in try reader.scenario(root) }
     }
 
     /// Parses scenario text; `file` names it in errors.
     public static func parse(_ text: String, file: String) throws(ScenarioError) -> FakeScenario {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ScenarioParser.yamlError(error, file: file)
-        } catch {
-            throw ScenarioError(file: file, line: 0, column: 0, place: "", problem: "not YAML or JSON: \(error)")
-        }
-        guard let root else {
-            throw ScenarioError(file: file, line: 0, column: 0, place: "", problem: "the file is empty")
-        }
-        return try ScenarioParser(file: file).scenario(root)
+        try YAMLReader.parse(text, file: file) { reader, root throws(YAMLFileError) in try reader.scenario(root) }
     }
 }
 
-/// Walks the YAML node tree so that every error carries a line number.
-struct ScenarioParser {
-    let file: String
-
-    static func yamlError(_ error: YamlError, file: String) -> ScenarioError {
-        switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            return ScenarioError(file: file, line: mark.line, column: mark.column, place: "", problem: "not valid YAML: \(problem)")
-        default:
-            return ScenarioError(file: file, line: 0, column: 0, place: "", problem: "not valid YAML: \(error)")
-        }
-    }
-
-    func fail(_ node: Node?, _ place: String, _ problem: String) -> ScenarioError {
-        ScenarioError(file: file, line: node?.mark?.line ?? 0, column: node?.mark?.column ?? 0, place: place, problem: problem)
-    }
-
-    /// A mapping's entries, rejecting keys outside `allowed`.
-    func mapping(_ node: Node, _ place: String, allowed: [String]) throws(ScenarioError) -> [String: Node] {
-        guard case .mapping(let mapping) = node else {
-            throw fail(node, place, "expected a mapping with keys \(allowed.joined(separator: ", "))")
-        }
-        var entries: [String: Node] = [:]
-        for (key, value) in mapping {
-            guard let name = key.string else { throw fail(key, place, "keys must be strings") }
-            guard allowed.contains(name) else {
-                throw fail(key, place, "unknown key \"\(name)\" (expected one of: \(allowed.joined(separator: ", ")))")
-            }
-            guard entries[name] == nil else { throw fail(key, place, "key \"\(name)\" appears twice") }
-            entries[name] = value
-        }
-        return entries
-    }
-
-    func sequence(_ node: Node, _ place: String) throws(ScenarioError) -> [Node] {
-        guard case .sequence(let sequence) = node else { throw fail(node, place, "expected a list") }
-        return Array(sequence)
-    }
-
-    func string(_ node: Node, _ place: String) throws(ScenarioError) -> String {
-        guard case .scalar(let scalar) = node else { throw fail(node, place, "expected a string") }
-        return scalar.string
-    }
-
-    func bool(_ node: Node, _ place: String) throws(ScenarioError) -> Bool {
-        switch try string(node, place).lowercased() {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        case let other: throw fail(node, place, "expected true or false, not \"\(other)\"")
-        }
-    }
-
-    func unsigned(_ node: Node, _ place: String) throws(ScenarioError) -> UInt64 {
-        guard let value = UInt64(try string(node, place)) else { throw fail(node, place, "expected a whole number ≥ 0") }
-        return value
-    }
-
-    /// "90s", "1.5s", "250ms", "2m", "1h", "500us", or a plain number of seconds.
-    func duration(_ node: Node, _ place: String) throws(ScenarioError) -> Duration {
-        let text = try string(node, place).trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1), ("m", 60), ("h", 3600)]
-        var number = text
-        var scale = 1.0
-        for (suffix, factor) in units where text.hasSuffix(suffix) {
-            number = String(text.dropLast(suffix.count))
-            scale = factor
-            break
-        }
-        guard let value = Double(number), value >= 0, value.isFinite else {
-            throw fail(node, place, "expected a duration such as 90s, 250ms or 2m, not \"\(text)\"")
-        }
-        return .nanoseconds(Int64((value * scale * 1e9).rounded()))
-    }
-
-    func stringMap(_ node: Node, _ place: String) throws(ScenarioError) -> [String: String] {
-        guard case .mapping(let mapping) = node else { throw fail(node, place, "expected a mapping of strings") }
-        var result: [String: String] = [:]
-        for (key, value) in mapping {
-            guard let name = key.string else { throw fail(key, place, "keys must be strings") }
-            result[name] = try string(value, "\(place).\(name)")
-        }
-        return result
-    }
-
-    func stringList(_ node: Node, _ place: String) throws(ScenarioError) -> [String] {
-        var result: [String] = []
-        for (index, item) in try sequence(node, place).enumerated() {
-            result.append(try string(item, "\(place)[\(index)]"))
-        }
-        return result
-    }
-
-    /// Picks one of `choices` by name (case-insensitive, - and _ alike).
-    func choice<T>(_ node: Node, _ place: String, _ choices: [(String, T)]) throws(ScenarioError) -> T {
-        let text = try string(node, place)
-        let wanted = text.lowercased().replacingOccurrences(of: "_", with: "-")
-        guard let match = choices.first(where: { $0.0 == wanted }) else {
-            throw fail(node, place, "unknown value \"\(text)\" (expected one of: \(choices.map(\.0).joined(separator: ", ")))")
-        }
-        return match.1
-    }
-
+/// The scenario document, read with line numbers in every error.
+extension YAMLReader {
     // MARK: - The document
 
-    func scenario(_ root: Node) throws(ScenarioError) -> FakeScenario {
+    func scenario(_ root: Node) throws(YAMLFileError) -> FakeScenario {
         let top = try mapping(root, "", allowed: ["name", "cloud_types", "max_batch_size", "credentials", "instances", "faults"])
         var scenario = FakeScenario()
         if let node = top["name"] { scenario.name = try string(node, "name") }
@@ -188,7 +59,7 @@ struct ScenarioParser {
         return scenario
     }
 
-    func credential(_ node: Node, _ place: String) throws(ScenarioError) -> FakeScenario.Credential {
+    func credential(_ node: Node, _ place: String) throws(YAMLFileError) -> FakeScenario.Credential {
         let fields = try mapping(node, place, allowed: ["name", "attributes", "valid", "reason"])
         guard let nameNode = fields["name"] else { throw fail(node, place, "a credential needs a name") }
         var credential = FakeScenario.Credential(name: try string(nameNode, "\(place).name"), attributes: [:])
@@ -198,7 +69,7 @@ struct ScenarioParser {
         return credential
     }
 
-    func instance(_ node: Node, _ place: String) throws(ScenarioError) -> FakeScenario.Instance {
+    func instance(_ node: Node, _ place: String) throws(YAMLFileError) -> FakeScenario.Instance {
         let fields = try mapping(node, place, allowed: ["id", "timeline"])
         guard let idNode = fields["id"] else { throw fail(node, place, "an instance needs an id") }
         let id = try string(idNode, "\(place).id")
@@ -218,7 +89,7 @@ struct ScenarioParser {
         ("unknown", .unknown), ("unspecified", .unspecified),
     ]
 
-    func event(_ node: Node, _ place: String, notBefore previous: Duration?) throws(ScenarioError) -> FakeScenario.Event {
+    func event(_ node: Node, _ place: String, notBefore previous: Duration?) throws(YAMLFileError) -> FakeScenario.Event {
         let fields = try mapping(node, place, allowed: ["at", "state", "raw_status", "message", "interfaces", "gone"])
         guard let atNode = fields["at"] else { throw fail(node, place, "an event needs a time, e.g. at: 5s") }
         var event = FakeScenario.Event(at: try duration(atNode, "\(place).at"))
@@ -242,7 +113,7 @@ struct ScenarioParser {
         return event
     }
 
-    func interface(_ node: Node, _ place: String) throws(ScenarioError) -> ProviderV1.NetworkInterface {
+    func interface(_ node: Node, _ place: String) throws(YAMLFileError) -> ProviderV1.NetworkInterface {
         let fields = try mapping(node, place, allowed: [
             "device_index", "mac_address", "provider_id", "subnet", "network", "name", "cidr",
             "addresses", "shadow_addresses", "primary", "disabled",
@@ -266,7 +137,7 @@ struct ScenarioParser {
         return interface
     }
 
-    func addresses(_ node: Node, _ place: String) throws(ScenarioError) -> [ProviderV1.Address] {
+    func addresses(_ node: Node, _ place: String) throws(YAMLFileError) -> [ProviderV1.Address] {
         var result: [ProviderV1.Address] = []
         for (index, item) in try sequence(node, place).enumerated() {
             let itemPlace = "\(place)[\(index)]"
@@ -295,7 +166,7 @@ struct ScenarioParser {
         ("latency", .latency), ("crash", .crash), ("hang", .hang), ("unavailable", .unavailable),
     ]
 
-    func fault(_ node: Node, _ place: String, credentials: [FakeScenario.Credential]?) throws(ScenarioError) -> FakeScenario.Fault {
+    func fault(_ node: Node, _ place: String, credentials: [FakeScenario.Credential]?) throws(YAMLFileError) -> FakeScenario.Fault {
         let fields = try mapping(node, place, allowed: [
             "kind", "methods", "credential", "from", "until", "delay", "retry_after", "after_calls", "message",
         ])

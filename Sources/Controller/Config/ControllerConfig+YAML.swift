@@ -1,0 +1,277 @@
+public import Core
+internal import Foundation
+internal import Logging
+internal import Yams
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+extension ControllerConfig {
+    /// Reads a config file. Relative paths in it (store, runtime directory,
+    /// credential files, a shim command with a slash) are relative to the
+    /// file's directory; a bare command name is looked for next to the
+    /// running `instancepoller`, then on `PATH`.
+    ///
+    /// - Parameter environment: where allowlisted variables get their
+    ///   values (the controller's own environment).
+    /// - Throws: ``YAMLFileError`` naming the file, line, place and problem.
+    public static func load(
+        path: String,
+        environment: [String: String]? = nil
+    ) throws(YAMLFileError) -> ControllerConfig {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        return try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in
+            try reader.controllerConfig(root, environment: environment)
+        }
+    }
+
+    /// Parses config text; `file` names it in errors and relative paths are
+    /// relative to its directory.
+    public static func parse(
+        _ text: String,
+        file: String,
+        environment: [String: String]? = nil
+    ) throws(YAMLFileError) -> ControllerConfig {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        return try YAMLReader.parse(text, file: file) { reader, root throws(YAMLFileError) in
+            try reader.controllerConfig(root, environment: environment)
+        }
+    }
+
+    /// Where the runtime directory is when the config does not say:
+    /// `$XDG_RUNTIME_DIR/instancepoller`, else `/tmp/instancepoller-<uid>`.
+    public static func defaultRuntimeDirectory(environment: [String: String]? = nil) -> String {
+        if let runtime = (environment ?? ProcessInfo.processInfo.environment)["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+            return "\(runtime)/instancepoller"
+        }
+        return "/tmp/instancepoller-\(getuid())"
+    }
+}
+
+extension YAMLReader {
+    func controllerConfig(_ root: Node, environment: [String: String]) throws(YAMLFileError) -> ControllerConfig {
+        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "poll", "supervision", "providers", "credentials"])
+        let base = baseDirectory
+        var config = ControllerConfig(
+            file: file,
+            storePath: "\(base)/instancepoller.db",
+            runtimeDirectory: ControllerConfig.defaultRuntimeDirectory(environment: environment)
+        )
+        if let node = top["store"] { config.storePath = try path(node, "store") }
+        if let node = top["runtime_directory"] { config.runtimeDirectory = try path(node, "runtime_directory") }
+        if let node = top["log"] {
+            let fields = try mapping(node, "log", allowed: ["level", "format"])
+            if let level = fields["level"] {
+                config.logLevel = try choice(level, "log.level", Logger.Level.allCases.map { ($0.rawValue, $0) })
+            }
+            if let format = fields["format"] {
+                config.logFormat = try choice(format, "log.format", LogFormat.allCases.map { ($0.rawValue, $0) })
+            }
+        }
+        if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node) }
+        if let node = top["supervision"] { config.supervision = try supervision(node) }
+        guard let providersNode = top["providers"] else {
+            throw fail(root, "", "no providers: the config needs at least one under providers")
+        }
+        for entry in try namedEntries(providersNode, "providers") {
+            config.providers.append(try provider(entry.name, entry.key, entry.value, environment: environment))
+        }
+        guard !config.providers.isEmpty else { throw fail(providersNode, "providers", "at least one provider is needed") }
+        if let node = top["credentials"] {
+            for (index, item) in try sequence(node, "credentials").enumerated() {
+                let place = "credentials[\(index)]"
+                let credential = try credential(item, place, providers: config.providers.map(\.name))
+                if config.credentials.contains(where: { $0.provider == credential.provider && $0.name == credential.name }) {
+                    throw fail(item, place, "credential \(credential.provider)/\(credential.name) appears twice")
+                }
+                config.credentials.append(credential)
+            }
+        }
+        return config
+    }
+
+    /// The config file's directory, absolute.
+    var baseDirectory: String {
+        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+        return URL(fileURLWithPath: absolute).deletingLastPathComponent().standardizedFileURL.path
+    }
+
+    /// A path, made absolute against the config file's directory.
+    func path(_ node: Node, _ place: String) throws(YAMLFileError) -> String {
+        let text = try string(node, place)
+        guard !text.isEmpty else { throw fail(node, place, "the path is empty") }
+        if text.hasPrefix("/") { return text }
+        return URL(fileURLWithPath: "\(baseDirectory)/\(text)").standardizedFileURL.path
+    }
+
+    func positiveDuration(_ node: Node, _ place: String) throws(YAMLFileError) -> Duration {
+        let value = try duration(node, place)
+        guard value > .zero else { throw fail(node, place, "must be more than zero") }
+        return value
+    }
+
+    func poll(_ node: Node) throws(YAMLFileError) -> (PollSettings, Duration) {
+        let fields = try mapping(node, "poll", allowed: [
+            "short_poll", "backoff_factor", "short_poll_cap", "long_poll", "long_poll_jitter", "max_ids_per_call", "call_timeout",
+        ])
+        var settings = PollSettings()
+        var callTimeout: Duration = .seconds(30)
+        if let node = fields["short_poll"] { settings.shortPoll = try positiveDuration(node, "poll.short_poll") }
+        if let node = fields["backoff_factor"] { settings.backoffFactor = try number(node, "poll.backoff_factor") }
+        if let node = fields["short_poll_cap"] { settings.shortPollCap = try positiveDuration(node, "poll.short_poll_cap") }
+        if let node = fields["long_poll"] { settings.longPoll = try positiveDuration(node, "poll.long_poll") }
+        if let node = fields["long_poll_jitter"] { settings.longPollJitter = try number(node, "poll.long_poll_jitter") }
+        if let node = fields["max_ids_per_call"] {
+            let value = try unsigned(node, "poll.max_ids_per_call")
+            guard value <= 100_000 else { throw fail(node, "poll.max_ids_per_call", "at most 100000") }
+            settings.maxIDsPerCall = Int(value)
+        }
+        if let node = fields["call_timeout"] { callTimeout = try positiveDuration(node, "poll.call_timeout") }
+        if let problem = settings.problem() { throw fail(node, "poll", problem) }
+        return (settings, callTimeout)
+    }
+
+    func supervision(_ node: Node) throws(YAMLFileError) -> SupervisionSettings {
+        let fields = try mapping(node, "supervision", allowed: [
+            "health_interval", "health_timeout", "failed_checks", "initial_backoff", "max_backoff",
+            "healthy_reset_after", "startup_timeout", "drain_timeout", "exit_grace",
+        ])
+        var settings = SupervisionSettings()
+        if let node = fields["health_interval"] { settings.healthInterval = try positiveDuration(node, "supervision.health_interval") }
+        if let node = fields["health_timeout"] { settings.healthTimeout = try positiveDuration(node, "supervision.health_timeout") }
+        if let node = fields["failed_checks"] {
+            let value = try unsigned(node, "supervision.failed_checks")
+            guard (1...100).contains(value) else { throw fail(node, "supervision.failed_checks", "must be from 1 to 100") }
+            settings.failedChecksBeforeRestart = Int(value)
+        }
+        if let node = fields["initial_backoff"] { settings.initialBackoff = try positiveDuration(node, "supervision.initial_backoff") }
+        if let node = fields["max_backoff"] { settings.maximumBackoff = try positiveDuration(node, "supervision.max_backoff") }
+        if let node = fields["healthy_reset_after"] { settings.healthyResetAfter = try positiveDuration(node, "supervision.healthy_reset_after") }
+        if let node = fields["startup_timeout"] { settings.startupTimeout = try positiveDuration(node, "supervision.startup_timeout") }
+        if let node = fields["drain_timeout"] { settings.drainTimeout = try positiveDuration(node, "supervision.drain_timeout") }
+        if let node = fields["exit_grace"] { settings.exitGrace = try positiveDuration(node, "supervision.exit_grace") }
+        if settings.maximumBackoff < settings.initialBackoff {
+            throw fail(fields["max_backoff"] ?? node, "supervision.max_backoff", "must not be below initial_backoff")
+        }
+        return settings
+    }
+
+    /// Provider names become socket file names: keep them plain.
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" || $0 == "."
+        } && !name.hasPrefix(".")
+    }
+
+    func provider(_ name: String, _ key: Node, _ node: Node, environment: [String: String]) throws(YAMLFileError) -> ProviderConfig {
+        let place = "providers.\(name)"
+        guard Self.isPlainName(name) else {
+            throw fail(key, place, "provider names use letters, digits, '-', '_' and '.' (at most 64)")
+        }
+        let fields = try mapping(node, place, allowed: ["shim", "cloud"])
+        guard let shimNode = fields["shim"] else { throw fail(node, place, "a provider needs a shim (command, args, env)") }
+        let shimFields = try mapping(shimNode, "\(place).shim", allowed: ["command", "args", "env"])
+        guard let commandNode = shimFields["command"] else { throw fail(shimNode, "\(place).shim", "the shim needs a command") }
+        let executable = try command(commandNode, "\(place).shim.command")
+        let arguments = try shimFields["args"].map { (node) throws(YAMLFileError) in try stringList(node, "\(place).shim.args") } ?? []
+        let allowlist = try shimFields["env"].map { (node) throws(YAMLFileError) in try stringList(node, "\(place).shim.env") } ?? []
+        for (index, variable) in allowlist.enumerated() where variable == "INSTANCEPOLLER_SOCKET" || variable.isEmpty || variable.contains("=") {
+            throw fail(shimFields["env"], "\(place).shim.env[\(index)]", "\"\(variable)\" cannot be passed on")
+        }
+        var cloud = ProviderV1.CloudSpec()
+        cloud.name = name
+        if let cloudNode = fields["cloud"] {
+            let cloudFields = try mapping(cloudNode, "\(place).cloud", allowed: ["type", "region", "endpoint", "attributes"])
+            if let node = cloudFields["type"] { cloud.type = try string(node, "\(place).cloud.type") }
+            if let node = cloudFields["region"] { cloud.region = try string(node, "\(place).cloud.region") }
+            if let node = cloudFields["endpoint"] { cloud.endpoint = try string(node, "\(place).cloud.endpoint") }
+            if let node = cloudFields["attributes"] { cloud.attributes = try stringMap(node, "\(place).cloud.attributes") }
+        }
+        guard !cloud.type.isEmpty else { throw fail(fields["cloud"] ?? node, "\(place).cloud.type", "the cloud needs a type, e.g. ec2 or fake") }
+        return ProviderConfig(
+            name: name,
+            shim: ShimCommand(executable: executable, arguments: arguments, environment: ShimCommand.allowlisted(allowlist, from: environment)),
+            environmentAllowlist: allowlist,
+            cloud: cloud
+        )
+    }
+
+    /// A shim executable: a path (relative to the config file) or a name
+    /// looked for next to this program, then on `PATH`.
+    func command(_ node: Node, _ place: String) throws(YAMLFileError) -> String {
+        let text = try string(node, place)
+        guard !text.isEmpty else { throw fail(node, place, "the command is empty") }
+        let candidates: [String]
+        if text.contains("/") {
+            candidates = [try path(node, place)]
+        } else {
+            var directories: [String] = []
+            if let me = Bundle.main.executableURL?.deletingLastPathComponent().path { directories.append(me) }
+            directories += (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+            candidates = directories.map { "\($0)/\(text)" }
+        }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            let looked = text.contains("/") ? candidates[0] : "next to instancepoller and on PATH"
+            throw fail(node, place, "no executable \"\(text)\" (looked \(looked))")
+        }
+        return found
+    }
+
+    func credential(_ node: Node, _ place: String, providers: [String]) throws(YAMLFileError) -> CredentialConfig {
+        let fields = try mapping(node, place, allowed: ["provider", "name", "auth_type", "attributes", "file", "expires"])
+        guard let providerNode = fields["provider"] else { throw fail(node, place, "a credential needs a provider") }
+        let provider = try string(providerNode, "\(place).provider")
+        guard providers.contains(provider) else {
+            throw fail(providerNode, "\(place).provider", "no provider \"\(provider)\" under providers")
+        }
+        guard let nameNode = fields["name"] else { throw fail(node, place, "a credential needs a name") }
+        let name = try string(nameNode, "\(place).name")
+        guard Self.isPlainName(name) else { throw fail(nameNode, "\(place).name", "credential names use letters, digits, '-', '_' and '.'") }
+        guard let authNode = fields["auth_type"] else { throw fail(node, place, "a credential needs an auth_type, e.g. access-key") }
+        let authType = try string(authNode, "\(place).auth_type")
+        var attributes: [String: String]
+        switch (fields["attributes"], fields["file"]) {
+        case (let inline?, nil):
+            attributes = try stringMap(inline, "\(place).attributes")
+        case (nil, let fileNode?):
+            attributes = try secretFile(fileNode, "\(place).file")
+        case (_?, _?):
+            throw fail(node, place, "give either attributes or file, not both")
+        case (nil, nil):
+            throw fail(node, place, "a credential needs attributes or a file holding them")
+        }
+        var expires: Timestamp?
+        if let node = fields["expires"] {
+            let text = try string(node, "\(place).expires")
+            guard let date = ISO8601DateFormatter().date(from: text) else {
+                throw fail(node, "\(place).expires", "expected a time such as 2027-01-31T00:00:00Z, not \"\(text)\"")
+            }
+            expires = Timestamp(nanosecondsSinceEpoch: Int64(date.timeIntervalSince1970 * 1e9))
+        }
+        return CredentialConfig(provider: provider, name: name, authType: authType, attributes: attributes, expiresAt: expires)
+    }
+
+    /// A credential's attributes from their own YAML file, which only its
+    /// owner may read (0600 or stricter). Errors never quote its content.
+    func secretFile(_ node: Node, _ place: String) throws(YAMLFileError) -> [String: String] {
+        let path = try self.path(node, place)
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw fail(node, place, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw fail(node, place, "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
+        }
+        guard info.st_uid == getuid() else {
+            throw fail(node, place, "\(path) belongs to uid \(info.st_uid), not to this user")
+        }
+        do {
+            return try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in
+                try reader.stringMap(root, "attributes")
+            }
+        } catch {
+            // Name the config's line, and the credential file's line without its text.
+            throw fail(node, place, "\(path):\(error.line): \(error.problem.hasPrefix("not valid YAML") ? "not valid YAML" : error.problem)")
+        }
+    }
+}

@@ -1,0 +1,83 @@
+public import Core
+public import Logging
+
+/// The controller's configuration file (`instancepoller run --config FILE`),
+/// as read by ``load(path:environment:)``. See `config/example.yaml` for a
+/// complete, commented example.
+public struct ControllerConfig: Sendable {
+    /// The file it was read from.
+    public var file: String
+    /// The SQLite store file.
+    public var storePath: String
+    /// The private (0700) directory for the shims' and the control API's
+    /// sockets.
+    public var runtimeDirectory: String
+    public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .human
+    public var poll = PollSettings()
+    /// Bound of each provider call.
+    public var callTimeout: Duration = .seconds(30)
+    public var supervision = SupervisionSettings()
+    /// In file order.
+    public var providers: [ProviderConfig] = []
+    public var credentials: [CredentialConfig] = []
+
+    public init(file: String, storePath: String, runtimeDirectory: String) {
+        self.file = file
+        self.storePath = storePath
+        self.runtimeDirectory = runtimeDirectory
+    }
+
+    public func provider(named name: String) -> ProviderConfig? {
+        providers.first { $0.name == name }
+    }
+}
+
+public enum LogFormat: String, Hashable, Sendable, CaseIterable {
+    /// `2026-11-24T22:13:25.123Z warning shim down provider=aws why=…`
+    case human
+    /// One JSON object per line.
+    case json
+}
+
+/// A configured provider: the shim that serves it and the cloud it reaches.
+public struct ProviderConfig: Hashable, Sendable {
+    public var name: String
+    /// The shim command, resolved; its environment holds only the
+    /// allowlisted variables.
+    public var shim: ShimCommand
+    /// The names of the allowlisted environment variables.
+    public var environmentAllowlist: [String]
+    public var cloud: ProviderV1.CloudSpec
+
+    public init(name: String, shim: ShimCommand, environmentAllowlist: [String] = [], cloud: ProviderV1.CloudSpec) {
+        self.name = name
+        self.shim = shim
+        self.environmentAllowlist = environmentAllowlist
+        self.cloud = cloud
+    }
+}
+
+/// A credential named in the config. Its attributes are secrets: the
+/// description lists only their names.
+public struct CredentialConfig: Hashable, Sendable, CustomStringConvertible {
+    public var provider: String
+    public var name: String
+    public var authType: String
+    public var attributes: [String: String]
+    public var expiresAt: Timestamp?
+
+    public init(provider: String, name: String, authType: String, attributes: [String: String], expiresAt: Timestamp? = nil) {
+        self.provider = provider
+        self.name = name
+        self.authType = authType
+        self.attributes = attributes
+        self.expiresAt = expiresAt
+    }
+
+    public var stored: StoredCredential {
+        StoredCredential(provider: provider, name: name, authType: authType, attributes: attributes, expiresAt: expiresAt)
+    }
+
+    public var description: String { stored.description }
+}
