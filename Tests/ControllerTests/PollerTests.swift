@@ -30,6 +30,7 @@ import TestSupport
 /// - long-group jitter → jitterSpreadsTheLongGroupWithinTenPercent (PollScheduleTests)
 /// - schedule survives a restart → restartResumesTheSchedule
 /// - throttled → pause for retry-after, no bump → throttlingPausesThePairWithoutBumping
+/// - shim down (SPEC 6.4) → machines keep their schedule, polled once it is back → aDownShimLeavesTheScheduleAlone
 /// - changes by another process are seen → machinesAddedByAnotherProcessAreSeen
 /// - gate: credential missing → missingCredentialMeansNoCloudCall
 /// - gate: marked invalid / expired → markedInvalidOrExpiredCredentialsMakeNoCall
@@ -402,6 +403,41 @@ struct PollerTests {
             #expect(f.cloud.calls.isEmpty, "paused for the retry-after hint")
             try await f.tick(.seconds(5))
             #expect(f.cloud.calls("Instances").count == 1)
+        }
+    }
+
+    @Test(arguments: ["ValidateCredential", "Instances", "NetworkInterfaces"])
+    func aDownShimLeavesTheScheduleAlone(method: String) async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .allocating)
+            f.cloud.set("i-m2", .running, addresses: ["10.0.0.2"])
+            try await f.add("m1")
+            try await f.add("m2", agent: .pending)
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            let before = (try await f.entry("m1"), try await f.entry("m2"))
+            #expect(before.0?.interval == .seconds(6))
+            #expect(try await f.machine("m2").interfaces.count == 1)
+
+            f.cloud.fail(method, with: ShimUnavailable(provider: "fake", reason: "no shim is running"))
+            try await f.tick(.seconds(6))
+            #expect(try await f.entry("m1") == before.0, "not bumped: still due")
+            #expect(try await f.entry("m2") == before.1)
+            #expect(try await f.machine("m1").pollError == nil, "a down shim is not the cloud's answer")
+            #expect(f.logs.all.filter { $0.message.hasPrefix("provider unavailable") }.count == 1)
+            f.cloud.resetCalls()
+            try await f.tick(.milliseconds(500))
+            #expect(f.cloud.calls.isEmpty, "tried again after a short pause, not in a busy loop")
+            try await f.tick(.milliseconds(500))
+            #expect(f.cloud.calls(method).count == 1, "retried once the pause ends")
+            #expect(f.logs.all.filter { $0.message.hasPrefix("provider unavailable") }.count == 1, "logged once while down")
+
+            f.cloud.fail(method, with: nil)
+            f.cloud.resetCalls()
+            try await f.tick(.seconds(1))
+            #expect(f.cloud.calls("Instances").count == 1, "polled as soon as the shim is back")
+            #expect(try await f.entry("m1")?.interval == .seconds(12), "the backoff goes on from where it was")
+            #expect(f.logs.all.contains { $0.message == "provider available again" })
         }
     }
 

@@ -58,8 +58,8 @@ struct ProviderSupervisorTests {
             #expect(try await supervisor.access.instances(["i-db-1"], cloud: .init(), credential: Self.credential)[0].found)
             kill(first, SIGKILL)
             #expect(try await events.next() == .down(reason: "exited with status 137"))
-            // While it is down, calls fail at once.
-            await #expect(throws: RPCError.self) {
+            // While it is down, calls fail at once, saying the shim is down.
+            await #expect(throws: ShimUnavailable(provider: "fake", reason: "no shim is running (it is being restarted)")) {
                 _ = try await supervisor.access.instances(["i-db-1"], cloud: .init(), credential: Self.credential)
             }
             #expect(try await events.next() == .restarting(after: .seconds(1)))

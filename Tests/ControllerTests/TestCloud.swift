@@ -15,7 +15,7 @@ final class TestCloud: CloudAccess, Sendable {
     private struct State {
         var instances: [String: (status: ProviderV1.InstanceStatus, interfaces: [ProviderV1.NetworkInterface])] = [:]
         var calls: [Call] = []
-        var failures: [String: RPCError] = [:]  // method → error, until cleared
+        var failures: [String: any Error & Sendable] = [:]  // method → error, until cleared
         var validity: (valid: Bool, reason: String) = (true, "")
         var inFlight = 0
         var maxInFlight = 0
@@ -35,7 +35,7 @@ final class TestCloud: CloudAccess, Sendable {
     }
 
     func remove(_ id: String) { state.withLockedValue { _ = $0.instances.removeValue(forKey: id) } }
-    func fail(_ method: String, with error: RPCError?) { state.withLockedValue { $0.failures[method] = error } }
+    func fail(_ method: String, with error: (any Error & Sendable)?) { state.withLockedValue { $0.failures[method] = error } }
     func setValidity(_ valid: Bool, reason: String = "") { state.withLockedValue { $0.validity = (valid, reason) } }
 
     var calls: [Call] { state.withLockedValue { $0.calls } }
@@ -43,8 +43,8 @@ final class TestCloud: CloudAccess, Sendable {
     var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
     func resetCalls() { state.withLockedValue { $0.calls = [] } }
 
-    private func enter(_ method: String, _ ids: [String], _ credential: ProviderV1.Credential) throws(RPCError) {
-        let failure = state.withLockedValue { state -> RPCError? in
+    private func enter(_ method: String, _ ids: [String], _ credential: ProviderV1.Credential) throws {
+        let failure = state.withLockedValue { state -> (any Error & Sendable)? in
             state.calls.append(Call(method: method, ids: ids, credential: credential.name))
             state.inFlight += 1
             state.maxInFlight = max(state.maxInFlight, state.inFlight)

@@ -14,6 +14,21 @@ public protocol CloudAccess: Sendable {
         -> [ProviderV1.InstanceInterfaces]
 }
 
+/// The provider's shim is not serving (it exited and is being restarted, or
+/// has not started yet). Not an answer from the cloud: the poller keeps the
+/// machines' schedule and tries again shortly, instead of bumping them.
+public struct ShimUnavailable: Error, Hashable, Sendable, CustomStringConvertible {
+    public var provider: String
+    public var reason: String
+
+    public init(provider: String, reason: String) {
+        self.provider = provider
+        self.reason = reason
+    }
+
+    public var description: String { "provider \(provider): \(reason)" }
+}
+
 /// A configured provider: its cloud and how to reach it.
 public struct ProviderEndpoint: Sendable {
     public var cloud: ProviderV1.CloudSpec

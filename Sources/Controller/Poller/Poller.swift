@@ -62,6 +62,10 @@ actor PollEngine {
     private let jitterSeed: UInt64
     /// Throttled (provider, credential) pairs and until when.
     private var pausedUntil: [CredentialKey: Timestamp] = [:]
+    /// Providers whose shim was found down (logged once until it answers).
+    private var shimDown: Set<String> = []
+    /// How soon a pair whose shim is down is tried again.
+    static let shimDownRetry: Duration = .seconds(1)
     /// Credentials the gate found invalid, until they change.
     private var invalid: [CredentialKey: String] = [:]
 
@@ -267,13 +271,21 @@ actor PollEngine {
         // the shim says it is usable.
         let credential: ProviderV1.Credential
         var calls = 0
-        switch try await gate(key, endpoint: endpoint, now: now) {
-        case .usable(let usable, let validateCalls):
-            credential = usable
-            calls += validateCalls
-        case .refused(let reason, let validateCalls):
-            try await fail(batch, "credential invalid: \(reason)", now: now)
-            return BatchOutcome(calls: validateCalls, stop: true)
+        do {
+            switch try await gate(key, endpoint: endpoint, now: now) {
+            case .usable(let usable, let validateCalls):
+                credential = usable
+                calls += validateCalls
+            case .refused(let reason, let validateCalls):
+                try await fail(batch, "credential invalid: \(reason)", now: now)
+                return BatchOutcome(calls: validateCalls, stop: true)
+            }
+        } catch let error as CancellationError {
+            throw error
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            return BatchOutcome(calls: 1, stop: try await handleCallError(error, key: key, batch: batch, method: "ValidateCredential", now: now))
         }
 
         let ids = batch.map(\.instanceID)
@@ -322,6 +334,9 @@ actor PollEngine {
             if let entry = schedule.record(machine.id, observation, now: written) { entries.append(entry) }
         }
         try await store.applyPoll(results, schedule: entries)
+        if shimDown.remove(key.provider) != nil {
+            logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
+        }
         return BatchOutcome(calls: calls, stop: false)
     }
 
@@ -371,6 +386,17 @@ actor PollEngine {
 
     /// What a failed cloud call means; returns whether to stop the pair.
     private func handleCallError(_ error: any Error, key: CredentialKey, batch: [Machine], method: String, now: Timestamp) async throws -> Bool {
+        if error is CancellationError { throw error }
+        if let down = error as? ShimUnavailable {
+            // Not the cloud's answer: the machines keep their schedule (still
+            // due) and are polled once the shim is back.
+            pausedUntil[key] = now + min(settings.shortPoll, Self.shimDownRetry)
+            if !shimDown.contains(key.provider) {
+                shimDown.insert(key.provider)
+                logger.warning("provider unavailable; machines keep their schedule", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
+            }
+            return true
+        }
         let rpc = RPCError(from: error)
         switch rpc.code {
         case .unauthenticated, .permissionDenied:

@@ -52,6 +52,7 @@ public actor ProviderSupervisor {
         runtimeDirectory: String,
         clock: any PollClock,
         settings: SupervisionSettings = SupervisionSettings(),
+        callTimeout: Duration = .seconds(30),
         logger: Logger
     ) {
         self.provider = provider
@@ -61,7 +62,7 @@ public actor ProviderSupervisor {
         self.settings = settings
         self.logger = logger
         self.backoff = settings.initialBackoff
-        self.access = SupervisedCloudAccess(provider: provider)
+        self.access = SupervisedCloudAccess(provider: provider, timeout: callTimeout)
         (events, eventContinuation) = AsyncStream.makeStream(of: Event.self)
     }
 
@@ -261,7 +262,7 @@ public final class SupervisedCloudAccess: CloudAccess {
     private let client = NIOLockedValueBox<ProviderClient?>(nil)
     private let timeout: Duration
 
-    init(provider: String, timeout: Duration = .seconds(30)) {
+    init(provider: String, timeout: Duration) {
         self.provider = provider
         self.timeout = timeout
     }
@@ -270,22 +271,25 @@ public final class SupervisedCloudAccess: CloudAccess {
         self.client.withLockedValue { $0 = client }
     }
 
-    private func live() throws(RPCError) -> ProviderClient {
+    private func live() throws(ShimUnavailable) -> ProviderClient {
         guard let client = client.withLockedValue({ $0 }) else {
-            throw RPCError(.unavailable, "provider \(provider): no shim is running (it is being restarted)")
+            throw ShimUnavailable(provider: provider, reason: "no shim is running (it is being restarted)")
         }
         return client
     }
 
     /// Runs `call` on the live shim. A call that lost the race with a swap
     /// (it went to the old shim as that one stopped) runs again on the new
-    /// one, so a swap fails no call.
+    /// one, so a swap fails no call. A call cut off because its shim died
+    /// throws ``ShimUnavailable``.
     private func onLiveShim<T>(_ call: (ShimCloudAccess) async throws -> T) async throws -> T {
         let first = try live()
         do {
             return try await call(ShimCloudAccess(client: first, timeout: timeout))
-        } catch let error as RPCError where error.code == .unavailable {
-            guard let now = client.withLockedValue({ $0 }), now.connection !== first.connection else { throw error }
+        } catch let error as RPCError where error.code == .unavailable && !first.connection.isActive {
+            guard let now = client.withLockedValue({ $0 }), now.connection !== first.connection else {
+                throw ShimUnavailable(provider: provider, reason: "the shim went away during the call (\(error.message))")
+            }
             return try await call(ShimCloudAccess(client: now, timeout: timeout))
         }
     }
