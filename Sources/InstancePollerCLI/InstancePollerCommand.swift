@@ -1,13 +1,13 @@
 import ArgumentParser
 
-/// `instancepoller`: the controller binary. Its subcommands (run, demo,
-/// status, machines, credentials, providers, watch) arrive with the
-/// controller itself; see the README.
+/// `instancepoller`: the controller binary.
 @main
 struct InstancePollerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "instancepoller",
         abstract: "Keeps a fleet's machine records true to the clouds they run on.",
-        version: "0.1.0"
+        discussion: "Start the controller with `instancepoller run --config FILE` (see config/example.yaml).",
+        version: "0.1.0",
+        subcommands: [Run.self]
     )
 }

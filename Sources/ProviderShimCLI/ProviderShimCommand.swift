@@ -37,9 +37,8 @@ struct ShimOptions: ParsableArguments {
     }
 
     func logger(_ label: String) -> Logger {
-        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        return logger
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        return Logger(label: label) { LineLogHandler(label: $0, level: level) }
     }
 
     func options(_ label: String) -> ShimProcess.Options {

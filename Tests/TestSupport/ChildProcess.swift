@@ -18,6 +18,8 @@ public final class ChildProcess: Sendable {
     private let stdinPipe: Pipe
     private let lines: AsyncStream<String>
     private let stderrData = NIOLockedValueBox(Data())
+    /// stderr, line by line, with waits for a matching line.
+    public let stderrLines = LineLog()
     private let stdoutText = NIOLockedValueBox("")
     private let exited = TestEvent<Int32>()
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
@@ -61,6 +63,7 @@ public final class ChildProcess: Sendable {
 
         let stdoutText = self.stdoutText
         let stderrData = self.stderrData
+        let stderrLines = self.stderrLines
         let drained = self.drained
         let openPipes = NIOLockedValueBox(2)
         let pipeClosed: @Sendable () -> Void = {
@@ -83,7 +86,11 @@ public final class ChildProcess: Sendable {
             pipeClosed()
         }
         DetachedThread.run {
-            stderrReader.readToEnd { chunk in stderrData.withLockedValue { $0.append(contentsOf: chunk) } }
+            stderrReader.readToEnd { chunk in
+                stderrData.withLockedValue { $0.append(contentsOf: chunk) }
+                stderrLines.append(chunk)
+            }
+            stderrLines.end()
             pipeClosed()
         }
     }

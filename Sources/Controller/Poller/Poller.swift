@@ -289,6 +289,7 @@ actor PollEngine {
         }
 
         let ids = batch.map(\.instanceID)
+        logger.debug("polling a batch", metadata: ["credential": "\(key)", "machines": "\(ids.count)"])
         let instances: [ProviderV1.InstanceResult]
         do {
             calls += 1
@@ -358,12 +359,7 @@ actor PollEngine {
             invalid[key] = "expired at \(expiry)"
             return .refused("expired at \(expiry)", calls: 0)
         }
-        let credential = ProviderV1.Credential.with {
-            $0.name = stored.name
-            $0.authType = stored.authType
-            $0.attributes = stored.attributes
-            $0.expiresAtUnixNano = stored.expiresAt?.nanosecondsSinceEpoch ?? 0
-        }
+        let credential = stored.wire
         let verdict: ProviderV1.ValidateCredentialResponse
         do {
             verdict = try await endpoint.access.validateCredential(credential, cloud: endpoint.cloud)

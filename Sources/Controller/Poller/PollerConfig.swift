@@ -57,6 +57,8 @@ public struct PollerConfig: Sendable {
 /// Reading and invalidating credentials (Juju's credential API).
 public protocol CredentialAPI: Sendable {
     func credential(provider: String, name: String) async throws -> StoredCredential?
+    /// Every credential of `provider`.
+    func credentials(provider: String) async throws -> [StoredCredential]
     func invalidate(provider: String, name: String, reason: String) async throws
 }
 
@@ -67,6 +69,10 @@ public struct StoreCredentialAPI: CredentialAPI {
 
     public func credential(provider: String, name: String) async throws -> StoredCredential? {
         try await store.credential(provider: provider, name: name)
+    }
+
+    public func credentials(provider: String) async throws -> [StoredCredential] {
+        try await store.credentials().filter { $0.provider == provider }
     }
 
     public func invalidate(provider: String, name: String, reason: String) async throws {

@@ -73,7 +73,7 @@ extension SQLiteMachineStore {
             // Exactly 0600 whatever the umask.
             let changed = fchmod(fd, 0o600)
             let chmodErrno = errno
-            close(fd)
+            Glibc.close(fd)
             if changed != 0 {
                 throw StoreError("cannot set mode 0600 on database \(path): \(describe(errno: chmodErrno))")
             }

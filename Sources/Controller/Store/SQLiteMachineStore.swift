@@ -72,6 +72,16 @@ public final class SQLiteMachineStore: MachineStore {
         changeHandler.withLock { $0 = handler }
     }
 
+    /// Closes the database (checkpointing the WAL). Later calls fail.
+    public func close() throws {
+        do {
+            try writer.close()
+        } catch {
+            throw StoreError("cannot close database \(path): \(error)")
+        }
+        logger.debug("machine store closed", metadata: ["path": "\(path)"])
+    }
+
     // MARK: Machines
 
     public func addMachine(_ machine: Machine) async throws {

@@ -55,6 +55,21 @@ public final class StderrTail: Sendable {
     public var text: String { lines.withLockedValue { $0.joined(separator: " | ") } }
 }
 
+/// A line a shim wrote on stderr, as the controller logs it: a line in the
+/// SDK's own format (`<time> <level> <message>`) keeps its level and loses
+/// its timestamp (the controller adds its own); any other line is info.
+enum ShimLogLine {
+    static func parse(_ line: String) -> (Logger.Level, Substring) {
+        let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].count >= 20, parts[0].first?.isNumber == true, parts[0].last == "Z",
+              let level = Logger.Level(rawValue: String(parts[1]))
+        else {
+            return (.info, Substring(line))
+        }
+        return (level, parts[2])
+    }
+}
+
 /// A shim that did not start; the message says why, with its stderr tail.
 public struct ShimStartError: Error, Hashable, Sendable, CustomStringConvertible {
     public var provider: String
@@ -103,7 +118,8 @@ public enum ShimLauncher {
             shimLogger[metadataKey: "shim_pid"] = "\(process.pid)"
             for await line in process.stderrLines {
                 tail.append(line)
-                shimLogger.info("\(line)")
+                let (level, message) = ShimLogLine.parse(line)
+                shimLogger.log(level: level, "\(message)")
             }
             tail.finish()
         }

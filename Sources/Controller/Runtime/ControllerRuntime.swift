@@ -1,0 +1,131 @@
+public import Core
+public import Logging
+internal import ServiceLifecycle
+internal import UnixSignals
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// The controller process (`instancepoller run`): the runtime directory, the
+/// store, the supervised shims and the poller, wired as one service group.
+///
+/// - SIGTERM / SIGINT: stop scheduling (the poller ends first; calls in
+///   flight are cancelled), stop every shim (`Shutdown`, bounded drain,
+///   SIGTERM, SIGKILL), remove the sockets, close the store.
+/// - SIGHUP: read the config file again; swap shims whose command changed,
+///   start new providers, stop removed ones, update credentials. A config
+///   with an error changes nothing and the error is logged.
+public enum ControllerRuntime {
+    /// A start that could not happen; the message says why.
+    public struct StartFailure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    public static func run(config: ControllerConfig, logger: Logger) async throws {
+        let runtime: RuntimeDirectory
+        do {
+            runtime = try RuntimeDirectory(path: config.runtimeDirectory, logger: logger)
+        } catch {
+            throw StartFailure(description: "\(error)")
+        }
+        defer { runtime.close() }
+        let clock = SystemPollClock()
+        let store: SQLiteMachineStore
+        do {
+            store = try SQLiteMachineStore(path: config.storePath, clock: clock, logger: logger)
+        } catch {
+            throw StartFailure(description: "\(error)")
+        }
+        defer {
+            do { try store.close() } catch { logger.error("\(error)") }
+        }
+        try await syncCredentials(config.credentials, into: store, logger: logger)
+
+        let credentials = StoreCredentialAPI(store: store)
+        let fleet = ProviderFleet(
+            providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
+            settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, logger: logger
+        )
+        let poller = try Poller(config: PollerConfig(
+            clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll
+        ))
+        let reloader = ConfigReloader(file: config.file, fleet: fleet, store: store, logger: logger)
+
+        // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
+        let bound = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
+        var groupConfig = ServiceGroupConfiguration(
+            services: [
+                .init(service: fleet),
+                .init(service: poller),
+                .init(service: reloader),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfig.maximumGracefulShutdownDuration = bound
+        logger.info("controller started", metadata: [
+            "pid": "\(getpid())", "providers": "\(config.providers.map(\.name).joined(separator: ","))",
+            "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)",
+        ])
+        try await ServiceGroup(configuration: groupConfig).run()
+        logger.info("controller stopped")
+    }
+
+    /// Sets the config's credentials that differ from the store's (a
+    /// changed credential is validated again before its next batch).
+    static func syncCredentials(_ credentials: [CredentialConfig], into store: any MachineStore, logger: Logger) async throws {
+        for credential in credentials {
+            let stored = try await store.credential(provider: credential.provider, name: credential.name)
+            if let stored, stored.authType == credential.authType, stored.attributes == credential.attributes,
+               stored.expiresAt == credential.expiresAt
+            {
+                continue
+            }
+            try await store.setCredential(credential.stored)
+            logger.info("credential set from the config", metadata: ["credential": "\(credential.provider)/\(credential.name)"])
+        }
+    }
+}
+
+/// Reloads the config file on SIGHUP.
+struct ConfigReloader: Service {
+    let file: String
+    let fleet: ProviderFleet
+    let store: any MachineStore
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        try await cancelWhenGracefulShutdown {
+            for await _ in hangups {
+                await reload()
+            }
+        }
+    }
+
+    func reload() async {
+        logger.info("reloading the config", metadata: ["file": "\(file)"])
+        let config: ControllerConfig
+        do {
+            config = try ControllerConfig.load(path: file)
+        } catch {
+            logger.error("config not reloaded, nothing changed: \(error)")
+            return
+        }
+        do {
+            try await ControllerRuntime.syncCredentials(config.credentials, into: store, logger: logger)
+        } catch {
+            logger.error("credentials not reloaded: \(error)")
+        }
+        let changes = await fleet.apply(config.providers)
+        for change in changes {
+            if case .swapRefused = change {
+                logger.error("\(change)")
+            } else {
+                logger.info("\(change)")
+            }
+        }
+        logger.info("config reloaded", metadata: ["changes": "\(changes.count)"])
+    }
+}

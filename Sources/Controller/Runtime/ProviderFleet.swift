@@ -1,0 +1,198 @@
+public import Core
+public import Logging
+public import ServiceLifecycle
+internal import Synchronization
+internal import SwiftProtobuf
+
+/// Every configured provider's supervised shim, as one service and as the
+/// poller's ``ProviderRouter``.
+///
+/// ``apply(_:)`` brings the fleet to a new set of providers (config reload):
+/// new providers are started, removed ones stopped, and a provider whose
+/// shim command changed is swapped live, its credentials validated through
+/// the new shim first. When the service shuts down every shim is stopped
+/// (`Shutdown`, drain, SIGTERM, SIGKILL), all at once.
+public actor ProviderFleet: ProviderRouter, Service {
+    private struct Member {
+        var config: ProviderConfig
+        let supervisor: ProviderSupervisor
+        let task: Task<Void, Never>
+    }
+
+    private let runtimeDirectory: String
+    private let clock: any PollClock
+    private let settings: SupervisionSettings
+    private let callTimeout: Duration
+    private let logger: Logger
+    private let credentials: (any CredentialAPI)?
+    private var members: [String: Member] = [:]
+    private var initial: [ProviderConfig]
+    private var stopping = false
+    /// What the poller reads, without waiting for the actor.
+    private nonisolated let routes = Mutex<[String: ProviderEndpoint]>([:])
+
+    /// - Parameter credentials: where a swap finds the credentials to
+    ///   validate through the new shim (nil: no validation).
+    public init(
+        providers: [ProviderConfig],
+        runtimeDirectory: String,
+        clock: any PollClock,
+        settings: SupervisionSettings,
+        callTimeout: Duration = .seconds(30),
+        credentials: (any CredentialAPI)?,
+        logger: Logger
+    ) {
+        self.initial = providers
+        self.runtimeDirectory = runtimeDirectory
+        self.clock = clock
+        self.settings = settings
+        self.callTimeout = callTimeout
+        self.credentials = credentials
+        self.logger = logger
+    }
+
+    public nonisolated func endpoint(for provider: String) -> ProviderEndpoint? {
+        routes.withLock { $0[provider] }
+    }
+
+    /// The supervisor of `provider`, if it is configured.
+    public func supervisor(for provider: String) -> ProviderSupervisor? { members[provider]?.supervisor }
+
+    public var providerNames: [String] { members.keys.sorted() }
+
+    /// Starts every provider's shim and keeps them supervised until the
+    /// service group shuts down (or the task is cancelled), then stops them.
+    public func run() async throws {
+        for config in initial { start(config) }
+        initial = []
+        try? await gracefulShutdown()
+        await stopAll()
+    }
+
+    private func start(_ config: ProviderConfig) {
+        let supervisor = ProviderSupervisor(
+            provider: config.name, command: config.shim, runtimeDirectory: runtimeDirectory,
+            clock: clock, settings: settings, callTimeout: callTimeout, logger: logger
+        )
+        let task = Task { await supervisor.run() }
+        members[config.name] = Member(config: config, supervisor: supervisor, task: task)
+        routes.withLock { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: supervisor.access) }
+    }
+
+    private func stop(_ name: String) async {
+        guard let member = members.removeValue(forKey: name) else { return }
+        routes.withLock { _ = $0.removeValue(forKey: name) }
+        member.task.cancel()
+        await member.task.value
+    }
+
+    private func stopAll() async {
+        stopping = true
+        let all = Array(members.keys)
+        await withTaskGroup(of: Void.self) { group in
+            for name in all {
+                guard let member = members.removeValue(forKey: name) else { continue }
+                routes.withLock { _ = $0.removeValue(forKey: name) }
+                member.task.cancel()
+                group.addTask { await member.task.value }
+            }
+        }
+        logger.info("all shims stopped")
+    }
+
+    /// What a reload did to one provider.
+    public enum Change: Hashable, Sendable, CustomStringConvertible {
+        case started(String)
+        case stopped(String)
+        case swapped(String)
+        /// Only the cloud spec changed: new calls carry the new one.
+        case cloudUpdated(String)
+        /// The new shim failed; the old one keeps serving.
+        case swapRefused(String, reason: String)
+
+        public var description: String {
+            switch self {
+            case .started(let name): "provider \(name): started"
+            case .stopped(let name): "provider \(name): stopped"
+            case .swapped(let name): "provider \(name): shim swapped"
+            case .cloudUpdated(let name): "provider \(name): cloud settings updated"
+            case .swapRefused(let name, let reason): "provider \(name): swap refused, the old shim keeps serving: \(reason)"
+            }
+        }
+    }
+
+    /// Brings the fleet to `providers`; returns what changed, in name order.
+    public func apply(_ providers: [ProviderConfig]) async -> [Change] {
+        guard !stopping else { return [] }
+        var changes: [Change] = []
+        let wanted = Dictionary(providers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for name in members.keys.sorted() where wanted[name] == nil {
+            await stop(name)
+            changes.append(.stopped(name))
+        }
+        for config in providers.sorted(by: { $0.name < $1.name }) {
+            guard let member = members[config.name] else {
+                start(config)
+                changes.append(.started(config.name))
+                continue
+            }
+            if member.config.shim != config.shim {
+                do {
+                    try await swap(config.name, to: config)
+                    changes.append(.swapped(config.name))
+                } catch {
+                    changes.append(.swapRefused(config.name, reason: "\(error)"))
+                }
+            } else if member.config.cloud != config.cloud {
+                members[config.name]?.config = config
+                routes.withLock { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: member.supervisor.access) }
+                changes.append(.cloudUpdated(config.name))
+            }
+        }
+        return changes
+    }
+
+    /// Swaps `provider`'s shim live to `config`'s command (and cloud): the
+    /// new shim must hand-shake and accept every credential of the provider
+    /// that is not already marked invalid.
+    public func swap(_ provider: String, to config: ProviderConfig) async throws {
+        guard let member = members[provider] else {
+            throw ShimStartError(provider: provider, problem: "no such provider is configured", stderrTail: "")
+        }
+        let check = credentialCheck(provider: provider, cloud: config.cloud)
+        try await member.supervisor.swap(to: config.shim, check: check)
+        members[provider]?.config = config
+        routes.withLock { $0[provider] = ProviderEndpoint(cloud: config.cloud, access: member.supervisor.access) }
+    }
+
+    private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {
+        let credentials = self.credentials
+        let timeout = callTimeout
+        return { client in
+            guard let credentials else { return }
+            for stored in try await credentials.credentials(provider: provider) where stored.invalidReason == nil {
+                let answer = try await client.validateCredential(cloud: cloud, credential: stored.wire, timeout: timeout)
+                guard answer.valid else {
+                    throw SwapCheckFailure(description: "it says credential \(provider)/\(stored.name) is not valid: \(answer.reason)")
+                }
+            }
+        }
+    }
+}
+
+/// A new shim's answer that refused a swap.
+struct SwapCheckFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension StoredCredential {
+    /// As it travels to a shim (over the 0600 socket only).
+    public var wire: ProviderV1.Credential {
+        .with {
+            $0.name = name
+            $0.authType = authType
+            $0.attributes = attributes
+            $0.expiresAtUnixNano = expiresAt?.nanosecondsSinceEpoch ?? 0
+        }
+    }
+}
