@@ -163,6 +163,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The real binaries as processes: instancepoller with provider-shim
+        // fake and the C shim fixture (supervision, swap, shutdown).
+        .testTarget(
+            name: "SystemTests",
+            dependencies: [
+                // Built so the tests can run them.
+                "InstancePollerCLI", "ProviderShimCLI",
+                "Controller", "Core", "TestSupport",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
         .testTarget(
             name: "InteropTests",

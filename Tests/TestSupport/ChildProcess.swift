@@ -97,6 +97,9 @@ public final class ChildProcess: Sendable {
 
     public var pid: Int32 { process.processIdentifier }
 
+    /// The exit status, or nil while the child runs.
+    public var exitStatusIfExited: Int32? { exitStatus.withLockedValue { $0 } }
+
     /// The next line the child printed on stdout.
     public func nextLine(_ limit: Duration = .seconds(30)) async throws -> String? {
         let lines = self.lines

@@ -1,0 +1,235 @@
+import Controller
+import Core
+import Foundation
+import Testing
+import TestSupport
+
+/// SPEC 6.4 with the real binaries as processes: `instancepoller run`
+/// supervising `provider-shim fake` and the C shim fixture.
+@Suite("Shim supervision with the real binaries")
+struct SupervisionTests {
+    static let addressesA: [(id: String, address: String)] = [("c-1", "10.1.0.1"), ("c-2", "10.1.0.2"), ("c-3", "10.1.0.3"), ("c-4", "10.1.0.4")]
+
+    @Test func aShimKilledMidBatchIsRestartedAndTheMachinesConverge() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        // Every Instances answer takes a second, so the kill lands in a call.
+        let scenario = try h.scenario("slow", ControllerHarness.runningInstances(Self.addressesA, extra: """
+            faults:
+              - kind: latency
+                methods: [Instances]
+                delay: 1s
+
+            """))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        let started = try await controller.stderrLines.waitForLine(containing: "shim started")
+        let firstShim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
+        #expect(ProcessTree.children(of: controller.pid) == [firstShim])
+
+        for (index, entry) in Self.addressesA.enumerated() {
+            try await h.add("m\(index + 1)", provider: "cloud", instance: entry.id)
+        }
+        let batch = try await controller.stderrLines.waitForLine(containing: "polling a batch", from: started.index)
+        kill(firstShim, SIGKILL)
+
+        let cut = try await controller.stderrLines.waitForLine(containing: "provider unavailable", from: batch.index)
+        #expect(cut.line.contains("the shim went away during the call"), "the kill landed in the Instances call")
+        try await controller.stderrLines.waitForLine(containing: "shim down", from: batch.index)
+        try await controller.stderrLines.waitForLine(containing: "restarting shim", from: batch.index)
+        let restarted = try await controller.stderrLines.waitForLine(containing: "shim started", from: batch.index)
+        let secondShim = try #require(logValue("pid", in: restarted.line).flatMap(Int32.init))
+        #expect(secondShim != firstShim)
+
+        let machines = try await h.waitForMachines("every machine to converge after the restart") { machines in
+            machines.count == 4 && machines.values.allSatisfy { $0.instanceStatus.state == .running && !$0.addresses.isEmpty }
+        }
+        for (index, entry) in Self.addressesA.enumerated() {
+            let machine = try #require(machines["m\(index + 1)"], "no machine is lost")
+            #expect(machine.addressValues == [entry.address])
+            #expect(machine.pollError == nil)
+        }
+        #expect(!ProcessTree.isAlive(firstShim))
+        #expect(controller.exitStatusIfExited == nil, "the controller stayed up")
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func aShimThatCrashesAtStartBacksOffAndTheRestGoesOn() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("good", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        let broken = """
+              broken:
+                shim:
+                  command: /bin/sh
+                  args: ["-c", "echo 'cloud SDK exploded: no region' >&2; exit 7"]
+                cloud:
+                  type: fake
+            """
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario), broken])
+        let controller = try await h.start()
+        try await h.add("good-1", provider: "cloud", instance: "c-1")
+        try await h.add("stuck-1", provider: "broken", instance: "c-1")
+
+        let failed = try await controller.stderrLines.waitForLine(from: 0, "a failed start of broken") {
+            $0.contains("shim failed to start") && $0.contains("provider=broken")
+        }
+        #expect(failed.line.contains("exited with status 7 before its handshake line"))
+        #expect(failed.line.contains("cloud SDK exploded: no region"), "the error quotes the shim's stderr")
+
+        // 1 s doubling to 30 s in production; here 100 ms doubling to 400 ms.
+        var backoffs: [String] = []
+        var from = 0
+        for _ in 0..<5 {
+            let line = try await controller.stderrLines.waitForLine(from: from, "a restart of broken") {
+                $0.contains("restarting shim") && $0.contains("provider=broken")
+            }
+            backoffs.append(logValue("after", in: line.line) ?? "?")
+            from = line.index + 1
+        }
+        #expect(backoffs == ["0.1 seconds", "0.2 seconds", "0.4 seconds", "0.4 seconds", "0.4 seconds"])
+
+        let machines = try await h.waitForMachines("the good provider's machine to converge") { machines in
+            machines["good-1"]?.addressValues == ["10.1.0.1"]
+        }
+        let stuck = try #require(machines["stuck-1"], "the broken provider's machine is kept")
+        #expect(stuck.instanceStatus.state == .unspecified)
+        #expect(stuck.pollError == nil, "a down shim is not recorded as the cloud's answer")
+        let unavailable = controller.stderrLines.lines.filter { $0.contains("provider unavailable") && $0.contains("provider=broken") }
+        #expect(unavailable.count == 1, "said once, not on every retry")
+        #expect(controller.exitStatusIfExited == nil, "the controller stays up")
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    enum SwapTarget: String, CaseIterable, CustomTestStringConvertible {
+        case anotherFakeScenario = "fake"
+        case cShim = "c-shim"
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: SwapTarget.allCases)
+    func aLiveSwapFailsNoBatchAndMissesNoPoll(to target: SwapTarget) async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenarioA = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1"), ("c-2", "10.1.0.2")]))
+        // A pending agent keeps the machines in the short group; factor 1
+        // keeps their interval at 100 ms: polling never stops.
+        let settings = ControllerHarness.fastSettings
+            .replacingOccurrences(of: "short_poll_cap: 400ms", with: "short_poll_cap: 100ms\n  backoff_factor: 1")
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenarioA)], settings: settings)
+        let controller = try await h.start()
+        try await h.add("m1", provider: "cloud", instance: "c-1", agent: .pending)
+        try await h.add("m2", provider: "cloud", instance: "c-2", agent: .pending)
+        try await h.waitForMachines("the machines to carry backend A's addresses") {
+            $0["m1"]?.addressValues == ["10.1.0.1"] && $0["m2"]?.addressValues == ["10.1.0.2"]
+        }
+        let oldShim = try #require(ProcessTree.children(of: controller.pid).first)
+        let before = controller.stderrLines.lines.count
+
+        let want: (m1: String, m2: String)
+        switch target {
+        case .anotherFakeScenario:
+            let scenarioB = try h.scenario("b", ControllerHarness.runningInstances([("c-1", "10.2.0.1"), ("c-2", "10.2.0.2")]))
+            try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenarioB)], settings: settings)
+            want = ("10.2.0.1", "10.2.0.2")
+        case .cShim:
+            try h.writeConfig(providers: [h.cProvider("cloud", binary: try await CShimFixture.binary())], settings: settings)
+            want = ("10.9.0.11", "10.9.0.12")  // the C shim's static cloud
+        }
+        kill(controller.pid, SIGHUP)
+        let swapped = try await controller.stderrLines.waitForLine(containing: "shim swapped", from: before)
+        let newShim = try #require(logValue("pid", in: swapped.line).flatMap(Int32.init))
+
+        try await h.waitForMachines("the machines to carry the new backend's addresses") {
+            $0["m1"]?.addressValues.contains(want.m1) == true && $0["m2"]?.addressValues.contains(want.m2) == true
+        }
+        // Polling goes on at its pace on the new shim.
+        var last = swapped.index
+        for _ in 0..<5 {
+            last = try await controller.stderrLines.waitForLine(containing: "polling a batch", from: last + 1).index
+        }
+        #expect(await ProcessWatch.waitForExit(pid: oldShim, limit: .seconds(10)), "the old shim was stopped")
+        #expect(ProcessTree.children(of: controller.pid) == [newShim])
+
+        let lines = Array(controller.stderrLines.lines[before...])
+        let failures = lines.filter {
+            $0.contains("provider call failed") || $0.contains("provider unavailable") || $0.contains("shim down")
+                || $0.contains("swap refused") || $0.contains("poll round failed")
+        }
+        #expect(failures.isEmpty, "zero failed batches: \(failures)")
+        // Zero missed polls: batches kept coming every ~100 ms through the swap.
+        let batchTimes = lines.filter { $0.contains("polling a batch") }.compactMap(logTime)
+        let gaps = zip(batchTimes.dropFirst(), batchTimes).map { $0.timeIntervalSince($1) }
+        #expect(batchTimes.count >= 5)
+        #expect((gaps.max() ?? 0) < 1.5, "the longest pause between batches was \(gaps.max() ?? 0) s")
+        let machines = try await h.store.machines()
+        #expect(machines.allSatisfy { $0.pollError == nil })
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func sigtermStopsEveryShimRemovesTheSocketsAndClosesTheStore() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-9", "10.1.0.9")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario), h.cProvider("c", binary: try await CShimFixture.binary())])
+        let controller = try await h.start()
+        try await h.add("fake-1", provider: "cloud", instance: "c-9")
+        try await h.add("c-1", provider: "c", instance: "c-1")
+        try await h.waitForMachines("both providers' machines to converge") {
+            $0["fake-1"]?.addressValues == ["10.1.0.9"] && $0["c-1"]?.addressValues.contains("10.9.0.11") == true
+        }
+        let shims = ProcessTree.children(of: controller.pid)
+        #expect(shims.count == 2)
+        #expect(h.runtimeEntries().filter { $0.hasSuffix(".sock") }.count == 2)
+
+        #expect(try await h.stop(controller) == 0)
+        for shim in shims { #expect(!ProcessTree.isAlive(shim), "shim \(shim) outlived the controller") }
+        #expect(h.processesOfThisTest().isEmpty, "no process of the group remains")
+        #expect(h.runtimeEntries().isEmpty, "sockets and lock removed: \(h.runtimeEntries())")
+        _ = try await controller.output()
+        let log = controller.stderrLines.lines
+        #expect(log.contains { $0.contains("shutting down") && $0.contains("reason=shutdownCall") }, "the fake shim was asked to shut down")
+        #expect(log.contains { $0.contains("all shims stopped") })
+        let stopped = try #require(log.firstIndex { $0.contains("controller stopped") })
+        #expect(log[stopped...].contains { $0.contains("machine store closed") }, "the store is closed last")
+        #expect(try await h.store.machines().count == 2)
+    }
+
+    @Test func afterKillNineEveryShimExitsAndARestartCleansUpAndGoesOn() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-9", "10.1.0.9"), ("c-8", "10.1.0.8")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario), h.cProvider("c", binary: try await CShimFixture.binary())])
+        let first = try await h.start()
+        try await h.add("fake-1", provider: "cloud", instance: "c-9")
+        try await h.waitForMachines("the first machine to converge") { $0["fake-1"]?.addressValues == ["10.1.0.9"] }
+        let shims = ProcessTree.children(of: first.pid)
+        #expect(shims.count == 2)
+
+        first.kill()
+        _ = try await first.waitForExit()
+        let clock = ContinuousClock()
+        let killed = clock.now
+        for shim in shims {
+            #expect(await ProcessWatch.waitForExit(pid: shim, limit: .seconds(2)), "shim \(shim) still runs 2 s after the controller died")
+            #expect(!FileManager.default.fileExists(atPath: "/proc/\(shim)/stat") || !ProcessTree.isAlive(shim))
+        }
+        let exitedWithin = clock.now - killed
+        #expect(exitedWithin < .seconds(2))
+
+        // A socket left behind by a dead process, as after a crash.
+        SocketFiles.bindAndAbandon("\(h.runtimeDirectory)/leftover.sock")
+        let second = try await h.start()
+        try await second.stderrLines.waitForLine(containing: "removed a stale socket")
+        #expect(second.stderrLines.lines.contains { $0.contains("leftover.sock") })
+        try await h.add("fake-2", provider: "cloud", instance: "c-8")
+        try await h.add("c-1", provider: "c", instance: "c-1")
+        try await h.waitForMachines("old and new machines to be polled after the restart") {
+            $0["fake-1"]?.addressValues == ["10.1.0.9"] && $0["fake-2"]?.addressValues == ["10.1.0.8"]
+                && $0["c-1"]?.addressValues.contains("10.9.0.11") == true
+        }
+        #expect(ProcessTree.children(of: second.pid).count == 2)
+        #expect(try await h.stop(second) == 0)
+        #expect(h.runtimeEntries().isEmpty)
+    }
+}
