@@ -136,6 +136,19 @@ struct ControllerHarness: Sendable {
         return controller
     }
 
+    /// Waits until `count` shims have said they started (from log line
+    /// `from` on); returns their pids.
+    func waitForShims(_ controller: ChildProcess, count: Int, from: Int = 0) async throws -> [Int32] {
+        var pids: [Int32] = []
+        var next = from
+        while pids.count < count {
+            let line = try await controller.stderrLines.waitForLine(containing: "shim started", from: next)
+            if let pid = logValue("pid", in: line.line).flatMap(Int32.init) { pids.append(pid) }
+            next = line.index + 1
+        }
+        return pids.sorted()
+    }
+
     func add(_ id: String, provider: String, instance: String, agent: Machine.AgentStatus = .none) async throws {
         try await store.addMachine(Machine(id: id, provider: provider, credential: "main", instanceID: instance, agentStatus: agent))
     }

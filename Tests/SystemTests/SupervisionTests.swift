@@ -123,7 +123,7 @@ struct SupervisionTests {
         try await h.waitForMachines("the machines to carry backend A's addresses") {
             $0["m1"]?.addressValues == ["10.1.0.1"] && $0["m2"]?.addressValues == ["10.1.0.2"]
         }
-        let oldShim = try #require(ProcessTree.children(of: controller.pid).first)
+        let oldShim = try #require(try await h.waitForShims(controller, count: 1).first)
         let before = controller.stderrLines.lines.count
 
         let want: (m1: String, m2: String)
@@ -178,8 +178,8 @@ struct SupervisionTests {
         try await h.waitForMachines("both providers' machines to converge") {
             $0["fake-1"]?.addressValues == ["10.1.0.9"] && $0["c-1"]?.addressValues.contains("10.9.0.11") == true
         }
-        let shims = ProcessTree.children(of: controller.pid)
-        #expect(shims.count == 2)
+        let shims = try await h.waitForShims(controller, count: 2)
+        #expect(ProcessTree.children(of: controller.pid) == shims)
         #expect(h.runtimeEntries().filter { $0.hasSuffix(".sock") }.count == 2)
 
         #expect(try await h.stop(controller) == 0)
@@ -203,8 +203,8 @@ struct SupervisionTests {
         let first = try await h.start()
         try await h.add("fake-1", provider: "cloud", instance: "c-9")
         try await h.waitForMachines("the first machine to converge") { $0["fake-1"]?.addressValues == ["10.1.0.9"] }
-        let shims = ProcessTree.children(of: first.pid)
-        #expect(shims.count == 2)
+        let shims = try await h.waitForShims(first, count: 2)
+        #expect(ProcessTree.children(of: first.pid) == shims)
 
         first.kill()
         _ = try await first.waitForExit()
@@ -228,8 +228,73 @@ struct SupervisionTests {
             $0["fake-1"]?.addressValues == ["10.1.0.9"] && $0["fake-2"]?.addressValues == ["10.1.0.8"]
                 && $0["c-1"]?.addressValues.contains("10.9.0.11") == true
         }
-        #expect(ProcessTree.children(of: second.pid).count == 2)
+        #expect(ProcessTree.children(of: second.pid) == (try await h.waitForShims(second, count: 2)))
         #expect(try await h.stop(second) == 0)
         #expect(h.runtimeEntries().isEmpty)
+    }
+}
+
+/// What an operator gets wrong, the controller says, and keeps running.
+@Suite("Controller process: refusals")
+struct ControllerRefusalTests {
+    @Test func aFailingNewShimOrABadConfigOnReloadLeavesTheOldShimServing() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        let started = try await controller.stderrLines.waitForLine(containing: "shim started")
+        let shim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
+
+        // A config with an error: nothing changes.
+        try "providers:\n  cloud:\n    shim: {command: 42x}\n    cloud: {}\n".write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        kill(controller.pid, SIGHUP)
+        let bad = try await controller.stderrLines.waitForLine(containing: "config not reloaded")
+        #expect(bad.line.contains("config.yaml:3:"), "the error names the file and line: \(bad.line)")
+
+        // A new shim that dies at start: the swap is refused, the old shim serves on.
+        let broken = """
+              cloud:
+                shim:
+                  command: /bin/sh
+                  args: ["-c", "echo 'bad build' >&2; exit 3"]
+                cloud:
+                  type: fake
+            """
+        try h.writeConfig(providers: [broken])
+        kill(controller.pid, SIGHUP)
+        let refused = try await controller.stderrLines.waitForLine(containing: "swap refused", from: bad.index)
+        #expect(refused.line.contains("bad build"), "says why: \(refused.line)")
+        #expect(ProcessTree.children(of: controller.pid) == [shim])
+        try await h.add("m1", provider: "cloud", instance: "c-1")
+        try await h.waitForMachines("the old shim to keep serving") { $0["m1"]?.addressValues == ["10.1.0.1"] }
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func aSecondControllerOnTheSameRuntimeDirectoryIsRefused() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let first = try await h.start()
+        try await first.stderrLines.waitForLine(containing: "shim started")
+        let second = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), ["run", "--config", h.configPath])
+        #expect(try await second.waitForExit() == 1)
+        let output = try await second.output()
+        #expect(output.stderr.contains("instancepoller: runtime directory \(h.runtimeDirectory) is in use by another controller (pid \(first.pid))"))
+        #expect(ProcessTree.children(of: first.pid).count == 1, "the first one is untouched")
+        #expect(try await h.stop(first) == 0)
+    }
+
+    @Test func aBadConfigExitsTwoWithTheFileAndLine() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        try "store: x.db\nproviders:\n  cloud:\n    shim: {command: /nonexistent/shim}\n    cloud: {type: fake}\n"
+            .write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        let controller = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), ["run", "--config", h.configPath])
+        #expect(try await controller.waitForExit() == 2)
+        let output = try await controller.output()
+        #expect(output.stderr == "instancepoller: \(h.configPath):4:21: providers.cloud.shim.command: no executable \"/nonexistent/shim\" (looked /nonexistent/shim)\n")
+        #expect(!FileManager.default.fileExists(atPath: h.directory.file("x.db")), "nothing was created")
     }
 }

@@ -106,12 +106,17 @@ final class RPCClientHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// Closes first, so that a caller woken by the failure already sees the
+    /// connection inactive (the supervisor tells a dead shim from a cloud's
+    /// Unavailable answer that way); the error keeps the cause.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(RPCError(.unavailable, "connection to \(socketPath) failed: \(error)"))
+        if closedError == nil { closedError = RPCError(.unavailable, "connection to \(socketPath) failed: \(error)") }
         context.close(promise: nil)
+        failAll(RPCError(.unavailable, "connection to \(socketPath) failed: \(error)"))
     }
 
     private func failAll(_ error: RPCError) {
+        let error = closedError ?? error
         if closedError == nil { closedError = error }
         let calls = pending
         pending.removeAll()
