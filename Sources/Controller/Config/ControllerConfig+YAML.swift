@@ -174,9 +174,15 @@ extension YAMLReader {
         guard let commandNode = shimFields["command"] else { throw fail(shimNode, "\(place).shim", "the shim needs a command") }
         let executable = try command(commandNode, "\(place).shim.command")
         let arguments = try shimFields["args"].map { (node) throws(YAMLFileError) in try stringList(node, "\(place).shim.args") } ?? []
-        let allowlist = try shimFields["env"].map { (node) throws(YAMLFileError) in try stringList(node, "\(place).shim.env") } ?? []
-        for (index, variable) in allowlist.enumerated() where variable == "INSTANCEPOLLER_SOCKET" || variable.isEmpty || variable.contains("=") {
-            throw fail(shimFields["env"], "\(place).shim.env[\(index)]", "\"\(variable)\" cannot be passed on")
+        var allowlist: [String] = []
+        if let envNode = shimFields["env"] {
+            for (index, item) in try sequence(envNode, "\(place).shim.env").enumerated() {
+                let variable = try string(item, "\(place).shim.env[\(index)]")
+                guard variable != "INSTANCEPOLLER_SOCKET", !variable.isEmpty, !variable.contains("=") else {
+                    throw fail(item, "\(place).shim.env[\(index)]", "\"\(variable)\" cannot be passed on")
+                }
+                allowlist.append(variable)
+            }
         }
         var cloud = ProviderV1.CloudSpec()
         cloud.name = name

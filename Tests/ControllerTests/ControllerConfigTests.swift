@@ -1,0 +1,163 @@
+import Controller
+import Core
+import Foundation
+import Logging
+import Testing
+import TestSupport
+
+/// The controller's config file: the shipped example, defaults, and errors
+/// that name the file, the line and the key.
+@Suite("Controller config")
+struct ControllerConfigTests {
+    static let example = BuiltProducts.repositoryRoot + "/config/example.yaml"
+
+    static func parse(_ text: String, environment: [String: String] = [:]) throws -> ControllerConfig {
+        try ControllerConfig.parse(text, file: "/etc/ip/config.yaml", environment: environment)
+    }
+
+    /// The one-line error for `text`.
+    static func error(_ text: String) -> String {
+        do {
+            _ = try parse(text)
+            return "no error"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    static let minimal = """
+        providers:
+          aws:
+            shim: {command: /bin/true}
+            cloud: {type: ec2}
+
+        """
+
+    @Test func theShippedExampleIsCompleteAndValid() throws {
+        let config = try ControllerConfig.load(path: Self.example, environment: [:])
+        let directory = BuiltProducts.repositoryRoot + "/config"
+        #expect(config.storePath == directory + "/instancepoller.db")
+        #expect(config.runtimeDirectory == directory + "/run")
+        #expect(config.logLevel == .info)
+        #expect(config.logFormat == .human)
+        #expect(config.poll == PollSettings(), "the example shows the defaults")
+        #expect(config.supervision == SupervisionSettings())
+        #expect(config.callTimeout == .seconds(30))
+        let demo = try #require(config.provider(named: "demo"))
+        #expect(demo.shim.executable.hasSuffix("/provider-shim"))
+        #expect(FileManager.default.isExecutableFile(atPath: demo.shim.executable))
+        #expect(demo.shim.arguments == ["fake", "--scenario", "scripts/scenarios/example.yaml"])
+        #expect(demo.cloud.type == "fake")
+        #expect(demo.cloud.name == "demo")
+        #expect(config.credentials.map(\.name) == ["main"])
+        #expect(config.credentials[0].attributes["access-key"] == "AKIAFAKEEXAMPLE")
+    }
+
+    @Test func defaultsAndRelativePaths() throws {
+        let config = try Self.parse(Self.minimal, environment: ["XDG_RUNTIME_DIR": "/run/user/1000"])
+        #expect(config.storePath == "/etc/ip/instancepoller.db")
+        #expect(config.runtimeDirectory == "/run/user/1000/instancepoller")
+        #expect(try Self.parse(Self.minimal).runtimeDirectory == "/tmp/instancepoller-\(getuid())")
+        let relative = try Self.parse("store: ../data/m.db\nruntime_directory: /run/ip\n" + Self.minimal)
+        #expect(relative.storePath == "/etc/data/m.db")
+        #expect(relative.runtimeDirectory == "/run/ip")
+    }
+
+    @Test func theShimGetsOnlyTheAllowlistedEnvironment() throws {
+        let config = try Self.parse("""
+            providers:
+              aws:
+                shim: {command: /bin/true, args: [ec2, -v], env: [HTTPS_PROXY, NOT_SET]}
+                cloud: {type: ec2, region: eu-west-1, endpoint: "http://127.0.0.1:5000", attributes: {vpc: v-1}}
+            """, environment: ["HTTPS_PROXY": "http://proxy:3128", "AWS_SECRET_ACCESS_KEY": "nope", "PATH": "/bin"])
+        let aws = try #require(config.provider(named: "aws"))
+        #expect(aws.shim == ShimCommand(executable: "/bin/true", arguments: ["ec2", "-v"], environment: ["HTTPS_PROXY": "http://proxy:3128"]))
+        #expect(aws.environmentAllowlist == ["HTTPS_PROXY", "NOT_SET"])
+        #expect(aws.cloud.region == "eu-west-1")
+        #expect(aws.cloud.endpoint == "http://127.0.0.1:5000")
+        #expect(aws.cloud.attributes == ["vpc": "v-1"])
+    }
+
+    @Test func pollAndSupervisionSettings() throws {
+        let config = try Self.parse("""
+            poll: {short_poll: 1s, backoff_factor: 1.5, short_poll_cap: 20s, long_poll: 5m, long_poll_jitter: 0, max_ids_per_call: 50, call_timeout: 4s}
+            supervision: {health_interval: 2s, failed_checks: 5, initial_backoff: 500ms, max_backoff: 10s, drain_timeout: 1s}
+            log: {level: debug, format: json}
+            """ + "\n" + Self.minimal)
+        #expect(config.poll == PollSettings(shortPoll: .seconds(1), backoffFactor: 1.5, shortPollCap: .seconds(20), longPoll: .seconds(300), longPollJitter: 0, maxIDsPerCall: 50))
+        #expect(config.callTimeout == .seconds(4))
+        #expect(config.supervision.healthInterval == .seconds(2))
+        #expect(config.supervision.failedChecksBeforeRestart == 5)
+        #expect(config.supervision.initialBackoff == .milliseconds(500))
+        #expect(config.supervision.maximumBackoff == .seconds(10))
+        #expect(config.supervision.drainTimeout == .seconds(1))
+        #expect(config.logLevel == .debug)
+        #expect(config.logFormat == .json)
+    }
+
+    @Test(arguments: [
+        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, poll, supervision, providers, credentials)"),
+        ("store: x.db\n", "/etc/ip/config.yaml:1:1: no providers: the config needs at least one under providers"),
+        ("poll: {short_poll: soon}\n", "/etc/ip/config.yaml:1:20: poll.short_poll: expected a duration such as 90s, 250ms or 2m, not \"soon\""),
+        ("poll: {short_poll: 10s, short_poll_cap: 5s}\n", "/etc/ip/config.yaml:1:7: poll: short poll cap must not be below the short poll interval"),
+        ("log: {level: loud}\n", "/etc/ip/config.yaml:1:14: log.level: unknown value \"loud\" (expected one of: trace, debug, info, notice, warning, error, critical)"),
+        ("supervision: {initial_backoff: 5s, max_backoff: 1s}\n", "/etc/ip/config.yaml:1:49: supervision.max_backoff: must not be below initial_backoff"),
+        ("providers: {}\n", "/etc/ip/config.yaml:1:12: providers: at least one provider is needed"),
+        ("providers:\n  a b:\n    shim: {command: /bin/true}\n", "/etc/ip/config.yaml:2:3: providers.a b: provider names use letters, digits, '-', '_' and '.' (at most 64)"),
+        ("providers:\n  aws:\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:5: providers.aws: a provider needs a shim (command, args, env)"),
+        ("providers:\n  aws:\n    shim: {command: /bin/true}\n", "/etc/ip/config.yaml:3:5: providers.aws.cloud.type: the cloud needs a type, e.g. ec2 or fake"),
+        ("providers:\n  aws:\n    shim: {command: no-such-shim-here}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:21: providers.aws.shim.command: no executable \"no-such-shim-here\" (looked next to instancepoller and on PATH)"),
+        ("providers:\n  aws:\n    shim: {command: /bin/true, env: [INSTANCEPOLLER_SOCKET]}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:38: providers.aws.shim.env[0]: \"INSTANCEPOLLER_SOCKET\" cannot be passed on"),
+        ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env"),
+        ("providers: [\n", "/etc/ip/config.yaml:2:1: not valid YAML: did not find expected node content"),
+    ])
+    func errorsNameTheFileLineAndKey(text: String, expected: String) {
+        #expect(Self.error(text) == expected)
+    }
+
+    @Test(arguments: [
+        ("- {provider: gcp, name: main, auth_type: key, attributes: {k: v}}", "6:14: credentials[0].provider: no provider \"gcp\" under providers"),
+        ("- {provider: aws, auth_type: key, attributes: {k: v}}", "6:3: credentials[0]: a credential needs a name"),
+        ("- {provider: aws, name: main, attributes: {k: v}}", "6:3: credentials[0]: a credential needs an auth_type, e.g. access-key"),
+        ("- {provider: aws, name: main, auth_type: key}", "6:3: credentials[0]: a credential needs attributes or a file holding them"),
+        ("- {provider: aws, name: main, auth_type: key, attributes: {k: v}, file: x.yaml}", "6:3: credentials[0]: give either attributes or file, not both"),
+        ("- {provider: aws, name: main, auth_type: key, attributes: {k: v}, expires: tomorrow}", "6:76: credentials[0].expires: expected a time such as 2027-01-31T00:00:00Z, not \"tomorrow\""),
+        ("- {provider: aws, name: main, auth_type: key, attributes: {k: v}}\n- {provider: aws, name: main, auth_type: key, attributes: {k: v}}", "7:3: credentials[1]: credential aws/main appears twice"),
+    ])
+    func credentialErrors(entry: String, expected: String) {
+        #expect(Self.error(Self.minimal + "credentials:\n" + entry + "\n") == "/etc/ip/config.yaml:" + expected)
+    }
+
+    @Test func credentialsFromTheirOwnPrivateFile() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let secrets = directory.file("aws.yaml")
+        FileManager.default.createFile(atPath: secrets, contents: Data("access-key: AKIA1\nsecret-key: hunter2-secret\n".utf8), attributes: [.posixPermissions: 0o600])
+        let configPath = directory.file("config.yaml")
+        try (Self.minimal + "credentials:\n  - {provider: aws, name: main, auth_type: access-key, file: aws.yaml, expires: 2027-01-31T00:00:00Z}\n")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let config = try ControllerConfig.load(path: configPath, environment: [:])
+        #expect(config.credentials[0].attributes == ["access-key": "AKIA1", "secret-key": "hunter2-secret"])
+        #expect(config.credentials[0].expiresAt == Timestamp(nanosecondsSinceEpoch: 1_801_353_600_000_000_000))
+        #expect(!"\(config.credentials[0])".contains("hunter2"), "the description names attributes, never values")
+
+        // Readable by others: refused, without quoting it.
+        chmod(secrets, 0o644)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("a world-readable secrets file was accepted")
+        } catch {
+            #expect(error.description == "\(configPath):6:62: credentials[0].file: \(secrets) is readable by others (mode 644); chmod 600 it")
+        }
+        // Broken YAML inside: the error points at it and never quotes it.
+        chmod(secrets, 0o600)
+        try "secret-key: [hunter2-secret\n".write(toFile: secrets, atomically: false, encoding: .utf8)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("broken secrets file accepted")
+        } catch {
+            #expect(error.description.hasPrefix("\(configPath):6:62: credentials[0].file: \(secrets):"))
+            #expect(!error.description.contains("hunter2"))
+        }
+    }
+}
