@@ -2,6 +2,7 @@ public import Core
 public import Logging
 internal import ServiceLifecycle
 internal import UnixSignals
+internal import Synchronization
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -50,7 +51,7 @@ public enum ControllerRuntime {
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll
         ))
-        let reloader = ConfigReloader(file: config.file, fleet: fleet, store: store, logger: logger)
+        let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
         // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
         let bound = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
@@ -89,29 +90,46 @@ public enum ControllerRuntime {
 }
 
 /// Reloads the config file on SIGHUP.
-struct ConfigReloader: Service {
-    let file: String
+final class ConfigReloader: Service {
+    private let current: Mutex<ControllerConfig>
     let fleet: ProviderFleet
     let store: any MachineStore
     let logger: Logger
+
+    init(config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, logger: Logger) {
+        self.current = Mutex(config)
+        self.fleet = fleet
+        self.store = store
+        self.logger = logger
+    }
 
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         try await cancelWhenGracefulShutdown {
             for await _ in hangups {
-                await reload()
+                await self.reload()
             }
         }
     }
 
     func reload() async {
-        logger.info("reloading the config", metadata: ["file": "\(file)"])
+        let old = current.withLock { $0 }
+        logger.info("reloading the config", metadata: ["file": "\(old.file)"])
         let config: ControllerConfig
         do {
-            config = try ControllerConfig.load(path: file)
+            config = try ControllerConfig.load(path: old.file)
         } catch {
             logger.error("config not reloaded, nothing changed: \(error)")
             return
+        }
+        var needRestart: [String] = []
+        if config.storePath != old.storePath { needRestart.append("store") }
+        if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }
+        if config.logLevel != old.logLevel || config.logFormat != old.logFormat { needRestart.append("log") }
+        if config.poll != old.poll || config.callTimeout != old.callTimeout { needRestart.append("poll") }
+        if config.supervision != old.supervision { needRestart.append("supervision") }
+        if !needRestart.isEmpty {
+            logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])
         }
         do {
             try await ControllerRuntime.syncCredentials(config.credentials, into: store, logger: logger)
@@ -126,6 +144,8 @@ struct ConfigReloader: Service {
                 logger.info("\(change)")
             }
         }
+        // A refused swap keeps the old command, so the next reload tries again.
+        current.withLock { $0 = config }
         logger.info("config reloaded", metadata: ["changes": "\(changes.count)"])
     }
 }
