@@ -13,7 +13,7 @@ internal import Glibc
 /// - SIGTERM / SIGINT: stop scheduling (the poller ends first; calls in
 ///   flight are cancelled), stop every shim (`Shutdown`, bounded drain,
 ///   SIGTERM, SIGKILL), remove the sockets, close the store.
-/// - SIGHUP: read the config file again; swap shims whose command changed,
+/// - SIGHUP: read the config file again (one reload at a time); swap shims whose command changed,
 ///   start new providers, stop removed ones, update credentials. A config
 ///   with an error changes nothing and the error is logged.
 public enum ControllerRuntime {
@@ -24,6 +24,9 @@ public enum ControllerRuntime {
 
     /// Runs until SIGTERM or SIGINT.
     public static func run(config: ControllerConfig, logger: Logger) async throws {
+        // Trapped before anything starts, so that a signal that comes early
+        // is not fatal (SIGHUP's default action) and is not lost.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
         let runtime: RuntimeDirectory
         do {
             runtime = try RuntimeDirectory(path: config.runtimeDirectory, logger: logger)
@@ -53,23 +56,30 @@ public enum ControllerRuntime {
         ))
         let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
-        // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
-        let bound = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
+        // Shut down in reverse order: the poller stops first, then the shims.
         var groupConfig = ServiceGroupConfiguration(
-            services: [
-                .init(service: fleet),
-                .init(service: poller),
-                .init(service: reloader),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            services: [.init(service: fleet), .init(service: poller)],
             logger: logger
         )
-        groupConfig.maximumGracefulShutdownDuration = bound
+        // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
+        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
+        let group = ServiceGroup(configuration: groupConfig)
+        let signalHandler = Task {
+            for await signal in signals {
+                if signal == .sighup {
+                    await reloader.reload()
+                } else {
+                    logger.info("stopping", metadata: ["signal": "\(signal)"])
+                    await group.triggerGracefulShutdown()
+                }
+            }
+        }
+        defer { signalHandler.cancel() }
         logger.info("controller started", metadata: [
             "pid": "\(getpid())", "providers": "\(config.providers.map(\.name).joined(separator: ","))",
             "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)",
         ])
-        try await ServiceGroup(configuration: groupConfig).run()
+        try await group.run()
         logger.info("controller stopped")
     }
 
@@ -89,8 +99,8 @@ public enum ControllerRuntime {
     }
 }
 
-/// Reloads the config file on SIGHUP.
-final class ConfigReloader: Service {
+/// Reloads the config file (on SIGHUP).
+final class ConfigReloader: Sendable {
     private let current: Mutex<ControllerConfig>
     let fleet: ProviderFleet
     let store: any MachineStore
@@ -101,15 +111,6 @@ final class ConfigReloader: Service {
         self.fleet = fleet
         self.store = store
         self.logger = logger
-    }
-
-    func run() async throws {
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
-        try await cancelWhenGracefulShutdown {
-            for await _ in hangups {
-                await self.reload()
-            }
-        }
     }
 
     func reload() async {

@@ -54,9 +54,6 @@ public final class RuntimeDirectory: Sendable {
         }
     }
 
-    /// A socket path in this directory.
-    public func socketPath(_ name: String) -> String { "\(path)/\(name).sock" }
-
     /// Removes the sockets still here and the lock file, and releases the lock.
     public func close() {
         for socket in sockets() { UnixSocket.remove(socket) }
