@@ -46,7 +46,7 @@ struct Run: AsyncParsableCommand {
         let format: LineLogHandler.Format = loaded.logFormat == .json ? .json : .human
         let logger = Logger(label: "instancepoller") { LineLogHandler(label: $0, level: level, format: format) }
         do {
-            try await ControllerRuntime.run(config: loaded, logger: logger)
+            try await ControllerRuntime.run(config: loaded, logger: logger, environment: ProcessInfo.processInfo.environment)
         } catch {
             logger.critical("controller stopped: \(error)")
             FileHandle.standardError.write(Data("instancepoller: \(error)\n".utf8))

@@ -96,7 +96,7 @@ struct ControllerConfigTests {
     }
 
     @Test(arguments: [
-        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, poll, supervision, providers, credentials)"),
+        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, metrics, poll, supervision, providers, credentials)"),
         ("store: x.db\n", "/etc/ip/config.yaml:1:1: no providers: the config needs at least one under providers"),
         ("poll: {short_poll: soon}\n", "/etc/ip/config.yaml:1:20: poll.short_poll: expected a duration such as 90s, 250ms or 2m, not \"soon\""),
         ("poll: {short_poll: 10s, short_poll_cap: 5s}\n", "/etc/ip/config.yaml:1:7: poll: short poll cap must not be below the short poll interval"),
@@ -109,6 +109,8 @@ struct ControllerConfigTests {
         ("providers:\n  aws:\n    shim: {command: no-such-shim-here}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:21: providers.aws.shim.command: no executable \"no-such-shim-here\" (looked next to instancepoller and on PATH)"),
         ("providers:\n  aws:\n    shim: {command: /bin/true, env: [INSTANCEPOLLER_SOCKET]}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:38: providers.aws.shim.env[0]: \"INSTANCEPOLLER_SOCKET\" cannot be passed on"),
         ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env"),
+        ("metrics: {address: 0.0.0.0:9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: 0.0.0.0 is not a loopback address; metrics are served on 127.0.0.1, ::1 or localhost only"),
+        ("metrics: {address: 9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: expected host:port, e.g. 127.0.0.1:9464, not \"9464\""),
         ("providers: [\n", "/etc/ip/config.yaml:2:1: not valid YAML: did not find expected node content"),
     ])
     func errorsNameTheFileLineAndKey(text: String, expected: String) {

@@ -50,7 +50,7 @@ extension ControllerConfig {
 
 extension YAMLReader {
     func controllerConfig(_ root: Node, environment: [String: String]) throws(YAMLFileError) -> ControllerConfig {
-        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "poll", "supervision", "providers", "credentials"])
+        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials"])
         let base = baseDirectory
         var config = ControllerConfig(
             file: file,
@@ -66,6 +66,19 @@ extension YAMLReader {
             }
             if let format = fields["format"] {
                 config.logFormat = try choice(format, "log.format", LogFormat.allCases.map { ($0.rawValue, $0) })
+            }
+        }
+        if let node = top["metrics"] {
+            let fields = try mapping(node, "metrics", allowed: ["address"])
+            if let addressNode = fields["address"] {
+                let text = try string(addressNode, "metrics.address")
+                guard let parsed = MetricsAddress.parse(text) else {
+                    throw fail(addressNode, "metrics.address", "expected host:port, e.g. 127.0.0.1:9464, not \"\(text)\"")
+                }
+                guard MetricsAddress.isLoopback(parsed.host) else {
+                    throw fail(addressNode, "metrics.address", "\(parsed.host) is not a loopback address; metrics are served on 127.0.0.1, ::1 or localhost only")
+                }
+                config.metricsAddress = text
             }
         }
         if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node) }
@@ -207,18 +220,9 @@ extension YAMLReader {
     func command(_ node: Node, _ place: String) throws(YAMLFileError) -> String {
         let text = try string(node, place)
         guard !text.isEmpty else { throw fail(node, place, "the command is empty") }
-        let candidates: [String]
-        if text.contains("/") {
-            candidates = [try path(node, place)]
-        } else {
-            var directories: [String] = []
-            if let me = Bundle.main.executableURL?.deletingLastPathComponent().path { directories.append(me) }
-            directories += (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
-            candidates = directories.map { "\($0)/\(text)" }
-        }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            let looked = text.contains("/") ? candidates[0] : "next to instancepoller and on PATH"
-            throw fail(node, place, "no executable \"\(text)\" (looked \(looked))")
+        let located = ShimCommand.locate(text, base: baseDirectory, path: ProcessInfo.processInfo.environment["PATH"])
+        guard let found = located.found else {
+            throw fail(node, place, "no executable \"\(text)\" (looked \(located.looked))")
         }
         return found
     }

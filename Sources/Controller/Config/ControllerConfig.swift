@@ -14,6 +14,8 @@ public struct ControllerConfig: Sendable {
     public var runtimeDirectory: String
     public var logLevel: Logger.Level = .info
     public var logFormat: LogFormat = .human
+    /// `host:port` on loopback where Prometheus metrics are served; nil: off.
+    public var metricsAddress: String?
     public var poll = PollSettings()
     /// Bound of each provider call.
     public var callTimeout: Duration = .seconds(30)

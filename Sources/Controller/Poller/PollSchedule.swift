@@ -31,6 +31,13 @@ public struct PollSchedule: Sendable {
 
     public func entry(_ machineID: String) -> ScheduleEntry? { entries[machineID] }
 
+    /// How many tracked machines are in each group.
+    public var groupCounts: (short: Int, long: Int) {
+        var long = 0
+        for entry in entries.values where entry.group == .long { long += 1 }
+        return (entries.count - long, long)
+    }
+
     /// A machine the schedule has not seen: short group, first interval,
     /// due one interval from now.
     @discardableResult

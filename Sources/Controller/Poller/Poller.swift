@@ -54,6 +54,7 @@ actor PollEngine {
     let logger: Logger
     let settings: PollSettings
     let watchInterval: Duration
+    let metrics: ControllerMetrics?
 
     private var schedule: PollSchedule
     private var machines: [String: Machine] = [:]
@@ -77,6 +78,7 @@ actor PollEngine {
         logger = config.logger!
         settings = config.settings
         watchInterval = config.watchInterval
+        metrics = config.metrics
         jitterSeed = config.jitterSeed
         schedule = PollSchedule(settings: config.settings, seed: config.jitterSeed)
     }
@@ -238,6 +240,10 @@ actor PollEngine {
             }
             var calls = 0
             for try await made in group { calls += made }
+            if let metrics {
+                let counts = schedule.groupCounts
+                metrics.machines(short: counts.short, long: counts.long)
+            }
             return calls
         }
     }
@@ -249,6 +255,7 @@ actor PollEngine {
             let batch = Array(members[start..<min(start + settings.maxIDsPerCall, members.count)])
             start += batch.count
             let outcome = try await pollBatch(key, batch)
+            metrics?.batchPolled(provider: key.provider, size: batch.count, result: outcome.result)
             calls += outcome.calls
             if outcome.stop { break }
         }
@@ -259,13 +266,15 @@ actor PollEngine {
         var calls: Int
         /// Stop this pair's remaining batches (throttled or credential invalid).
         var stop: Bool
+        /// For the metrics: ok, error, credential_invalid, throttled, shim_down.
+        var result: String
     }
 
     private func pollBatch(_ key: CredentialKey, _ batch: [Machine]) async throws -> BatchOutcome {
         let now = clock.now
         guard let endpoint = providers.endpoint(for: key.provider) else {
             try await fail(batch, "provider \(key.provider) is not configured", now: now)
-            return BatchOutcome(calls: 0, stop: true)
+            return BatchOutcome(calls: 0, stop: true, result: "error")
         }
         // The credential gate: exists, not marked invalid, not expired, and
         // the shim says it is usable.
@@ -278,14 +287,14 @@ actor PollEngine {
                 calls += validateCalls
             case .refused(let reason, let validateCalls):
                 try await fail(batch, "credential invalid: \(reason)", now: now)
-                return BatchOutcome(calls: validateCalls, stop: true)
+                return BatchOutcome(calls: validateCalls, stop: true, result: "credential_invalid")
             }
         } catch let error as CancellationError {
             throw error
         } catch let error as StoreError {
             throw error
         } catch {
-            return BatchOutcome(calls: 1, stop: try await handleCallError(error, key: key, batch: batch, method: "ValidateCredential", now: now))
+            return try await handleCallError(calls: 1, error, key: key, batch: batch, method: "ValidateCredential", now: now)
         }
 
         let ids = batch.map(\.instanceID)
@@ -293,20 +302,20 @@ actor PollEngine {
         let instances: [ProviderV1.InstanceResult]
         do {
             calls += 1
-            instances = try await endpoint.access.instances(ids, cloud: endpoint.cloud, credential: credential)
+            instances = try await measured(key, "Instances") { try await endpoint.access.instances(ids, cloud: endpoint.cloud, credential: credential) }
         } catch {
-            return BatchOutcome(calls: calls, stop: try await handleCallError(error, key: key, batch: batch, method: "Instances", now: now))
+            return try await handleCallError(calls: calls, error, key: key, batch: batch, method: "Instances", now: now)
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
         if !foundIDs.isEmpty {
             do {
                 calls += 1
-                for result in try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential) {
+                for result in try await measured(key, "NetworkInterfaces", { try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential) }) {
                     interfacesByID[result.instanceID] = result
                 }
             } catch {
-                return BatchOutcome(calls: calls, stop: try await handleCallError(error, key: key, batch: batch, method: "NetworkInterfaces", now: now))
+                return try await handleCallError(calls: calls, error, key: key, batch: batch, method: "NetworkInterfaces", now: now)
             }
         }
 
@@ -338,7 +347,32 @@ actor PollEngine {
         if shimDown.remove(key.provider) != nil {
             logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
         }
-        return BatchOutcome(calls: calls, stop: false)
+        return BatchOutcome(calls: calls, stop: false, result: "ok")
+    }
+
+    /// Runs one provider call, counting it and its latency by result.
+    private func measured<T>(_ key: CredentialKey, _ method: String, _ call: () async throws -> T) async throws -> T {
+        guard let metrics else { return try await call() }
+        let start = ContinuousClock.now
+        do {
+            let answer = try await call()
+            metrics.providerCall(provider: key.provider, method: method, result: "ok", duration: .now - start)
+            return answer
+        } catch {
+            let result = error is ShimUnavailable ? "shim_down" : Self.resultName(RPCError(from: error).code)
+            metrics.providerCall(provider: key.provider, method: method, result: result, duration: .now - start)
+            throw error
+        }
+    }
+
+    /// "resource_exhausted" for ResourceExhausted, and so on.
+    static func resultName(_ code: RPCStatusCode) -> String {
+        var name = ""
+        for character in "\(code)" {
+            if character.isUppercase, !name.isEmpty { name += "_" }
+            name += character.lowercased()
+        }
+        return name
     }
 
     private enum GateVerdict {
@@ -362,7 +396,7 @@ actor PollEngine {
         let credential = stored.wire
         let verdict: ProviderV1.ValidateCredentialResponse
         do {
-            verdict = try await endpoint.access.validateCredential(credential, cloud: endpoint.cloud)
+            verdict = try await measured(key, "ValidateCredential") { try await endpoint.access.validateCredential(credential, cloud: endpoint.cloud) }
         } catch let error as RPCError where error.code == .unauthenticated || error.code == .permissionDenied {
             try await invalidate(key, reason: error.message)
             return .refused(error.message, calls: 1)
@@ -371,17 +405,19 @@ actor PollEngine {
             try await invalidate(key, reason: verdict.reason)
             return .refused(verdict.reason, calls: 1)
         }
+        metrics?.credential(provider: key.provider, name: key.credential, valid: true)
         return .usable(credential, calls: 1)
     }
 
     private func invalidate(_ key: CredentialKey, reason: String) async throws {
         invalid[key] = reason
+        metrics?.credential(provider: key.provider, name: key.credential, valid: false)
         try await credentials.invalidate(provider: key.provider, name: key.credential, reason: reason)
         logger.warning("credential invalidated", metadata: ["credential": "\(key)", "reason": "\(reason)"])
     }
 
-    /// What a failed cloud call means; returns whether to stop the pair.
-    private func handleCallError(_ error: any Error, key: CredentialKey, batch: [Machine], method: String, now: Timestamp) async throws -> Bool {
+    /// What a failed cloud call means for the batch and the pair.
+    private func handleCallError(calls: Int, _ error: any Error, key: CredentialKey, batch: [Machine], method: String, now: Timestamp) async throws -> BatchOutcome {
         if error is CancellationError { throw error }
         if let down = error as? ShimUnavailable {
             // Not the cloud's answer: the machines keep their schedule (still
@@ -391,24 +427,24 @@ actor PollEngine {
                 shimDown.insert(key.provider)
                 logger.warning("provider unavailable; machines keep their schedule", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
             }
-            return true
+            return BatchOutcome(calls: calls, stop: true, result: "shim_down")
         }
         let rpc = RPCError(from: error)
         switch rpc.code {
         case .unauthenticated, .permissionDenied:
             try await invalidate(key, reason: rpc.message)
             try await fail(batch, "credential invalid: \(rpc.message)", now: now)
-            return true
+            return BatchOutcome(calls: calls, stop: true, result: "credential_invalid")
         case .resourceExhausted:
             // Throttled: give the cloud room; the machines' own backoff stays.
             let pause = rpc.retryAfter ?? settings.shortPollCap
             pausedUntil[key] = now + pause
             logger.notice("throttled", metadata: ["credential": "\(key)", "method": "\(method)", "pause": "\(pause)"])
-            return true
+            return BatchOutcome(calls: calls, stop: true, result: "throttled")
         default:
             logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "\(method)", "error": "\(rpc)"])
             try await fail(batch, "\(method) failed: \(rpc)", now: now)
-            return false
+            return BatchOutcome(calls: calls, stop: false, result: "error")
         }
     }
 

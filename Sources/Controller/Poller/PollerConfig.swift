@@ -16,6 +16,9 @@ public struct PollerConfig: Sendable {
     public var watchInterval: Duration
     /// Seed of the long-group jitter.
     public var jitterSeed: UInt64
+    /// Where polls, calls, batch sizes, groups and credential validity are
+    /// counted (nil: not counted).
+    public var metrics: ControllerMetrics?
 
     public init(
         clock: (any PollClock)? = nil,
@@ -25,8 +28,10 @@ public struct PollerConfig: Sendable {
         logger: Logger? = nil,
         settings: PollSettings = PollSettings(),
         watchInterval: Duration = .milliseconds(250),
-        jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max)
+        jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max),
+        metrics: ControllerMetrics? = nil
     ) {
+        self.metrics = metrics
         self.clock = clock
         self.store = store
         self.providers = providers

@@ -22,8 +22,30 @@ public enum ControllerRuntime {
         public var description: String
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    public static func run(config: ControllerConfig, logger: Logger) async throws {
+    /// A started controller, for whoever embeds it (the demo).
+    public struct Started: Sendable {
+        /// The control API's socket.
+        public var controlSocket: String
+        /// `host:port` of the metrics endpoint, if one is configured.
+        public var metricsAddress: String?
+        public var fleet: ProviderFleet
+    }
+
+    public static let version = "0.1.0"
+
+    /// Runs until SIGTERM or SIGINT, or until `until` returns.
+    ///
+    /// - Parameters:
+    ///   - environment: where the shims' allowlisted variables come from
+    ///     (swaps through the control API read it too).
+    ///   - onStarted: called once everything serves.
+    public static func run(
+        config: ControllerConfig,
+        logger: Logger,
+        environment: [String: String] = [:],
+        onStarted: @escaping @Sendable (Started) async -> Void = { _ in },
+        until: (@Sendable () async -> Void)? = nil
+    ) async throws {
         // Trapped before anything starts, so that a signal that comes early
         // is not fatal (SIGHUP's default action) and is not lost.
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
@@ -46,14 +68,39 @@ public enum ControllerRuntime {
         }
         try await syncCredentials(config.credentials, into: store, logger: logger)
 
+        let metrics = ControllerMetrics()
         let credentials = StoreCredentialAPI(store: store)
         let fleet = ProviderFleet(
             providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
-            settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, logger: logger
+            settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, metrics: metrics, logger: logger
         )
         let poller = try Poller(config: PollerConfig(
-            clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll
+            clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
         ))
+        let metricsServer: MetricsServer?
+        if let address = config.metricsAddress, let parsed = MetricsAddress.parse(address) {
+            do {
+                metricsServer = try await MetricsServer.bind(host: parsed.host, port: parsed.port, metrics: metrics, logger: logger)
+            } catch {
+                throw StartFailure(description: "\(error)")
+            }
+        } else {
+            metricsServer = nil
+        }
+        let control = ControlService(
+            identity: .init(pid: getpid(), version: version, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
+            store: store, fleet: fleet, clock: clock, environment: environment, logger: logger
+        )
+        var registry = RPCServiceRegistry()
+        control.register(into: &registry)
+        let controlSocket = "\(runtime.path)/\(ControlV1.socketName)"
+        let controlServer: RPCServer
+        do {
+            controlServer = try await RPCServer.bind(unixSocketPath: controlSocket, registry: registry, logger: logger)
+        } catch {
+            await metricsServer?.close()
+            throw StartFailure(description: "cannot serve the control API on \(controlSocket): \(error)")
+        }
         let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
         // Shut down in reverse order: the poller stops first, then the shims.
@@ -75,11 +122,29 @@ public enum ControllerRuntime {
             }
         }
         defer { signalHandler.cancel() }
+        let untilTask = until.map { until in
+            Task {
+                await until()
+                if !Task.isCancelled { await group.triggerGracefulShutdown() }
+            }
+        }
+        defer { untilTask?.cancel() }
         logger.info("controller started", metadata: [
             "pid": "\(getpid())", "providers": "\(config.providers.map(\.name).joined(separator: ","))",
-            "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)",
+            "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)", "control": "\(controlSocket)",
         ])
-        try await group.run()
+        let started = Started(controlSocket: controlSocket, metricsAddress: metricsServer?.address, fleet: fleet)
+        let announce = Task { await onStarted(started) }
+        defer { announce.cancel() }
+        do {
+            try await group.run()
+        } catch {
+            await controlServer.close()
+            await metricsServer?.close()
+            throw error
+        }
+        await controlServer.close()
+        await metricsServer?.close()
         logger.info("controller stopped")
     }
 
@@ -127,6 +192,7 @@ final class ConfigReloader: Sendable {
         if config.storePath != old.storePath { needRestart.append("store") }
         if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }
         if config.logLevel != old.logLevel || config.logFormat != old.logFormat { needRestart.append("log") }
+        if config.metricsAddress != old.metricsAddress { needRestart.append("metrics") }
         if config.poll != old.poll || config.callTimeout != old.callTimeout { needRestart.append("poll") }
         if config.supervision != old.supervision { needRestart.append("supervision") }
         if !needRestart.isEmpty {

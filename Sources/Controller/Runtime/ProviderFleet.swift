@@ -25,6 +25,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     private let callTimeout: Duration
     private let logger: Logger
     private let credentials: (any CredentialAPI)?
+    private let metrics: ControllerMetrics?
     private var members: [String: Member] = [:]
     private var initial: [ProviderConfig]
     private var stopping = false
@@ -40,8 +41,10 @@ public actor ProviderFleet: ProviderRouter, Service {
         settings: SupervisionSettings,
         callTimeout: Duration = .seconds(30),
         credentials: (any CredentialAPI)?,
+        metrics: ControllerMetrics? = nil,
         logger: Logger
     ) {
+        self.metrics = metrics
         self.initial = providers
         self.runtimeDirectory = runtimeDirectory
         self.clock = clock
@@ -60,6 +63,19 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     public var providerNames: [String] { members.keys.sorted() }
 
+    /// A provider's current configuration.
+    public func config(of provider: String) -> ProviderConfig? { members[provider]?.config }
+
+    /// Every provider's configuration and shim, in name order.
+    public func snapshots() async -> [(ProviderConfig, ProviderSupervisor.Snapshot)] {
+        var result: [(ProviderConfig, ProviderSupervisor.Snapshot)] = []
+        for name in members.keys.sorted() {
+            guard let member = members[name] else { continue }
+            result.append((member.config, await member.supervisor.snapshot))
+        }
+        return result
+    }
+
     /// Starts every provider's shim and keeps them supervised until the
     /// service group shuts down (or the task is cancelled), then stops them.
     public func run() async throws {
@@ -72,7 +88,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     private func start(_ config: ProviderConfig) {
         let supervisor = ProviderSupervisor(
             provider: config.name, command: config.shim, runtimeDirectory: runtimeDirectory,
-            clock: clock, settings: settings, callTimeout: callTimeout, logger: logger
+            clock: clock, settings: settings, callTimeout: callTimeout, metrics: metrics, logger: logger
         )
         let task = Task { await supervisor.run() }
         members[config.name] = Member(config: config, supervisor: supervisor, task: task)

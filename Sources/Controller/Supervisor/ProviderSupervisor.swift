@@ -37,6 +37,7 @@ public actor ProviderSupervisor {
     private let clock: any PollClock
     private let settings: SupervisionSettings
     private let logger: Logger
+    private let metrics: ControllerMetrics?
 
     private var current: RunningShim?
     private var generation = 0
@@ -53,8 +54,10 @@ public actor ProviderSupervisor {
         clock: any PollClock,
         settings: SupervisionSettings = SupervisionSettings(),
         callTimeout: Duration = .seconds(30),
+        metrics: ControllerMetrics? = nil,
         logger: Logger
     ) {
+        self.metrics = metrics
         self.provider = provider
         self.command = command
         self.runtimeDirectory = runtimeDirectory
@@ -177,7 +180,32 @@ public actor ProviderSupervisor {
     private nonisolated let eventContinuation: AsyncStream<Event>.Continuation
 
     private func emit(_ event: Event) {
+        switch event {
+        case .started, .swapped: metrics?.shim(provider: provider, up: true)
+        case .down, .failedToStart: metrics?.shim(provider: provider, up: false)
+        case .restarting: metrics?.shimRestarted(provider: provider)
+        case .stopped: break
+        }
         eventContinuation.yield(event)
+    }
+
+    /// The shim as operators see it (`providers list`).
+    public struct Snapshot: Sendable {
+        public var command: ShimCommand
+        /// nil while no shim runs (between restarts).
+        public var pid: Int32?
+        public var shimName: String
+        public var shimVersion: String
+        public var restarts: Int
+        public var lastProblem: String?
+    }
+
+    public var snapshot: Snapshot {
+        Snapshot(
+            command: command, pid: current?.process.pid,
+            shimName: current?.handshake.shimName ?? "", shimVersion: current?.handshake.shimVersion ?? "",
+            restarts: restarts, lastProblem: lastProblem
+        )
     }
 
     /// Returns why the shim stopped serving: it exited, or failed health

@@ -1,3 +1,5 @@
+internal import Foundation
+
 /// How to start a provider's shim: `executable arguments…` with exactly
 /// this environment (the provider's allowlist, resolved) plus
 /// `INSTANCEPOLLER_SOCKET`. Nothing else of the controller's environment is
@@ -11,6 +13,21 @@ public struct ShimCommand: Hashable, Sendable {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
+    }
+
+    /// Finds a shim executable: `name` with a slash is a path (relative to
+    /// `base`); a bare name is looked for next to the running program, then
+    /// on `PATH`. Returns the absolute path, or nil and where it looked.
+    public static func locate(_ name: String, base: String, path: String?) -> (found: String?, looked: String) {
+        if name.contains("/") {
+            let full = name.hasPrefix("/") ? name : URL(fileURLWithPath: "\(base)/\(name)").standardizedFileURL.path
+            return (FileManager.default.isExecutableFile(atPath: full) ? full : nil, full)
+        }
+        var directories: [String] = []
+        if let me = Bundle.main.executableURL?.deletingLastPathComponent().path { directories.append(me) }
+        directories += (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+        let found = directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return (found, "next to instancepoller and on PATH")
     }
 
     /// The allowlisted variables' values from `environment` (those it has).
