@@ -87,6 +87,11 @@ let package = Package(
             name: "InstancePollerCLI",
             dependencies: [
                 "Controller",
+                "Core",
+                // The demo serves its fake clouds from this same binary.
+                "ProviderShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings

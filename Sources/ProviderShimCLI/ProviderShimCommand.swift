@@ -62,6 +62,13 @@ struct Fake: AsyncParsableCommand {
     @Flag(help: "Run timelines on a clock that moves only by FakeCloud.AdvanceClock.")
     var manualClock = false
 
+    @Option(help: ArgumentHelp("Scenario time 0 is this wall-clock time (Unix seconds), so a restarted or swapped-in shim continues the timelines instead of starting them over.", valueName: "SECONDS"))
+    var epoch: Double?
+
+    func validate() throws {
+        if epoch != nil, manualClock { throw ValidationError("--epoch and --manual-clock exclude each other") }
+    }
+
     @OptionGroup var shim: ShimOptions
 
     func run() async throws {
@@ -73,13 +80,8 @@ struct Fake: AsyncParsableCommand {
             FileHandle.standardError.write(Data("provider-shim fake: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let clock: any FakeClock = manualClock ? ManualFakeClock() : WallFakeClock()
-        let cloud = FakeCloud(scenario: loaded, clock: clock)
-        let options = shim.options("fake")
-        let backend = FakeBackend(cloud: cloud, logger: options.logger)
-        let status = await ShimProcess.run(backend: backend, options: options) { registry in
-            FakeCloudControl.register(cloud, into: &registry)
-        }
+        let clock: any FakeClock = manualClock ? ManualFakeClock() : epoch.map { WallFakeClock(epochSeconds: $0) } ?? WallFakeClock()
+        let status = await FakeShim.run(scenario: loaded, clock: clock, options: shim.options("fake"))
         throw ExitCode(status)
     }
 }

@@ -1,0 +1,391 @@
+import ArgumentParser
+import Controller
+import Core
+import Foundation
+import SwiftProtobuf
+
+// MARK: - status
+
+struct Status: ControllerCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the controller, its providers' shims and its machines at a glance.")
+
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let status = try await controller.call(ControlV1.status, .init())
+        if controller.format == .json { return try Output.json(status) }
+        Output.line("controller  pid \(status.pid), version \(status.version), up since \(Output.time(status.startedUnixNano))")
+        Output.line("store       \(status.storePath) (revision \(status.revision))")
+        Output.line("runtime     \(status.runtimeDirectory)")
+        let states = status.machinesByState.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        Output.line("machines    \(status.machines) (\(states.isEmpty ? "none" : states)); short group \(status.shortGroup), long group \(status.longGroup)")
+        Output.line("credentials \(status.credentials) (\(status.invalidCredentials) invalid)")
+        Output.line()
+        ProvidersList.render(status.providers)
+    }
+}
+
+// MARK: - machines
+
+struct Machines: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Add, remove, list and inspect machine records.",
+        subcommands: [MachinesAdd.self, MachinesRemove.self, MachinesList.self, MachinesShow.self, MachinesSetAgentStatus.self]
+    )
+}
+
+struct MachinesAdd: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a machine; it is polled at once.")
+
+    @Argument(help: "The machine's id.") var id: String
+    @Option(help: "The configured provider that serves its cloud.") var provider: String
+    @Option(help: "The name of the credential its cloud calls use.") var credential: String
+    @Option(help: "The cloud's instance id (leave out while not provisioned).") var instanceId: String = ""
+    @Flag(help: "Manually provisioned: never polled, marked running.") var manual = false
+    @Option(help: "none (agentless), pending, started, error or down.") var agentStatus: String = "none"
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.addMachine, .with {
+            $0.id = id
+            $0.provider = provider
+            $0.credential = credential
+            $0.instanceID = instanceId
+            $0.manual = manual
+            $0.agentStatus = agentStatus
+        })
+        if controller.format == .json { return try Output.json(answer.machine) }
+        Output.line("added machine \(answer.machine.id)")
+    }
+}
+
+struct MachinesRemove: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a machine; it is no longer polled.")
+
+    @Argument(help: "The machine's id.") var id: String
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        _ = try await controller.call(ControlV1.removeMachine, .with { $0.id = id })
+        if controller.format == .json { return Output.line("{\"removed\":\"\(id)\"}") }
+        Output.line("removed machine \(id)")
+    }
+}
+
+struct MachinesList: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List machines with their polled status.")
+
+    @Option(help: "Only this provider's machines.") var provider: String = ""
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.listMachines, .with { $0.provider = provider })
+        if controller.format == .json { return try Output.json(answer) }
+        Output.table(
+            ["ID", "PROVIDER", "INSTANCE", "STATE", "AGENT", "GROUP", "ADDRESSES", "ERROR"],
+            answer.machines.map {
+                [$0.id, $0.provider, $0.instanceID.isEmpty ? "-" : $0.instanceID, Output.state($0), $0.agentStatus,
+                 $0.group.isEmpty ? "-" : "\($0.group) \(Output.duration(nanoseconds: $0.intervalNano))",
+                 Output.addresses($0), $0.pollError.isEmpty ? "-" : $0.pollError]
+            }
+        )
+    }
+}
+
+struct MachinesShow: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one machine in full: status, interfaces, schedule.")
+
+    @Argument(help: "The machine's id.") var id: String
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let machine = try await controller.call(ControlV1.getMachine, .with { $0.id = id }).machine
+        if controller.format == .json { return try Output.json(machine) }
+        Output.line("id           \(machine.id)")
+        Output.line("provider     \(machine.provider) (credential \(machine.credential))")
+        Output.line("instance     \(machine.instanceID.isEmpty ? "- (not provisioned)" : machine.instanceID)")
+        Output.line("life         \(machine.life)\(machine.manual ? ", manual" : "")")
+        Output.line("agent        \(machine.agentStatus)")
+        var status = "status       \(Output.state(machine))"
+        if !machine.status.rawStatus.isEmpty { status += " (\(machine.status.rawStatus))" }
+        if !machine.status.message.isEmpty { status += ": \(machine.status.message)" }
+        Output.line(status + ", updated \(Output.time(machine.statusUpdatedUnixNano))")
+        if !machine.group.isEmpty {
+            Output.line("schedule     \(machine.group) group, every \(Output.duration(nanoseconds: machine.intervalNano)), next \(Output.time(machine.dueUnixNano))")
+        }
+        if !machine.pollError.isEmpty { Output.line("poll error   \(machine.pollError)") }
+        for interface in machine.interfaces {
+            let name = interface.interfaceName.isEmpty ? "#\(interface.deviceIndex)" : interface.interfaceName
+            var header = "interface    \(name)"
+            if !interface.macAddress.isEmpty { header += " mac \(interface.macAddress)" }
+            if !interface.providerID.isEmpty { header += " id \(interface.providerID)" }
+            if !interface.providerSubnetID.isEmpty { header += " subnet \(interface.providerSubnetID)" }
+            if !interface.providerNetworkID.isEmpty { header += " network \(interface.providerNetworkID)" }
+            if interface.primary { header += " primary" }
+            if interface.disabled { header += " disabled" }
+            Output.line(header)
+            for address in interface.addresses { Output.line("  address    \(address.value) \(Self.describe(address))") }
+            for address in interface.shadowAddresses { Output.line("  shadow     \(address.value) \(Self.describe(address))") }
+        }
+    }
+
+    static func describe(_ address: ProviderV1.Address) -> String {
+        let scope: String
+        switch address.scope {
+        case .public: scope = "public"
+        case .cloudLocal: scope = "cloud-local"
+        case .machineLocal: scope = "machine-local"
+        case .linkLocal: scope = "link-local"
+        default: scope = "unknown scope"
+        }
+        return address.cidr.isEmpty ? "(\(scope))" : "(\(scope), \(address.cidr))"
+    }
+}
+
+struct MachinesSetAgentStatus: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "set-agent-status", abstract: "Record the status of a machine's agent.")
+
+    @Argument(help: "The machine's id.") var id: String
+    @Argument(help: "none, pending, started, error or down.") var status: String
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let machine = try await controller.call(ControlV1.setAgentStatus, .with {
+            $0.id = id
+            $0.agentStatus = status
+        }).machine
+        if controller.format == .json { return try Output.json(machine) }
+        Output.line("machine \(machine.id): agent \(machine.agentStatus)")
+    }
+}
+
+// MARK: - credentials
+
+struct Credentials: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set, list and validate cloud credentials (secrets are never printed).",
+        subcommands: [CredentialsSet.self, CredentialsList.self, CredentialsValidate.self]
+    )
+}
+
+struct CredentialsSet: ControllerCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set",
+        abstract: "Add or replace a credential.",
+        discussion: """
+            The attributes are secrets, so they are never taken from the command line: give a YAML file of \
+            attribute: value that only you can read (chmod 600), or pipe the same YAML on stdin with --file -. \
+            Machines paused by an invalid credential are polled again once the new one validates.
+            """
+    )
+
+    @Argument(help: "The provider the credential is for.") var provider: String
+    @Argument(help: "The credential's name (machines refer to it).") var name: String
+    @Option(help: "The auth type, e.g. access-key.") var authType: String
+    @Option(help: ArgumentHelp("YAML file of attribute: value (0600), or - for stdin.", valueName: "FILE")) var file: String
+    @Option(help: ArgumentHelp("Expiry, e.g. 2027-01-31T00:00:00Z.", valueName: "TIME")) var expires: String?
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let attributes = try readAttributes()
+        var expiresAt: Int64 = 0
+        if let expires {
+            guard let date = ISO8601DateFormatter().date(from: expires) else {
+                throw CLIError(.usage, "--expires: expected a time such as 2027-01-31T00:00:00Z, not \"\(expires)\"")
+            }
+            expiresAt = Int64(date.timeIntervalSince1970 * 1e9)
+        }
+        let credential = try await controller.call(ControlV1.setCredential, .with {
+            $0.provider = provider
+            $0.name = name
+            $0.authType = authType
+            $0.attributes = attributes
+            $0.expiresUnixNano = expiresAt
+        }).credential
+        if controller.format == .json { return try Output.json(credential) }
+        Output.line("credential \(credential.provider)/\(credential.name) set (attributes: \(credential.attributeNames.joined(separator: ", ")))")
+    }
+
+    private func readAttributes() throws -> [String: String] {
+        let text: String
+        let shown = file == "-" ? "stdin" : file
+        if file == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            var info = stat()
+            guard stat(file, &info) == 0 else { throw CLIError(.usage, "--file: cannot read \(file): \(String(cString: strerror(errno)))") }
+            guard info.st_mode & 0o077 == 0 else {
+                throw CLIError(.usage, "--file: \(file) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
+            }
+            guard let data = FileManager.default.contents(atPath: file) else { throw CLIError(.usage, "--file: cannot read \(file)") }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        do {
+            return try YAMLReader.parse(text, file: shown) { reader, root throws(YAMLFileError) in try reader.stringMap(root, "attributes") }
+        } catch {
+            // Never quote the content: it is secret.
+            throw CLIError(.usage, "\(shown)\(error.line > 0 ? ":\(error.line)" : ""): expected YAML lines of attribute: value")
+        }
+    }
+}
+
+struct CredentialsList: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List credentials: names, attribute names and validity, never values.")
+
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.listCredentials, .init())
+        if controller.format == .json { return try Output.json(answer) }
+        Output.table(
+            ["PROVIDER", "NAME", "AUTH", "ATTRIBUTES", "EXPIRES", "VALID"],
+            answer.credentials.map {
+                [$0.provider, $0.name, $0.authType, $0.attributeNames.joined(separator: ","), Output.time($0.expiresUnixNano),
+                 $0.valid ? "yes" : "no: \($0.invalidReason)"]
+            }
+        )
+    }
+}
+
+struct CredentialsValidate: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Ask the provider's shim now whether a credential is usable.")
+
+    @Argument(help: "The provider.") var provider: String
+    @Argument(help: "The credential's name.") var name: String
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.validateCredential, .with {
+            $0.provider = provider
+            $0.name = name
+        })
+        if controller.format == .json {
+            try Output.json(answer)
+        } else {
+            Output.line(answer.valid ? "credential \(provider)/\(name) is valid" : "credential \(provider)/\(name) is not valid: \(answer.reason)")
+        }
+        if !answer.valid { throw ExitCode(1) }
+    }
+}
+
+// MARK: - providers
+
+struct Providers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List providers' shims, or swap one live.",
+        subcommands: [ProvidersList.self, ProvidersSwap.self]
+    )
+}
+
+struct ProvidersList: ControllerCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the providers and their shims.")
+
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.listProviders, .init())
+        if controller.format == .json { return try Output.json(answer) }
+        Self.render(answer.providers)
+    }
+
+    static func render(_ providers: [ControlV1.ProviderInfo]) {
+        Output.table(
+            ["PROVIDER", "CLOUD", "STATE", "PID", "RESTARTS", "SHIM", "COMMAND", "LAST PROBLEM"],
+            providers.map {
+                [$0.name, $0.cloudType, $0.state, $0.pid == 0 ? "-" : "\($0.pid)", "\($0.restarts)",
+                 $0.shimName.isEmpty ? "-" : "\($0.shimName) \($0.shimVersion)",
+                 ([$0.command] + $0.args).joined(separator: " "), $0.lastProblem.isEmpty ? "-" : $0.lastProblem]
+            }
+        )
+    }
+}
+
+struct ProvidersSwap: ControllerCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swap",
+        abstract: "Swap a provider's shim live, without restarting the controller.",
+        discussion: """
+            The new shim is started, shaken hands with and must accept the provider's credentials before new \
+            calls go to it; the old one finishes its calls in flight and is stopped. If the new shim fails, the \
+            old one keeps serving and the error says why. Example:
+              instancepoller providers swap demo -- provider-shim fake --scenario other.yaml
+            """
+    )
+
+    @Argument(help: "The provider.") var provider: String
+    @Option(name: .customLong("env"), help: ArgumentHelp("An environment variable the new shim may see (repeat).", valueName: "NAME"))
+    var environment: [String] = []
+    @OptionGroup var controller: ControllerOptions
+    @Argument(parsing: .postTerminator, help: "After --: the new shim's command and its arguments.")
+    var command: [String] = []
+
+    func validate() throws {
+        guard !command.isEmpty else { throw ValidationError("give the new shim's command after --, e.g. -- provider-shim fake --scenario s.yaml") }
+    }
+
+    func execute() async throws {
+        var executable = command[0]
+        // A relative path is relative to where the CLI runs, not the controller.
+        if executable.contains("/"), !executable.hasPrefix("/") {
+            executable = URL(fileURLWithPath: executable, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/")).standardizedFileURL.path
+        }
+        let answer = try await controller.call(ControlV1.swapProvider, .with {
+            $0.provider = provider
+            $0.command = executable
+            $0.args = Array(command.dropFirst())
+            $0.env = environment
+        })
+        if controller.format == .json { return try Output.json(answer.provider) }
+        Output.line("provider \(provider) swapped: shim pid \(answer.provider.pid) (\(answer.provider.shimName) \(answer.provider.shimVersion))")
+    }
+}
+
+// MARK: - watch
+
+struct Watch: ControllerCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the events log after a revision, then follow new events until interrupted."
+    )
+
+    @Option(help: "Start after this revision (default: only new events).") var after: Int64?
+    @Flag(help: "Print what is there and stop instead of following.") var noFollow = false
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let client = try await controller.connect()
+        defer { Task { await client.close() } }
+        var revision: Int64
+        if let after {
+            revision = after
+        } else {
+            revision = try await call(client, .with { $0.afterRevision = Int64.max }).latestRevision
+        }
+        if controller.format == .table && !noFollow {
+            FileHandle.standardError.write(Data("following events after revision \(revision); Ctrl-C stops\n".utf8))
+        }
+        while true {
+            let answer = try await call(client, .with {
+                $0.afterRevision = revision
+                $0.waitNano = noFollow ? 0 : Duration.seconds(10).totalNanoseconds
+            })
+            for event in answer.events {
+                if controller.format == .json {
+                    try Output.json(event)
+                } else {
+                    let subject = event.machineID.isEmpty ? event.credential : event.machineID
+                    Output.line("\(event.revision)  \(Output.time(event.atUnixNano))  \(event.kind)  \(event.source)  \(subject)")
+                }
+                revision = event.revision
+            }
+            if noFollow && answer.events.isEmpty { return }
+        }
+    }
+
+    private func call(_ client: RPCClient, _ request: Instancepoller_Control_V1_EventsRequest) async throws -> Instancepoller_Control_V1_EventsResponse {
+        do {
+            return try await client.call(ControlV1.events, request, timeout: .seconds(30))
+        } catch {
+            throw CLIError(.failure, "the controller went away: \(RPCError(from: error).message)")
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Controller
+import Core
+import Foundation
+import Logging
+import SwiftProtobuf
+
+/// Where the running controller is, and how to print answers: every command
+/// that talks to the controller takes these.
+struct ControllerOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The controller's runtime directory (holds control.sock).", valueName: "DIR"))
+    var runtimeDir: String?
+
+    @Option(help: ArgumentHelp("Read the runtime directory from this config file.", valueName: "FILE"))
+    var config: String?
+
+    @Option(help: "Output: table (for people) or json (for scripts).")
+    var format: OutputFormat = .table
+
+    /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
+    /// else the default ($XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-<uid>).
+    func runtimeDirectory() throws -> String {
+        if let runtimeDir { return runtimeDir }
+        if let config {
+            do {
+                return try ControllerConfig.load(path: config).runtimeDirectory
+            } catch {
+                throw CLIError(.usage, "\(error)")
+            }
+        }
+        if let fromEnvironment = ProcessInfo.processInfo.environment["INSTANCEPOLLER_RUNTIME_DIR"], !fromEnvironment.isEmpty {
+            return fromEnvironment
+        }
+        return ControllerConfig.defaultRuntimeDirectory()
+    }
+
+    /// Connects to the controller's control socket.
+    func connect() async throws -> RPCClient {
+        let socket = "\(try runtimeDirectory())/\(ControlV1.socketName)"
+        guard FileManager.default.fileExists(atPath: socket) else {
+            throw CLIError(.failure, "no controller is running (no socket at \(socket)); start one with `instancepoller run --config FILE`, or pass --runtime-dir or --config")
+        }
+        do {
+            return try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "instancepoller-cli") { _ in SwiftLogNoOpLogHandler() })
+        } catch {
+            throw CLIError(.failure, "no controller answers on \(socket) (\(RPCError(from: error).message)); start one with `instancepoller run --config FILE`")
+        }
+    }
+
+    /// Calls `method` on the controller: one call, one connection.
+    func call<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ request: Request) async throws -> Response {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        do {
+            return try await client.call(method, request, timeout: .seconds(60))
+        } catch {
+            let rpc = RPCError(from: error)
+            throw CLIError(rpc.code == .invalidArgument ? .usage : .failure, rpc.message)
+        }
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json
+}
+
+/// A command's failure: a one-line message and exit status 1 (failure) or 2
+/// (usage: the request was wrong).
+struct CLIError: Error, CustomStringConvertible {
+    enum Kind { case failure, usage }
+    var kind: Kind
+    var message: String
+    init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+    var description: String { message }
+}
+
+/// Printing answers: aligned tables for people, JSON for scripts.
+enum Output {
+    static func line(_ text: String = "") {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    /// Columns padded to their widest cell; the last column is not padded.
+    static func table(_ header: [String], _ rows: [[String]]) {
+        var widths = header.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+        }
+        func render(_ cells: [String]) -> String {
+            cells.enumerated().map { index, cell in
+                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+        line(render(header))
+        for row in rows { line(render(row)) }
+    }
+
+    static let jsonOptions: JSONEncodingOptions = {
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        options.alwaysPrintEnumsAsInts = false
+        return options
+    }()
+
+    /// A message as one line of JSON (proto field names).
+    static func json(_ message: some SwiftProtobuf.Message) throws {
+        line(try message.jsonString(options: jsonOptions))
+    }
+
+    static func time(_ unixNano: Int64) -> String {
+        guard unixNano != 0 else { return "-" }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(unixNano) / 1e9))
+    }
+
+    static func duration(nanoseconds: Int64) -> String {
+        let seconds = Double(nanoseconds) / 1e9
+        if seconds >= 60, seconds.truncatingRemainder(dividingBy: 60) == 0 { return "\(Int(seconds / 60))m" }
+        if seconds == seconds.rounded() { return "\(Int(seconds))s" }
+        return String(format: "%.1fs", seconds)
+    }
+
+    static func addresses(_ machine: ControlV1.Machine) -> String {
+        let all = machine.interfaces.flatMap { $0.addresses + $0.shadowAddresses }.map(\.value)
+        return all.isEmpty ? "-" : all.joined(separator: ",")
+    }
+
+    static func state(_ machine: ControlV1.Machine) -> String {
+        ControlService.stateName(machine.status.state)
+    }
+}
+
+/// A command that talks to the controller: failures become one line on
+/// stderr and exit 1, request mistakes exit 2.
+protocol ControllerCommand: AsyncParsableCommand {
+    func execute() async throws
+}
+
+extension ControllerCommand {
+    func run() async throws {
+        do {
+            try await execute()
+        } catch let error as CLIError {
+            FileHandle.standardError.write(Data("instancepoller: \(error.message)\n".utf8))
+            throw ExitCode(error.kind == .usage ? 2 : 1)
+        }
+    }
+}
