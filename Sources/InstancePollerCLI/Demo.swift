@@ -27,7 +27,7 @@ struct Demo: AsyncParsableCommand {
     var plain = false
 
     func validate() throws {
-        guard duration > 0, duration.isFinite, duration <= 86_400 else { throw ValidationError("--duration must be between 0 and 86400 seconds") }
+        guard duration > 0, duration.isFinite, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds") }
     }
 
     func run() async throws {

@@ -174,6 +174,20 @@ struct ControllerHarness: Sendable {
         }
     }
 
+    /// Runs `instancepoller ARGS --runtime-dir <this test's>`, optionally
+    /// feeding `stdin`; returns its exit status and output.
+    func cli(_ arguments: [String], stdin: String? = nil, runtimeDir: Bool = true) async throws -> (status: Int32, stdout: String, stderr: String) {
+        var arguments = arguments
+        // Options go before a "--" (after it come a swapped-in shim's arguments).
+        if runtimeDir { arguments.insert(contentsOf: ["--runtime-dir", runtimeDirectory], at: arguments.firstIndex(of: "--") ?? arguments.endIndex) }
+        let child = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), arguments)
+        if let stdin { child.writeStdin(stdin) }
+        child.closeStdin()
+        let status = try await child.waitForExit()
+        let output = try await child.output()
+        return (status, output.stdout, output.stderr)
+    }
+
     /// The runtime directory's entries, sorted.
     func runtimeEntries() -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: runtimeDirectory)) ?? []).sorted()

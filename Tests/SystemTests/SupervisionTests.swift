@@ -180,7 +180,7 @@ struct SupervisionTests {
         }
         let shims = try await h.waitForShims(controller, count: 2)
         #expect(ProcessTree.children(of: controller.pid) == shims)
-        #expect(h.runtimeEntries().filter { $0.hasSuffix(".sock") }.count == 2)
+        #expect(h.runtimeEntries().filter { $0.hasSuffix(".sock") }.count == 3, "two shims and the control API")
 
         #expect(try await h.stop(controller) == 0)
         for shim in shims { #expect(!ProcessTree.isAlive(shim), "shim \(shim) outlived the controller") }

@@ -113,6 +113,11 @@ public final class ChildProcess: Sendable {
     public var stdout: String { stdoutText.withLockedValue { $0 } }
     public var stderr: String { String(decoding: stderrData.withLockedValue { $0 }, as: UTF8.self) }
 
+    /// Writes to the child's stdin.
+    public func writeStdin(_ text: String) {
+        try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(text.utf8))
+    }
+
     /// Closes the child's stdin: under the shim contract, "the parent is gone".
     public func closeStdin() {
         try? stdinPipe.fileHandleForWriting.close()
