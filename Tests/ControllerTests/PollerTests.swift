@@ -30,7 +30,7 @@ import TestSupport
 /// - long-group jitter → jitterSpreadsTheLongGroupWithinTenPercent (PollScheduleTests)
 /// - schedule survives a restart → restartResumesTheSchedule
 /// - throttled → pause for retry-after, no bump → throttlingPausesThePairWithoutBumping
-/// - shim down (SPEC 6.4) → machines keep their schedule, polled once it is back → aDownShimLeavesTheScheduleAlone
+/// - shim down (SPEC 6.4) → machines keep their schedule, polled once it is back → aDownShimLeavesTheScheduleAlone, aShimStillStartingIsWaitedForQuietly
 /// - changes by another process are seen → machinesAddedByAnotherProcessAreSeen
 /// - gate: credential missing → missingCredentialMeansNoCloudCall
 /// - gate: marked invalid / expired → markedInvalidOrExpiredCredentialsMakeNoCall
@@ -438,6 +438,21 @@ struct PollerTests {
             #expect(f.cloud.calls("Instances").count == 1, "polled as soon as the shim is back")
             #expect(try await f.entry("m1")?.interval == .seconds(12), "the backoff goes on from where it was")
             #expect(f.logs.all.contains { $0.message == "provider available again" })
+        }
+    }
+
+    @Test func aShimStillStartingIsWaitedForQuietly() async throws {
+        try await Self.with { f in
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            try await f.add("m1")
+            try await f.tick()
+            f.cloud.fail("ValidateCredential", with: ShimUnavailable(provider: "fake", reason: "its shim is starting", starting: true))
+            try await f.tick(.seconds(3))
+            #expect(try await f.entry("m1")?.interval == .seconds(3), "not bumped")
+            #expect(!f.logs.all.contains { $0.level >= .warning }, "starting up is not a problem")
+            f.cloud.fail("ValidateCredential", with: nil)
+            try await f.tick(.seconds(1))
+            #expect(try await f.entry("m1")?.group == .long, "polled as soon as the shim serves")
         }
     }
 

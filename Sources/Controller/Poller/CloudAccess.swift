@@ -20,10 +20,13 @@ public protocol CloudAccess: Sendable {
 public struct ShimUnavailable: Error, Hashable, Sendable, CustomStringConvertible {
     public var provider: String
     public var reason: String
+    /// No shim has served yet: the controller is starting, not failing.
+    public var starting: Bool
 
-    public init(provider: String, reason: String) {
+    public init(provider: String, reason: String, starting: Bool = false) {
         self.provider = provider
         self.reason = reason
+        self.starting = starting
     }
 
     public var description: String { "provider \(provider): \(reason)" }

@@ -423,7 +423,9 @@ actor PollEngine {
             // Not the cloud's answer: the machines keep their schedule (still
             // due) and are polled once the shim is back.
             pausedUntil[key] = now + min(settings.shortPoll, Self.shimDownRetry)
-            if !shimDown.contains(key.provider) {
+            if down.starting {
+                logger.debug("waiting for the provider's shim to start", metadata: ["provider": "\(key.provider)"])
+            } else if !shimDown.contains(key.provider) {
                 shimDown.insert(key.provider)
                 logger.warning("provider unavailable; machines keep their schedule", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
             }

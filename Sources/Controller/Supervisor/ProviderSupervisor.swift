@@ -94,6 +94,7 @@ public actor ProviderSupervisor {
                     shim = try await launch(command)
                 } catch {
                     lastProblem = "\(error)"
+                    access.settle()
                     emit(.failedToStart(reason: "\(error)"))
                     logger.error("shim failed to start", metadata: ["provider": "\(provider)", "error": "\(error)"])
                     continue
@@ -295,12 +296,22 @@ public final class SupervisedCloudAccess: CloudAccess {
         self.timeout = timeout
     }
 
+    /// Whether a shim has served or failed yet (before that, "starting").
+    private let settled = NIOLockedValueBox(false)
+
     func route(to client: ProviderClient?) {
         self.client.withLockedValue { $0 = client }
+        if client != nil { settle() }
     }
+
+    /// A first start failed: from now on a missing shim is a problem.
+    func settle() { settled.withLockedValue { $0 = true } }
 
     private func live() throws(ShimUnavailable) -> ProviderClient {
         guard let client = client.withLockedValue({ $0 }) else {
+            if !settled.withLockedValue({ $0 }) {
+                throw ShimUnavailable(provider: provider, reason: "its shim is starting", starting: true)
+            }
             throw ShimUnavailable(provider: provider, reason: "no shim is running (it is being restarted)")
         }
         return client
