@@ -3,6 +3,8 @@ import Core
 import Foundation
 import Logging
 import ProviderShim
+import AsyncHTTPClient
+import NIOPosix
 
 /// `provider-shim`: the built-in provider backends, one per subcommand, each
 /// serving the provider contract on INSTANCEPOLLER_SOCKET.
@@ -17,7 +19,7 @@ struct ProviderShimCommand: AsyncParsableCommand {
             See proto/PROTOCOL.md.
             """,
         version: "0.1.0",
-        subcommands: [Fake.self]
+        subcommands: [Fake.self, EC2.self]
     )
 }
 
@@ -82,6 +84,46 @@ struct Fake: AsyncParsableCommand {
         }
         let clock: any FakeClock = manualClock ? ManualFakeClock() : epoch.map { WallFakeClock(epochSeconds: $0) } ?? WallFakeClock()
         let status = await FakeShim.run(scenario: loaded, clock: clock, options: shim.options("fake"))
+        throw ExitCode(status)
+    }
+}
+
+struct EC2: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ec2",
+        abstract: "Amazon EC2 over its Query API (HTTPS, Signature V4).",
+        discussion: """
+            The cloud spec gives the region and, optionally, the endpoint (plain HTTP only on loopback) and the \
+            attribute page-size (5-1000). Credentials: access-key, secret-key, optional session-token; they arrive \
+            with each call over the socket, never in argv or the environment.
+            """
+    )
+
+    @Option(help: "Seconds a ValidateCredential answer is cached per credential.")
+    var credentialTTL: Double = 300
+
+    @Option(help: "Attempts per EC2 call on 5xx and connection errors (jittered backoff, within the call's deadline).")
+    var maxAttempts: Int = 3
+
+    @OptionGroup var shim: ShimOptions
+
+    func validate() throws {
+        guard credentialTTL >= 0, credentialTTL.isFinite else { throw ValidationError("--credential-ttl must be ≥ 0 seconds") }
+        guard (1...10).contains(maxAttempts) else { throw ValidationError("--max-attempts must be from 1 to 10") }
+    }
+
+    func run() async throws {
+        MallocTuning.tuneForLargeFrames()
+        let options = shim.options("ec2")
+        let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        var settings = EC2Client.Settings()
+        settings.maxAttempts = maxAttempts
+        let backend = EC2Backend(
+            client: EC2Client(http: http, settings: settings, logger: options.logger),
+            credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), logger: options.logger
+        )
+        let status = await ShimProcess.run(backend: backend, options: options)
+        try? await http.shutdown()
         throw ExitCode(status)
     }
 }
