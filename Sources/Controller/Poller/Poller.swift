@@ -286,6 +286,7 @@ actor PollEngine {
                 credential = usable
                 calls += validateCalls
             case .refused(let reason, let validateCalls):
+                logger.debug("batch refused by the credential gate", metadata: ["credential": "\(key)", "machines": "\(batch.count)"])
                 try await fail(batch, "credential invalid: \(reason)", now: now)
                 return BatchOutcome(calls: validateCalls, stop: true, result: "credential_invalid")
             }

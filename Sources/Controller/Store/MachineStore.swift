@@ -131,10 +131,11 @@ public protocol MachineStore: Sendable {
     func machine(id: String) async throws -> Machine?
     func machines() async throws -> [Machine]
 
-    /// Writes one batch's results and schedule in one transaction. Status
-    /// and interfaces are written only when they differ from what is
-    /// stored, each change logged with source .poller. Results for machines
-    /// that no longer exist are skipped.
+    /// Writes one batch's results and schedule in one transaction. Status,
+    /// interfaces and the poll error are written only when they differ from
+    /// what is stored, each changed machine logged once (machine-polled,
+    /// source .poller). Results for machines that no longer exist are
+    /// skipped.
     func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws
 
     /// Sets the manual machine's status (the poller's own write).

@@ -198,6 +198,8 @@ public final class SQLiteMachineStore: MachineStore {
                 if try row.decode(String?.self, forColumn: "poll_error") != result.pollError {
                     try db.cachedStatement(sql: "UPDATE machines SET poll_error = ? WHERE id = ?").execute(
                         arguments: [result.pollError, result.machineID])
+                    // An error that appears or clears is news for watchers too.
+                    changed = true
                 }
                 if changed {
                     try Self.appendEvent(db, .machinePolled, .poller, machineID: result.machineID, at: now)

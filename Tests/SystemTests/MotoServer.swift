@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// moto's EC2 server (PyPI `moto[server]`, installed by scripts/test) on a
+/// free 127.0.0.1 port with IAM auth enforced, set up by
+/// Tests/Fixtures/ec2/moto_setup.py (which turns auth on when done): IAM users and keys, a VPC, instances
+/// with several ENIs, secondary IPs, IPv6 and Elastic IPs, stopped and
+/// terminated instances, and more instances than one page.
+final class MotoServer: Sendable {
+    struct Keys: Decodable, Sendable {
+        var access_key: String
+        var secret_key: String
+    }
+
+    struct Interface: Decodable, Sendable, Equatable {
+        var id: String
+        var mac: String
+        var subnet: String
+        var vpc: String
+        var device_index: Int
+        var private_ips: [String]
+        var ipv6: [String]
+        var public_ips: [String]
+    }
+
+    struct Instance: Decodable, Sendable {
+        var label: String
+        var state: String
+        var interfaces: [Interface]
+    }
+
+    /// What the fixture created, read back from moto.
+    struct Truth: Decodable, Sendable {
+        var region: String
+        var poller: Keys
+        var noperm: Keys
+        var instances: [String: Instance]
+    }
+
+    static let fixture = BuiltProducts.repositoryRoot + "/Tests/Fixtures/ec2/moto_setup.py"
+
+    let process: ChildProcess
+    let port: Int
+    let truth: Truth
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    private init(process: ChildProcess, port: Int, truth: Truth) {
+        self.process = process
+        self.port = port
+        self.truth = truth
+    }
+
+    /// Starts moto and runs the fixture's set-up.
+    static func start() async throws -> MotoServer {
+        let port = try freePort()
+        // One server serves the whole test run; it goes when the test
+        // process does (stdin EOF or parent death, see the fixture).
+        let server = try await ChildProcess.spawn("/usr/bin/env", ["python3", fixture, "serve", "--port", "\(port)"])
+        do {
+            try await server.stderrLines.waitForLine(containing: "Running on", .seconds(60))
+            let json = try await run(["python3", fixture, "setup", "--endpoint", "http://127.0.0.1:\(port)"], limit: .seconds(120))
+            let truth = try JSONDecoder().decode(Truth.self, from: Data(json.utf8))
+            return MotoServer(process: server, port: port, truth: truth)
+        } catch {
+            server.kill()
+            throw error
+        }
+    }
+
+    /// EC2 API requests moto has served so far (its access log).
+    var requests: Int {
+        process.stderrLines.lines.filter { $0.contains("\"POST / HTTP/1.1\"") }.count
+    }
+
+    func stop() async {
+        process.terminate()
+        _ = try? await process.waitForExit(.seconds(10))
+    }
+
+    struct CommandFailed: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private static func run(_ command: [String], limit: Duration = .seconds(60)) async throws -> String {
+        let child = try await ChildProcess.spawn("/usr/bin/env", command)
+        child.closeStdin()
+        let status = try await child.waitForExit(limit)
+        let output = try await child.output()
+        guard status == 0 else {
+            throw CommandFailed(description: "\(command.joined(separator: " ")) exited \(status) (is moto[server] installed? run scripts/test): \(output.stderr)")
+        }
+        return output.stdout
+    }
+
+    /// A port nothing listens on now (bound to 0, read, released).
+    private static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(fd, pointer, length) == 0 else { return -1 }
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw CommandFailed(description: "cannot find a free port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
