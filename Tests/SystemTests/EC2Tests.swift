@@ -137,6 +137,14 @@ struct EC2Tests {
             #expect(denied?.code == .permissionDenied, "\(String(describing: denied))")
             #expect(try await client.validateCredential(cloud: cloud, credential: noPermission, timeout: .seconds(30)).valid == false)
 
+            // Nothing listens there: retried with backoff inside the deadline, then Unavailable.
+            let nowhere = ProviderV1.CloudSpec.with { $0.region = "us-east-1"; $0.endpoint = "http://127.0.0.1:1" }
+            let started = ContinuousClock.now
+            let unreachable = await rpcError { _ = try await client.instances(cloud: nowhere, credential: noPermission, ids: [anyID], timeout: .seconds(3)) }
+            #expect(unreachable?.code == .unavailable, "\(String(describing: unreachable))")
+            #expect(unreachable?.message.hasPrefix("DescribeInstances: cannot reach EC2 at 127.0.0.1:1") == true)
+            #expect(ContinuousClock.now - started < .seconds(3), "reported before the caller's deadline")
+
             let tlsOnly = ProviderV1.CloudSpec.with { $0.region = "us-east-1"; $0.endpoint = "http://ec2.example.com" }
             let refused = await rpcError { _ = try await client.instances(cloud: tlsOnly, credential: noPermission, ids: [anyID], timeout: .seconds(30)) }
             #expect(refused?.code == .invalidArgument)

@@ -99,8 +99,12 @@ public final class EC2Client: Sendable {
         while true {
             attempt += 1
             let failure: RPCError
+            // Attempts share 90 % of the time left, so that the last failure
+            // is reported (with its cause) before the caller's deadline.
+            let left = deadline - .now
+            let attemptDeadline = ContinuousClock.now + (left * 0.9) / (settings.maxAttempts - attempt + 1)
             do {
-                return try await once(action, body: body, endpoint: endpoint, credentials: credentials, deadline: deadline)
+                return try await once(action, body: body, endpoint: endpoint, credentials: credentials, deadline: attemptDeadline)
             } catch let error as Retryable {
                 failure = error.error
             }
@@ -139,7 +143,6 @@ public final class EC2Client: Sendable {
             throw CancellationError()
         } catch {
             let text = scrub("\(error)", credentials)
-            if ContinuousClock.now >= deadline { throw RPCError(.deadlineExceeded, "\(action): EC2 at \(endpoint.hostHeader) did not answer in time") }
             throw Retryable(error: RPCError(.unavailable, "\(action): cannot reach EC2 at \(endpoint.hostHeader): \(text)"))
         }
         let bytes = Data(data.readableBytesView)
