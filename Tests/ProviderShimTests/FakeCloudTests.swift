@@ -18,6 +18,28 @@ struct FakeCloudTests {
         $0.attributes = ["access-key": "AKIAFAKEEXAMPLE", "secret-key": "fake-secret-key"]
     }
 
+    @Test func fleetsGenerateInstancesWithoutStoringThem() throws {
+        let (cloud, clock) = try Self.cloud("""
+            fleets:
+              - prefix: i-f-
+                count: 70000
+                interfaces: 2
+                timeline:
+                  - {at: 0s, state: allocating, raw_status: pending}
+                  - {at: 5s, state: running, raw_status: running}
+            """)
+        let ids = ["i-f-1", "i-f-65793", "i-f-70000", "i-f-70001", "i-f-0", "i-f-01", "other"]
+        #expect(cloud.instances(ids).map(\.found) == [true, true, true, false, false, false, false])
+        #expect(cloud.instances(["i-f-2"])[0].status.state == .allocating)
+        clock.advance(by: .seconds(5))
+        #expect(cloud.instances(["i-f-2"])[0].status.state == .running)
+        let interfaces = cloud.networkInterfaces(["i-f-65793"])[0].interfaces
+        #expect(interfaces.map(\.deviceIndex) == [0, 1])
+        #expect(interfaces.map { $0.addresses.map(\.value) } == [["10.1.1.1"], ["172.17.1.1"]], "made from the number 65793 = 0x010101")
+        #expect(Set(cloud.networkInterfaces(["i-f-1", "i-f-2"]).map { $0.interfaces[0].macAddress }).count == 2, "unique per member")
+        #expect(throws: ScenarioError.self) { try FakeScenario.parse("fleets: [{prefix: x, count: 3, interfaces: 9, timeline: [{at: 0s}]}]", file: "f.yaml") }
+    }
+
     @Test func timelineMovesWithTheClock() throws {
         let (cloud, clock) = try Self.cloud()
         func web() -> ProviderV1.InstanceResult { cloud.instances(["i-web-1"])[0] }

@@ -96,8 +96,18 @@ public final class FakeCloud: Sendable {
         _ result: (String, (status: ProviderV1.InstanceStatus, interfaces: [ProviderV1.NetworkInterface])?) -> Result
     ) -> [Result] {
         let time = now
+        let fleets = scenario.fleets
         return state.withLockedValue { state in
-            ids.map { id in result(id, state.timelines[id].flatMap { Self.evaluate($0, at: time) }) }
+            ids.map { id in
+                if let timeline = state.timelines[id] { return result(id, Self.evaluate(timeline, at: time)) }
+                for fleet in fleets {
+                    guard let number = fleet.index(of: id) else { continue }
+                    guard var current = Self.evaluate(fleet.timeline, at: time) else { return result(id, nil) }
+                    current.interfaces = fleet.interfaces(of: number)
+                    return result(id, current)
+                }
+                return result(id, nil)
+            }
         }
     }
 

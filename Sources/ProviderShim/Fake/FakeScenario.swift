@@ -1,4 +1,6 @@
 public import Core
+internal import Foundation
+internal import SwiftProtobuf
 
 /// What `provider-shim fake` simulates: credentials, instances with
 /// timelines relative to the shim's start, and faults. Read from a YAML or
@@ -13,6 +15,8 @@ public struct FakeScenario: Sendable {
     /// nil: any credential is accepted.
     public var credentials: [Credential]?
     public var instances: [Instance]
+    /// Generated instances, for load: no per-instance data is kept.
+    public var fleets: [Fleet] = []
     public var faults: [Fault]
 
     public init(
@@ -86,6 +90,51 @@ public struct FakeScenario: Sendable {
             self.message = message
             self.interfaces = interfaces
             self.gone = gone
+        }
+    }
+
+    /// `count` instances `<prefix>1` … `<prefix><count>` sharing one
+    /// timeline; each has `interfaceCount` interfaces with addresses made
+    /// from its number (eth0 in 10.0.0.0/8, eth1 in 172.16.0.0/12, …).
+    public struct Fleet: Sendable, Hashable {
+        public var prefix: String
+        public var count: Int
+        public var interfaceCount: Int
+        public var timeline: [Event]
+
+        public init(prefix: String, count: Int, interfaceCount: Int, timeline: [Event]) {
+            self.prefix = prefix
+            self.count = count
+            self.interfaceCount = interfaceCount
+            self.timeline = timeline
+        }
+
+        /// The member's number, if `id` is one of this fleet's.
+        func index(of id: String) -> Int? {
+            guard id.hasPrefix(prefix), let number = Int(id.dropFirst(prefix.count)), (1...count).contains(number),
+                  id == "\(prefix)\(number)"
+            else { return nil }
+            return number
+        }
+
+        /// Member `number`'s interfaces.
+        func interfaces(of number: Int) -> [ProviderV1.NetworkInterface] {
+            let bytes = (number >> 16 & 0xFF, number >> 8 & 0xFF, number & 0xFF)
+            return (0..<interfaceCount).map { index in
+                let network = index == 0 ? "10.\(bytes.0)" : "\(172 + index - 1).\(16 + bytes.0 % 16)"
+                return .with {
+                    $0.deviceIndex = Int32(index)
+                    $0.interfaceName = "eth\(index)"
+                    $0.macAddress = String(format: "02:%02x:%02x:%02x:%02x:%02x", index, number >> 24 & 0xFF, bytes.0, bytes.1, bytes.2)
+                    $0.providerID = "eni-\(prefix)\(number)-\(index)"
+                    $0.primary = index == 0
+                    $0.addresses = [.with {
+                        $0.value = "\(network).\(bytes.1).\(bytes.2)"
+                        $0.type = .ipv4
+                        $0.scope = .cloudLocal
+                    }]
+                }
+            }
         }
     }
 

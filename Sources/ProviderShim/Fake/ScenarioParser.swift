@@ -25,7 +25,7 @@ extension YAMLReader {
     // MARK: - The document
 
     func scenario(_ root: Node) throws(YAMLFileError) -> FakeScenario {
-        let top = try mapping(root, "", allowed: ["name", "cloud_types", "max_batch_size", "credentials", "instances", "faults"])
+        let top = try mapping(root, "", allowed: ["name", "cloud_types", "max_batch_size", "credentials", "instances", "fleets", "faults"])
         var scenario = FakeScenario()
         if let node = top["name"] { scenario.name = try string(node, "name") }
         if let node = top["cloud_types"] { scenario.cloudTypes = try stringList(node, "cloud_types") }
@@ -49,6 +49,11 @@ extension YAMLReader {
                     throw fail(item, "instances[\(index)].id", "instance \"\(instance.id)\" is declared twice")
                 }
                 scenario.instances.append(instance)
+            }
+        }
+        if let node = top["fleets"] {
+            for (index, item) in try sequence(node, "fleets").enumerated() {
+                scenario.fleets.append(try fleet(item, "fleets[\(index)]"))
             }
         }
         if let node = top["faults"] {
@@ -81,6 +86,32 @@ extension YAMLReader {
         }
         guard !timeline.isEmpty else { throw fail(timelineNode, "\(place).timeline", "the timeline is empty") }
         return FakeScenario.Instance(id: id, timeline: timeline)
+    }
+
+    func fleet(_ node: Node, _ place: String) throws(YAMLFileError) -> FakeScenario.Fleet {
+        let fields = try mapping(node, place, allowed: ["prefix", "count", "interfaces", "timeline"])
+        guard let prefixNode = fields["prefix"] else { throw fail(node, place, "a fleet needs an id prefix, e.g. i-fleet-") }
+        let prefix = try string(prefixNode, "\(place).prefix")
+        guard !prefix.isEmpty else { throw fail(prefixNode, "\(place).prefix", "the prefix is empty") }
+        guard let countNode = fields["count"] else { throw fail(node, place, "a fleet needs a count") }
+        let count = try unsigned(countNode, "\(place).count")
+        guard (1...10_000_000).contains(count) else { throw fail(countNode, "\(place).count", "must be from 1 to 10000000") }
+        var interfaceCount: UInt64 = 1
+        if let interfacesNode = fields["interfaces"] {
+            interfaceCount = try unsigned(interfacesNode, "\(place).interfaces")
+            guard interfaceCount <= 8 else { throw fail(interfacesNode, "\(place).interfaces", "at most 8") }
+        }
+        guard let timelineNode = fields["timeline"] else { throw fail(node, place, "a fleet needs a timeline") }
+        var timeline: [FakeScenario.Event] = []
+        for (index, item) in try sequence(timelineNode, "\(place).timeline").enumerated() {
+            let event = try event(item, "\(place).timeline[\(index)]", notBefore: timeline.last?.at)
+            if event.interfaces != nil {
+                throw fail(item, "\(place).timeline[\(index)].interfaces", "a fleet's interfaces are generated: set interfaces: N on the fleet")
+            }
+            timeline.append(event)
+        }
+        guard !timeline.isEmpty else { throw fail(timelineNode, "\(place).timeline", "the timeline is empty") }
+        return FakeScenario.Fleet(prefix: prefix, count: Int(count), interfaceCount: Int(interfaceCount), timeline: timeline)
     }
 
     static let states: [(String, ProviderV1.InstanceState)] = [
