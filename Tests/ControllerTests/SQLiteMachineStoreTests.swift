@@ -276,6 +276,18 @@ struct SQLiteMachineStoreTests {
         #expect(later.map(\.kind) == [.machinePolled, .machinePolled, .machinePolled])
     }
 
+    @Test func manyMachinesAreAddedAllOrNone() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        try await store.addMachines([Self.machine("m1"), Self.machine("m2")])
+        await #expect(throws: StoreError("machine m1 already exists")) {
+            try await store.addMachines([Self.machine("m3"), Self.machine("m1")])
+        }
+        #expect(try await store.machines().map(\.id).sorted() == ["m1", "m2"], "m3 rolled back with the rest")
+        #expect(try await store.events(after: 0, limit: 10).map(\.kind) == [.machineAdded, .machineAdded])
+    }
+
     @Test func pollErrorsThatAppearOrClearAreLoggedOnce() async throws {
         let fixture = try StoreFixture()
         defer { fixture.remove() }

@@ -124,6 +124,8 @@ public struct PollResult: Hashable, Sendable {
 public protocol MachineStore: Sendable {
     // Machines: changes from outside the poller (source .external).
     func addMachine(_ machine: Machine) async throws
+    /// Adds many machines in one transaction: all or none.
+    func addMachines(_ machines: [Machine]) async throws
     /// Updates life, instance id, agent status, provider, credential or the
     /// manual flag; the polled truth is the poller's to write.
     func updateMachine(_ machine: Machine) async throws

@@ -85,28 +85,36 @@ public final class SQLiteMachineStore: MachineStore {
     // MARK: Machines
 
     public func addMachine(_ machine: Machine) async throws {
+        try await addMachines([machine])
+    }
+
+    /// Adds machines in one transaction (all or none), each logged as added.
+    public func addMachines(_ machines: [Machine]) async throws {
+        guard !machines.isEmpty else { return }
         let now = clock.now
-        let interfaces = try Self.encode(interfaces: machine.interfaces, machineID: machine.id)
-        try await write("adding machine \(machine.id)") { db in
-            if try Self.exists(db, machineID: machine.id) {
-                throw StoreError("machine \(machine.id) already exists")
-            }
-            let status = machine.instanceStatus
-            try db.execute(
-                sql: """
-                    INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
-                        status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
+        let encoded = try machines.map { ($0, try Self.encode(interfaces: $0.interfaces, machineID: $0.id)) }
+        let what = machines.count == 1 ? "adding machine \(machines[0].id)" : "adding \(machines.count) machines"
+        try await write(what) { db in
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
+                    status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for (machine, interfaces) in encoded {
+                if try Self.exists(db, machineID: machine.id) {
+                    throw StoreError("machine \(machine.id) already exists")
+                }
+                let status = machine.instanceStatus
+                try insert.execute(arguments: [
                     machine.id, machine.provider, machine.credential, machine.instanceID, machine.life.rawValue,
                     machine.manual, machine.agentStatus.rawValue,
                     status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
                     interfaces, machine.pollError,
                 ])
-            try Self.appendEvent(db, .machineAdded, .external, machineID: machine.id, at: now)
+                try Self.appendEvent(db, .machineAdded, .external, machineID: machine.id, at: now)
+            }
         }
-        logger.debug("machine added", metadata: ["machine": "\(machine.id)"])
+        logger.debug("machines added", metadata: ["count": "\(machines.count)"])
         didChange()
     }
 
