@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "instancepoller", targets: ["InstancePollerCLI"]),
         .executable(name: "provider-shim", targets: ["ProviderShimCLI"]),
         .executable(name: "rpc-bench", targets: ["RPCBench"]),
+        .executable(name: "fleet-bench", targets: ["FleetBench"]),
         .library(name: "Core", targets: ["Core"]),
         .library(name: "Controller", targets: ["Controller"]),
         .library(name: "ProviderShim", targets: ["ProviderShim"]),
@@ -125,6 +126,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/RPCBench",
+            swiftSettings: strictSettings
+        ),
+        // The fleet benchmark driver for scripts/bench.
+        .executableTarget(
+            name: "FleetBench",
+            dependencies: [
+                "Controller", "Core", "ProviderShim",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/FleetBench",
             swiftSettings: strictSettings
         ),
         // Shared by the test targets: timeouts, events, raw connections, child processes.

@@ -123,4 +123,28 @@ struct PollScheduleTests {
         #expect(PollSettings(maxIDsPerCall: 0).problem() == "max ids per call must be at least 1")
         #expect(PollSettings(backoffFactor: 0.5).problem() == "backoff factor must be at least 1")
     }
+
+    /// The kept earliest due time agrees with a scan of every entry after
+    /// any sequence of changes (it is what makes an idle round O(1)).
+    @Test func theEarliestDueTimeIsKeptThroughEveryChange() {
+        var schedule = PollSchedule(settings: PollSettings(longPollJitter: 0.1), seed: 7)
+        var random = SystemRandomNumberGenerator()
+        var now = Self.t0
+        for step in 0..<2000 {
+            let id = "m\(Int.random(in: 0..<50, using: &random))"
+            switch Int.random(in: 0..<6, using: &random) {
+            case 0: schedule.track(id, now: now)
+            case 1: schedule.resetToShort(id, now: now)
+            case 2: schedule.untrack(id)
+            case 3: schedule.bump(id, now: now)
+            case 4: schedule.makeDue(id, at: now)
+            default:
+                schedule.record(id, .init(state: .running, hasAddresses: Bool.random(using: &random), agentStarted: true), now: now)
+            }
+            now = now + .milliseconds(Int64.random(in: 0...500, using: &random))
+            let scanned = schedule.entries.values.map(\.due).min()
+            #expect(schedule.nextDue == scanned, "after step \(step)")
+            #expect(schedule.due(at: now) == schedule.entries.values.filter { $0.due <= now }.sorted { ($0.due, $0.machineID) < ($1.due, $1.machineID) }.map(\.machineID))
+        }
+    }
 }

@@ -7,6 +7,11 @@ public struct PollSchedule: Sendable {
     public let settings: PollSettings
     public private(set) var entries: [String: ScheduleEntry] = [:]
     private var random: SplitMix64
+    /// The earliest due time, kept so that an idle round costs O(1)
+    /// instead of a scan of every machine; recomputed only when the entry
+    /// that held it moves later or goes.
+    private var earliest: Timestamp?
+    private var earliestIsStale = true
 
     /// What the poll found for one machine.
     public struct Observation: Sendable {
@@ -27,6 +32,21 @@ public struct PollSchedule: Sendable {
         self.settings = settings
         self.random = SplitMix64(seed: seed)
         for entry in saved { entries[entry.machineID] = entry }
+    }
+
+    /// Every change to an entry goes through here, to keep ``earliest``.
+    private mutating func store(_ entry: ScheduleEntry) {
+        let old = entries.updateValue(entry, forKey: entry.machineID)
+        noteChange(from: old?.due, to: entry.due)
+    }
+
+    private mutating func noteChange(from old: Timestamp?, to new: Timestamp?) {
+        guard !earliestIsStale else { return }
+        if let new, earliest.map({ new < $0 }) ?? true {
+            earliest = new
+        } else if let old, old == earliest, new != old {
+            earliestIsStale = true
+        }
     }
 
     public func entry(_ machineID: String) -> ScheduleEntry? { entries[machineID] }
@@ -51,26 +71,37 @@ public struct PollSchedule: Sendable {
     @discardableResult
     public mutating func resetToShort(_ machineID: String, now: Timestamp) -> ScheduleEntry {
         let entry = ScheduleEntry(machineID: machineID, group: .short, interval: settings.shortPoll, due: now + settings.shortPoll)
-        entries[machineID] = entry
+        store(entry)
         return entry
     }
 
     public mutating func untrack(_ machineID: String) {
-        entries.removeValue(forKey: machineID)
+        if let old = entries.removeValue(forKey: machineID) { noteChange(from: old.due, to: nil) }
     }
 
-    /// Machines due at `now`, earliest first.
-    public func due(at now: Timestamp) -> [String] {
-        entries.values.filter { $0.due <= now }.sorted { ($0.due, $0.machineID) < ($1.due, $1.machineID) }.map(\.machineID)
+    /// Machines due at `now`, earliest first. O(1) when none is.
+    public mutating func due(at now: Timestamp) -> [String] {
+        guard let next = nextDue, next <= now else { return [] }
+        return entries.values.filter { $0.due <= now }.sorted { ($0.due, $0.machineID) < ($1.due, $1.machineID) }.map(\.machineID)
     }
 
     /// The earliest due time, or nil when nothing is tracked.
-    public var nextDue: Timestamp? { entries.values.map(\.due).min() }
+    public var nextDue: Timestamp? {
+        mutating get {
+            if earliestIsStale {
+                earliest = entries.values.lazy.map(\.due).min()
+                earliestIsStale = false
+            }
+            return earliest
+        }
+    }
 
     /// Makes a machine due at `time` without touching its group or interval
     /// (an updated credential's paused machines are polled at once).
     public mutating func makeDue(_ machineID: String, at time: Timestamp) {
-        entries[machineID]?.due = time
+        guard var entry = entries[machineID] else { return }
+        entry.due = time
+        store(entry)
     }
 
     /// `interval = min(interval × backoff, cap)`, due one interval from now,
@@ -85,7 +116,7 @@ public struct PollSchedule: Sendable {
         } else {
             entry.due = now + jitteredLongPoll()
         }
-        entries[machineID] = entry
+        store(entry)
         return entry
     }
 
@@ -104,7 +135,7 @@ public struct PollSchedule: Sendable {
         }
         if observation.state != nil, observation.hasAddresses, observation.agentStarted {
             let long = ScheduleEntry(machineID: machineID, group: .long, interval: settings.longPoll, due: now + jitteredLongPoll())
-            entries[machineID] = long
+            store(long)
             return long
         }
         return bump(machineID, now: now)

@@ -1,0 +1,217 @@
+import ArgumentParser
+import Controller
+import Core
+import Foundation
+import GRDB
+import Logging
+import ProviderShim
+
+/// `fleet-bench`: the real controller (`instancepoller run`) with
+/// `provider-shim fake` serving N machines that are running with two
+/// interfaces each, measured as an operator would see it. Prints one JSON
+/// object per fleet size on stdout (scripts/bench makes the table).
+@main
+struct FleetBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fleet-bench", abstract: "Fleet-scale benchmark of the controller.")
+
+    @Option(help: "Fleet sizes, comma-separated.") var sizes: String = "1000,10000,100000"
+    @Option(help: "The instancepoller binary.") var instancepoller: String
+    @Option(help: "The provider-shim binary.") var providerShim: String
+    @Option(help: "Seconds after a restart during which provider calls are counted.") var restartWindow: Double = 60
+    @Option(help: "Only the largest size is restarted.") var restartSize: Int = 100_000
+    @Option(help: "Seconds of steady state over which idle CPU is measured.") var idleWindow: Double = 20
+    @Option(help: "Give up on convergence after this many seconds.") var timeout: Double = 300
+
+    func run() async throws {
+        for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
+            let result = try await Fleet(size: size, bench: self).measure()
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        }
+    }
+}
+
+struct Fleet {
+    let size: Int
+    let bench: FleetBench
+    let directory: String
+    static let maxIDs = 200
+    static let longPoll = 900.0
+
+    init(size: Int, bench: FleetBench) {
+        self.size = size
+        self.bench = bench
+        var template = Array("/tmp/fleet-bench-XXXXXX".utf8CString)
+        directory = String(cString: mkdtemp(&template))
+    }
+
+    func log(_ text: String) { FileHandle.standardError.write(Data("fleet-bench N=\(size): \(text)\n".utf8)) }
+
+    func measure() async throws -> [String: Any] {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try writeFiles()
+        try await seedStore()
+        var result: [String: Any] = ["machines": size]
+
+        // Start, and wait until every machine has its addresses and sits in the long group.
+        let first = try ControllerProcess.start(bench: bench, directory: directory)
+        let started = Date()
+        let reader = try DatabaseQueue(path: "\(directory)/store.db", configuration: { var c = Configuration(); c.readonly = true; return c }())
+        while try await reader.read({ db in try Int.fetchOne(db, sql: "SELECT count(*) FROM schedule WHERE grp = 'long'") ?? 0 }) < size {
+            guard Date().timeIntervalSince(started) < bench.timeout, first.process.isRunning else {
+                first.stop()
+                let tail = (try? String(contentsOfFile: "\(directory)/controller.log", encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+                throw Failure("did not converge (in \(bench.timeout) s at most); the controller's log ends:\n\(tail)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        result["converge_seconds"] = Date().timeIntervalSince(started)
+        let cpuConverge = first.cpuSeconds()
+        log("converged in \(result["converge_seconds"]!) s")
+
+        let calls = try await Self.calls(socket: "\(directory)/run/cloud-1.sock")
+        let minimum = (size + Self.maxIDs - 1) / Self.maxIDs
+        result["calls_instances"] = calls["Instances"] ?? 0
+        result["calls_network_interfaces"] = calls["NetworkInterfaces"] ?? 0
+        result["calls_validate_credential"] = calls["ValidateCredential"] ?? 0
+        result["calls_minimum_per_method"] = minimum
+
+        // Steady state: everything in the long group, nothing due for ~15 min.
+        let idleStart = first.cpuSeconds()
+        try await Task.sleep(for: .seconds(bench.idleWindow))
+        let idleRate = (first.cpuSeconds() - idleStart) / bench.idleWindow
+        result["idle_cpu_percent"] = idleRate * 100
+        // One sweep = polling every machine once (as during convergence) plus
+        // a long-poll period of the steady state.
+        let sweep = cpuConverge + idleRate * Self.longPoll
+        result["cpu_seconds_per_sweep"] = sweep
+        result["cpu_percent_of_core_over_sweep"] = sweep / Self.longPoll * 100
+        result["controller_peak_rss_mib"] = first.peakRSSMiB()
+        result["shim_peak_rss_mib"] = first.shimPeakRSSMiB()
+        first.stop()
+        result["store_bytes"] = ["store.db", "store.db-wal", "store.db-shm"].reduce(0) { total, name in
+            total + ((try? FileManager.default.attributesOfItem(atPath: "\(directory)/\(name)")[.size] as? Int) ?? 0)
+        }
+
+        if size >= bench.restartSize {
+            let restartAt = Date()
+            let window = bench.restartWindow
+            let dueInWindow = try await reader.read { db in
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM schedule WHERE due_ns <= ?", arguments: [Int64((restartAt.timeIntervalSince1970 + window) * 1e9)]) ?? 0
+            }
+            let second = try ControllerProcess.start(bench: bench, directory: directory)
+            try await Task.sleep(for: .seconds(window))
+            let after = try await Self.calls(socket: "\(directory)/run/cloud-1.sock")
+            second.stop()
+            let ideal = (dueInWindow + Self.maxIDs - 1) / Self.maxIDs * 2
+            result["restart_calls_first_window"] = (after["Instances"] ?? 0) + (after["NetworkInterfaces"] ?? 0)
+            result["restart_ideal_calls"] = ideal
+            result["restart_window_seconds"] = window
+            log("restart: \(result["restart_calls_first_window"]!) calls in \(window) s, ideal \(ideal)")
+        }
+        return result
+    }
+
+    func writeFiles() throws {
+        try """
+            name: fleet
+            fleets:
+              - prefix: i-
+                count: \(size)
+                interfaces: 2
+                timeline:
+                  - {at: 0s, state: running, raw_status: running}
+            """.write(toFile: "\(directory)/scenario.yaml", atomically: true, encoding: .utf8)
+        try """
+            store: store.db
+            runtime_directory: run
+            log: {level: warning}
+            providers:
+              cloud:
+                shim:
+                  command: \(URL(fileURLWithPath: bench.providerShim).standardizedFileURL.path)
+                  args: [fake, --scenario, \(directory)/scenario.yaml, --log-level, warning]
+                cloud: {type: fake}
+            credentials:
+              - {provider: cloud, name: main, auth_type: token, attributes: {token: bench}}
+            """.write(toFile: "\(directory)/config.yaml", atomically: true, encoding: .utf8)
+    }
+
+    func seedStore() async throws {
+        let store = try SQLiteMachineStore(path: "\(directory)/store.db", clock: SystemPollClock(), logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
+        var start = 1
+        while start <= size {
+            let end = min(start + 9_999, size)
+            try await store.addMachines((start...end).map { Machine(id: "m-\($0)", provider: "cloud", credential: "main", instanceID: "i-\($0)") })
+            start = end + 1
+        }
+        try store.close()
+    }
+
+    static func calls(socket: String) async throws -> [String: UInt64] {
+        let client = try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
+        defer { Task { await client.close() } }
+        let answer = try await client.call(FakeCloudControl.getCalls, .init(), timeout: .seconds(10))
+        return Dictionary(uniqueKeysWithValues: answer.counts.map { ($0.method, $0.count) })
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// `instancepoller run` as a child process.
+struct ControllerProcess {
+    let process: Process
+
+    static func start(bench: FleetBench, directory: String) throws -> ControllerProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bench.instancepoller).standardizedFileURL
+        process.arguments = ["run", "--config", "\(directory)/config.yaml"]
+        FileManager.default.createFile(atPath: "\(directory)/controller.log", contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(directory)/controller.log"))
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        return ControllerProcess(process: process)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// User + system CPU seconds so far.
+    func cpuSeconds() -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / ticks
+    }
+
+    static func peakRSSMiB(_ pid: Int32) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 0 }
+        return kib / 1024
+    }
+
+    func peakRSSMiB() -> Double { Self.peakRSSMiB(pid) }
+
+    func shimPeakRSSMiB() -> Double {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, Int32(fields[1]) == pid { return Self.peakRSSMiB(child) }
+        }
+        return 0
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
