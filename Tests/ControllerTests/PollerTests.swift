@@ -441,6 +441,26 @@ struct PollerTests {
         }
     }
 
+    @Test func aJitteredSweepGoesOutInFullBatches() async throws {
+        try await Self.with(settings: PollSettings(longPollJitter: 0.1, maxIDsPerCall: 10)) { f in
+            for index in 1...25 {
+                f.cloud.set("i-m\(index)", .running, addresses: ["10.0.0.\(index)"])
+                try await f.add("m\(index)")
+            }
+            try await f.tick()
+            try await f.tick(.seconds(3))
+            #expect(try await f.store.schedule().allSatisfy { $0.group == .long })
+            f.cloud.resetCalls()
+            // Due times are spread over 13.5 … 16.5 min; walk through the window.
+            try await f.tick(.seconds(13 * 60 + 29))
+            for _ in 0..<200 { try await f.tick(.seconds(1)) }
+            let calls = f.cloud.calls("Instances")
+            #expect(calls.count == 3, "ceil(25 / 10) calls, not one per due time: \(calls.map(\.ids.count))")
+            #expect(calls.map(\.ids.count).sorted() == [5, 10, 10])
+            #expect(Set(calls.flatMap(\.ids)).count == 25, "every machine once")
+        }
+    }
+
     @Test func aShimStillStartingIsWaitedForQuietly() async throws {
         try await Self.with { f in
             f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])

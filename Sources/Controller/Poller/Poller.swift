@@ -230,6 +230,7 @@ actor PollEngine {
             groups[CredentialKey(provider: machine.provider, credential: machine.credential), default: []].append(machine)
         }
         if !bumped.isEmpty { try await store.saveSchedule(bumped, removing: []) }
+        fillBatches(&groups, now: now)
 
         // One task per (provider, credential); batches within one run in
         // order, so at most one call is in flight per pair.
@@ -245,6 +246,33 @@ actor PollEngine {
                 metrics.machines(short: counts.short, long: counts.long)
             }
             return calls
+        }
+    }
+
+    /// Fills each pair's last batch with the long-group machines of that
+    /// pair that come due soonest within the jitter window (polled a little
+    /// early). Jitter spreads a fleet's sweep over that window; without
+    /// this, the sweep would go out as many small calls instead of
+    /// ceil(N / max ids) full ones. Short-group machines are never pulled
+    /// early: their backoff is the schedule.
+    private func fillBatches(_ groups: inout [CredentialKey: [Machine]], now: Timestamp) {
+        let horizon = now + settings.longPoll * settings.longPollJitter
+        guard horizon > now else { return }
+        var room: [CredentialKey: Int] = [:]
+        for (key, members) in groups {
+            let free = (settings.maxIDsPerCall - members.count % settings.maxIDsPerCall) % settings.maxIDsPerCall
+            if free > 0, pausedUntil[key].map({ $0 <= now }) ?? true { room[key] = free }
+        }
+        guard !room.isEmpty else { return }
+        var upcoming: [CredentialKey: [(due: Timestamp, machine: Machine)]] = [:]
+        for entry in schedule.entries.values where entry.group == .long && entry.due > now && entry.due <= horizon {
+            guard let machine = machines[entry.machineID], machine.isProvisioned else { continue }
+            let key = CredentialKey(provider: machine.provider, credential: machine.credential)
+            if room[key] != nil { upcoming[key, default: []].append((entry.due, machine)) }
+        }
+        for (key, candidates) in upcoming {
+            let soonest = candidates.sorted { ($0.due, $0.machine.id) < ($1.due, $1.machine.id) }.prefix(room[key] ?? 0)
+            groups[key, default: []].append(contentsOf: soonest.map(\.machine))
         }
     }
 
