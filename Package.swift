@@ -134,6 +134,7 @@ let package = Package(
             dependencies: [
                 "Controller", "Core", "ProviderShim",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

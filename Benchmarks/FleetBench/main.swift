@@ -5,6 +5,7 @@ import Foundation
 import GRDB
 import Logging
 import ProviderShim
+import SwiftProtobuf
 
 /// `fleet-bench`: the real controller (`instancepoller run`) with
 /// `provider-shim fake` serving N machines that are running with two
@@ -21,6 +22,7 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Only the largest size is restarted.") var restartSize: Int = 100_000
     @Option(help: "Seconds of steady state over which idle CPU is measured.") var idleWindow: Double = 20
     @Option(help: "Give up on convergence after this many seconds.") var timeout: Double = 300
+    @Option(help: "Long-poll period (s) of the run that counts the calls of one jittered sweep.") var sweepLongPoll: Double = 30
 
     func run() async throws {
         for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
@@ -47,24 +49,35 @@ struct Fleet {
 
     func log(_ text: String) { FileHandle.standardError.write(Data("fleet-bench N=\(size): \(text)\n".utf8)) }
 
-    func measure() async throws -> [String: Any] {
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        try writeFiles()
-        try await seedStore()
-        var result: [String: Any] = ["machines": size]
-
-        // Start, and wait until every machine has its addresses and sits in the long group.
-        let first = try ControllerProcess.start(bench: bench, directory: directory)
-        let started = Date()
-        let reader = try DatabaseQueue(path: "\(directory)/store.db", configuration: { var c = Configuration(); c.readonly = true; return c }())
+    /// Waits until every machine has its addresses and sits in the long group.
+    func waitForConvergence(_ controller: ControllerProcess, _ reader: DatabaseQueue, since started: Date) async throws {
         while try await reader.read({ db in try Int.fetchOne(db, sql: "SELECT count(*) FROM schedule WHERE grp = 'long'") ?? 0 }) < size {
-            guard Date().timeIntervalSince(started) < bench.timeout, first.process.isRunning else {
-                first.stop()
+            guard Date().timeIntervalSince(started) < bench.timeout, controller.process.isRunning else {
+                controller.stop()
                 let tail = (try? String(contentsOfFile: "\(directory)/controller.log", encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
                 throw Failure("did not converge (in \(bench.timeout) s at most); the controller's log ends:\n\(tail)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    func reader() throws -> DatabaseQueue {
+        try DatabaseQueue(path: "\(directory)/store.db", configuration: { var c = Configuration(); c.readonly = true; return c }())
+    }
+
+    func measure() async throws -> [String: Any] {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var result = try await measureSweep()
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try writeFiles(longPoll: Self.longPoll)
+        try await seedStore()
+        result["machines"] = size
+
+        let first = try ControllerProcess.start(bench: bench, directory: directory)
+        let started = Date()
+        let reader = try reader()
+        try await waitForConvergence(first, reader, since: started)
         result["converge_seconds"] = Date().timeIntervalSince(started)
         let cpuConverge = first.cpuSeconds()
         log("converged in \(result["converge_seconds"]!) s")
@@ -112,7 +125,28 @@ struct Fleet {
         return result
     }
 
-    func writeFiles() throws {
+    /// The calls of one jittered long-poll sweep, with a short long poll so
+    /// that a sweep fits in the run.
+    func measureSweep() async throws -> [String: Any] {
+        try writeFiles(longPoll: bench.sweepLongPoll)
+        try await seedStore()
+        let controller = try ControllerProcess.start(bench: bench, directory: directory)
+        defer { controller.stop() }
+        try await waitForConvergence(controller, try reader(), since: Date())
+        let socket = "\(directory)/run/cloud-1.sock"
+        _ = try await Self.calls(socket: socket, reset: true)
+        // Every long-group due time falls within longPoll × (1 ± 10 %) of its last poll.
+        try await Task.sleep(for: .seconds(bench.sweepLongPoll * 1.1 + 2))
+        let calls = try await Self.calls(socket: socket)
+        log("one sweep: \(calls["Instances"] ?? 0) Instances calls")
+        return [
+            "sweep_calls_instances": calls["Instances"] ?? 0,
+            "sweep_calls_network_interfaces": calls["NetworkInterfaces"] ?? 0,
+            "sweep_long_poll_seconds": bench.sweepLongPoll,
+        ]
+    }
+
+    func writeFiles(longPoll: Double) throws {
         try """
             name: fleet
             fleets:
@@ -126,6 +160,7 @@ struct Fleet {
             store: store.db
             runtime_directory: run
             log: {level: warning}
+            poll: {long_poll: \(longPoll)s}
             providers:
               cloud:
                 shim:
@@ -148,10 +183,10 @@ struct Fleet {
         try store.close()
     }
 
-    static func calls(socket: String) async throws -> [String: UInt64] {
+    static func calls(socket: String, reset: Bool = false) async throws -> [String: UInt64] {
         let client = try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() })
         defer { Task { await client.close() } }
-        let answer = try await client.call(FakeCloudControl.getCalls, .init(), timeout: .seconds(10))
+        let answer = try await client.call(FakeCloudControl.getCalls, .with { $0.reset = reset }, timeout: .seconds(10))
         return Dictionary(uniqueKeysWithValues: answer.counts.map { ($0.method, $0.count) })
     }
 }
