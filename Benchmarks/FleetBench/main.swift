@@ -21,6 +21,7 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Seconds after a restart during which provider calls are counted.") var restartWindow: Double = 60
     @Option(help: "Only the largest size is restarted.") var restartSize: Int = 100_000
     @Option(help: "Seconds of steady state over which idle CPU is measured.") var idleWindow: Double = 20
+    @Option(help: "Seconds to let the last writes settle (WAL checkpoint) before the idle window.") var settle: Double = 10
     @Option(help: "Give up on convergence after this many seconds.") var timeout: Double = 300
     @Option(help: "Long-poll period (s) of the run that counts the calls of one jittered sweep.") var sweepLongPoll: Double = 30
 
@@ -79,7 +80,6 @@ struct Fleet {
         let reader = try reader()
         try await waitForConvergence(first, reader, since: started)
         result["converge_seconds"] = Date().timeIntervalSince(started)
-        let cpuConverge = first.cpuSeconds()
         log("converged in \(result["converge_seconds"]!) s")
 
         let calls = try await Self.calls(socket: "\(directory)/run/cloud-1.sock")
@@ -90,13 +90,15 @@ struct Fleet {
         result["calls_minimum_per_method"] = minimum
 
         // Steady state: everything in the long group, nothing due for ~15 min.
-        let idleStart = first.cpuSeconds()
+        try await Task.sleep(for: .seconds(bench.settle))
+        let settled = first.cpuSeconds()
+        let idleStart = settled
         try await Task.sleep(for: .seconds(bench.idleWindow))
         let idleRate = (first.cpuSeconds() - idleStart) / bench.idleWindow
         result["idle_cpu_percent"] = idleRate * 100
         // One sweep = polling every machine once (as during convergence) plus
         // a long-poll period of the steady state.
-        let sweep = cpuConverge + idleRate * Self.longPoll
+        let sweep = settled + idleRate * Self.longPoll
         result["cpu_seconds_per_sweep"] = sweep
         result["cpu_percent_of_core_over_sweep"] = sweep / Self.longPoll * 100
         result["controller_peak_rss_mib"] = first.peakRSSMiB()

@@ -2,6 +2,7 @@ import Controller
 import Core
 import Foundation
 import Logging
+import Synchronization
 import Testing
 import TestSupport
 
@@ -14,6 +15,13 @@ import TestSupport
 struct ControllerHarness: Sendable {
     let directory: TemporaryDirectory
     let store: SQLiteMachineStore
+    /// Every controller started, so that ``remove()`` stops any that a
+    /// failing test left running.
+    private let started = Processes()
+
+    final class Processes: Sendable {
+        let list = Mutex<[ChildProcess]>([])
+    }
 
     var configPath: String { directory.file("config.yaml") }
     var runtimeDirectory: String { directory.file("run") }
@@ -127,6 +135,7 @@ struct ControllerHarness: Sendable {
         let controller = try await ChildProcess.spawn(
             BuiltProducts.path(of: "instancepoller"), ["run", "--config", configPath, "--log-level", "debug"]
         )
+        started.list.withLock { $0.append(controller) }
         do {
             try await controller.stderrLines.waitForLine(containing: "controller started")
         } catch {
@@ -209,6 +218,9 @@ struct ControllerHarness: Sendable {
     }
 
     func remove() {
+        for controller in started.list.withLock({ $0 }) where controller.exitStatusIfExited == nil {
+            controller.kill()  // its shims follow: stdin EOF and parent death
+        }
         try? store.close()
         directory.remove()
     }

@@ -39,6 +39,40 @@ public final class Poller: Service {
     }
 }
 
+/// A machine as the poll engine keeps it: no interfaces, only their hash
+/// and whether they have addresses.
+struct Tracked: Sendable {
+    let id: String
+    var provider: String
+    var credential: String
+    var instanceID: String
+    var agentStatus: Machine.AgentStatus
+    var instanceStatus: InstanceStatusRecord
+    private(set) var interfacesHash: Int
+    private(set) var hasAddresses: Bool
+    var pollError: String?
+
+    init(_ machine: Machine) {
+        id = machine.id
+        provider = machine.provider
+        credential = machine.credential
+        instanceID = machine.instanceID
+        agentStatus = machine.agentStatus
+        instanceStatus = machine.instanceStatus
+        interfacesHash = machine.interfaces.hashValue
+        hasAddresses = !machine.addresses.isEmpty
+        pollError = machine.pollError
+    }
+
+    var isProvisioned: Bool { !instanceID.isEmpty }
+
+    /// Records newly polled interfaces (kept as their hash).
+    mutating func record(interfaces: [ProviderV1.NetworkInterface]) {
+        interfacesHash = interfaces.hashValue
+        hasAddresses = interfaces.contains { !$0.addresses.isEmpty || !$0.shadowAddresses.isEmpty }
+    }
+}
+
 /// A (provider, credential) pair: the unit of batching, gating and throttling.
 struct CredentialKey: Hashable, Sendable, CustomStringConvertible {
     var provider: String
@@ -57,7 +91,9 @@ actor PollEngine {
     let metrics: ControllerMetrics?
 
     private var schedule: PollSchedule
-    private var machines: [String: Machine] = [:]
+    /// What scheduling needs of each machine; the polled interfaces are kept
+    /// only as a hash (the store holds them), so 100 000 machines stay small.
+    private var machines: [String: Tracked] = [:]
     private var revision: Int64 = 0
     private var loaded = false
     private let jitterSeed: UInt64
@@ -121,7 +157,7 @@ actor PollEngine {
         schedule = PollSchedule(settings: settings, seed: jitterSeed, resuming: saved)
         var removing: [String] = []
         let all = try await store.machines()
-        for machine in all { machines[machine.id] = machine }
+        for machine in all { machines[machine.id] = Tracked(machine) }
         for entry in saved where machines[entry.machineID] == nil { removing.append(entry.machineID); schedule.untrack(entry.machineID) }
         for machine in all { try await consider(machine, now: now, changed: false) }
         try await store.saveSchedule(Array(schedule.entries.values), removing: removing)
@@ -176,7 +212,7 @@ actor PollEngine {
                         continue
                     }
                     let isNew = machines[machine.id] == nil
-                    machines[machine.id] = machine
+                    machines[machine.id] = Tracked(machine)
                     try await consider(machine, now: now, changed: !isNew)
                     if schedule.entry(machine.id) != nil { touched.append(machine.id) } else { removed.append(machine.id) }
                 case .machineRemoved:
@@ -218,7 +254,7 @@ actor PollEngine {
         let now = clock.now
         let due = schedule.due(at: now)
         guard !due.isEmpty else { return 0 }
-        var groups: [CredentialKey: [Machine]] = [:]
+        var groups: [CredentialKey: [Tracked]] = [:]
         var bumped: [ScheduleEntry] = []
         for id in due {
             guard let machine = machines[id] else { schedule.untrack(id); continue }
@@ -255,7 +291,7 @@ actor PollEngine {
     /// this, the sweep would go out as many small calls instead of
     /// ceil(N / max ids) full ones. Short-group machines are never pulled
     /// early: their backoff is the schedule.
-    private func fillBatches(_ groups: inout [CredentialKey: [Machine]], now: Timestamp) {
+    private func fillBatches(_ groups: inout [CredentialKey: [Tracked]], now: Timestamp) {
         let horizon = now + settings.longPoll * settings.longPollJitter
         guard horizon > now else { return }
         var room: [CredentialKey: Int] = [:]
@@ -264,7 +300,7 @@ actor PollEngine {
             if free > 0, pausedUntil[key].map({ $0 <= now }) ?? true { room[key] = free }
         }
         guard !room.isEmpty else { return }
-        var upcoming: [CredentialKey: [(due: Timestamp, machine: Machine)]] = [:]
+        var upcoming: [CredentialKey: [(due: Timestamp, machine: Tracked)]] = [:]
         for entry in schedule.entries.values where entry.group == .long && entry.due > now && entry.due <= horizon {
             guard let machine = machines[entry.machineID], machine.isProvisioned else { continue }
             let key = CredentialKey(provider: machine.provider, credential: machine.credential)
@@ -276,7 +312,7 @@ actor PollEngine {
         }
     }
 
-    private func poll(_ key: CredentialKey, _ members: [Machine]) async throws -> Int {
+    private func poll(_ key: CredentialKey, _ members: [Tracked]) async throws -> Int {
         var calls = 0
         var start = 0
         while start < members.count {
@@ -298,7 +334,7 @@ actor PollEngine {
         var result: String
     }
 
-    private func pollBatch(_ key: CredentialKey, _ batch: [Machine]) async throws -> BatchOutcome {
+    private func pollBatch(_ key: CredentialKey, _ batch: [Tracked]) async throws -> BatchOutcome {
         let now = clock.now
         guard let endpoint = providers.endpoint(for: key.provider) else {
             try await fail(batch, "provider \(key.provider) is not configured", now: now)
@@ -354,20 +390,20 @@ actor PollEngine {
         for (machine, instance) in zip(batch, instances) {
             guard machines[machine.id] != nil else { continue }  // removed meanwhile
             var result = PollResult(machineID: machine.id)
-            var observation = PollSchedule.Observation(state: nil, hasAddresses: !machine.addresses.isEmpty, agentStarted: machine.agentStatus == .none || machine.agentStatus == .started)
+            var observation = PollSchedule.Observation(state: nil, hasAddresses: machine.hasAddresses, agentStarted: machine.agentStatus == .none || machine.agentStatus == .started)
             if instance.found {
                 let status = InstanceStatusRecord(state: instance.status.state, rawStatus: instance.status.rawStatus, message: instance.status.message, updatedAt: written)
                 if !status.sameReport(as: machine.instanceStatus) { result.instanceStatus = status }
                 observation.state = instance.status.state
                 if let interfaces = interfacesByID[machine.instanceID], interfaces.found {
-                    if interfaces.interfaces != machine.interfaces { result.interfaces = interfaces.interfaces }
+                    if interfaces.interfaces.hashValue != machine.interfacesHash { result.interfaces = interfaces.interfaces }
                     observation.hasAddresses = interfaces.interfaces.contains { !$0.addresses.isEmpty || !$0.shadowAddresses.isEmpty }
                 }
             } else {
                 observation.hasAddresses = false
             }
             if let status = result.instanceStatus { machines[machine.id]?.instanceStatus = status }
-            if let interfaces = result.interfaces { machines[machine.id]?.interfaces = interfaces }
+            if let interfaces = result.interfaces { machines[machine.id]?.record(interfaces: interfaces) }
             machines[machine.id]?.pollError = nil
             results.append(result)
             if let entry = schedule.record(machine.id, observation, now: written) { entries.append(entry) }
@@ -446,7 +482,7 @@ actor PollEngine {
     }
 
     /// What a failed cloud call means for the batch and the pair.
-    private func handleCallError(calls: Int, _ error: any Error, key: CredentialKey, batch: [Machine], method: String, now: Timestamp) async throws -> BatchOutcome {
+    private func handleCallError(calls: Int, _ error: any Error, key: CredentialKey, batch: [Tracked], method: String, now: Timestamp) async throws -> BatchOutcome {
         if error is CancellationError { throw error }
         if let down = error as? ShimUnavailable {
             // Not the cloud's answer: the machines keep their schedule (still
@@ -480,7 +516,7 @@ actor PollEngine {
     }
 
     /// Records an error on every machine of a batch and bumps them.
-    private func fail(_ batch: [Machine], _ message: String, now: Timestamp) async throws {
+    private func fail(_ batch: [Tracked], _ message: String, now: Timestamp) async throws {
         var results: [PollResult] = []
         var entries: [ScheduleEntry] = []
         for machine in batch where machines[machine.id] != nil {
