@@ -20,6 +20,7 @@ static inline int ip_set_parent_death_signal(int signal) {
 static inline int ip_mallopt(int param, int value) { return mallopt(param, value); }
 static const int IP_M_MMAP_THRESHOLD = M_MMAP_THRESHOLD;
 static const int IP_M_TRIM_THRESHOLD = M_TRIM_THRESHOLD;
+static const int IP_M_ARENA_MAX = M_ARENA_MAX;
 
 /// Waits up to `timeout_ms` for process `pid` (not necessarily a child) to
 /// exit, via pidfd_open(2) and poll(2). Returns 1 if it exited, 0 on
