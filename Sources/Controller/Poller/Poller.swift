@@ -254,7 +254,9 @@ actor PollEngine {
         let now = clock.now
         let due = schedule.due(at: now)
         guard !due.isEmpty else { return 0 }
-        var groups: [CredentialKey: [Tracked]] = [:]
+        // Ids, not copies of the records: at 100 000 machines a sweep would
+        // otherwise hold a second copy of every record.
+        var groups: [CredentialKey: [String]] = [:]
         var bumped: [ScheduleEntry] = []
         for id in due {
             guard let machine = machines[id] else { schedule.untrack(id); continue }
@@ -263,7 +265,7 @@ actor PollEngine {
                 if let entry = schedule.bump(id, now: now) { bumped.append(entry) }
                 continue
             }
-            groups[CredentialKey(provider: machine.provider, credential: machine.credential), default: []].append(machine)
+            groups[CredentialKey(provider: machine.provider, credential: machine.credential), default: []].append(id)
         }
         if !bumped.isEmpty { try await store.saveSchedule(bumped, removing: []) }
         fillBatches(&groups, now: now)
@@ -291,7 +293,7 @@ actor PollEngine {
     /// this, the sweep would go out as many small calls instead of
     /// ceil(N / max ids) full ones. Short-group machines are never pulled
     /// early: their backoff is the schedule.
-    private func fillBatches(_ groups: inout [CredentialKey: [Tracked]], now: Timestamp) {
+    private func fillBatches(_ groups: inout [CredentialKey: [String]], now: Timestamp) {
         let horizon = now + settings.longPoll * settings.longPollJitter
         guard horizon > now else { return }
         var room: [CredentialKey: Int] = [:]
@@ -300,24 +302,27 @@ actor PollEngine {
             if free > 0, pausedUntil[key].map({ $0 <= now }) ?? true { room[key] = free }
         }
         guard !room.isEmpty else { return }
-        var upcoming: [CredentialKey: [(due: Timestamp, machine: Tracked)]] = [:]
+        var upcoming: [CredentialKey: [(due: Timestamp, id: String)]] = [:]
         for entry in schedule.entries.values where entry.group == .long && entry.due > now && entry.due <= horizon {
             guard let machine = machines[entry.machineID], machine.isProvisioned else { continue }
             let key = CredentialKey(provider: machine.provider, credential: machine.credential)
-            if room[key] != nil { upcoming[key, default: []].append((entry.due, machine)) }
+            if room[key] != nil { upcoming[key, default: []].append((entry.due, entry.machineID)) }
         }
         for (key, candidates) in upcoming {
-            let soonest = candidates.sorted { ($0.due, $0.machine.id) < ($1.due, $1.machine.id) }.prefix(room[key] ?? 0)
-            groups[key, default: []].append(contentsOf: soonest.map(\.machine))
+            let soonest = candidates.sorted { ($0.due, $0.id) < ($1.due, $1.id) }.prefix(room[key] ?? 0)
+            groups[key, default: []].append(contentsOf: soonest.map(\.id))
         }
     }
 
-    private func poll(_ key: CredentialKey, _ members: [Tracked]) async throws -> Int {
+    private func poll(_ key: CredentialKey, _ members: [String]) async throws -> Int {
         var calls = 0
         var start = 0
         while start < members.count {
-            let batch = Array(members[start..<min(start + settings.maxIDsPerCall, members.count)])
-            start += batch.count
+            let ids = members[start..<min(start + settings.maxIDsPerCall, members.count)]
+            start += ids.count
+            // The records as they are now (a machine removed meanwhile drops out).
+            let batch = ids.compactMap { machines[$0] }
+            guard !batch.isEmpty else { continue }
             let outcome = try await pollBatch(key, batch)
             metrics?.batchPolled(provider: key.provider, size: batch.count, result: outcome.result)
             calls += outcome.calls
