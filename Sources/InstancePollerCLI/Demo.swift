@@ -31,7 +31,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
-        MallocTuning.tuneForLargeFrames()
+        MallocTuning.tuneForController()
         let directory: String
         do {
             directory = try DemoFleet.makeDirectory()

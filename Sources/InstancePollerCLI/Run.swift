@@ -30,7 +30,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        MallocTuning.tuneForLargeFrames()
+        MallocTuning.tuneForController()
         let loaded: ControllerConfig
         do {
             loaded = try ControllerConfig.load(path: config)

@@ -31,6 +31,11 @@ public final class SQLiteMachineStore: MachineStore {
         var configuration = Configuration()
         // Another process may hold the write lock for a moment.
         configuration.busyMode = .timeout(10)
+        // Memory: at most two pooled readers, and a 2 MiB page cache per
+        // connection (SQLite's default is 8 MiB each); the OS page cache
+        // keeps the file hot anyway.
+        configuration.maximumReaderCount = 2
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -2048") }
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: configuration)

@@ -19,6 +19,20 @@ public enum MallocTuning {
     /// (scripts/bench: 164 → 151 MiB) with no measurable cost in speed.
     public static let arenaMax: Int32 = 2
 
+    /// The controller's settings: its frames are small (a batch's answer is
+    /// tens of KiB), and what it frees after a sweep should go back to the
+    /// kernel soon, so it holds at most 4 MiB of freed heap (peak RSS at
+    /// 100 000 machines: 151 → 140 MiB, scripts/bench), in two arenas.
+    public static let controllerTrimThreshold: Int32 = 4 << 20
+
+    public static func tuneForController() {
+        #if os(Linux)
+        _ = ip_mallopt(IP_M_MMAP_THRESHOLD, mmapThreshold)
+        _ = ip_mallopt(IP_M_TRIM_THRESHOLD, controllerTrimThreshold)
+        _ = ip_mallopt(IP_M_ARENA_MAX, arenaMax)
+        #endif
+    }
+
     public static func tuneForLargeFrames() {
         #if os(Linux)
         _ = ip_mallopt(IP_M_MMAP_THRESHOLD, mmapThreshold)
