@@ -191,7 +191,7 @@ extension YAMLReader {
         if let envNode = shimFields["env"] {
             for (index, item) in try sequence(envNode, "\(place).shim.env").enumerated() {
                 let variable = try string(item, "\(place).shim.env[\(index)]")
-                guard variable != "INSTANCEPOLLER_SOCKET", !variable.isEmpty, !variable.contains("=") else {
+                guard ShimCommand.isPassable(variable) else {
                     throw fail(item, "\(place).shim.env[\(index)]", "\"\(variable)\" cannot be passed on")
                 }
                 allowlist.append(variable)

@@ -245,7 +245,7 @@ public struct ControlService: Sendable {
         guard let executable = located.found else {
             throw RPCError(.invalidArgument, "command: no executable \"\(request.command)\" (looked \(located.looked))")
         }
-        for (index, name) in request.env.enumerated() where name.isEmpty || name.contains("=") || name == "INSTANCEPOLLER_SOCKET" {
+        for (index, name) in request.env.enumerated() where !ShimCommand.isPassable(name) {
             throw RPCError(.invalidArgument, "env[\(index)]: \"\(name)\" cannot be passed on")
         }
         guard var config = await fleet.config(of: request.provider) else {

@@ -30,6 +30,12 @@ public struct ShimCommand: Hashable, Sendable {
         return (found, "next to instancepoller and on PATH")
     }
 
+    /// Whether `name` may be allowlisted: a plain variable name, and not
+    /// the socket variable the controller sets itself.
+    public static func isPassable(_ name: String) -> Bool {
+        !name.isEmpty && !name.contains("=") && name != "INSTANCEPOLLER_SOCKET"
+    }
+
     /// The allowlisted variables' values from `environment` (those it has).
     public static func allowlisted(_ names: [String], from environment: [String: String]) -> [String: String] {
         environment.filter { names.contains($0.key) }
