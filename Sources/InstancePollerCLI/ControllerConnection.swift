@@ -83,19 +83,22 @@ enum Output {
         FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 
-    /// Columns padded to their widest cell; the last column is not padded.
+    /// Prints a table: columns padded to their widest cell.
     static func table(_ header: [String], _ rows: [[String]]) {
+        for text in tableLines(header, rows) { line(text) }
+    }
+
+    /// A table's lines; the last column is not padded.
+    static func tableLines(_ header: [String], _ rows: [[String]]) -> [String] {
         var widths = header.map(\.count)
         for row in rows {
             for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
         }
-        func render(_ cells: [String]) -> String {
+        return ([header] + rows).map { cells in
             cells.enumerated().map { index, cell in
                 index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
         }
-        line(render(header))
-        for row in rows { line(render(row)) }
     }
 
     static let jsonOptions: JSONEncodingOptions = {

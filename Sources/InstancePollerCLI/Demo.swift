@@ -344,21 +344,19 @@ final class DemoScreen: @unchecked Sendable {
 
     static func table(_ machines: [ControlV1.Machine], _ providers: [ControlV1.ProviderInfo]) -> [String] {
         var lines = ["instancepoller demo — Ctrl-C ends it", ""]
-        lines.append("PROVIDER  SHIM PID  RESTARTS")
-        for provider in providers {
-            lines.append("\(provider.name.padding(toLength: 8, withPad: " ", startingAt: 0))  \(String(provider.pid == 0 ? "down" : "\(provider.pid)").padding(toLength: 8, withPad: " ", startingAt: 0))  \(provider.restarts)")
-        }
+        lines += Output.tableLines(
+            ["PROVIDER", "SHIM PID", "RESTARTS"],
+            providers.map { [$0.name, $0.pid == 0 ? "down" : "\($0.pid)", "\($0.restarts)"] }
+        )
         lines.append("")
-        let header = ["MACHINE", "STATE", "AGENT", "GROUP", "ADDRESSES", "NOTE"]
-        let rows = machines.map {
-            [$0.id, Output.state($0), $0.agentStatus, $0.group.isEmpty ? ($0.manual ? "manual" : "-") : "\($0.group) \(Output.duration(nanoseconds: $0.intervalNano))",
-             Output.addresses($0), $0.pollError.isEmpty ? ($0.instanceID.isEmpty ? "not provisioned" : "") : $0.pollError]
-        }
-        var widths = header.map(\.count)
-        for row in rows { for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) } }
-        for row in [header] + rows {
-            lines.append(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
+        lines += Output.tableLines(
+            ["MACHINE", "STATE", "AGENT", "GROUP", "ADDRESSES", "NOTE"],
+            machines.map {
+                [$0.id, Output.state($0), $0.agentStatus,
+                 $0.group.isEmpty ? ($0.manual ? "manual" : "-") : "\($0.group) \(Output.duration(nanoseconds: $0.intervalNano))",
+                 Output.addresses($0), $0.pollError.isEmpty ? ($0.instanceID.isEmpty ? "not provisioned" : "") : $0.pollError]
+            }
+        )
         return lines
     }
 
