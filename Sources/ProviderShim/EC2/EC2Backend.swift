@@ -221,12 +221,15 @@ public struct EC2Backend: ProviderBackend {
     /// One ENI: every private IPv4 (primary first) and IPv6 address, and the
     /// public and Elastic IPs NATed to it as shadow addresses.
     static func interface(_ eni: XMLTree, _ subnet: (v4: String, v6: String)) -> ProviderV1.NetworkInterface {
-        var privates = eni.items("privateIpAddressesSet")
-        if privates.isEmpty, !eni.string("privateIpAddress").isEmpty {
-            let primary = XMLTree(name: "item")
-            privates = [primary]
+        // Every private IPv4, primary first (the set lists them all; an
+        // answer without the set still names the primary one).
+        var privates = eni.items("privateIpAddressesSet").map {
+            (value: $0.string("privateIpAddress"), primary: $0.string("primary") == "true", publicIP: $0.string("association", "publicIp"))
         }
-        privates.sort { $0.string("primary") == "true" && $1.string("primary") != "true" }
+        if privates.isEmpty, !eni.string("privateIpAddress").isEmpty {
+            privates = [(eni.string("privateIpAddress"), true, "")]
+        }
+        privates.sort { $0.primary && !$1.primary }
         var addresses: [ProviderV1.Address] = []
         var shadows: [ProviderV1.Address] = []
         var seenPublic: Set<String> = []
@@ -235,9 +238,8 @@ public struct EC2Backend: ProviderBackend {
             shadows.append(.with { $0.value = value; $0.type = .ipv4; $0.scope = .public })
         }
         for item in privates {
-            let value = item.string("privateIpAddress").isEmpty ? eni.string("privateIpAddress") : item.string("privateIpAddress")
-            addresses.append(.with { $0.value = value; $0.type = .ipv4; $0.scope = .cloudLocal; $0.cidr = subnet.v4 })
-            addPublic(item.string("association", "publicIp"))
+            addresses.append(.with { $0.value = item.value; $0.type = .ipv4; $0.scope = .cloudLocal; $0.cidr = subnet.v4 })
+            addPublic(item.publicIP)
         }
         for item in eni.items("ipv6AddressesSet") {
             let value = item.string("ipv6Address")
