@@ -136,15 +136,15 @@ public enum ControllerRuntime {
         let started = Started(controlSocket: controlSocket, metricsAddress: metricsServer?.address, fleet: fleet)
         let announce = Task { await onStarted(started) }
         defer { announce.cancel() }
+        var failure: (any Error)?
         do {
             try await group.run()
         } catch {
-            await controlServer.close()
-            await metricsServer?.close()
-            throw error
+            failure = error
         }
         await controlServer.close()
         await metricsServer?.close()
+        if let failure { throw failure }
         logger.info("controller stopped")
     }
 

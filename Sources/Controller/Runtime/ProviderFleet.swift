@@ -92,6 +92,11 @@ public actor ProviderFleet: ProviderRouter, Service {
         )
         let task = Task { await supervisor.run() }
         members[config.name] = Member(config: config, supervisor: supervisor, task: task)
+        route(config, through: supervisor)
+    }
+
+    /// New calls to `config`'s provider go to its supervised shim, with its cloud spec.
+    private func route(_ config: ProviderConfig, through supervisor: ProviderSupervisor) {
         routes.withLock { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: supervisor.access) }
     }
 
@@ -161,7 +166,7 @@ public actor ProviderFleet: ProviderRouter, Service {
                 }
             } else if member.config.cloud != config.cloud {
                 members[config.name]?.config = config
-                routes.withLock { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: member.supervisor.access) }
+                route(config, through: member.supervisor)
                 changes.append(.cloudUpdated(config.name))
             }
         }
@@ -178,7 +183,7 @@ public actor ProviderFleet: ProviderRouter, Service {
         let check = credentialCheck(provider: provider, cloud: config.cloud)
         try await member.supervisor.swap(to: config.shim, check: check)
         members[provider]?.config = config
-        routes.withLock { $0[provider] = ProviderEndpoint(cloud: config.cloud, access: member.supervisor.access) }
+        route(config, through: member.supervisor)
     }
 
     private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {
