@@ -498,6 +498,8 @@ actor PollEngine {
             } else if !shimDown.contains(key.provider) {
                 shimDown.insert(key.provider)
                 logger.warning("provider unavailable; machines keep their schedule", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
+            } else {
+                logger.debug("provider still unavailable", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
             }
             return BatchOutcome(calls: calls, stop: true, result: "shim_down")
         }
