@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "provider-shim", targets: ["ProviderShimCLI"]),
         .executable(name: "rpc-bench", targets: ["RPCBench"]),
         .executable(name: "fleet-bench", targets: ["FleetBench"]),
+        .executable(name: "instancepoller-fuzz", targets: ["InstancePollerFuzz"]),
         .library(name: "Core", targets: ["Core"]),
         .library(name: "Controller", targets: ["Controller"]),
         .library(name: "ProviderShim", targets: ["ProviderShim"]),
@@ -141,6 +142,26 @@ let package = Package(
             path: "Benchmarks/FleetBench",
             swiftSettings: strictSettings
         ),
+        // The inputs taken from outside, as fuzz targets with their properties
+        // (scripts/fuzz; the tests replay Fuzz/corpus and Fuzz/regressions).
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "Core", "Controller", "ProviderShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // libFuzzer driver when built by scripts/fuzz; an input replayer otherwise.
+        .executableTarget(
+            name: "InstancePollerFuzz",
+            dependencies: ["FuzzTargets"],
+            swiftSettings: strictSettings
+        ),
         // Shared by the test targets: timeouts, events, raw connections, child processes.
         .target(
             name: "TestSupport",
@@ -203,7 +224,16 @@ let package = Package(
                 "Controller", "Core", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                // The fault tests check the store file with PRAGMA integrity_check.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // Replays the committed fuzz corpus and every regression input.
+        .testTarget(
+            name: "FuzzTests",
+            dependencies: ["FuzzTargets", "Core", "Controller", "ProviderShim", "TestSupport"],
             swiftSettings: strictSettings
         ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.

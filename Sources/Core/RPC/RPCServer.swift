@@ -72,15 +72,7 @@ public final class RPCServer: Sendable {
                         )
                         throw RPCError(.permissionDenied, "peer \(peer) is not \(policy.summary)")
                     }
-                    let handler = RPCServerHandler(
-                        registry: registry,
-                        calls: calls,
-                        executor: onLoop ? EventLoopTaskExecutor(channel.eventLoop) : nil,
-                        peer: peer,
-                        logger: logger
-                    )
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                    try addHandlers(to: channel, registry: registry, calls: calls, onLoop: onLoop, peer: peer, logger: logger)
                     let id = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[id] = channel }
                     channel.closeFuture.whenComplete { _ in
@@ -102,6 +94,42 @@ public final class RPCServer: Sendable {
         }
         logger.debug("listening", metadata: ["socket": "\(path)", "services": "\(registry.serviceNames)"])
         return RPCServer(socketPath: path, listener: listener, connections: connections, calls: calls)
+    }
+
+    /// Serves `registry` on one channel that is already connected and
+    /// active, such as one end of a `socketpair(2)`; the peer is not checked.
+    /// The channel's calls are cancelled when it closes.
+    ///
+    /// Must be called on the channel's event loop (in a channel initializer).
+    public static func serve(
+        connection channel: any Channel,
+        registry: RPCServiceRegistry,
+        configuration: Configuration = Configuration(),
+        logger: Logger
+    ) throws {
+        try addHandlers(
+            to: channel, registry: registry, calls: InFlightCalls(),
+            onLoop: configuration.handlersOnEventLoop, peer: nil, logger: logger
+        )
+    }
+
+    private static func addHandlers(
+        to channel: any Channel,
+        registry: RPCServiceRegistry,
+        calls: InFlightCalls,
+        onLoop: Bool,
+        peer: PeerCredentials?,
+        logger: Logger
+    ) throws {
+        let handler = RPCServerHandler(
+            registry: registry,
+            calls: calls,
+            executor: onLoop ? EventLoopTaskExecutor(channel.eventLoop) : nil,
+            peer: peer,
+            logger: logger
+        )
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+        try channel.pipeline.syncOperations.addHandler(handler)
     }
 
     /// Reads grow up to a whole frame, so a 1 MiB payload arrives in a few

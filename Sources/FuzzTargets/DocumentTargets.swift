@@ -1,0 +1,85 @@
+internal import Controller
+internal import Core
+internal import ProviderShim
+
+/// The YAML documents an operator or a test writes: the controller's config
+/// and the fake cloud's scenario.
+///
+/// Properties: a document is either read or refused with one
+/// ``YAMLFileError`` on one line that names the file and a line of it; a
+/// config that is read keeps the promises the controller relies on.
+enum DocumentTargets {
+    /// Relative paths in a fuzzed config resolve inside this directory,
+    /// which does not exist.
+    static let configFile = "/nonexistent/instancepoller-fuzz/config.yaml"
+    static let scenarioFile = "/nonexistent/instancepoller-fuzz/scenario.yaml"
+
+    static func config(_ input: [UInt8]) throws(FuzzPropertyViolation) {
+        let text = String(decoding: input, as: UTF8.self)
+        do {
+            let config = try ControllerConfig.parse(text, file: configFile, environment: ["PATH": "/nonexistent"])
+            try check(config)
+        } catch let error as YAMLFileError {
+            try check(error, text: text, file: configFile, target: .config)
+        } catch let violation as FuzzPropertyViolation {
+            throw violation
+        } catch {
+            throw FuzzPropertyViolation(.config, "threw \(type(of: error)), not a YAMLFileError: \(error)")
+        }
+    }
+
+    static func scenario(_ input: [UInt8]) throws(FuzzPropertyViolation) {
+        let text = String(decoding: input, as: UTF8.self)
+        do {
+            let scenario = try FakeScenario.parse(text, file: scenarioFile)
+            guard Set(scenario.instances.map(\.id)).count == scenario.instances.count else {
+                throw FuzzPropertyViolation(.scenario, "read a scenario with two instances of one id")
+            }
+        } catch let error as YAMLFileError {
+            try check(error, text: text, file: scenarioFile, target: .scenario)
+        } catch let violation as FuzzPropertyViolation {
+            throw violation
+        } catch {
+            throw FuzzPropertyViolation(.scenario, "threw \(type(of: error)), not a YAMLFileError: \(error)")
+        }
+    }
+
+    private static func check(_ config: ControllerConfig) throws(FuzzPropertyViolation) {
+        guard !config.providers.isEmpty else {
+            throw FuzzPropertyViolation(.config, "read a config without providers")
+        }
+        guard Set(config.providers.map(\.name)).count == config.providers.count else {
+            throw FuzzPropertyViolation(.config, "read a config with two providers of one name")
+        }
+        for provider in config.providers {
+            for name in provider.environmentAllowlist where !ShimCommand.isPassable(name) {
+                throw FuzzPropertyViolation(.config, "provider \(provider.name) may pass \"\(name)\" to its shim")
+            }
+            guard provider.shim.environment.keys.allSatisfy(provider.environmentAllowlist.contains) else {
+                throw FuzzPropertyViolation(.config, "provider \(provider.name)'s shim gets variables outside its allowlist")
+            }
+        }
+        for credential in config.credentials where config.provider(named: credential.provider) == nil {
+            throw FuzzPropertyViolation(.config, "credential \(credential.name) names an unknown provider \(credential.provider)")
+        }
+        if let address = config.metricsAddress {
+            guard let parsed = MetricsAddress.parse(address), MetricsAddress.isLoopback(parsed.host) else {
+                throw FuzzPropertyViolation(.config, "metrics would be served on \(address), not on loopback")
+            }
+        }
+    }
+
+    private static func check(_ error: YAMLFileError, text: String, file: String, target: FuzzTarget) throws(FuzzPropertyViolation) {
+        let message = error.description
+        guard !message.contains(where: \.isNewline) else {
+            throw FuzzPropertyViolation(target, "the error spans lines: \(message.debugDescription)")
+        }
+        guard message.hasPrefix(file) else {
+            throw FuzzPropertyViolation(target, "the error does not start with the file's name: \(message.debugDescription)")
+        }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+        guard error.line >= 0, error.line <= lines + 1, error.column >= 0 else {
+            throw FuzzPropertyViolation(target, "the error points at line \(error.line) column \(error.column) of a \(lines)-line text")
+        }
+    }
+}
