@@ -1,5 +1,8 @@
 public import Yams
 internal import Foundation
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// A YAML file that cannot be used: names the file, the line and column,
 /// the place in the document, and what is wrong, on one line:
@@ -21,9 +24,24 @@ public struct YAMLFileError: Error, Hashable, Sendable, CustomStringConvertible 
         self.problem = problem
     }
 
+    /// One line whatever the parts hold: control characters (a newline in
+    /// a quoted value, a parser's multi-line report) are escaped.
     public var description: String {
         let location = line > 0 ? "\(file):\(line):\(column)" : file
-        return place.isEmpty ? "\(location): \(problem)" : "\(location): \(place): \(problem)"
+        let text = place.isEmpty ? "\(location): \(problem)" : "\(location): \(place): \(problem)"
+        guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": escaped += "\\n"
+            case "\t": escaped += "\\t"
+            case "\r": escaped += "\\r"
+            case _ where scalar.properties.generalCategory == .control:
+                escaped += "\\u{\(String(scalar.value, radix: 16))}"
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
     }
 }
 
@@ -35,8 +53,22 @@ public struct YAMLReader: Sendable {
 
     public init(file: String) { self.file = file }
 
+    /// The largest file ``load(path:_:)`` reads.
+    public static let maxFileBytes = 16 << 20
+
     /// Reads and parses the file at `path`, then hands its root to `read`.
     public static func load<T>(path: String, _ read: (YAMLReader, Node) throws(YAMLFileError) -> T) throws(YAMLFileError) -> T {
+        // Only a regular file of sane size: a FIFO, a device or /dev/stdin
+        // named by mistake would block or never end.
+        var info = stat()
+        if stat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFREG else {
+                throw YAMLFileError(file: path, problem: "not a regular file")
+            }
+            guard info.st_size <= maxFileBytes else {
+                throw YAMLFileError(file: path, problem: "the file has \(info.st_size) bytes; at most \(maxFileBytes) are read")
+            }
+        }
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -55,6 +87,15 @@ public struct YAMLReader: Sendable {
             switch error {
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
                 throw YAMLFileError(file: file, line: mark.line, column: mark.column, problem: "not valid YAML: \(problem)")
+            case .reader(let problem, let offset, _, _):
+                // Yams reports a byte offset; name its line and column.
+                let place = offset.map { Self.lineAndColumn(ofByte: $0, in: text) } ?? (line: 0, column: 0)
+                throw YAMLFileError(file: file, line: place.line, column: place.column, problem: "not valid YAML: \(problem)")
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                throw YAMLFileError(
+                    file: file, line: context.mark.line, column: context.mark.column,
+                    problem: "not valid YAML: duplicated keys \(duplicates.joined(separator: ", "))"
+                )
             default:
                 throw YAMLFileError(file: file, problem: "not valid YAML: \(error)")
             }
@@ -63,6 +104,21 @@ public struct YAMLReader: Sendable {
         }
         guard let root else { throw YAMLFileError(file: file, problem: "the file is empty") }
         return try read(YAMLReader(file: file), root)
+    }
+
+    /// 1-based line and column of byte `offset` of `text`'s UTF-8.
+    static func lineAndColumn(ofByte offset: Int, in text: String) -> (line: Int, column: Int) {
+        var line = 1
+        var column = 1
+        for byte in text.utf8.prefix(offset) {
+            if byte == UInt8(ascii: "\n") {
+                line += 1
+                column = 1
+            } else if byte & 0xC0 != 0x80 {
+                column += 1
+            }
+        }
+        return (line, column)
     }
 
     public func fail(_ node: Node?, _ place: String, _ problem: String) -> YAMLFileError {
