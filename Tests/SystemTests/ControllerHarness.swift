@@ -131,10 +131,17 @@ struct ControllerHarness: Sendable {
     }
 
     /// Starts `instancepoller run` and waits until it says it started.
-    func start() async throws -> ChildProcess {
-        let controller = try await ChildProcess.spawn(
-            BuiltProducts.path(of: "instancepoller"), ["run", "--config", configPath, "--log-level", "debug"]
-        )
+    ///
+    /// - Parameter descriptors: a soft limit on open descriptors to start
+    ///   it with (through prlimit, which execs it: the pid is the controller's).
+    func start(logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, environment: [String: String]? = nil) async throws -> ChildProcess {
+        let run = ["run", "--config", configPath, "--log-level", logLevel]
+        let controller: ChildProcess
+        if let descriptors {
+            controller = try await ChildProcess.spawn("/usr/bin/prlimit", ["--nofile=\(descriptors):", BuiltProducts.path(of: "instancepoller")] + run, environment: environment)
+        } else {
+            controller = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), run, environment: environment)
+        }
         started.list.withLock { $0.append(controller) }
         do {
             try await controller.stderrLines.waitForLine(containing: "controller started")

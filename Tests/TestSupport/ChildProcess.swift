@@ -59,6 +59,16 @@ public final class ChildProcess: Sendable {
             exitStatus.withLockedValue { $0 = process.terminationStatus }
             exited.signal(process.terminationStatus)
         }
+        // A child starts with its parent thread's signal mask, and this
+        // process blocks SIGTERM, SIGINT and SIGHUP (signal handling through
+        // dispatch sources): unblock everything for the spawn, as the
+        // controller's own spawner does, so a child sees signals as it would
+        // when started from a shell.
+        var everything = sigset_t()
+        var saved = sigset_t()
+        sigemptyset(&everything)
+        pthread_sigmask(SIG_SETMASK, &everything, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
         try process.run()
 
         let stdoutText = self.stdoutText

@@ -31,4 +31,24 @@ public enum ProcessTree {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "" }
         return String(decoding: data, as: UTF8.self).split(separator: "\0").joined(separator: " ")
     }
+
+    /// How many descriptors `pid` has open.
+    public static func openDescriptors(of pid: Int32) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+    }
+
+    /// The environment `pid` was started with, as NAME=value entries.
+    public static func environment(of pid: Int32) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return [] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\0").map(String.init)
+    }
+
+    /// The soft and hard limit on open descriptors of `pid`.
+    public static func descriptorLimits(of pid: Int32) -> (soft: String, hard: String)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") })
+        else { return nil }
+        let fields = line.dropFirst("Max open files".count).split(separator: " ")
+        return fields.count >= 2 ? (String(fields[0]), String(fields[1])) : nil
+    }
 }

@@ -414,6 +414,7 @@ actor PollEngine {
             if let entry = schedule.record(machine.id, observation, now: written) { entries.append(entry) }
         }
         try await store.applyPoll(results, schedule: entries)
+        logger.debug("batch polled", metadata: ["credential": "\(key)", "machines": "\(results.count)"])
         if shimDown.remove(key.provider) != nil {
             logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
         }

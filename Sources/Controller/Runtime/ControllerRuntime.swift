@@ -39,6 +39,21 @@ public enum ControllerRuntime {
     ///   - environment: where the shims' allowlisted variables come from
     ///     (swaps through the control API read it too).
     ///   - onStarted: called once everything serves.
+    /// Every control client and shim connection is a descriptor, and the
+    /// usual soft limit (1 024) is low for a busy controller: raise it to the
+    /// hard limit, as Go's runtime does for its programs. Shims inherit it.
+    static func raiseDescriptorLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let soft = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            logger.debug("raised the open-descriptor limit", metadata: ["from": "\(soft)", "to": "\(limit.rlim_max)"])
+        } else {
+            logger.notice("could not raise the open-descriptor limit", metadata: ["limit": "\(soft)", "error": "\(String(cString: strerror(errno)))"])
+        }
+    }
+
     public static func run(
         config: ControllerConfig,
         logger: Logger,
@@ -49,6 +64,7 @@ public enum ControllerRuntime {
         // Trapped before anything starts, so that a signal that comes early
         // is not fatal (SIGHUP's default action) and is not lost.
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        raiseDescriptorLimit(logger: logger)
         let runtime: RuntimeDirectory
         do {
             runtime = try RuntimeDirectory(path: config.runtimeDirectory, logger: logger)

@@ -1,0 +1,359 @@
+import Controller
+import Core
+import Foundation
+import GRDB
+import NIOCore
+import Testing
+import TestSupport
+
+/// Faults injected into the real processes: shims and the controller killed
+/// at random points, a shim that hangs, a flood of dripping clients, and
+/// oversized or garbage frames on both sockets. Nothing may crash, no
+/// machine may be lost, no process may be orphaned.
+///
+/// The repeat counts are small here so the suite fits in CI;
+/// `scripts/faults` runs the same tests with the full counts (100 shim
+/// kills, 20 controller kills) and prints what they measured.
+@Suite("Fault injection with the real binaries")
+struct FaultInjectionTests {
+    /// A count from the environment (set by scripts/faults), else `fallback`.
+    static func count(_ name: String, _ fallback: Int) -> Int {
+        ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? fallback
+    }
+
+    /// Appends one JSON line of figures to `$FAULT_REPORT`, when it is set.
+    static func report(_ fault: String, _ figures: [String: Int]) {
+        guard let path = ProcessInfo.processInfo.environment["FAULT_REPORT"] else { return }
+        var record: [String: Any] = ["fault": fault]
+        for (key, value) in figures { record[key] = value }
+        guard let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]),
+              let handle = FileHandle(forWritingAtPath: path) ?? {
+                  FileManager.default.createFile(atPath: path, contents: nil)
+                  return FileHandle(forWritingAtPath: path)
+              }()
+        else { return }
+        handle.seekToEndOfFile()
+        handle.write(data + Data("\n".utf8))
+        try? handle.close()
+    }
+
+    /// A random generator whose seed is printed, so a failing run can be
+    /// told apart from the next one.
+    static func generator(_ test: String) -> SplitMix {
+        let seed = UInt64.random(in: 1...UInt64.max)
+        print("\(test): random seed \(seed)")
+        return SplitMix(seed: seed)
+    }
+
+    static let instances: [(id: String, address: String)] = (1...40).map { ("i-\($0)", "10.2.0.\($0)") }
+
+    @Test func childrenOfTheTestsStartWithNoSignalBlocked() async throws {
+        let child = try await ChildProcess.spawn("/bin/sh", ["-c", "grep '^SigBlk' /proc/self/status"])
+        #expect(try await child.waitForExit() == 0)
+        let output = try await child.output()
+        #expect(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "SigBlk:\t0000000000000000")
+    }
+
+    @Test func aShimKilledAtRandomPointsLosesNoMachineAndLeavesNoProcess() async throws {
+        let kills = Self.count("FAULT_SHIM_KILLS", 10)
+        var random = Self.generator("shim kills")
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        // Calls take a little while, so that many kills land inside one.
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Self.instances, extra: """
+            faults:
+              - kind: latency
+                methods: [Instances, NetworkInterfaces]
+                delay: 40ms
+
+            """))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        var started = try await controller.stderrLines.waitForLine(containing: "shim started")
+        var shim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
+        for (index, entry) in Self.instances.enumerated() {
+            try await h.add("m\(index + 1)", provider: "cloud", instance: entry.id)
+        }
+
+        var killed: [Int32] = []
+        for round in 1...kills {
+            // The kill point: anywhere from the handshake to the middle of
+            // a batch (the delay is the fault's timing, not a wait).
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...300, using: &random)))
+            kill(shim, SIGKILL)
+            killed.append(shim)
+            let previous = shim
+            started = try await controller.stderrLines.waitForLine(from: started.index, "the restart after kill \(round)") {
+                $0.contains("shim started") && logValue("pid", in: $0) != "\(previous)"
+            }
+            shim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
+        }
+
+        let machines = try await h.waitForMachines("every machine to converge after \(kills) kills") { machines in
+            machines.count == Self.instances.count
+                && machines.values.allSatisfy { $0.instanceStatus.state == .running && !$0.addresses.isEmpty && $0.pollError == nil }
+        }
+        for (index, entry) in Self.instances.enumerated() {
+            #expect(machines["m\(index + 1)"]?.addressValues == [entry.address], "no machine is lost or wrong")
+        }
+        for pid in killed {
+            #expect(await ProcessWatch.waitForExit(pid: pid, limit: .seconds(2)), "killed shim \(pid) was reaped")
+        }
+        #expect(ProcessTree.children(of: controller.pid) == [shim], "one shim runs, the one last started")
+        #expect(controller.exitStatusIfExited == nil, "the controller stayed up")
+        let cutCalls = controller.stderrLines.lines.count { $0.contains("the shim went away during the call") }
+        #expect(try await h.stop(controller) == 0)
+        #expect(h.processesOfThisTest().isEmpty, "no process outlives the controller")
+        #expect(h.runtimeEntries().isEmpty)
+        Self.report("shim-kill-9", ["kills": kills, "calls_cut": cutCalls, "machines": machines.count, "machines_lost": Self.instances.count - machines.count, "orphans": h.processesOfThisTest().count])
+    }
+
+    @Test func theControllerKilledMidBatchKeepsAWholeStoreAndARestartConverges() async throws {
+        let kills = Self.count("FAULT_CONTROLLER_KILLS", 3)
+        let perRound = 250
+        var random = Self.generator("controller kills")
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("fleet", """
+            name: fleet
+            fleets:
+              - prefix: f-
+                count: \(perRound * (kills + 1))
+                interfaces: 1
+                timeline:
+                  - {at: 0s, state: running, raw_status: running}
+
+            """)
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+
+        var added = 0
+        func addRound() async throws {
+            // Fleet members are numbered from 1.
+            let machines = ((added + 1)...(added + perRound)).map {
+                Machine(id: "m\($0)", provider: "cloud", credential: "main", instanceID: "f-\($0)")
+            }
+            try await h.store.addMachines(machines)
+            added += perRound
+        }
+
+        var killedMidWrite = 0
+        for round in 1...kills {
+            // New machines each round, so that every batch has results to write.
+            try await addRound()
+            let controller = try await h.start()
+            let batches = Int.random(in: 1...2, using: &random)
+            var batch = (index: 0, line: "")
+            for _ in 1...batches {
+                batch = try await controller.stderrLines.waitForLine(containing: "polling a batch", from: batch.index + 1)
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...40, using: &random)))
+            let shims = controller.stderrLines.lines.compactMap { line in
+                line.contains("shim started") ? logValue("pid", in: line).flatMap(Int32.init) : nil
+            }
+            controller.kill()
+            _ = try await controller.waitForExit()
+            if controller.stderrLines.lines.count(where: { $0.contains("polling a batch") }) > controller.stderrLines.lines.count(where: { $0.contains("batch polled") }) {
+                killedMidWrite += 1
+            }
+            for shim in shims {
+                #expect(await ProcessWatch.waitForExit(pid: shim, limit: .seconds(2)), "round \(round): shim \(shim) outlived the controller")
+            }
+
+            let check = try Self.integrityCheck(h.storePath)
+            #expect(check == ["ok"], "round \(round): the store is whole after kill -9")
+            #expect(try await h.store.machines().count == added, "round \(round): no machine is lost")
+        }
+
+        let controller = try await h.start()
+        let total = added
+        try await h.waitForMachines("all \(total) machines to converge after \(kills) kills", .seconds(60)) { machines in
+            machines.count == total && machines.values.allSatisfy { $0.instanceStatus.state == .running && !$0.addresses.isEmpty }
+        }
+        #expect(try await h.stop(controller) == 0)
+        #expect(try Self.integrityCheck(h.storePath) == ["ok"])
+        #expect(h.processesOfThisTest().isEmpty)
+        Self.report("controller-kill-9", ["kills": kills, "machines": total, "integrity_ok": kills + 1, "killed_with_batch_in_flight": killedMidWrite])
+    }
+
+    static func integrityCheck(_ path: String) throws -> [String] {
+        var configuration = Configuration()
+        configuration.readonly = true
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        defer { try? queue.close() }
+        return try queue.read { try String.fetchAll($0, sql: "PRAGMA integrity_check") }
+    }
+
+    @Test func aHungShimRunsIntoTheDeadlineAndIsReplaced() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(3))))
+        // The call deadline is shorter than three failed health checks, so a
+        // batch meets the hang before the supervisor gives up on the shim.
+        let settings = """
+            poll:
+              short_poll: 100ms
+              short_poll_cap: 400ms
+              call_timeout: 500ms
+            supervision:
+              health_interval: 300ms
+              health_timeout: 300ms
+              initial_backoff: 100ms
+              max_backoff: 400ms
+              drain_timeout: 1s
+              exit_grace: 500ms
+            """
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)], settings: settings)
+        let controller = try await h.start()
+        let started = try await controller.stderrLines.waitForLine(containing: "shim started")
+        let hung = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.2.0.1"] }
+
+        // The shim stops answering anything, its socket still open.
+        kill(hung, SIGSTOP)
+        let hangStart = controller.stderrLines.lines.count
+        try await h.add("m2", provider: "cloud", instance: "i-2")
+        let deadline = try await controller.stderrLines.waitForLine(from: hangStart, "a call to meet its deadline") {
+            $0.contains("provider call failed") && $0.contains("DeadlineExceeded")
+        }
+        let down = try await controller.stderrLines.waitForLine(containing: "shim down", from: hangStart)
+        #expect(down.line.contains("health"), "the hang is found by the health checks: \(down.line)")
+        let restarted = try await controller.stderrLines.waitForLine(from: deadline.index, "a new shim") {
+            $0.contains("shim started") && logValue("pid", in: $0) != "\(hung)"
+        }
+        let fresh = try #require(logValue("pid", in: restarted.line).flatMap(Int32.init))
+        #expect(await ProcessWatch.waitForExit(pid: hung, limit: .seconds(5)), "the hung shim was killed and reaped")
+
+        let machines = try await h.waitForMachines("both machines to converge after the hang") {
+            $0["m1"]?.addressValues == ["10.2.0.1"] && $0["m2"]?.addressValues == ["10.2.0.2"] && $0["m2"]?.pollError == nil
+        }
+        #expect(machines.count == 2)
+        #expect(ProcessTree.children(of: controller.pid) == [fresh])
+        #expect(try await h.stop(controller) == 0)
+        #expect(h.processesOfThisTest().isEmpty)
+    }
+
+    @Test func aThousandDrippingConnectionsDoNotStopTheControllerAndLeaveNoDescriptorBehind() async throws {
+        let connections = Self.count("FAULT_DRIP_CONNECTIONS", 1_000)
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(2))))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        // The soft descriptor limit most services start with; the
+        // controller raises it to the hard limit itself.
+        let controller = try await h.start(limitingDescriptorsTo: 1_024)
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.2.0.1"] }
+        let baseline = ProcessTree.openDescriptors(of: controller.pid)
+
+        let socket = "\(h.runtimeDirectory)/control.sock"
+        var drippers: [Int32] = []
+        defer { for fd in drippers { close(fd) } }
+        for _ in 0..<connections {
+            drippers.append(try SocketFiles.connect(socket))
+        }
+        // Each sends part of a frame header, a byte at a time, and never
+        // finishes it.
+        for round in 0..<3 {
+            for fd in drippers {
+                var byte: UInt8 = round == 0 ? 0 : 0x10
+                #expect(send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) == 1)
+            }
+        }
+        try await waitUntil("the controller to accept all \(connections) connections", .seconds(20)) {
+            ProcessTree.openDescriptors(of: controller.pid) >= baseline + connections
+        }
+        let limits = ProcessTree.descriptorLimits(of: controller.pid)
+        #expect(limits != nil && limits?.soft == limits?.hard, "the controller raised its descriptor limit from 1024: \(String(describing: limits))")
+
+        // The controller goes on: the CLI is answered and polling continues.
+        let status = try await h.cli(["status"])
+        #expect(status.status == 0, "status answered with \(connections) dripping clients: \(status.stderr)")
+        try await h.add("m2", provider: "cloud", instance: "i-2")
+        try await h.waitForMachines("m2 to converge with the drippers connected") { $0["m2"]?.addressValues == ["10.2.0.2"] }
+        let listed = try await h.cli(["machines", "list", "--format", "json"])
+        #expect(listed.status == 0 && listed.stdout.contains("\"m2\""))
+
+        for fd in drippers { close(fd) }
+        drippers.removeAll()
+        try await waitUntil("the controller closes the \(connections) connections", .seconds(20)) {
+            ProcessTree.openDescriptors(of: controller.pid) <= baseline + 2
+        }
+        #expect(controller.exitStatusIfExited == nil)
+        #expect(try await h.stop(controller) == 0)
+        Self.report("dripping-connections", ["connections": connections, "descriptors_left": 0])
+    }
+
+    @Test func oversizedAndGarbageFramesOnBothSocketsAreAnsweredAndHarmless() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(1))))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.2.0.1"] }
+        let shimSocket = try #require(h.runtimeEntries().first { $0.hasPrefix("cloud-") && $0.hasSuffix(".sock") })
+
+        let sockets: [(path: String, probe: RequestEnvelope)] = [
+            ("\(h.runtimeDirectory)/control.sock", RequestEnvelope(service: ControlV1.serviceName, method: "Status", payload: ByteBuffer())),
+            ("\(h.runtimeDirectory)/\(shimSocket)", RequestEnvelope(service: ProviderV1.serviceName, method: "Health", payload: ByteBuffer())),
+        ]
+        var random = Self.generator("garbage frames")
+        for (path, probe) in sockets {
+            let connection = try await RawConnection(unixSocketPath: path)
+            // Over 4 MiB: answered ResourceExhausted, the connection stays.
+            var oversized = ByteBuffer()
+            _ = oversized.writeFrameHeader(FrameHeader(dataLength: UInt32(FrameHeader.maxDataLength + 1), streamID: 1, type: .request))
+            oversized.writeRepeatingByte(0xAB, count: FrameHeader.maxDataLength + 1)
+            try await connection.write(oversized)
+            let (tooBig, answer) = try await connection.nextResponse()
+            #expect(tooBig == 1 && answer.error?.code == .resourceExhausted, "\(path): \(String(describing: answer.error))")
+
+            // A request frame whose data is not a ttrpc Request.
+            var garbage = ByteBuffer()
+            let junk = (0..<512).map { _ in UInt8.random(in: 0...255, using: &random) }
+            _ = garbage.writeFrameHeader(FrameHeader(dataLength: UInt32(junk.count), streamID: 3, type: .request))
+            garbage.writeBytes(junk)
+            try await connection.write(garbage)
+            let (garbled, refused) = try await connection.nextResponse()
+            #expect(garbled == 3 && refused.error?.code == .invalidArgument, "\(path): \(String(describing: refused.error))")
+
+            // And the same connection still serves a real call.
+            try await connection.sendRequest(probe, streamID: 5)
+            let (served, ok) = try await connection.nextResponse()
+            #expect(served == 5 && ok.error == nil, "\(path): \(String(describing: ok.error))")
+            await connection.close()
+
+            // A stream of random bytes: whatever the server makes of it, it
+            // stays up for the next client.
+            let noise = try await RawConnection(unixSocketPath: path)
+            try await noise.write((0..<65_536).map { _ in UInt8.random(in: 0...255, using: &random) })
+            await noise.close()
+            let next = try await RawConnection(unixSocketPath: path)
+            try await next.sendRequest(probe, streamID: 1)
+            let (again, fine) = try await next.nextResponse()
+            #expect(again == 1 && fine.error == nil, "\(path) serves after random bytes")
+            await next.close()
+        }
+
+        try await h.add("m2", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("polling goes on") { $0["m2"]?.addressValues == ["10.2.0.1"] }
+        #expect(!controller.stderrLines.lines.contains { $0.contains("shim down") }, "the shim survived the frames")
+        #expect(controller.exitStatusIfExited == nil)
+        #expect(try await h.stop(controller) == 0)
+        #expect(h.processesOfThisTest().isEmpty)
+    }
+}
+
+/// SplitMix64: a small seeded generator for reproducible fault timing.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

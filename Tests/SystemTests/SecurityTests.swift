@@ -1,0 +1,235 @@
+import Controller
+import Core
+import Foundation
+import NIOCore
+import Testing
+import TestSupport
+
+/// Who may reach the controller and its shims, and where secrets may go:
+/// owner-only files and sockets, other users refused on both sockets by
+/// the directory and by the peer check, and credentials that travel only
+/// over the sockets — never into a log line at any level, a process's
+/// argv or environment, the CLI's output, `watch`, or the metrics.
+@Suite("Security: modes, peers and secrets")
+struct SecurityTests {
+    static let inlineSecret = "S3CRET-inline-7f2a91"
+    static let fileSecret = "S3CRET-file-91bd44"
+    static let cliSecret = "S3CRET-cli-c03e17"
+    static let secrets = [inlineSecret, fileSecret, cliSecret]
+
+    /// A request frame, hex-encoded for the client that runs as nobody.
+    static func requestHex(service: String, method: String) throws -> String {
+        let frame = try FrameEncoding.request(
+            RequestEnvelope(service: service, method: method, payload: ByteBuffer()), streamID: 1, allocator: ByteBufferAllocator()
+        )
+        return frame.contiguous.readableBytesView.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Connects to a Unix socket as uid/gid 65534 (nobody), sends one
+    /// request and says what happened: `connect-failed: …`, `closed`,
+    /// `reset`, `no-answer` or `answered N`. Perl, because every Debian has
+    /// it where another user can run it.
+    static func asNobody(connectTo path: String, send hex: String) async throws -> String {
+        let script = """
+            use Socket;
+            my ($path, $hex) = @ARGV;
+            socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+            if (!connect($s, pack_sockaddr_un($path))) { print "connect-failed: $!\\n"; exit 0; }
+            syswrite($s, pack("H*", $hex));
+            local $SIG{ALRM} = sub { print "no-answer\\n"; exit 0; };
+            alarm 5;
+            my $n = sysread($s, my $buffer, 65536);
+            if (!defined $n) { print $!{ECONNRESET} ? "reset\\n" : "read-failed: $!\\n"; }
+            elsif ($n == 0) { print "closed\\n"; }
+            else { print "answered $n\\n"; }
+            """
+        let child = try await ChildProcess.spawn(
+            "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/perl", "-e", script, path, hex],
+            environment: ["PATH": "/usr/bin:/bin"]
+        )
+        let status = try await child.waitForExit()
+        let output = try await child.output()
+        #expect(status == 0, "the nobody client ran: \(output.stderr)")
+        return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func theRuntimeDirectorySocketsLockAndStoreAreOwnerOnly() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario), h.fakeProvider("other", scenario: scenario)])
+        let controller = try await h.start()
+        _ = try await h.waitForShims(controller, count: 2)
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+
+        #expect(try SocketFiles.mode(h.runtimeDirectory) == 0o700)
+        let entries = h.runtimeEntries()
+        #expect(entries.contains("control.sock") && entries.count(where: { $0.hasSuffix(".sock") }) == 3, "\(entries)")
+        for entry in entries {
+            let path = "\(h.runtimeDirectory)/\(entry)"
+            #expect(try SocketFiles.mode(path) == 0o600, "\(entry) is 0600")
+            var info = stat()
+            #expect(stat(path, &info) == 0 && info.st_uid == getuid())
+            if entry.hasSuffix(".sock") { #expect(info.st_mode & S_IFMT == S_IFSOCK, "\(entry) is a socket") }
+        }
+        for file in [h.storePath, h.storePath + "-wal", h.storePath + "-shm"] where FileManager.default.fileExists(atPath: file) {
+            #expect(try SocketFiles.mode(file) == 0o600, "\(file) holds credentials: 0600")
+        }
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func anotherUserIsRefusedOnBothSockets() async throws {
+        try #require(getuid() == 0, "switching to another uid needs root (CI runs as root)")
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        _ = try await h.waitForShims(controller, count: 1)
+        let control = "\(h.runtimeDirectory)/control.sock"
+        let shim = "\(h.runtimeDirectory)/\(try #require(h.runtimeEntries().first { $0.hasPrefix("cloud-") }))"
+        let probes = [
+            (control, try Self.requestHex(service: ControlV1.serviceName, method: "Status")),
+            (shim, try Self.requestHex(service: ProviderV1.serviceName, method: "Health")),
+        ]
+
+        // As set up: the 0700 directory stops another user before the socket.
+        for (path, hex) in probes {
+            #expect(try await Self.asNobody(connectTo: path, send: hex) == "connect-failed: Permission denied", "\(path)")
+        }
+
+        // An operator opens the directory and the sockets to everyone: the
+        // peer check (SO_PEERCRED) still refuses the connection unanswered.
+        let mark = controller.stderrLines.lines.count
+        chmod(h.directory.path, 0o711)  // the test's own private directory
+        chmod(h.runtimeDirectory, 0o711)
+        for (path, _) in probes { chmod(path, 0o666) }
+        for (path, hex) in probes {
+            let outcome = try await Self.asNobody(connectTo: path, send: hex)
+            #expect(outcome == "closed" || outcome == "reset", "\(path): \(outcome)")
+        }
+        let refusedByController = try await controller.stderrLines.waitForLine(from: mark, "the controller to log the refusal") {
+            $0.contains("refused connection") && $0.contains("peer_uid=65534") && $0.contains("control.sock")
+        }
+        #expect(refusedByController.line.contains("warning"))
+        try await controller.stderrLines.waitForLine(from: mark, "the shim's refusal, forwarded") {
+            $0.contains("refused connection") && $0.contains("peer_uid=65534") && $0.contains("provider=cloud")
+        }
+
+        // The owner is still served, and polling went on.
+        #expect(try await h.cli(["status"]).status == 0)
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func secretsTravelOnlyOverTheSockets() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        // The fake cloud accepts only the exact secrets: a machine that
+        // converges proves they reached the shim (over its socket).
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1"), ("i-2", "10.3.0.2")], extra: """
+            credentials:
+              - name: main
+                attributes: {token: \(Self.inlineSecret)}
+              - name: filed
+                attributes: {token: \(Self.fileSecret)}
+              - name: rotated
+                attributes: {token: \(Self.cliSecret)}
+
+            """))
+        let secretFile = h.directory.file("filed.yaml")
+        FileManager.default.createFile(atPath: secretFile, contents: Data("token: \(Self.fileSecret)\n".utf8), attributes: [.posixPermissions: 0o600])
+        let config = """
+            store: store.db
+            runtime_directory: run
+            \(ControllerHarness.fastSettings)
+            metrics:
+              address: 127.0.0.1:0
+            providers:
+              cloud:
+                shim:
+                  command: \(BuiltProducts.path(of: "provider-shim"))
+                  args: [fake, --scenario, \(scenario)]
+                  env: [ALLOWED_VARIABLE]
+                cloud:
+                  type: fake
+            credentials:
+              - provider: cloud
+                name: main
+                auth_type: token
+                attributes: {token: \(Self.inlineSecret)}
+              - provider: cloud
+                name: filed
+                auth_type: token
+                file: \(secretFile)
+
+            """
+        try config.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        var environment = ProcessInfo.processInfo.environment
+        environment["ALLOWED_VARIABLE"] = "passed-on"
+        environment["NOT_ALLOWED_TOKEN"] = "kept-back"
+        let controller = try await h.start(logLevel: "trace", environment: environment)
+        let serving = try await controller.stderrLines.waitForLine(containing: "serving metrics")
+        let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+
+        let watcher = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), ["watch", "--runtime-dir", h.runtimeDirectory])
+        try await watcher.stderrLines.waitForLine(containing: "following events after revision")
+
+        try await h.store.addMachine(Machine(id: "m1", provider: "cloud", credential: "main", instanceID: "i-1"))
+        try await h.store.addMachine(Machine(id: "m2", provider: "cloud", credential: "filed", instanceID: "i-2"))
+        try await h.waitForMachines("both machines to converge with their credentials") {
+            $0["m1"]?.addressValues == ["10.3.0.1"] && $0["m2"]?.addressValues == ["10.3.0.2"]
+        }
+        var outputs: [String] = []
+        let set = try await h.cli(["credentials", "set", "cloud", "rotated", "--auth-type", "token", "--file", "-"], stdin: "token: \(Self.cliSecret)\n")
+        #expect(set.status == 0, "\(set.stderr)")
+        outputs.append(set.stdout + set.stderr)
+        for command in [
+            ["credentials", "validate", "cloud", "rotated"], ["credentials", "list"], ["credentials", "list", "--format", "json"],
+            ["machines", "show", "m1", "--format", "json"], ["machines", "list"], ["status", "--format", "json"], ["providers", "list"],
+            ["watch", "--after", "0", "--no-follow", "--format", "json"],
+        ] {
+            let result = try await h.cli(command)
+            #expect(result.status == 0, "\(command): \(result.stderr)")
+            outputs.append(result.stdout + result.stderr)
+        }
+        try await h.store.addMachine(Machine(id: "m3", provider: "cloud", credential: "rotated", instanceID: "i-1"))
+        try await h.waitForMachines("m3 to converge with the credential set through the CLI") { $0["m3"]?.addressValues == ["10.3.0.1"] }
+        let metrics = try await HTTP.get(port: port, path: "/metrics")
+        #expect(metrics.contains("instancepoller_credential_valid"))
+
+        // Every process of the system, while it runs: the controller, its
+        // shim and a CLI client (watch).
+        let shims = ProcessTree.children(of: controller.pid)
+        #expect(shims.count == 1)
+        for pid in [controller.pid, watcher.pid] + shims {
+            let argv = ProcessTree.commandLine(of: pid)
+            let environ = ProcessTree.environment(of: pid)
+            #expect(!argv.isEmpty && !environ.isEmpty, "/proc/\(pid) is readable")
+            for secret in Self.secrets {
+                #expect(!argv.contains(secret), "a secret is in /proc/\(pid)/cmdline")
+                #expect(!environ.contains { $0.contains(secret) }, "a secret is in /proc/\(pid)/environ")
+            }
+        }
+        // A shim gets its allowlist and its socket, nothing else.
+        let shimEnvironment = ProcessTree.environment(of: shims[0]).sorted()
+        #expect(shimEnvironment.count == 2 && shimEnvironment[0] == "ALLOWED_VARIABLE=passed-on"
+            && shimEnvironment[1].hasPrefix("INSTANCEPOLLER_SOCKET=\(h.runtimeDirectory)/"), "\(shimEnvironment)")
+
+        watcher.terminate()
+        _ = try await watcher.waitForExit()
+        let watched = try await watcher.output()
+        #expect(watched.stdout.contains("m3"), "watch saw the events: \(watched.stdout)")
+        #expect(try await h.stop(controller) == 0)
+        let log = controller.stderr
+        #expect(log.contains(" trace ") || log.contains(" debug "), "the controller logged at its most verbose")
+        for secret in Self.secrets {
+            #expect(!log.contains(secret), "a secret reached the controller's log (shim lines included)")
+            #expect(!watched.stdout.contains(secret) && !watched.stderr.contains(secret), "a secret reached watch")
+            #expect(!metrics.contains(secret), "a secret reached the metrics")
+            for output in outputs { #expect(!output.contains(secret), "a secret reached the CLI's output") }
+        }
+    }
+}
