@@ -161,5 +161,33 @@ struct ControllerConfigTests {
             #expect(error.description.hasPrefix("\(configPath):6:62: credentials[0].file: \(secrets):"))
             #expect(!error.description.contains("hunter2"))
         }
+
+        // A FIFO (or /dev/stdin) named as the file: refused at once instead
+        // of blocking the controller's start on a read that never ends.
+        try FileManager.default.removeItem(atPath: secrets)
+        #expect(mkfifo(secrets, 0o600) == 0)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("a FIFO was read as a secrets file")
+        } catch {
+            #expect(error.description == "\(configPath):6:62: credentials[0].file: \(secrets): not a regular file")
+        }
+    }
+
+    @Test func anErrorIsOneLineWhateverTheValueHolds() throws {
+        // A quoted value with a newline, and a control character the YAML
+        // reader rejects (what fuzzing found): both errors stay on one line.
+        for text in [
+            "metrics:\n  address: \"a\\nb\"\n",
+            "providers:\n  x:\n    shim: {command: a\u{01}}\n",
+        ] {
+            do {
+                _ = try ControllerConfig.parse(text, file: "/etc/ip.yaml", environment: [:])
+                Issue.record("accepted \(text.debugDescription)")
+            } catch {
+                #expect(!error.description.contains("\n"), "\(error.description.debugDescription)")
+                #expect(error.description.hasPrefix("/etc/ip.yaml:"))
+            }
+        }
     }
 }

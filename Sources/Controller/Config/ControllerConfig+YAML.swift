@@ -281,7 +281,8 @@ extension YAMLReader {
             }
         } catch {
             // Name the config's line, and the credential file's line without its text.
-            throw fail(node, place, "\(path):\(error.line): \(error.problem.hasPrefix("not valid YAML") ? "not valid YAML" : error.problem)")
+            let location = error.line > 0 ? "\(path):\(error.line)" : path
+            throw fail(node, place, "\(location): \(error.problem.hasPrefix("not valid YAML") ? "not valid YAML" : error.problem)")
         }
     }
 }
