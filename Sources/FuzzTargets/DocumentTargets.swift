@@ -77,9 +77,24 @@ enum DocumentTargets {
         guard message.hasPrefix(file) else {
             throw FuzzPropertyViolation(target, "the error does not start with the file's name: \(message.debugDescription)")
         }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+        let lines = yamlLineCount(text)
         guard error.line >= 0, error.line <= lines + 1, error.column >= 0 else {
             throw FuzzPropertyViolation(target, "the error points at line \(error.line) column \(error.column) of a \(lines)-line text")
         }
+    }
+
+    /// Lines as YAML counts them: CR LF, CR, LF, NEL, LS and PS each end one.
+    static func yamlLineCount(_ text: String) -> Int {
+        var lines = 1
+        var afterCR = false
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": if !afterCR { lines += 1 }
+            case "\r", "\u{85}", "\u{2028}", "\u{2029}": lines += 1
+            default: break
+            }
+            afterCR = scalar == "\r"
+        }
+        return lines
     }
 }
