@@ -59,12 +59,14 @@ struct FaultInjectionTests {
         var random = Self.generator("shim kills")
         let h = try ControllerHarness()
         defer { h.remove() }
-        // Calls take a little while, so that many kills land inside one.
+        // Calls take a while, and the machines' agents never start, so
+        // they stay in the short poll group: a batch is in flight much of
+        // the time and many kills land inside one.
         let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Self.instances, extra: """
             faults:
               - kind: latency
                 methods: [Instances, NetworkInterfaces]
-                delay: 40ms
+                delay: 150ms
 
             """))
         try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
@@ -72,7 +74,7 @@ struct FaultInjectionTests {
         var started = try await controller.stderrLines.waitForLine(containing: "shim started")
         var shim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
         for (index, entry) in Self.instances.enumerated() {
-            try await h.add("m\(index + 1)", provider: "cloud", instance: entry.id)
+            try await h.add("m\(index + 1)", provider: "cloud", instance: entry.id, agent: .pending)
         }
 
         var killed: [Int32] = []
