@@ -212,6 +212,7 @@ struct FaultInjectionTests {
         try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.2.0.1"] }
 
         // The shim stops answering anything, its socket still open.
+        let hangAt = ContinuousClock.now
         kill(hung, SIGSTOP)
         let hangStart = controller.stderrLines.lines.count
         try await h.add("m2", provider: "cloud", instance: "i-2")
@@ -224,6 +225,7 @@ struct FaultInjectionTests {
             $0.contains("shim started") && logValue("pid", in: $0) != "\(hung)"
         }
         let fresh = try #require(logValue("pid", in: restarted.line).flatMap(Int32.init))
+        let replacedAfter = ContinuousClock.now - hangAt
         #expect(await ProcessWatch.waitForExit(pid: hung, limit: .seconds(5)), "the hung shim was killed and reaped")
 
         let machines = try await h.waitForMachines("both machines to converge after the hang") {
@@ -233,6 +235,7 @@ struct FaultInjectionTests {
         #expect(ProcessTree.children(of: controller.pid) == [fresh])
         #expect(try await h.stop(controller) == 0)
         #expect(h.processesOfThisTest().isEmpty)
+        Self.report("hung-shim", ["replaced_after_ms": Int(replacedAfter / .milliseconds(1)), "machines": machines.count])
     }
 
     @Test func aThousandDrippingConnectionsDoNotStopTheControllerAndLeaveNoDescriptorBehind() async throws {
@@ -281,9 +284,10 @@ struct FaultInjectionTests {
         try await waitUntil("the controller closes the \(connections) connections", .seconds(20)) {
             ProcessTree.openDescriptors(of: controller.pid) <= baseline + 2
         }
+        let left = ProcessTree.openDescriptors(of: controller.pid) - baseline
         #expect(controller.exitStatusIfExited == nil)
         #expect(try await h.stop(controller) == 0)
-        Self.report("dripping-connections", ["connections": connections, "descriptors_left": 0])
+        Self.report("dripping-connections", ["connections": connections, "descriptors_over_baseline": left, "cli_status": Int(status.status)])
     }
 
     @Test func oversizedAndGarbageFramesOnBothSocketsAreAnsweredAndHarmless() async throws {
@@ -301,6 +305,7 @@ struct FaultInjectionTests {
             ("\(h.runtimeDirectory)/\(shimSocket)", RequestEnvelope(service: ProviderV1.serviceName, method: "Health", payload: ByteBuffer())),
         ]
         var random = Self.generator("garbage frames")
+        var answered = 0
         for (path, probe) in sockets {
             let connection = try await RawConnection(unixSocketPath: path)
             // Over 4 MiB: answered ResourceExhausted, the connection stays.
@@ -336,14 +341,17 @@ struct FaultInjectionTests {
             let (again, fine) = try await next.nextResponse()
             #expect(again == 1 && fine.error == nil, "\(path) serves after random bytes")
             await next.close()
+            answered += [tooBig == 1, garbled == 3, served == 5, again == 1].count(where: { $0 })
         }
 
         try await h.add("m2", provider: "cloud", instance: "i-1")
         try await h.waitForMachines("polling goes on") { $0["m2"]?.addressValues == ["10.2.0.1"] }
-        #expect(!controller.stderrLines.lines.contains { $0.contains("shim down") }, "the shim survived the frames")
+        let shimDowns = controller.stderrLines.lines.count { $0.contains("shim down") }
+        #expect(shimDowns == 0, "the shim survived the frames")
         #expect(controller.exitStatusIfExited == nil)
         #expect(try await h.stop(controller) == 0)
         #expect(h.processesOfThisTest().isEmpty)
+        Self.report("bad-frames", ["sockets": sockets.count, "answered_as_expected": answered, "of": 4 * sockets.count, "shim_downs": shimDowns])
     }
 }
 
