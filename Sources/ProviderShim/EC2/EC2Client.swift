@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-public import Core
+internal import Core
 internal import Foundation
 public import Logging
 internal import NIOCore

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 
 /// The `fake` backend as a whole shim process: scenario, cloud, backend and
 /// the FakeCloud control service, under the shim contract.
