@@ -13,15 +13,10 @@ public func fuzzerInitialize(
     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>
 ) -> Int32 {
     let arguments = (0..<Int(argc.pointee)).compactMap { argv.pointee?[$0].map { String(cString: $0) } }
-    let targets = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
     guard let flag = arguments.first(where: { $0.hasPrefix("--target=") }) else {
-        InstancePollerFuzz.fail(2, "instancepoller-fuzz: name a target with --target=NAME; targets: \(targets)")
+        InstancePollerFuzz.fail(2, "instancepoller-fuzz: name a target with --target=NAME; targets: \(InstancePollerFuzz.targetNames)")
     }
-    let name = String(flag.dropFirst("--target=".count))
-    guard let target = FuzzTarget(rawValue: name) else {
-        InstancePollerFuzz.fail(2, "instancepoller-fuzz: unknown target \"\(name)\"; targets: \(targets)")
-    }
-    selected = target
+    selected = InstancePollerFuzz.target(named: String(flag.dropFirst("--target=".count)))
     return 0
 }
 
@@ -51,6 +46,16 @@ enum InstancePollerFuzz {
     static func fail(_ status: Int32, _ message: String) -> Never {
         FileHandle.standardError.write(Data((message + "\n").utf8))
         exit(status)
+    }
+
+    static let targetNames = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
+
+    /// The target called `name`, or exit 2 naming the targets there are.
+    static func target(named name: String) -> FuzzTarget {
+        guard let target = FuzzTarget(rawValue: name) else {
+            fail(2, "instancepoller-fuzz: unknown target \"\(name)\"; targets: \(targetNames)")
+        }
+        return target
     }
 
     static func replay(_ target: FuzzTarget, paths: [String]) -> Int32 {
@@ -104,18 +109,15 @@ enum InstancePollerFuzz {
 enum ReplayMain {
     static func main() {
         let arguments = CommandLine.arguments
-        let targets = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
         guard arguments.count >= 2 else {
-            InstancePollerFuzz.fail(2, "usage: instancepoller-fuzz TARGET FILE|DIR... | seeds DIR; targets: \(targets)")
+            InstancePollerFuzz.fail(2, "usage: instancepoller-fuzz TARGET FILE|DIR... | seeds DIR; targets: \(InstancePollerFuzz.targetNames)")
         }
         if arguments[1] == "seeds" {
             guard arguments.count == 3 else { InstancePollerFuzz.fail(2, "usage: instancepoller-fuzz seeds DIR") }
             InstancePollerFuzz.writeSeeds(into: arguments[2])
             return
         }
-        guard let target = FuzzTarget(rawValue: arguments[1]) else {
-            InstancePollerFuzz.fail(2, "instancepoller-fuzz: unknown target \"\(arguments[1])\"; targets: \(targets)")
-        }
+        let target = InstancePollerFuzz.target(named: arguments[1])
         exit(InstancePollerFuzz.replay(target, paths: Array(arguments.dropFirst(2))))
     }
 }
