@@ -15,32 +15,34 @@ enum DocumentTargets {
     static let scenarioFile = "/nonexistent/instancepoller-fuzz/scenario.yaml"
 
     static func config(_ input: [UInt8]) throws(FuzzPropertyViolation) {
-        let text = String(decoding: input, as: UTF8.self)
-        do {
-            let config = try ControllerConfig.parse(text, file: configFile, environment: ["PATH": "/nonexistent"])
-            try check(config)
-        } catch let error as YAMLFileError {
-            try check(error, text: text, file: configFile, target: .config)
-        } catch let violation as FuzzPropertyViolation {
-            throw violation
-        } catch {
-            throw FuzzPropertyViolation(.config, "threw \(type(of: error)), not a YAMLFileError: \(error)")
+        try read(input, as: .config, file: configFile) { text in
+            try check(try ControllerConfig.parse(text, file: configFile, environment: ["PATH": "/nonexistent"]))
         }
     }
 
     static func scenario(_ input: [UInt8]) throws(FuzzPropertyViolation) {
-        let text = String(decoding: input, as: UTF8.self)
-        do {
+        try read(input, as: .scenario, file: scenarioFile) { text in
             let scenario = try FakeScenario.parse(text, file: scenarioFile)
             guard Set(scenario.instances.map(\.id)).count == scenario.instances.count else {
                 throw FuzzPropertyViolation(.scenario, "read a scenario with two instances of one id")
             }
+        }
+    }
+
+    /// Runs `parse` on the input as text: a document it reads must pass its
+    /// checks, and one it refuses must be refused with a proper error.
+    private static func read(
+        _ input: [UInt8], as target: FuzzTarget, file: String, _ parse: (String) throws -> Void
+    ) throws(FuzzPropertyViolation) {
+        let text = String(decoding: input, as: UTF8.self)
+        do {
+            try parse(text)
         } catch let error as YAMLFileError {
-            try check(error, text: text, file: scenarioFile, target: .scenario)
+            try check(error, text: text, file: file, target: target)
         } catch let violation as FuzzPropertyViolation {
             throw violation
         } catch {
-            throw FuzzPropertyViolation(.scenario, "threw \(type(of: error)), not a YAMLFileError: \(error)")
+            throw FuzzPropertyViolation(target, "threw \(type(of: error)), not a YAMLFileError: \(error)")
         }
     }
 

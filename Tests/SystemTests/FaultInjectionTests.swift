@@ -39,10 +39,10 @@ struct FaultInjectionTests {
 
     /// A random generator whose seed is printed, so a failing run can be
     /// told apart from the next one.
-    static func generator(_ test: String) -> SplitMix {
+    static func generator(_ test: String) -> SplitMix64 {
         let seed = UInt64.random(in: 1...UInt64.max)
         print("\(test): random seed \(seed)")
-        return SplitMix(seed: seed)
+        return SplitMix64(seed: seed)
     }
 
     static let instances: [(id: String, address: String)] = (1...40).map { ("i-\($0)", "10.2.0.\($0)") }
@@ -78,10 +78,14 @@ struct FaultInjectionTests {
         }
 
         var killed: [Int32] = []
+        // Where a kill lands, picked at random each round: right after the
+        // handshake, inside a batch's calls, or between two batches.
+        let killPoints = ["shim started", "polling a batch", "batch polled"]
         for round in 1...kills {
-            // The kill point: anywhere from the handshake to the middle of
-            // a batch (the delay is the fault's timing, not a wait).
-            try await Task.sleep(for: .milliseconds(Int.random(in: 0...300, using: &random)))
+            let point = killPoints.randomElement(using: &random)!
+            if point != "shim started" {
+                try await controller.stderrLines.waitForLine(containing: point, from: started.index)
+            }
             kill(shim, SIGKILL)
             killed.append(shim)
             let previous = shim
@@ -143,12 +147,13 @@ struct FaultInjectionTests {
             // New machines each round, so that every batch has results to write.
             try await addRound()
             let controller = try await h.start()
+            // The kill lands as the first or second batch goes out:
+            // its calls in flight, its results about to be written.
             let batches = Int.random(in: 1...2, using: &random)
-            var batch = (index: 0, line: "")
+            var batch = (index: -1, line: "")
             for _ in 1...batches {
                 batch = try await controller.stderrLines.waitForLine(containing: "polling a batch", from: batch.index + 1)
             }
-            try await Task.sleep(for: .milliseconds(Int.random(in: 0...40, using: &random)))
             let shims = controller.stderrLines.lines.compactMap { line in
                 line.contains("shim started") ? logValue("pid", in: line).flatMap(Int32.init) : nil
             }
@@ -265,26 +270,32 @@ struct FaultInjectionTests {
                 #expect(send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) == 1)
             }
         }
-        try await waitUntil("the controller to accept all \(connections) connections", .seconds(20)) {
-            ProcessTree.openDescriptors(of: controller.pid) >= baseline + connections
-        }
-        let limits = ProcessTree.descriptorLimits(of: controller.pid)
-        #expect(limits != nil && limits?.soft == limits?.hard, "the controller raised its descriptor limit from 1024: \(String(describing: limits))")
-
         // The controller goes on: the CLI is answered and polling continues.
+        // Connections are accepted in order, so once the CLI's is served
+        // every dripper's is held too.
         let status = try await h.cli(["status"])
         #expect(status.status == 0, "status answered with \(connections) dripping clients: \(status.stderr)")
+        #expect(ProcessTree.openDescriptors(of: controller.pid) >= baseline + connections, "the controller holds every connection")
+        let limits = ProcessTree.descriptorLimits(of: controller.pid)
+        #expect(limits != nil && limits?.soft == limits?.hard, "the controller raised its descriptor limit from 1024: \(String(describing: limits))")
         try await h.add("m2", provider: "cloud", instance: "i-2")
         try await h.waitForMachines("m2 to converge with the drippers connected") { $0["m2"]?.addressValues == ["10.2.0.2"] }
         let listed = try await h.cli(["machines", "list", "--format", "json"])
         #expect(listed.status == 0 && listed.stdout.contains("\"m2\""))
 
-        for fd in drippers { close(fd) }
-        drippers.removeAll()
-        try await waitUntil("the controller closes the \(connections) connections", .seconds(20)) {
-            ProcessTree.openDescriptors(of: controller.pid) <= baseline + 2
+        // Each dripper hangs up its side and waits for the controller to
+        // close the connection (end of file, within 10 s).
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        for fd in drippers {
+            shutdown(fd, Int32(SHUT_WR))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var byte: UInt8 = 0
+            #expect(recv(fd, &byte, 1, 0) == 0, "the controller closed a dripper's connection")
+            close(fd)
         }
+        drippers.removeAll()
         let left = ProcessTree.openDescriptors(of: controller.pid) - baseline
+        #expect(left <= 2, "the controller released the connections' descriptors (\(left) over the baseline)")
         #expect(controller.exitStatusIfExited == nil)
         #expect(try await h.stop(controller) == 0)
         Self.report("dripping-connections", ["connections": connections, "descriptors_over_baseline": left, "cli_status": Int(status.status)])
@@ -352,18 +363,5 @@ struct FaultInjectionTests {
         #expect(try await h.stop(controller) == 0)
         #expect(h.processesOfThisTest().isEmpty)
         Self.report("bad-frames", ["sockets": sockets.count, "answered_as_expected": answered, "of": 4 * sockets.count, "shim_downs": shimDowns])
-    }
-}
-
-/// SplitMix64: a small seeded generator for reproducible fault timing.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

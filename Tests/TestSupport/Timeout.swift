@@ -26,17 +26,6 @@ public func withTimeout<T: Sendable>(
     return try outcome.get()
 }
 
-/// Checks `condition` every 20 ms until it holds, failing with
-/// ``TimedOut`` after `limit`: for states that announce no event, such as a
-/// process's descriptor count in /proc.
-public func waitUntil(_ what: String, _ limit: Duration = .seconds(10), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + limit
-    while !condition() {
-        guard ContinuousClock.now < deadline else { throw TimedOut(what: what, limit: limit) }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
-
 /// Returns when the calling task is cancelled: a handler that "hangs".
 public func waitUntilCancelled() async {
     let (never, continuation) = AsyncStream.makeStream(of: Void.self)

@@ -150,11 +150,12 @@ public struct PollSchedule: Sendable {
     }
 }
 
-/// A small seeded generator, so that jitter is reproducible in tests.
-struct SplitMix64: Sendable {
+/// A small seeded generator, so that jitter (and a test's fault timing) is
+/// reproducible.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
