@@ -99,17 +99,18 @@ struct MachinesShow: ControllerCommand {
     @OptionGroup var controller: ControllerOptions
 
     func execute() async throws {
-        let machine = try await controller.call(ControlV1.getMachine, .with { $0.id = id }).machine
-        if controller.format == .json { return try Output.json(machine) }
+        let answer = try await controller.call(ControlV1.getMachine, .with { $0.id = id })
+        if controller.format == .json { return try Output.json(answer) }
+        let machine = answer.machine
         Output.line("id           \(machine.id)")
         Output.line("provider     \(machine.provider) (credential \(machine.credential))")
         Output.line("instance     \(machine.instanceID.isEmpty ? "- (not provisioned)" : machine.instanceID)")
         Output.line("life         \(machine.life)\(machine.manual ? ", manual" : "")")
-        Output.line("agent        \(machine.agentStatus)")
-        var status = "status       \(Output.state(machine))"
-        if !machine.status.rawStatus.isEmpty { status += " (\(machine.status.rawStatus))" }
-        if !machine.status.message.isEmpty { status += ": \(machine.status.message)" }
-        Output.line(status + ", updated \(Output.time(machine.statusUpdatedUnixNano))")
+        var agent = "agent        \(machine.agentStatus)"
+        if !machine.agentMessage.isEmpty { agent += ": \(machine.agentMessage)" }
+        if machine.agentStartedUnixNano != 0 { agent += ", last started \(Output.time(machine.agentStartedUnixNano))" }
+        Output.line(agent)
+        Output.line("status       \(Self.describe(machine.status)), updated \(Output.time(machine.statusUpdatedUnixNano))")
         if !machine.group.isEmpty {
             Output.line("schedule     \(machine.group) group, every \(Output.duration(nanoseconds: machine.intervalNano)), next \(Output.time(machine.dueUnixNano))")
         }
@@ -127,6 +128,20 @@ struct MachinesShow: ControllerCommand {
             for address in interface.addresses { Output.line("  address    \(address.value) \(Self.describe(address))") }
             for address in interface.shadowAddresses { Output.line("  shadow     \(address.value) \(Self.describe(address))") }
         }
+        if !answer.statusHistory.isEmpty {
+            Output.line("history      (last \(answer.statusHistory.count) status changes, newest first)")
+            for change in answer.statusHistory {
+                Output.line("  \(Output.time(change.atUnixNano))  \(Self.describe(change.status))")
+            }
+        }
+    }
+
+    /// "running (running)", "unknown (not-found): instance not found by the provider".
+    static func describe(_ status: ProviderV1.InstanceStatus) -> String {
+        var text = ControlService.stateName(status.state)
+        if !status.rawStatus.isEmpty { text += " (\(status.rawStatus))" }
+        if !status.message.isEmpty { text += ": \(status.message)" }
+        return text
     }
 
     static func describe(_ address: ProviderV1.Address) -> String {
@@ -373,7 +388,11 @@ struct Watch: ControllerCommand {
                     try Output.json(event)
                 } else {
                     let subject = event.machineID.isEmpty ? event.credential : event.machineID
-                    Output.line("\(event.revision)  \(Output.time(event.atUnixNano))  \(event.kind)  \(event.source)  \(subject)")
+                    var line = "\(event.revision)  \(Output.time(event.atUnixNano))  \(event.kind)  \(event.source)  \(subject)"
+                    if !event.oldValue.isEmpty || !event.newValue.isEmpty {
+                        line += "  \(event.oldValue.isEmpty ? "-" : event.oldValue) -> \(event.newValue.isEmpty ? "-" : event.newValue)"
+                    }
+                    Output.line(line)
                 }
                 revision = event.revision
             }

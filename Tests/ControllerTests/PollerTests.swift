@@ -44,16 +44,37 @@ struct PollerTests {
     struct Fixture {
         let directory: TemporaryDirectory
         let clock: ManualPollClock
-        let store: SQLiteMachineStore
+        /// The real SQLite store behind a probe that counts and fails operations.
+        let store: ProbeStore
+        /// Provider "fake" (credentials "main" and "spare").
         let cloud: TestCloud
+        /// Provider "other" (credential "main").
+        let otherCloud: TestCloud
+        let router: TestRouter
         let poller: Poller
         let logs: LogCapture
 
         var now: Timestamp { clock.now }
 
         /// Adds an alive machine on provider "fake" with credential "main".
-        func add(_ id: String, instance: String? = nil, agent: Machine.AgentStatus = .none, manual: Bool = false) async throws {
-            try await store.addMachine(Machine(id: id, provider: "fake", credential: "main", instanceID: instance ?? "i-\(id)", manual: manual, agentStatus: agent))
+        func add(
+            _ id: String, instance: String? = nil, agent: Machine.AgentStatus = .none, manual: Bool = false,
+            provider: String = "fake", credential: String = "main"
+        ) async throws {
+            try await store.addMachine(Machine(
+                id: id, provider: provider, credential: credential, instanceID: instance ?? "i-\(id)", manual: manual, agentStatus: agent))
+        }
+
+        /// Changes a machine as someone outside the poller would.
+        func update(_ id: String, _ change: (inout Machine) -> Void) async throws {
+            var machine = try await self.machine(id)
+            change(&machine)
+            try await store.updateMachine(machine)
+        }
+
+        /// The poller's events (source poller) so far.
+        func pollerEvents() async throws -> [MachineEvent] {
+            try await store.events(after: 0, limit: 10_000).filter { $0.source == .poller }
         }
 
         func entry(_ id: String) async throws -> ScheduleEntry? {
@@ -77,19 +98,28 @@ struct PollerTests {
         defer { directory.remove() }
         let clock = ManualPollClock()
         let logs = LogCapture()
-        let store = try SQLiteMachineStore(path: directory.file("machines.db"), clock: clock, logger: logs.logger())
-        try await store.setCredential(StoredCredential(provider: "fake", name: "main", authType: "access-key", attributes: ["secret-key": "s3cret-value"]))
+        let sqlite = try SQLiteMachineStore(path: directory.file("machines.db"), clock: clock, logger: logs.logger())
+        let store = ProbeStore(sqlite)
+        for (provider, name) in [("fake", "main"), ("fake", "spare"), ("other", "main")] {
+            try await store.setCredential(StoredCredential(provider: provider, name: name, authType: "access-key", attributes: ["secret-key": "s3cret-value"]))
+        }
         let cloud = TestCloud()
+        let otherCloud = TestCloud()
+        let router = TestRouter([
+            "fake": ProviderEndpoint(cloud: .with { $0.type = "fake" }, access: cloud),
+            "other": ProviderEndpoint(cloud: .with { $0.type = "other" }, access: otherCloud),
+        ])
         let poller = try Poller(config: PollerConfig(
             clock: clock,
             store: store,
-            providers: StaticProviderRouter(["fake": ProviderEndpoint(cloud: .with { $0.type = "fake" }, access: cloud)]),
+            providers: router,
             credentials: StoreCredentialAPI(store: store),
             logger: logs.logger(),
             settings: settings,
             jitterSeed: 42
         ))
-        try await body(Fixture(directory: directory, clock: clock, store: store, cloud: cloud, poller: poller, logs: logs))
+        try await body(Fixture(
+            directory: directory, clock: clock, store: store, cloud: cloud, otherCloud: otherCloud, router: router, poller: poller, logs: logs))
     }
 
     // MARK: - Config
@@ -158,10 +188,13 @@ struct PollerTests {
             #expect(machine.instanceStatus.state == .running)
             #expect(machine.addresses.map(\.value) == ["10.0.0.1"])
             #expect(try await f.entry("m1")?.group == .long)
-            let polledEvents = try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count
+            let events = try await f.pollerEvents()
+            #expect(events.map(\.kind) == [.instanceStatusChanged, .addressesChanged])
+            #expect(events.map { [$0.oldValue, $0.newValue] } == [["unspecified", "running"], ["", "10.0.0.1"]])
+            #expect(try await f.store.statusHistory(machineID: "m1").map(\.state) == [.running])
             // Same answer again: nothing written.
             try await f.tick(.seconds(900))
-            #expect(try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count == polledEvents)
+            #expect(try await f.pollerEvents() == events)
             #expect(f.cloud.calls("Instances").count == 2)
         }
     }
@@ -175,7 +208,7 @@ struct PollerTests {
             f.cloud.set("i-m1", .provisioning)
             try await f.tick(.seconds(6))  // writes status provisioning
             try await f.tick()  // reads the machine-polled events it wrote
-            #expect(try await f.store.events(after: 0, limit: 100).filter { $0.kind == .machinePolled }.count == 2)
+            #expect(try await f.pollerEvents().map(\.kind) == [.instanceStatusChanged, .instanceStatusChanged])
             #expect(try await f.entry("m1")?.interval == .seconds(12), "still backing off")
         }
     }
@@ -225,7 +258,7 @@ struct PollerTests {
         try await Self.with { f in
             try await f.tick()
             // Another process writing the same database file.
-            let other = try SQLiteMachineStore(path: f.store.path, clock: f.clock, logger: LogCapture().logger())
+            let other = try SQLiteMachineStore(path: f.store.inner.path, clock: f.clock, logger: LogCapture().logger())
             try await other.addMachine(Machine(id: "m9", provider: "fake", credential: "main", instanceID: "i-m9"))
             f.cloud.set("i-m9", .running)
             try await f.tick()

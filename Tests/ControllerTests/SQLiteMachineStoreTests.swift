@@ -50,7 +50,7 @@ struct SQLiteMachineStoreTests {
     static let running = InstanceStatusRecord(state: .running, rawStatus: "running")
 
     static func machine(_ id: String, instanceID: String = "i-1") -> Machine {
-        Machine(id: id, provider: "fake", credential: "main", instanceID: instanceID, agentStatus: .started)
+        Machine(id: id, provider: "fake", credential: "main", instanceID: instanceID, agentStatus: .pending)
     }
 
     static func tables(_ database: DatabaseQueue) throws -> [String] {
@@ -67,16 +67,20 @@ struct SQLiteMachineStoreTests {
         _ = try fixture.open()
         let database = try fixture.rawDatabase()
         let tables = try Self.tables(database)
-        for table in ["machines", "credentials", "schedule", "events"] { #expect(tables.contains(table)) }
+        for table in ["machines", "credentials", "schedule", "events", "status_history"] { #expect(tables.contains(table)) }
         try await database.read { db in
-            #expect(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") == ["v1"])
+            #expect(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") == ["v1", "v2"])
             #expect(try String.fetchOne(db, sql: "PRAGMA journal_mode") == "wal")
             let columns = try db.columns(in: "machines").map(\.name)
             #expect(columns == [
                 "id", "provider", "credential", "instance_id", "life", "manual", "agent_status", "status_state",
                 "status_raw", "status_message", "status_updated_at", "interfaces", "poll_error",
+                "agent_started_at", "agent_message",
             ])
-            #expect(try db.columns(in: "events").map(\.name) == ["revision", "kind", "source", "machine_id", "credential", "at"])
+            #expect(try db.columns(in: "events").map(\.name) == [
+                "revision", "kind", "source", "machine_id", "credential", "at", "old_value", "new_value",
+            ])
+            #expect(try db.columns(in: "status_history").map(\.name) == ["id", "machine_id", "state", "raw", "message", "at"])
             #expect(try db.columns(in: "schedule").map(\.name) == ["machine_id", "grp", "interval_ns", "due_ns"])
             #expect(try db.columns(in: "credentials").map(\.name) == [
                 "provider", "name", "auth_type", "attributes", "expires_at", "invalid_reason",
@@ -240,11 +244,13 @@ struct SQLiteMachineStoreTests {
         let firstWrite = fixture.clock.now
 
         let result = PollResult(machineID: "m1", instanceStatus: Self.running, interfaces: Self.interfaces)
-        try await store.applyPoll([result], schedule: [])
+        let returned = try await store.applyPoll([result], schedule: [])
         let polled = try await store.events(after: afterAdd, limit: 10)
-        #expect(polled.map(\.kind) == [.machinePolled])
-        #expect(polled.map(\.source) == [.poller])
-        #expect(polled.map(\.machineID) == ["m1"])
+        #expect(returned == polled, "it returns the events it logged")
+        #expect(polled.map(\.kind) == [.instanceStatusChanged, .addressesChanged])
+        #expect(polled.map(\.source) == [.poller, .poller])
+        #expect(polled.map(\.machineID) == ["m1", "m1"])
+        #expect(polled.map { [$0.oldValue, $0.newValue] } == [["unspecified", "running"], ["", "10.0.1.5,203.0.113.7"]])
         var stored = try #require(try await store.machine(id: "m1"))
         #expect(stored.instanceStatus == InstanceStatusRecord(state: .running, rawStatus: "running", updatedAt: firstWrite))
         #expect(stored.interfaces == Self.interfaces)
@@ -254,13 +260,13 @@ struct SQLiteMachineStoreTests {
         var again = result
         again.instanceStatus?.updatedAt = fixture.clock.now
         try await store.applyPoll([again], schedule: [])
-        #expect(try await store.latestRevision() == polled[0].revision)
+        #expect(try await store.latestRevision() == polled[1].revision)
         #expect(try await store.machine(id: "m1")?.instanceStatus.updatedAt == firstWrite)
 
         // Nil leaves each as it is.
         try await store.applyPoll([PollResult(machineID: "m1")], schedule: [])
         #expect(try await store.machine(id: "m1") == stored)
-        #expect(try await store.latestRevision() == polled[0].revision)
+        #expect(try await store.latestRevision() == polled[1].revision)
 
         // A new message alone is a change; so are new interfaces alone.
         let stopping = InstanceStatusRecord(state: .running, rawStatus: "running", message: "scheduled stop")
@@ -272,8 +278,12 @@ struct SQLiteMachineStoreTests {
         #expect(try await store.machine(id: "m1")?.interfaces == [Self.interfaces[1]])
         try await store.applyPoll([PollResult(machineID: "m1", interfaces: [])], schedule: [])
         #expect(try await store.machine(id: "m1")?.interfaces == [])
-        let later = try await store.events(after: polled[0].revision, limit: 10)
-        #expect(later.map(\.kind) == [.machinePolled, .machinePolled, .machinePolled])
+        let later = try await store.events(after: polled[1].revision, limit: 10)
+        #expect(later.map(\.kind) == [.instanceStatusChanged, .addressesChanged, .machinePolled], "the last change kept the addresses (none)")
+        #expect(later.map { [$0.oldValue, $0.newValue] } == [
+            ["running", "running: scheduled stop"], ["10.0.1.5,203.0.113.7", ""], ["", ""],
+        ])
+        #expect(try await store.statusHistory(machineID: "m1").map(\.summary) == ["running: scheduled stop", "running"])
     }
 
     @Test func manyMachinesAreAddedAllOrNone() async throws {
@@ -334,9 +344,10 @@ struct SQLiteMachineStoreTests {
         try await store.applyPoll(results, schedule: schedule)
         let events = try await store.events(after: before, limit: 1000)
         let expected = ids.filter { $0 != "m-42" }
-        #expect(events.map(\.machineID) == expected)
-        #expect(events.allSatisfy { $0.kind == .machinePolled && $0.source == .poller })
-        #expect(events.map(\.revision) == Array((before + 1)...(before + 499)))
+        #expect(events.map(\.machineID) == expected.flatMap { [$0, $0] })
+        #expect(events.map(\.kind) == expected.flatMap { _ in [MachineEvent.Kind.instanceStatusChanged, .addressesChanged] })
+        #expect(events.allSatisfy { $0.source == .poller })
+        #expect(events.map(\.revision) == Array((before + 1)...(before + 998)))
         let machines = try await store.machines()
         #expect(machines.count == 499)
         #expect(machines.allSatisfy { $0.instanceStatus.state == .running && $0.interfaces == Self.interfaces })
@@ -358,7 +369,90 @@ struct SQLiteMachineStoreTests {
         expected.updatedAt = fixture.clock.now
         #expect(try await store.machine(id: "m-manual")?.instanceStatus == expected)
         let events = try await store.events(after: revision, limit: 10)
-        #expect(events.map { [$0.kind.rawValue, $0.source.rawValue, $0.machineID] } == [["machine-polled", "poller", "m-manual"]])
+        #expect(events.map { [$0.kind.rawValue, $0.source.rawValue, $0.machineID, $0.oldValue, $0.newValue] } == [
+            ["instance-status-changed", "poller", "m-manual", "unspecified", "running: Manually provisioned machine"],
+        ])
+        #expect(try await store.statusHistory(machineID: "m-manual") == [expected])
+    }
+
+    @Test func theStatusHistoryKeepsTheLastTwentyNewestFirstAndGoesWithTheMachine() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        try await store.addMachines([Self.machine("m1"), Self.machine("m2")])
+        for index in 1...25 {
+            fixture.clock.advance(by: .seconds(1))
+            let status = InstanceStatusRecord(state: .running, rawStatus: "running", message: "change \(index)")
+            try await store.applyPoll([PollResult(machineID: "m1", instanceStatus: status), PollResult(machineID: "m2", instanceStatus: status)], schedule: [])
+        }
+        let history = try await store.statusHistory(machineID: "m1")
+        #expect(history.map(\.message) == (6...25).reversed().map { "change \($0)" })
+        #expect(history.first?.updatedAt == fixture.clock.now)
+        try await store.removeMachine(id: "m1")
+        #expect(try await store.statusHistory(machineID: "m1").isEmpty)
+        #expect(try await store.statusHistory(machineID: "m2").count == 20)
+        let rows = try await fixture.rawDatabase().read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM status_history") }
+        #expect(rows == 20, "trimmed in the store, not only when read")
+    }
+
+    @Test func everyAgentStartIsRecordedAndOtherReportsAreNot() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        try await store.addMachine(Self.machine("m1"))
+        #expect(try await store.machine(id: "m1")?.agentStartedAt == nil)
+        var revision = try await store.latestRevision()
+        var starts: [Timestamp] = []
+        for _ in 0..<2 {
+            fixture.clock.advance(by: .seconds(10))
+            let machine = try await store.reportAgentStatus(machineID: "m1", .started)
+            #expect(machine.agentStatus == .started && machine.agentStartedAt == fixture.clock.now)
+            #expect(try await store.machine(id: "m1") == machine)
+            #expect(try await store.events(after: revision, limit: 10).map(\.kind) == [.machineChanged], "a repeated start is news")
+            revision = try await store.latestRevision()
+            starts.append(fixture.clock.now)
+        }
+        fixture.clock.advance(by: .seconds(10))
+        #expect(try await store.reportAgentStatus(machineID: "m1", .down).agentStartedAt == starts[1])
+        #expect(try await store.events(after: revision, limit: 10).map(\.kind) == [.machineChanged])
+        revision = try await store.latestRevision()
+        _ = try await store.reportAgentStatus(machineID: "m1", .down)
+        #expect(try await store.latestRevision() == revision, "the same report again is not news")
+        await #expect(throws: StoreError.self) { try await store.reportAgentStatus(machineID: "m-ghost", .started) }
+
+        // An update that starts the agent records a start too; one that
+        // keeps it started does not.
+        var machine = try #require(try await store.machine(id: "m1"))
+        machine.agentStatus = .started
+        try await store.updateMachine(machine)
+        let startedByUpdate = fixture.clock.now
+        #expect(try await store.machine(id: "m1")?.agentStartedAt == startedByUpdate)
+        fixture.clock.advance(by: .seconds(10))
+        machine.instanceID = "i-2"
+        try await store.updateMachine(machine)
+        #expect(try await store.machine(id: "m1")?.agentStartedAt == startedByUpdate)
+        // A machine added with its agent started has started.
+        var added = Self.machine("m2")
+        added.agentStatus = .started
+        try await store.addMachine(added)
+        #expect(try await store.machine(id: "m2")?.agentStartedAt == fixture.clock.now)
+    }
+
+    @Test func aProvisioningErrorSetsTheAgentInErrorOnceWithAnEvent() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        try await store.addMachine(Self.machine("m1"))
+        let revision = try await store.latestRevision()
+        for _ in 0..<2 { try await store.applyPoll([PollResult(machineID: "m1", agentError: "InsufficientInstanceCapacity")], schedule: []) }
+        let machine = try #require(try await store.machine(id: "m1"))
+        #expect(machine.agentStatus == .error && machine.agentMessage == "InsufficientInstanceCapacity")
+        let events = try await store.events(after: revision, limit: 10)
+        #expect(events.map { [$0.kind.rawValue, $0.source.rawValue, $0.oldValue, $0.newValue] } == [
+            ["agent-status-changed", "poller", "pending", "error: InsufficientInstanceCapacity"],
+        ])
+        // The agent's own next report clears the message.
+        #expect(try await store.reportAgentStatus(machineID: "m1", .error).agentMessage == "")
     }
 
     // MARK: Schedule

@@ -17,16 +17,20 @@ final class TestCloud: CloudAccess, Sendable {
         var calls: [Call] = []
         var failures: [String: any Error & Sendable] = [:]  // method → error, until cleared
         var validity: (valid: Bool, reason: String) = (true, "")
+        /// Instances answers leave out this many results (a broken shim).
+        var shortBy = 0
         var inFlight = 0
         var maxInFlight = 0
+        /// While true, Instances calls wait in `parked` until released.
+        var holding = false
+        var parked: [CheckedContinuation<Void, Never>] = []
+        var parkedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = NIOLockedValueBox(State())
-    /// When set, each cloud call waits for this gate (to hold calls in flight).
-    let gate = NIOLockedValueBox<AsyncStream<Void>.Continuation?>(nil)
 
-    func set(_ id: String, _ state: ProviderV1.InstanceState, addresses: [String] = []) {
-        let status = ProviderV1.InstanceStatus.with { $0.state = state; $0.rawStatus = "\(state)" }
+    func set(_ id: String, _ state: ProviderV1.InstanceState, addresses: [String] = [], message: String = "") {
+        let status = ProviderV1.InstanceStatus.with { $0.state = state; $0.rawStatus = "\(state)"; $0.message = message }
         let interfaces: [ProviderV1.NetworkInterface] = addresses.isEmpty ? [] : [.with {
             $0.deviceIndex = 0
             $0.addresses = addresses.map { value in .with { $0.value = value; $0.type = .ipv4; $0.scope = .cloudLocal } }
@@ -37,6 +41,7 @@ final class TestCloud: CloudAccess, Sendable {
     func remove(_ id: String) { state.withLockedValue { _ = $0.instances.removeValue(forKey: id) } }
     func fail(_ method: String, with error: (any Error & Sendable)?) { state.withLockedValue { $0.failures[method] = error } }
     func setValidity(_ valid: Bool, reason: String = "") { state.withLockedValue { $0.validity = (valid, reason) } }
+    func answerFewer(_ count: Int) { state.withLockedValue { $0.shortBy = count } }
 
     var calls: [Call] { state.withLockedValue { $0.calls } }
     func calls(_ method: String) -> [Call] { calls.filter { $0.method == method } }
@@ -58,6 +63,45 @@ final class TestCloud: CloudAccess, Sendable {
 
     private func leave() { state.withLockedValue { $0.inFlight -= 1 } }
 
+    /// From now on Instances calls wait until ``release()``.
+    func hold() { state.withLockedValue { $0.holding = true } }
+
+    /// Lets every held call go, and calls no longer wait.
+    func release() {
+        let parked = state.withLockedValue { state in
+            state.holding = false
+            defer { state.parked = [] }
+            return state.parked
+        }
+        for call in parked { call.resume() }
+    }
+
+    /// Returns once `count` calls are held.
+    func waitUntilHeld(_ count: Int = 1) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLockedValue { state -> Bool in
+                if state.parked.count >= count { return true }
+                state.parkedWaiters.append((count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    private func passHold() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let (go, waiters) = state.withLockedValue { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+                guard state.holding else { return (true, []) }
+                state.parked.append(continuation)
+                let ready = state.parkedWaiters.filter { $0.count <= state.parked.count }.map(\.continuation)
+                state.parkedWaiters.removeAll { $0.count <= state.parked.count }
+                return (false, ready)
+            }
+            if go { continuation.resume() }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
     func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
         try enter("ValidateCredential", [], credential)
         defer { leave() }
@@ -69,8 +113,9 @@ final class TestCloud: CloudAccess, Sendable {
         try enter("Instances", ids, credential)
         defer { leave() }
         await Task.yield()
+        await passHold()
         return state.withLockedValue { state in
-            ids.map { id in
+            ids.dropLast(state.shortBy).map { id in
                 .with {
                     $0.instanceID = id
                     if let instance = state.instances[id] {
@@ -97,4 +142,26 @@ final class TestCloud: CloudAccess, Sendable {
             }
         }
     }
+}
+
+/// Providers by name for the poller's tests; ``serve(_:)`` says a
+/// provider's shim came back, as the supervised fleet does.
+final class TestRouter: ProviderRouter, Sendable {
+    private let endpoints: [String: ProviderEndpoint]
+    private let handler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+
+    init(_ endpoints: [String: ProviderEndpoint]) { self.endpoints = endpoints }
+
+    func endpoint(for provider: String) -> ProviderEndpoint? { endpoints[provider] }
+
+    func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {
+        self.handler.withLockedValue { $0 = handler }
+    }
+
+    func serve(_ provider: String) { handler.withLockedValue { $0 }?(provider) }
+}
+
+extension Machine {
+    /// The values of every address.
+    var addressValues: [String] { addresses.map(\.value) }
 }

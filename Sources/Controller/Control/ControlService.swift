@@ -63,12 +63,21 @@ public struct ControlService: Sendable {
         registry.register(ControlV1.getMachine) { request, _ in
             let machine = try await existingMachine(request.id)
             let entry = try await scheduleByID()[machine.id]
-            return .with { $0.machine = Self.wire(machine, entry) }
+            let history = try await store.statusHistory(machineID: machine.id)
+            return .with {
+                $0.machine = Self.wire(machine, entry)
+                $0.statusHistory = history.map { record in
+                    .with {
+                        $0.status = Self.wire(record)
+                        $0.atUnixNano = record.updatedAt?.nanosecondsSinceEpoch ?? 0
+                    }
+                }
+            }
         }
         registry.register(ControlV1.setAgentStatus) { request, _ in
-            var machine = try await existingMachine(request.id)
-            machine.agentStatus = try Self.agentStatus(request.agentStatus, field: "agent_status")
-            try await store.updateMachine(machine)
+            let status = try Self.agentStatus(request.agentStatus, field: "agent_status")
+            _ = try await existingMachine(request.id)
+            let machine = try await store.reportAgentStatus(machineID: request.id, status)
             return .with { $0.machine = Self.wire(machine, nil) }
         }
         registry.register(ControlV1.setCredential) { request, _ in
@@ -148,11 +157,9 @@ public struct ControlService: Sendable {
             $0.life = machine.life.rawValue
             $0.manual = machine.manual
             $0.agentStatus = machine.agentStatus.rawValue
-            $0.status = .with {
-                $0.state = machine.instanceStatus.state
-                $0.rawStatus = machine.instanceStatus.rawStatus
-                $0.message = machine.instanceStatus.message
-            }
+            $0.agentMessage = machine.agentMessage
+            $0.agentStartedUnixNano = machine.agentStartedAt?.nanosecondsSinceEpoch ?? 0
+            $0.status = wire(machine.instanceStatus)
             $0.statusUpdatedUnixNano = machine.instanceStatus.updatedAt?.nanosecondsSinceEpoch ?? 0
             $0.interfaces = machine.interfaces
             $0.pollError = machine.pollError ?? ""
@@ -161,6 +168,14 @@ public struct ControlService: Sendable {
                 $0.intervalNano = entry.interval.totalNanoseconds
                 $0.dueUnixNano = entry.due.nanosecondsSinceEpoch
             }
+        }
+    }
+
+    static func wire(_ status: InstanceStatusRecord) -> ProviderV1.InstanceStatus {
+        .with {
+            $0.state = status.state
+            $0.rawStatus = status.rawStatus
+            $0.message = status.message
         }
     }
 
@@ -292,18 +307,7 @@ public struct ControlService: Sendable {
     }
 
     /// "running", "provisioning-error", … as in the config and scenarios.
-    public static func stateName(_ state: ProviderV1.InstanceState) -> String {
-        switch state {
-        case .allocating: "allocating"
-        case .provisioning: "provisioning"
-        case .running: "running"
-        case .provisioningError: "provisioning-error"
-        case .stopped: "stopped"
-        case .terminated: "terminated"
-        case .unknown: "unknown"
-        default: "unspecified"
-        }
-    }
+    public static func stateName(_ state: ProviderV1.InstanceState) -> String { state.label }
 
     private func events(_ request: Instancepoller_Control_V1_EventsRequest) async throws -> Instancepoller_Control_V1_EventsResponse {
         let limit = request.limit == 0 ? Self.eventsLimit : min(Int(request.limit), Self.eventsLimit)
@@ -326,6 +330,8 @@ public struct ControlService: Sendable {
                     $0.machineID = event.machineID
                     $0.credential = event.credential
                     $0.atUnixNano = event.at.nanosecondsSinceEpoch
+                    $0.oldValue = event.oldValue
+                    $0.newValue = event.newValue
                 }
             }
             $0.latestRevision = latest

@@ -47,6 +47,15 @@ public struct ProviderEndpoint: Sendable {
 /// live shim; a swap changes what it returns).
 public protocol ProviderRouter: Sendable {
     func endpoint(for provider: String) -> ProviderEndpoint?
+    /// Calls `handler` with a provider's name each time its shim starts
+    /// serving (after a start, a restart or a swap), so that the poller
+    /// polls the machines that waited for it at once. Optional: a router
+    /// whose providers never go away need not call it.
+    func whenShimServes(_ handler: @escaping @Sendable (String) -> Void)
+}
+
+extension ProviderRouter {
+    public func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {}
 }
 
 /// A fixed set of endpoints.

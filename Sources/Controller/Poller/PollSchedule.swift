@@ -70,9 +70,13 @@ public struct PollSchedule: Sendable {
     /// short group with its interval reset.
     @discardableResult
     public mutating func resetToShort(_ machineID: String, now: Timestamp) -> ScheduleEntry {
-        let entry = ScheduleEntry(machineID: machineID, group: .short, interval: settings.shortPoll, due: now + settings.shortPoll)
+        let entry = shortEntry(machineID, now: now)
         store(entry)
         return entry
+    }
+
+    private func shortEntry(_ machineID: String, now: Timestamp) -> ScheduleEntry {
+        ScheduleEntry(machineID: machineID, group: .short, interval: settings.shortPoll, due: now + settings.shortPoll)
     }
 
     public mutating func untrack(_ machineID: String) {
@@ -105,40 +109,78 @@ public struct PollSchedule: Sendable {
     }
 
     /// `interval = min(interval × backoff, cap)`, due one interval from now,
-    /// in whatever group the machine is.
+    /// in whatever group the machine is. Stored at once (``nextBump(_:now:)``
+    /// and ``commit(_:)`` split it for a caller that must write first).
     @discardableResult
     public mutating func bump(_ machineID: String, now: Timestamp) -> ScheduleEntry? {
-        guard var entry = entries[machineID] else { return nil }
-        if entry.group == .short {
-            let next = entry.interval * settings.backoffFactor
-            entry.interval = min(next, settings.shortPollCap)
-            entry.due = now + entry.interval
-        } else {
-            entry.due = now + jitteredLongPoll()
-        }
+        guard let entry = nextBump(machineID, now: now) else { return nil }
         store(entry)
         return entry
     }
 
-    /// Applies the after-poll rules, first match wins:
-    /// allocating/provisioning → bump; long group and unknown, not found or
-    /// no addresses → short, reset; addresses and agent started → long;
-    /// otherwise short → bump (long stays long).
+    /// Where a bump would put the machine; nothing is stored.
+    public mutating func nextBump(_ machineID: String, now: Timestamp) -> ScheduleEntry? {
+        guard let entry = entries[machineID] else { return nil }
+        return bumped(entry, cap: settings.shortPollCap, now: now)
+    }
+
+    private mutating func bumped(_ entry: ScheduleEntry, cap: Duration, now: Timestamp) -> ScheduleEntry {
+        var entry = entry
+        if entry.group == .short {
+            entry.interval = min(entry.interval * settings.backoffFactor, cap)
+            entry.due = now + entry.interval
+        } else {
+            entry.due = now + jitteredLongPoll()
+        }
+        return entry
+    }
+
+    /// Applies the after-poll rules and stores the result (see
+    /// ``nextEntry(_:after:now:)``).
     @discardableResult
     public mutating func record(_ machineID: String, _ observation: Observation, now: Timestamp) -> ScheduleEntry? {
+        guard let entry = nextEntry(machineID, after: observation, now: now) else { return nil }
+        store(entry)
+        return entry
+    }
+
+    /// Where the after-poll rules put a machine, first match wins; nothing
+    /// is stored until ``commit(_:)``, so that a caller can write the
+    /// entries first and remember them only once they are written.
+    ///
+    /// - allocating or provisioning → bump;
+    /// - not found → long group: back to short, reset (confirmed quickly);
+    ///   short group: the backoff goes on doubling past the short cap up to
+    ///   the long poll (3, 6 … 60, 120 … 900 s), so a vanished instance
+    ///   costs almost nothing;
+    /// - long group and unknown or no addresses → short, reset;
+    /// - addresses and agent started → long;
+    /// - otherwise short → bump (a machine found again after a long
+    ///   not-found backoff comes back to the short cap); long stays long.
+    public mutating func nextEntry(_ machineID: String, after observation: Observation, now: Timestamp) -> ScheduleEntry? {
         guard let entry = entries[machineID] else { return nil }
         if observation.state == .allocating || observation.state == .provisioning {
-            return bump(machineID, now: now)
+            return bumped(entry, cap: settings.shortPollCap, now: now)
         }
-        if entry.group == .long, observation.state == nil || observation.state == .unknown || !observation.hasAddresses {
-            return resetToShort(machineID, now: now)
+        if observation.state == nil {
+            if entry.group == .long { return shortEntry(machineID, now: now) }
+            let cap = entry.interval < settings.shortPollCap ? settings.shortPollCap : max(settings.longPoll, settings.shortPollCap)
+            return bumped(entry, cap: cap, now: now)
         }
-        if observation.state != nil, observation.hasAddresses, observation.agentStarted {
-            let long = ScheduleEntry(machineID: machineID, group: .long, interval: settings.longPoll, due: now + jitteredLongPoll())
-            store(long)
-            return long
+        if entry.group == .long, observation.state == .unknown || !observation.hasAddresses {
+            return shortEntry(machineID, now: now)
         }
-        return bump(machineID, now: now)
+        if observation.hasAddresses, observation.agentStarted {
+            return ScheduleEntry(machineID: machineID, group: .long, interval: settings.longPoll, due: now + jitteredLongPoll())
+        }
+        return bumped(entry, cap: settings.shortPollCap, now: now)
+    }
+
+    /// Stores entries made by ``nextEntry(_:after:now:)`` or
+    /// ``nextBump(_:now:)``; entries of machines no longer tracked are
+    /// dropped.
+    public mutating func commit(_ planned: some Sequence<ScheduleEntry>) {
+        for entry in planned where entries[entry.machineID] != nil { store(entry) }
     }
 
     /// The long interval moved by up to ± jitter.

@@ -1,6 +1,7 @@
 public import Core
 public import Logging
 public import ServiceLifecycle
+internal import NIOConcurrencyHelpers
 internal import Synchronization
 internal import SwiftProtobuf
 
@@ -31,6 +32,8 @@ public actor ProviderFleet: ProviderRouter, Service {
     private var stopping = false
     /// What the poller reads, without waiting for the actor.
     private nonisolated let routes = Mutex<[String: ProviderEndpoint]>([:])
+    /// Told each time a provider's shim starts serving (the poller).
+    private nonisolated let servingHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
 
     /// - Parameter credentials: where a swap finds the credentials to
     ///   validate through the new shim (nil: no validation).
@@ -56,6 +59,10 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     public nonisolated func endpoint(for provider: String) -> ProviderEndpoint? {
         routes.withLock { $0[provider] }
+    }
+
+    public nonisolated func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {
+        servingHandler.withLockedValue { $0 = handler }
     }
 
     /// The supervisor of `provider`, if it is configured.
@@ -90,6 +97,8 @@ public actor ProviderFleet: ProviderRouter, Service {
             provider: config.name, command: config.shim, runtimeDirectory: runtimeDirectory,
             clock: clock, settings: settings, callTimeout: callTimeout, metrics: metrics, logger: logger
         )
+        let name = config.name
+        supervisor.access.whenServing { [servingHandler] in servingHandler.withLockedValue { $0 }?(name) }
         let task = Task { await supervisor.run() }
         members[config.name] = Member(config: config, supervisor: supervisor, task: task)
         route(config, through: supervisor)

@@ -61,8 +61,19 @@ public struct MachineEvent: Hashable, Sendable {
         case machineAdded = "machine-added"
         case machineChanged = "machine-changed"
         case machineRemoved = "machine-removed"
-        /// The poller wrote new polled truth (status or interfaces).
+        /// The poller wrote polled truth that none of the kinds below covers:
+        /// interfaces whose addresses stayed the same, or a poll error that
+        /// appeared, changed or cleared (old and new values: the errors).
         case machinePolled = "machine-polled"
+        /// The poller wrote a new instance status (values: the statuses'
+        /// one-line summaries).
+        case instanceStatusChanged = "instance-status-changed"
+        /// The poller wrote interfaces with other addresses (values: the
+        /// addresses, comma-separated).
+        case addressesChanged = "addresses-changed"
+        /// The poller set the agent status (to error, on a provisioning
+        /// error; values: "status" or "status: message").
+        case agentStatusChanged = "agent-status-changed"
         case credentialSet = "credential-set"
         case credentialInvalidated = "credential-invalidated"
     }
@@ -81,14 +92,23 @@ public struct MachineEvent: Hashable, Sendable {
     /// For credential events: "provider/name".
     public var credential: String
     public var at: Timestamp
+    /// What changed, for the poller's changes: the value before and after
+    /// (see each ``Kind``); empty otherwise.
+    public var oldValue: String
+    public var newValue: String
 
-    public init(revision: Int64, kind: Kind, source: Source, machineID: String = "", credential: String = "", at: Timestamp) {
+    public init(
+        revision: Int64, kind: Kind, source: Source, machineID: String = "", credential: String = "", at: Timestamp,
+        oldValue: String = "", newValue: String = ""
+    ) {
         self.revision = revision
         self.kind = kind
         self.source = source
         self.machineID = machineID
         self.credential = credential
         self.at = at
+        self.oldValue = oldValue
+        self.newValue = newValue
     }
 }
 
@@ -101,17 +121,22 @@ public struct PollResult: Hashable, Sendable {
     public var interfaces: [ProviderV1.NetworkInterface]?
     /// The poll error to record (nil clears it).
     public var pollError: String?
+    /// The provider reported a provisioning error with this message: the
+    /// agent status becomes error with it (nil: the agent is left alone).
+    public var agentError: String?
 
     public init(
         machineID: String,
         instanceStatus: InstanceStatusRecord? = nil,
         interfaces: [ProviderV1.NetworkInterface]? = nil,
-        pollError: String? = nil
+        pollError: String? = nil,
+        agentError: String? = nil
     ) {
         self.machineID = machineID
         self.instanceStatus = instanceStatus
         self.interfaces = interfaces
         self.pollError = pollError
+        self.agentError = agentError
     }
 }
 
@@ -127,21 +152,34 @@ public protocol MachineStore: Sendable {
     /// Adds many machines in one transaction: all or none.
     func addMachines(_ machines: [Machine]) async throws
     /// Updates life, instance id, agent status, provider, credential or the
-    /// manual flag; the polled truth is the poller's to write.
+    /// manual flag; the polled truth is the poller's to write. An agent
+    /// status that becomes `started` records an agent start.
     func updateMachine(_ machine: Machine) async throws
+    /// A report from whoever runs the machine's agent: sets its agent status
+    /// (clearing the agent message); every `started` records an agent start
+    /// time, also when the status already was `started` (the agent
+    /// restarted). Returns the machine as stored.
+    func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine
     func removeMachine(id: String) async throws
     func machine(id: String) async throws -> Machine?
     func machines() async throws -> [Machine]
 
     /// Writes one batch's results and schedule in one transaction. Status,
-    /// interfaces and the poll error are written only when they differ from
-    /// what is stored, each changed machine logged once (machine-polled,
-    /// source .poller). Results for machines that no longer exist are
-    /// skipped.
-    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws
+    /// interfaces, the poll error and the agent's error are written only
+    /// when they differ from what is stored; each change is logged as an
+    /// event of source .poller carrying the old and new values (an
+    /// instance status also goes into the machine's status history).
+    /// Results for machines that no longer exist are skipped. Returns the
+    /// events it logged.
+    @discardableResult
+    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent]
 
     /// Sets the manual machine's status (the poller's own write).
     func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws
+
+    /// The machine's last instance statuses as written, newest first (at
+    /// most ``statusHistoryLimit``).
+    func statusHistory(machineID: String) async throws -> [InstanceStatusRecord]
 
     // Schedule state.
     func schedule() async throws -> [ScheduleEntry]
@@ -161,6 +199,9 @@ public protocol MachineStore: Sendable {
     /// .credentialInvalidated).
     func invalidateCredential(provider: String, name: String, reason: String) async throws
 }
+
+/// How many instance statuses a machine's history keeps.
+public let statusHistoryLimit = 20
 
 /// A store operation that failed; the message says what and where.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {

@@ -61,6 +61,29 @@ extension SQLiteMachineStore {
                 );
                 """)
         }
+        // Juju's agent rule, what the poller changed, and status history.
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: """
+                -- When the agent last reported started (nanoseconds since the
+                -- epoch); NULL when it never has.
+                ALTER TABLE machines ADD COLUMN agent_started_at INTEGER;
+                -- Said with the agent status (e.g. a provisioning error).
+                ALTER TABLE machines ADD COLUMN agent_message TEXT NOT NULL DEFAULT '';
+                -- The poller's changes: the value before and after.
+                ALTER TABLE events ADD COLUMN old_value TEXT NOT NULL DEFAULT '';
+                ALTER TABLE events ADD COLUMN new_value TEXT NOT NULL DEFAULT '';
+                -- Every instance status written, the last 20 per machine.
+                CREATE TABLE status_history (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    machine_id TEXT NOT NULL,
+                    state INTEGER NOT NULL,
+                    raw TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    at INTEGER NOT NULL
+                );
+                CREATE INDEX status_history_by_machine ON status_history (machine_id, id);
+                """)
+        }
         return migrator
     }
 

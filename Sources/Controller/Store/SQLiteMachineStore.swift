@@ -102,17 +102,20 @@ public final class SQLiteMachineStore: MachineStore {
         try await write(what) { db in
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
+                    agent_message, agent_started_at,
                     status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             for (machine, interfaces) in encoded {
                 if try Self.exists(db, machineID: machine.id) {
                     throw StoreError("machine \(machine.id) already exists")
                 }
                 let status = machine.instanceStatus
+                // A machine whose agent is started when added: that is its start.
+                let agentStarted = machine.agentStartedAt ?? (machine.agentStatus == .started ? now : nil)
                 try insert.execute(arguments: [
                     machine.id, machine.provider, machine.credential, machine.instanceID, machine.life.rawValue,
-                    machine.manual, machine.agentStatus.rawValue,
+                    machine.manual, machine.agentStatus.rawValue, machine.agentMessage, agentStarted?.nanosecondsSinceEpoch,
                     status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
                     interfaces, machine.pollError,
                 ])
@@ -134,23 +137,24 @@ public final class SQLiteMachineStore: MachineStore {
             else {
                 throw StoreError("machine \(machine.id) does not exist")
             }
+            let agentBefore: String = try row.decode(forColumn: "agent_status")
             let unchanged =
                 try row.decode(String.self, forColumn: "provider") == machine.provider
                 && row.decode(String.self, forColumn: "credential") == machine.credential
                 && row.decode(String.self, forColumn: "instance_id") == machine.instanceID
                 && row.decode(String.self, forColumn: "life") == machine.life.rawValue
                 && row.decode(Bool.self, forColumn: "manual") == machine.manual
-                && row.decode(String.self, forColumn: "agent_status") == machine.agentStatus.rawValue
+                && agentBefore == machine.agentStatus.rawValue
             if unchanged { return false }
             try db.execute(
                 sql: """
-                    UPDATE machines SET provider = ?, credential = ?, instance_id = ?, life = ?, manual = ?, agent_status = ?
+                    UPDATE machines SET provider = ?, credential = ?, instance_id = ?, life = ?, manual = ?
                     WHERE id = ?
                     """,
-                arguments: [
-                    machine.provider, machine.credential, machine.instanceID, machine.life.rawValue, machine.manual,
-                    machine.agentStatus.rawValue, machine.id,
-                ])
+                arguments: [machine.provider, machine.credential, machine.instanceID, machine.life.rawValue, machine.manual, machine.id])
+            if agentBefore != machine.agentStatus.rawValue {
+                try Self.writeAgentStatus(db, machine.agentStatus, machineID: machine.id, at: now)
+            }
             try Self.appendEvent(db, .machineChanged, .external, machineID: machine.id, at: now)
             return true
         }
@@ -159,12 +163,37 @@ public final class SQLiteMachineStore: MachineStore {
         didChange()
     }
 
+    public func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine {
+        let now = clock.now
+        let (machine, changed) = try await write("setting the agent status of machine \(machineID)") { db -> (Machine, Bool) in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM machines WHERE id = ?", arguments: [machineID]) else {
+                throw StoreError("machine \(machineID) does not exist")
+            }
+            let before = try Self.machine(from: row)
+            // A repeated `started` is news: the agent started again.
+            guard status == .started || before.agentStatus != status || !before.agentMessage.isEmpty else { return (before, false) }
+            try Self.writeAgentStatus(db, status, machineID: machineID, at: now)
+            try Self.appendEvent(db, .machineChanged, .external, machineID: machineID, at: now)
+            var after = before
+            after.agentStatus = status
+            after.agentMessage = ""
+            if status == .started { after.agentStartedAt = now }
+            return (after, true)
+        }
+        if changed {
+            logger.debug("agent status reported", metadata: ["machine": "\(machineID)", "status": "\(status.rawValue)"])
+            didChange()
+        }
+        return machine
+    }
+
     public func removeMachine(id: String) async throws {
         let now = clock.now
         try await write("removing machine \(id)") { db in
             try db.execute(sql: "DELETE FROM machines WHERE id = ?", arguments: [id])
             if db.changesCount == 0 { throw StoreError("machine \(id) does not exist") }
             try db.execute(sql: "DELETE FROM schedule WHERE machine_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM status_history WHERE machine_id = ?", arguments: [id])
             try Self.appendEvent(db, .machineRemoved, .external, machineID: id, at: now)
         }
         logger.debug("machine removed", metadata: ["machine": "\(id)"])
@@ -185,60 +214,99 @@ public final class SQLiteMachineStore: MachineStore {
 
     // MARK: Polled truth
 
-    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws {
+    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         let now = clock.now
-        let polled = try await write("applying a poll of \(results.count) machines") { db -> [String] in
-            var polled: [String] = []
+        let events = try await write("applying a poll of \(results.count) machines") { db -> [MachineEvent] in
+            var events: [MachineEvent] = []
             let select = try db.cachedStatement(sql: """
-                SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error
+                SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
+                    agent_status, agent_message
                 FROM machines WHERE id = ?
                 """)
             for result in results {
                 // Removed since the poll began: nothing to write.
                 guard let row = try Row.fetchOne(select, arguments: [result.machineID]) else { continue }
-                var changed = false
-                if let status = result.instanceStatus, !status.sameReport(as: try Self.status(from: row)) {
-                    try Self.writeStatus(db, status, machineID: result.machineID, at: now)
-                    changed = true
+                let id = result.machineID
+                var polled: (old: String, new: String)?
+                if let status = result.instanceStatus {
+                    let before = try Self.status(from: row)
+                    if !status.sameReport(as: before) {
+                        try Self.writeStatus(db, status, machineID: id, at: now)
+                        events.append(try Self.appendEvent(
+                            db, .instanceStatusChanged, .poller, machineID: id, at: now, old: before.summary, new: status.summary))
+                    }
                 }
-                if let interfaces = result.interfaces,
-                    interfaces != (try Self.interfaces(from: row, machineID: result.machineID))
-                {
-                    try db.cachedStatement(sql: "UPDATE machines SET interfaces = ? WHERE id = ?").execute(
-                        arguments: [try Self.encode(interfaces: interfaces, machineID: result.machineID), result.machineID])
-                    changed = true
+                if let interfaces = result.interfaces {
+                    let before = try Self.interfaces(from: row, machineID: id)
+                    if interfaces != before {
+                        try db.cachedStatement(sql: "UPDATE machines SET interfaces = ? WHERE id = ?").execute(
+                            arguments: [try Self.encode(interfaces: interfaces, machineID: id), id])
+                        let (old, new) = (Self.addressList(before), Self.addressList(interfaces))
+                        if old != new {
+                            events.append(try Self.appendEvent(db, .addressesChanged, .poller, machineID: id, at: now, old: old, new: new))
+                        } else {
+                            polled = ("", "")
+                        }
+                    }
                 }
-                if try row.decode(String?.self, forColumn: "poll_error") != result.pollError {
-                    try db.cachedStatement(sql: "UPDATE machines SET poll_error = ? WHERE id = ?").execute(
-                        arguments: [result.pollError, result.machineID])
+                let errorBefore = try row.decode(String?.self, forColumn: "poll_error")
+                if errorBefore != result.pollError {
+                    try db.cachedStatement(sql: "UPDATE machines SET poll_error = ? WHERE id = ?").execute(arguments: [result.pollError, id])
                     // An error that appears or clears is news for watchers too.
-                    changed = true
+                    polled = (errorBefore ?? "", result.pollError ?? "")
                 }
-                if changed {
-                    try Self.appendEvent(db, .machinePolled, .poller, machineID: result.machineID, at: now)
-                    polled.append(result.machineID)
+                if let polled {
+                    events.append(try Self.appendEvent(db, .machinePolled, .poller, machineID: id, at: now, old: polled.old, new: polled.new))
+                }
+                if let message = result.agentError {
+                    let agentBefore: String = try row.decode(forColumn: "agent_status")
+                    let messageBefore: String = try row.decode(forColumn: "agent_message")
+                    if agentBefore != Machine.AgentStatus.error.rawValue || messageBefore != message {
+                        try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = ? WHERE id = ?").execute(
+                            arguments: [Machine.AgentStatus.error.rawValue, message, id])
+                        events.append(try Self.appendEvent(
+                            db, .agentStatusChanged, .poller, machineID: id, at: now,
+                            old: Self.agentText(agentBefore, messageBefore), new: Self.agentText("error", message)))
+                    }
                 }
             }
             try Self.upsert(db, schedule: schedule)
-            return polled
+            return events
         }
         logger.debug(
             "poll applied",
-            metadata: ["results": "\(results.count)", "changed": "\(polled.count)", "schedule": "\(schedule.count)"])
-        if !polled.isEmpty { didChange() }
+            metadata: ["results": "\(results.count)", "events": "\(events.count)", "schedule": "\(schedule.count)"])
+        if !events.isEmpty { didChange() }
+        return events
     }
 
     public func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws {
         let now = clock.now
         try await write("setting the instance status of machine \(machineID)") { db in
-            guard try Self.exists(db, machineID: machineID) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM machines WHERE id = ?", arguments: [machineID]) else {
                 throw StoreError("machine \(machineID) does not exist")
             }
+            let before = try Self.status(from: row)
             try Self.writeStatus(db, status, machineID: machineID, at: now)
-            try Self.appendEvent(db, .machinePolled, .poller, machineID: machineID, at: now)
+            try Self.appendEvent(db, .instanceStatusChanged, .poller, machineID: machineID, at: now, old: before.summary, new: status.summary)
         }
-        logger.debug("instance status set", metadata: ["machine": "\(machineID)", "state": "\(status.state)"])
+        logger.debug("instance status set", metadata: ["machine": "\(machineID)", "state": "\(status.state.label)"])
         didChange()
+    }
+
+    public func statusHistory(machineID: String) async throws -> [InstanceStatusRecord] {
+        try await read("reading the status history of machine \(machineID)") { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM status_history WHERE machine_id = ? ORDER BY id DESC LIMIT ?",
+                arguments: [machineID, statusHistoryLimit]
+            ).map { row in
+                InstanceStatusRecord(
+                    state: ProviderV1.InstanceState(rawValue: try row.decode(Int.self, forColumn: "state")) ?? .unspecified,
+                    rawStatus: try row.decode(forColumn: "raw"),
+                    message: try row.decode(forColumn: "message"),
+                    updatedAt: Timestamp(nanosecondsSinceEpoch: try row.decode(forColumn: "at")))
+            }
+        }
     }
 
     // MARK: Schedule
@@ -367,21 +435,55 @@ extension SQLiteMachineStore {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
     }
 
+    @discardableResult
     private static func appendEvent(
         _ db: Database, _ kind: MachineEvent.Kind, _ source: MachineEvent.Source,
-        machineID: String = "", credential: String = "", at: Timestamp
-    ) throws {
-        try db.cachedStatement(sql: "INSERT INTO events (kind, source, machine_id, credential, at) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [kind.rawValue, source.rawValue, machineID, credential, at.nanosecondsSinceEpoch])
+        machineID: String = "", credential: String = "", at: Timestamp, old: String = "", new: String = ""
+    ) throws -> MachineEvent {
+        try db.cachedStatement(sql: """
+            INSERT INTO events (kind, source, machine_id, credential, at, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """
+        ).execute(arguments: [kind.rawValue, source.rawValue, machineID, credential, at.nanosecondsSinceEpoch, old, new])
+        return MachineEvent(
+            revision: db.lastInsertedRowID, kind: kind, source: source, machineID: machineID, credential: credential, at: at,
+            oldValue: old, newValue: new)
     }
 
-    /// The status as given, stamped with the time of this write.
+    /// The status as given, stamped with the time of this write, and kept in
+    /// the machine's status history (the last ``statusHistoryLimit``).
     private static func writeStatus(_ db: Database, _ status: InstanceStatusRecord, machineID: String, at now: Timestamp) throws {
         try db.cachedStatement(sql: """
             UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?
             WHERE id = ?
             """
         ).execute(arguments: [status.state.rawValue, status.rawStatus, status.message, now.nanosecondsSinceEpoch, machineID])
+        try db.cachedStatement(sql: "INSERT INTO status_history (machine_id, state, raw, message, at) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [machineID, status.state.rawValue, status.rawStatus, status.message, now.nanosecondsSinceEpoch])
+        try db.cachedStatement(sql: """
+            DELETE FROM status_history WHERE machine_id = ?1 AND id <= (
+                SELECT id FROM status_history WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+            """
+        ).execute(arguments: [machineID, statusHistoryLimit])
+    }
+
+    /// A new agent status; the message goes, and `started` is a start.
+    private static func writeAgentStatus(_ db: Database, _ status: Machine.AgentStatus, machineID: String, at now: Timestamp) throws {
+        if status == .started {
+            try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = '', agent_started_at = ? WHERE id = ?")
+                .execute(arguments: [status.rawValue, now.nanosecondsSinceEpoch, machineID])
+        } else {
+            try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = '' WHERE id = ?")
+                .execute(arguments: [status.rawValue, machineID])
+        }
+    }
+
+    /// Every address of the interfaces, comma-separated, as events show them.
+    static func addressList(_ interfaces: [ProviderV1.NetworkInterface]) -> String {
+        interfaces.flatMap { $0.addresses + $0.shadowAddresses }.map(\.value).joined(separator: ",")
+    }
+
+    private static func agentText(_ status: String, _ message: String) -> String {
+        message.isEmpty ? status : "\(status): \(message)"
     }
 
     /// Upserts entries of machines that exist; others are skipped.
@@ -419,6 +521,8 @@ extension SQLiteMachineStore {
             life: life,
             manual: try row.decode(forColumn: "manual"),
             agentStatus: agentStatus,
+            agentMessage: try row.decode(forColumn: "agent_message"),
+            agentStartedAt: (try row.decode(Int64?.self, forColumn: "agent_started_at")).map(Timestamp.init(nanosecondsSinceEpoch:)),
             instanceStatus: try status(from: row),
             interfaces: try interfaces(from: row, machineID: id),
             pollError: try row.decode(forColumn: "poll_error"))
@@ -481,7 +585,9 @@ extension SQLiteMachineStore {
             source: source,
             machineID: try row.decode(forColumn: "machine_id"),
             credential: try row.decode(forColumn: "credential"),
-            at: Timestamp(nanosecondsSinceEpoch: try row.decode(forColumn: "at")))
+            at: Timestamp(nanosecondsSinceEpoch: try row.decode(forColumn: "at")),
+            oldValue: try row.decode(forColumn: "old_value"),
+            newValue: try row.decode(forColumn: "new_value"))
     }
 
     private static func credential(from row: Row) throws -> StoredCredential {

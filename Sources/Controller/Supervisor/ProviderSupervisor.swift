@@ -298,10 +298,19 @@ public final class SupervisedCloudAccess: CloudAccess {
 
     /// Whether a shim has served or failed yet (before that, "starting").
     private let settled = NIOLockedValueBox(false)
+    private let servingHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+
+    /// Calls `handler` each time a shim starts serving (start, restart, swap).
+    public func whenServing(_ handler: @escaping @Sendable () -> Void) {
+        servingHandler.withLockedValue { $0 = handler }
+    }
 
     func route(to client: ProviderClient?) {
         self.client.withLockedValue { $0 = client }
-        if client != nil { settle() }
+        if client != nil {
+            settle()
+            servingHandler.withLockedValue { $0 }?()
+        }
     }
 
     /// A first start failed: from now on a missing shim is a problem.

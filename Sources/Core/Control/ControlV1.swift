@@ -11,6 +11,7 @@ public enum ControlV1 {
     public typealias Credential = Instancepoller_Control_V1_Credential
     public typealias ProviderInfo = Instancepoller_Control_V1_ProviderInfo
     public typealias Event = Instancepoller_Control_V1_Event
+    public typealias StatusChange = Instancepoller_Control_V1_StatusChange
 
     public static let status = MethodDescriptor<Instancepoller_Control_V1_StatusRequest, Instancepoller_Control_V1_StatusResponse>(
         service: serviceName, method: "Status")

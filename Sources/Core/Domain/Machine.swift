@@ -22,6 +22,13 @@ public struct Machine: Hashable, Sendable {
     /// Manually provisioned: never polled.
     public var manual: Bool
     public var agentStatus: AgentStatus
+    /// Said with the agent status, e.g. the provider's message when the
+    /// poller set it to error for a provisioning error.
+    public var agentMessage: String
+    /// When the agent last reported `started` (every report counts: an
+    /// agent that restarts reports it again). Juju's poller watches this,
+    /// not the agent status: a start moves the machine to the short group.
+    public var agentStartedAt: Timestamp?
 
     // The polled truth.
     public var instanceStatus: InstanceStatusRecord
@@ -38,6 +45,8 @@ public struct Machine: Hashable, Sendable {
         life: Life = .alive,
         manual: Bool = false,
         agentStatus: AgentStatus = .none,
+        agentMessage: String = "",
+        agentStartedAt: Timestamp? = nil,
         instanceStatus: InstanceStatusRecord = InstanceStatusRecord(),
         interfaces: [ProviderV1.NetworkInterface] = [],
         pollError: String? = nil
@@ -49,6 +58,8 @@ public struct Machine: Hashable, Sendable {
         self.life = life
         self.manual = manual
         self.agentStatus = agentStatus
+        self.agentMessage = agentMessage
+        self.agentStartedAt = agentStartedAt
         self.instanceStatus = instanceStatus
         self.interfaces = interfaces
         self.pollError = pollError
@@ -80,5 +91,45 @@ public struct InstanceStatusRecord: Hashable, Sendable {
     /// Same state, raw status and message (the time aside).
     public func sameReport(as other: InstanceStatusRecord) -> Bool {
         state == other.state && rawStatus == other.rawStatus && message == other.message
+    }
+
+    /// What the poller records for an instance the provider does not find
+    /// (SPEC §6.2): state unknown, raw status `not-found`.
+    public static func notFound(at time: Timestamp?) -> InstanceStatusRecord {
+        InstanceStatusRecord(state: .unknown, rawStatus: notFoundRawStatus, message: "instance not found by the provider", updatedAt: time)
+    }
+
+    public static let notFoundRawStatus = "not-found"
+
+    /// Whether this is the record of an instance the provider did not find.
+    public var isNotFound: Bool { state == .unknown && rawStatus == Self.notFoundRawStatus }
+}
+
+extension ProviderV1.InstanceState {
+    /// "running", "provisioning-error", … as configs, scenarios and the CLI
+    /// spell the states.
+    public var label: String {
+        switch self {
+        case .allocating: "allocating"
+        case .provisioning: "provisioning"
+        case .running: "running"
+        case .provisioningError: "provisioning-error"
+        case .stopped: "stopped"
+        case .terminated: "terminated"
+        case .unknown: "unknown"
+        default: "unspecified"
+        }
+    }
+}
+
+extension InstanceStatusRecord {
+    /// One line for logs and events: the state, the raw status when it says
+    /// something else, and the message, e.g.
+    /// `unknown (not-found): instance not found by the provider`.
+    public var summary: String {
+        var text = state.label
+        if !rawStatus.isEmpty, rawStatus != text { text += " (\(rawStatus))" }
+        if !message.isEmpty { text += ": \(message)" }
+        return text
     }
 }

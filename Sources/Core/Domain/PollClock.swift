@@ -54,6 +54,10 @@ public final class ManualPollClock: PollClock {
     /// Tasks sleeping on this clock now.
     public var sleepers: Int { state.withLockedValue { $0.sleepers.count } }
 
+    /// The earliest deadline a task sleeps until, if any sleeps: when a
+    /// parked loop will wake.
+    public var nextDeadline: Timestamp? { state.withLockedValue { $0.sleepers.values.map(\.deadline).min() } }
+
     public func sleep(until deadline: Timestamp) async throws {
         let id = state.withLockedValue { state -> UInt64 in
             defer { state.nextID += 1 }

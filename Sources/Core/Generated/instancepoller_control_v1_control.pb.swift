@@ -82,29 +82,117 @@ public nonisolated struct Instancepoller_Control_V1_StatusResponse: Sendable {
   public init() {}
 }
 
-public nonisolated struct Instancepoller_Control_V1_Machine: Sendable {
+public nonisolated struct Instancepoller_Control_V1_Machine: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var provider: String = String()
+  public var provider: String {
+    get {_storage._provider}
+    set {_uniqueStorage()._provider = newValue}
+  }
 
-  public var credential: String = String()
+  public var credential: String {
+    get {_storage._credential}
+    set {_uniqueStorage()._credential = newValue}
+  }
 
   /// Empty while not provisioned.
-  public var instanceID: String = String()
+  public var instanceID: String {
+    get {_storage._instanceID}
+    set {_uniqueStorage()._instanceID = newValue}
+  }
 
   /// alive, dying, dead.
-  public var life: String = String()
+  public var life: String {
+    get {_storage._life}
+    set {_uniqueStorage()._life = newValue}
+  }
 
-  public var manual: Bool = false
+  public var manual: Bool {
+    get {_storage._manual}
+    set {_uniqueStorage()._manual = newValue}
+  }
 
   /// none, pending, started, error, down.
-  public var agentStatus: String = String()
+  public var agentStatus: String {
+    get {_storage._agentStatus}
+    set {_uniqueStorage()._agentStatus = newValue}
+  }
 
   /// The polled truth.
+  public var status: Instancepoller_Provider_V1_InstanceStatus {
+    get {_storage._status ?? Instancepoller_Provider_V1_InstanceStatus()}
+    set {_uniqueStorage()._status = newValue}
+  }
+  /// Returns true if `status` has been explicitly set.
+  public var hasStatus: Bool {_storage._status != nil}
+  /// Clears the value of `status`. Subsequent reads from it will return its default value.
+  public mutating func clearStatus() {_uniqueStorage()._status = nil}
+
+  public var statusUpdatedUnixNano: Int64 {
+    get {_storage._statusUpdatedUnixNano}
+    set {_uniqueStorage()._statusUpdatedUnixNano = newValue}
+  }
+
+  public var interfaces: [Instancepoller_Provider_V1_NetworkInterface] {
+    get {_storage._interfaces}
+    set {_uniqueStorage()._interfaces = newValue}
+  }
+
+  /// Why the last poll failed; empty after a good one.
+  public var pollError: String {
+    get {_storage._pollError}
+    set {_uniqueStorage()._pollError = newValue}
+  }
+
+  /// The schedule: "short" or "long" ("" when not tracked, e.g. manual).
+  public var group: String {
+    get {_storage._group}
+    set {_uniqueStorage()._group = newValue}
+  }
+
+  public var intervalNano: Int64 {
+    get {_storage._intervalNano}
+    set {_uniqueStorage()._intervalNano = newValue}
+  }
+
+  public var dueUnixNano: Int64 {
+    get {_storage._dueUnixNano}
+    set {_uniqueStorage()._dueUnixNano = newValue}
+  }
+
+  /// When the agent last reported "started" (0: never).
+  public var agentStartedUnixNano: Int64 {
+    get {_storage._agentStartedUnixNano}
+    set {_uniqueStorage()._agentStartedUnixNano = newValue}
+  }
+
+  /// Said with the agent status, e.g. the provider's message when a
+  /// provisioning error set it to "error".
+  public var agentMessage: String {
+    get {_storage._agentMessage}
+    set {_uniqueStorage()._agentMessage = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// An instance status as it was written.
+public nonisolated struct Instancepoller_Control_V1_StatusChange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
   public var status: Instancepoller_Provider_V1_InstanceStatus {
     get {_status ?? Instancepoller_Provider_V1_InstanceStatus()}
     set {_status = newValue}
@@ -114,19 +202,7 @@ public nonisolated struct Instancepoller_Control_V1_Machine: Sendable {
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
   public mutating func clearStatus() {self._status = nil}
 
-  public var statusUpdatedUnixNano: Int64 = 0
-
-  public var interfaces: [Instancepoller_Provider_V1_NetworkInterface] = []
-
-  /// Why the last poll failed; empty after a good one.
-  public var pollError: String = String()
-
-  /// The schedule: "short" or "long" ("" when not tracked, e.g. manual).
-  public var group: String = String()
-
-  public var intervalNano: Int64 = 0
-
-  public var dueUnixNano: Int64 = 0
+  public var atUnixNano: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -251,6 +327,9 @@ public nonisolated struct Instancepoller_Control_V1_GetMachineResponse: Sendable
   public var hasMachine: Bool {self._machine != nil}
   /// Clears the value of `machine`. Subsequent reads from it will return its default value.
   public mutating func clearMachine() {self._machine = nil}
+
+  /// The machine's last instance statuses (at most 20), newest first.
+  public var statusHistory: [Instancepoller_Control_V1_StatusChange] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -514,8 +593,11 @@ public nonisolated struct Instancepoller_Control_V1_Event: Sendable {
 
   public var revision: Int64 = 0
 
-  /// machine-added, machine-changed, machine-removed, machine-polled,
-  /// credential-set, credential-invalidated.
+  /// machine-added, machine-changed, machine-removed, credential-set,
+  /// credential-invalidated, and the poller's writes:
+  /// instance-status-changed, addresses-changed, agent-status-changed
+  /// (a provisioning error) and machine-polled (anything else: interfaces
+  /// with the same addresses, a poll error set or cleared).
   public var kind: String = String()
 
   /// external or poller.
@@ -527,6 +609,12 @@ public nonisolated struct Instancepoller_Control_V1_Event: Sendable {
   public var credential: String = String()
 
   public var atUnixNano: Int64 = 0
+
+  /// For the poller's writes: the value before and after (a status as
+  /// "state (raw status): message", addresses comma-separated, a poll error).
+  public var oldValue: String = String()
+
+  public var newValue: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -680,7 +768,182 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
 
 nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Machine"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}provider\0\u{1}credential\0\u{3}instance_id\0\u{1}life\0\u{1}manual\0\u{3}agent_status\0\u{1}status\0\u{3}status_updated_unix_nano\0\u{1}interfaces\0\u{3}poll_error\0\u{1}group\0\u{3}interval_nano\0\u{3}due_unix_nano\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}provider\0\u{1}credential\0\u{3}instance_id\0\u{1}life\0\u{1}manual\0\u{3}agent_status\0\u{1}status\0\u{3}status_updated_unix_nano\0\u{1}interfaces\0\u{3}poll_error\0\u{1}group\0\u{3}interval_nano\0\u{3}due_unix_nano\0\u{3}agent_started_unix_nano\0\u{3}agent_message\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _provider: String = String()
+    var _credential: String = String()
+    var _instanceID: String = String()
+    var _life: String = String()
+    var _manual: Bool = false
+    var _agentStatus: String = String()
+    var _status: Instancepoller_Provider_V1_InstanceStatus? = nil
+    var _statusUpdatedUnixNano: Int64 = 0
+    var _interfaces: [Instancepoller_Provider_V1_NetworkInterface] = []
+    var _pollError: String = String()
+    var _group: String = String()
+    var _intervalNano: Int64 = 0
+    var _dueUnixNano: Int64 = 0
+    var _agentStartedUnixNano: Int64 = 0
+    var _agentMessage: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _provider = source._provider
+      _credential = source._credential
+      _instanceID = source._instanceID
+      _life = source._life
+      _manual = source._manual
+      _agentStatus = source._agentStatus
+      _status = source._status
+      _statusUpdatedUnixNano = source._statusUpdatedUnixNano
+      _interfaces = source._interfaces
+      _pollError = source._pollError
+      _group = source._group
+      _intervalNano = source._intervalNano
+      _dueUnixNano = source._dueUnixNano
+      _agentStartedUnixNano = source._agentStartedUnixNano
+      _agentMessage = source._agentMessage
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._provider) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._credential) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._instanceID) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._life) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._manual) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._agentStatus) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._statusUpdatedUnixNano) }()
+        case 10: try { try decoder.decodeRepeatedMessageField(value: &_storage._interfaces) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._pollError) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._group) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._intervalNano) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._dueUnixNano) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._agentStartedUnixNano) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._agentMessage) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._provider.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._provider, fieldNumber: 2)
+      }
+      if !_storage._credential.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._credential, fieldNumber: 3)
+      }
+      if !_storage._instanceID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._instanceID, fieldNumber: 4)
+      }
+      if !_storage._life.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._life, fieldNumber: 5)
+      }
+      if _storage._manual != false {
+        try visitor.visitSingularBoolField(value: _storage._manual, fieldNumber: 6)
+      }
+      if !_storage._agentStatus.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._agentStatus, fieldNumber: 7)
+      }
+      try { if let v = _storage._status {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      if _storage._statusUpdatedUnixNano != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._statusUpdatedUnixNano, fieldNumber: 9)
+      }
+      if !_storage._interfaces.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._interfaces, fieldNumber: 10)
+      }
+      if !_storage._pollError.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._pollError, fieldNumber: 11)
+      }
+      if !_storage._group.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._group, fieldNumber: 12)
+      }
+      if _storage._intervalNano != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._intervalNano, fieldNumber: 13)
+      }
+      if _storage._dueUnixNano != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._dueUnixNano, fieldNumber: 14)
+      }
+      if _storage._agentStartedUnixNano != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._agentStartedUnixNano, fieldNumber: 15)
+      }
+      if !_storage._agentMessage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._agentMessage, fieldNumber: 16)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_Machine, rhs: Instancepoller_Control_V1_Machine) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._provider != rhs_storage._provider {return false}
+        if _storage._credential != rhs_storage._credential {return false}
+        if _storage._instanceID != rhs_storage._instanceID {return false}
+        if _storage._life != rhs_storage._life {return false}
+        if _storage._manual != rhs_storage._manual {return false}
+        if _storage._agentStatus != rhs_storage._agentStatus {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._statusUpdatedUnixNano != rhs_storage._statusUpdatedUnixNano {return false}
+        if _storage._interfaces != rhs_storage._interfaces {return false}
+        if _storage._pollError != rhs_storage._pollError {return false}
+        if _storage._group != rhs_storage._group {return false}
+        if _storage._intervalNano != rhs_storage._intervalNano {return false}
+        if _storage._dueUnixNano != rhs_storage._dueUnixNano {return false}
+        if _storage._agentStartedUnixNano != rhs_storage._agentStartedUnixNano {return false}
+        if _storage._agentMessage != rhs_storage._agentMessage {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_StatusChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusChange"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}at_unix_nano\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -688,20 +951,8 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.provider) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.credential) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.life) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.manual) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.agentStatus) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._status) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.statusUpdatedUnixNano) }()
-      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.interfaces) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.pollError) }()
-      case 12: try { try decoder.decodeSingularStringField(value: &self.group) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.intervalNano) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.dueUnixNano) }()
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._status) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.atUnixNano) }()
       default: break
       }
     }
@@ -712,66 +963,18 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
-    }
-    if !self.provider.isEmpty {
-      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 2)
-    }
-    if !self.credential.isEmpty {
-      try visitor.visitSingularStringField(value: self.credential, fieldNumber: 3)
-    }
-    if !self.instanceID.isEmpty {
-      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 4)
-    }
-    if !self.life.isEmpty {
-      try visitor.visitSingularStringField(value: self.life, fieldNumber: 5)
-    }
-    if self.manual != false {
-      try visitor.visitSingularBoolField(value: self.manual, fieldNumber: 6)
-    }
-    if !self.agentStatus.isEmpty {
-      try visitor.visitSingularStringField(value: self.agentStatus, fieldNumber: 7)
-    }
     try { if let v = self._status {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
-    if self.statusUpdatedUnixNano != 0 {
-      try visitor.visitSingularInt64Field(value: self.statusUpdatedUnixNano, fieldNumber: 9)
-    }
-    if !self.interfaces.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.interfaces, fieldNumber: 10)
-    }
-    if !self.pollError.isEmpty {
-      try visitor.visitSingularStringField(value: self.pollError, fieldNumber: 11)
-    }
-    if !self.group.isEmpty {
-      try visitor.visitSingularStringField(value: self.group, fieldNumber: 12)
-    }
-    if self.intervalNano != 0 {
-      try visitor.visitSingularInt64Field(value: self.intervalNano, fieldNumber: 13)
-    }
-    if self.dueUnixNano != 0 {
-      try visitor.visitSingularInt64Field(value: self.dueUnixNano, fieldNumber: 14)
+    if self.atUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.atUnixNano, fieldNumber: 2)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Instancepoller_Control_V1_Machine, rhs: Instancepoller_Control_V1_Machine) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.provider != rhs.provider {return false}
-    if lhs.credential != rhs.credential {return false}
-    if lhs.instanceID != rhs.instanceID {return false}
-    if lhs.life != rhs.life {return false}
-    if lhs.manual != rhs.manual {return false}
-    if lhs.agentStatus != rhs.agentStatus {return false}
+  public static func ==(lhs: Instancepoller_Control_V1_StatusChange, rhs: Instancepoller_Control_V1_StatusChange) -> Bool {
     if lhs._status != rhs._status {return false}
-    if lhs.statusUpdatedUnixNano != rhs.statusUpdatedUnixNano {return false}
-    if lhs.interfaces != rhs.interfaces {return false}
-    if lhs.pollError != rhs.pollError {return false}
-    if lhs.group != rhs.group {return false}
-    if lhs.intervalNano != rhs.intervalNano {return false}
-    if lhs.dueUnixNano != rhs.dueUnixNano {return false}
+    if lhs.atUnixNano != rhs.atUnixNano {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1007,7 +1210,7 @@ nonisolated extension Instancepoller_Control_V1_GetMachineRequest: SwiftProtobuf
 
 nonisolated extension Instancepoller_Control_V1_GetMachineResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetMachineResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machine\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machine\0\u{3}status_history\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1016,6 +1219,7 @@ nonisolated extension Instancepoller_Control_V1_GetMachineResponse: SwiftProtobu
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._machine) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.statusHistory) }()
       default: break
       }
     }
@@ -1029,11 +1233,15 @@ nonisolated extension Instancepoller_Control_V1_GetMachineResponse: SwiftProtobu
     try { if let v = self._machine {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.statusHistory.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statusHistory, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Instancepoller_Control_V1_GetMachineResponse, rhs: Instancepoller_Control_V1_GetMachineResponse) -> Bool {
     if lhs._machine != rhs._machine {return false}
+    if lhs.statusHistory != rhs.statusHistory {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1576,7 +1784,7 @@ nonisolated extension Instancepoller_Control_V1_SwapProviderResponse: SwiftProto
 
 nonisolated extension Instancepoller_Control_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Event"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}kind\0\u{1}source\0\u{3}machine_id\0\u{1}credential\0\u{3}at_unix_nano\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}revision\0\u{1}kind\0\u{1}source\0\u{3}machine_id\0\u{1}credential\0\u{3}at_unix_nano\0\u{3}old_value\0\u{3}new_value\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1590,6 +1798,8 @@ nonisolated extension Instancepoller_Control_V1_Event: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularStringField(value: &self.machineID) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.credential) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.atUnixNano) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.oldValue) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.newValue) }()
       default: break
       }
     }
@@ -1614,6 +1824,12 @@ nonisolated extension Instancepoller_Control_V1_Event: SwiftProtobuf.Message, Sw
     if self.atUnixNano != 0 {
       try visitor.visitSingularInt64Field(value: self.atUnixNano, fieldNumber: 6)
     }
+    if !self.oldValue.isEmpty {
+      try visitor.visitSingularStringField(value: self.oldValue, fieldNumber: 7)
+    }
+    if !self.newValue.isEmpty {
+      try visitor.visitSingularStringField(value: self.newValue, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1624,6 +1840,8 @@ nonisolated extension Instancepoller_Control_V1_Event: SwiftProtobuf.Message, Sw
     if lhs.machineID != rhs.machineID {return false}
     if lhs.credential != rhs.credential {return false}
     if lhs.atUnixNano != rhs.atUnixNano {return false}
+    if lhs.oldValue != rhs.oldValue {return false}
+    if lhs.newValue != rhs.newValue {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

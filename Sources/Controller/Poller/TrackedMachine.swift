@@ -1,0 +1,81 @@
+public import Core
+
+/// A (provider, credential) pair: the unit of batching, gating, throttling
+/// and scheduling.
+public struct CredentialKey: Hashable, Sendable, CustomStringConvertible {
+    public var provider: String
+    public var credential: String
+
+    public init(provider: String, credential: String) {
+        self.provider = provider
+        self.credential = credential
+    }
+
+    public var description: String { "\(provider)/\(credential)" }
+}
+
+/// A machine as the poll engine keeps it: what scheduling and change
+/// detection need, with the interfaces only as their hash (the store holds
+/// them), so 100 000 machines stay small.
+struct TrackedMachine: Sendable {
+    let id: String
+    var key: CredentialKey
+    var instanceID: String
+    var life: Machine.Life
+    var manual: Bool
+    var agentStatus: Machine.AgentStatus
+    var agentMessage: String
+    var agentStartedAt: Timestamp?
+    var instanceStatus: InstanceStatusRecord
+    private(set) var interfacesHash: Int
+    private(set) var hasAddresses: Bool
+    var pollError: String?
+
+    init(_ machine: Machine) {
+        id = machine.id
+        key = CredentialKey(provider: machine.provider, credential: machine.credential)
+        instanceID = machine.instanceID
+        life = machine.life
+        manual = machine.manual
+        agentStatus = machine.agentStatus
+        agentMessage = machine.agentMessage
+        agentStartedAt = machine.agentStartedAt
+        instanceStatus = machine.instanceStatus
+        interfacesHash = machine.interfaces.hashValue
+        hasAddresses = !machine.addresses.isEmpty
+        pollError = machine.pollError
+    }
+
+    var isProvisioned: Bool { !instanceID.isEmpty }
+
+    /// Agentless counts as started (SPEC §6.2).
+    var agentStarted: Bool { agentStatus == .none || agentStatus == .started }
+
+    /// Whether `machine` differs from this record by a change that sends it
+    /// back to the short group (Juju watches life and agent start time):
+    /// life, instance id, provider, credential, the manual flag, or an agent
+    /// start. An agent going down or into error is not one.
+    func isResetBy(_ machine: Machine) -> Bool {
+        machine.life != life || machine.instanceID != instanceID || machine.provider != key.provider
+            || machine.credential != key.credential || machine.manual != manual || machine.agentStartedAt != agentStartedAt
+    }
+
+    /// Whether `interfaces` carry any address (shadow addresses count).
+    static func hasAddresses(_ interfaces: [ProviderV1.NetworkInterface]) -> Bool {
+        interfaces.contains { !$0.addresses.isEmpty || !$0.shadowAddresses.isEmpty }
+    }
+
+    /// Takes what a poll wrote (only once the store has it).
+    mutating func remember(_ result: PollResult) {
+        if let status = result.instanceStatus { instanceStatus = status }
+        if let interfaces = result.interfaces {
+            interfacesHash = interfaces.hashValue
+            hasAddresses = Self.hasAddresses(interfaces)
+        }
+        pollError = result.pollError
+        if let message = result.agentError {
+            agentStatus = .error
+            agentMessage = message
+        }
+    }
+}

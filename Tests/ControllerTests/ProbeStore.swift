@@ -1,0 +1,95 @@
+import Controller
+import Core
+import NIOConcurrencyHelpers
+
+/// The real SQLite store with a probe in front: it counts each operation,
+/// and fails the next writes of a kind when a test says so (a busy
+/// database, a full disk), writing nothing.
+final class ProbeStore: MachineStore, Sendable {
+    enum Operation: String, Hashable, Sendable {
+        case events, machine, machines, applyPoll, saveSchedule, schedule, credential, invalidateCredential, setInstanceStatus
+    }
+
+    let inner: SQLiteMachineStore
+    private let counts = NIOLockedValueBox<[Operation: Int]>([:])
+    private let failures = NIOLockedValueBox<[Operation: Int]>([:])
+
+    init(_ inner: SQLiteMachineStore) { self.inner = inner }
+
+    func count(_ operation: Operation) -> Int { counts.withLockedValue { $0[operation, default: 0] } }
+
+    /// The next `times` calls of `operation` throw a StoreError.
+    func fail(_ operation: Operation, times: Int = 1) { failures.withLockedValue { $0[operation] = times } }
+
+    private func enter(_ operation: Operation) throws {
+        let fails = counts.withLockedValue { counts in
+            counts[operation, default: 0] += 1
+            return failures.withLockedValue { failures in
+                guard let left = failures[operation], left > 0 else { return false }
+                failures[operation] = left - 1
+                return true
+            }
+        }
+        if fails { throw StoreError("\(operation.rawValue) in probe.db: database is locked (injected)") }
+    }
+
+    func addMachine(_ machine: Machine) async throws { try await inner.addMachine(machine) }
+    func addMachines(_ machines: [Machine]) async throws { try await inner.addMachines(machines) }
+    func updateMachine(_ machine: Machine) async throws { try await inner.updateMachine(machine) }
+    func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine {
+        try await inner.reportAgentStatus(machineID: machineID, status)
+    }
+    func removeMachine(id: String) async throws { try await inner.removeMachine(id: id) }
+
+    func machine(id: String) async throws -> Machine? {
+        try enter(.machine)
+        return try await inner.machine(id: id)
+    }
+
+    func machines() async throws -> [Machine] {
+        try enter(.machines)
+        return try await inner.machines()
+    }
+
+    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
+        try enter(.applyPoll)
+        return try await inner.applyPoll(results, schedule: schedule)
+    }
+
+    func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws {
+        try enter(.setInstanceStatus)
+        try await inner.setInstanceStatus(machineID: machineID, status)
+    }
+
+    func statusHistory(machineID: String) async throws -> [InstanceStatusRecord] { try await inner.statusHistory(machineID: machineID) }
+
+    func schedule() async throws -> [ScheduleEntry] {
+        try enter(.schedule)
+        return try await inner.schedule()
+    }
+
+    func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws {
+        try enter(.saveSchedule)
+        try await inner.saveSchedule(entries, removing: removing)
+    }
+
+    func events(after revision: Int64, limit: Int) async throws -> [MachineEvent] {
+        try enter(.events)
+        return try await inner.events(after: revision, limit: limit)
+    }
+
+    func latestRevision() async throws -> Int64 { try await inner.latestRevision() }
+
+    func credential(provider: String, name: String) async throws -> StoredCredential? {
+        try enter(.credential)
+        return try await inner.credential(provider: provider, name: name)
+    }
+
+    func credentials() async throws -> [StoredCredential] { try await inner.credentials() }
+    func setCredential(_ credential: StoredCredential) async throws { try await inner.setCredential(credential) }
+
+    func invalidateCredential(provider: String, name: String, reason: String) async throws {
+        try enter(.invalidateCredential)
+        try await inner.invalidateCredential(provider: provider, name: name, reason: reason)
+    }
+}
