@@ -4,7 +4,7 @@ import Logging
 import Testing
 import TestSupport
 
-/// The rest of SPEC §6.2–6.3, one rule per test, on the same fixture as
+/// The rest of the scheduling and gate rules, one rule per test, on the same fixture as
 /// ``PollerTests``: vanished instances, Juju's agent rule, what Juju shows,
 /// outside changes, and every error path of the gate and the calls.
 extension PollerTests {

@@ -6,36 +6,54 @@ import Testing
 import TestSupport
 
 /// The poll engine end to end on the real SQLite store, an in-memory cloud
-/// and a manual clock: SPEC §6.2 and §6.3, one rule per test.
+/// and a manual clock, one rule per test; more rules in PollerRuleTests.swift,
+/// the loop under stress in PollerLoopTests.swift.
 ///
 /// Rule → test (PollScheduleTests covers the same rules on the pure schedule):
 /// - config names the missing piece → configValidationNamesTheMissingPiece, badSettingsAreNamed
 /// - new machine → short group, due in 3 s → newMachineJoinsTheShortGroup
 /// - bump 3→6→12→24→48→60→60 → backoffWhileAllocatingThreeSixTwelve (and bumpsFollowThreeSixTwelveUpToTheCap)
-/// - change event on a tracked machine → short, reset → changeEventResetsATrackedMachine
+/// - outside changes reset to short: life, instance id, provider, credential → aLongGroupMachineIsResetByAnOutsideChange, changeEventResetsATrackedMachine
+/// - an agent start (every `started`, also repeated) resets and is recorded → everyAgentStartIsRecordedAndResetsTheMachine
+/// - an agent going down/error/pending does not move a long-group machine → anAgentThatStopsDoesNotMoveALongGroupMachine
+/// - a changed instance id / pair is polled with the new one → aChangedInstanceIDIsPolledWithTheNewID, aChangedPairIsPolledWithTheNewPair
 /// - only outside changes count; the poller's writes do not wake it → thePollersOwnWritesDoNotResetTheBackoff
-/// - status and interfaces written only when changed → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
-/// - addresses + agent started (agentless counts) → long → same test; pendingAgentStaysShortAndBacksOff
+/// - status and interfaces written only when changed, events with old and new values → runningWithAddressesMovesToTheLongGroupAndStatusIsWrittenOnce
+/// - changes logged at info, kept in the status history → statusChangesAreLoggedKeptInTheHistoryAndCarryOldAndNewValues
+/// - provisioning-error → agent error with the provider's message → aProvisioningErrorSetsTheAgentToErrorWithTheProvidersMessage
+/// - addresses + agent started (agentless counts) → long → runningWithAddresses…; pendingAgentStaysShortAndBacksOff
 /// - allocating/provisioning → bumped → backoffWhileAllocatingThreeSixTwelve, changeEventResetsATrackedMachine
-/// - long group and unknown / not found / no addresses → short, reset → longGroupMachineThatLosesItsAddressesGoesBackToShort
+/// - long group and unknown / not found / no addresses → short, reset → aLongGroupMachineThatBecomesUnknownOrNotFoundGoesBackToShort, longGroupMachineThatLosesItsAddressesGoesBackToShort
+/// - not found → unknown/not-found once, interfaces cleared, backoff to the long poll, normal rules when found
+///   → aVanishedInstanceIsMarkedNotFoundOnceThenBacksOffToTheLongPoll, anInstanceNeverFoundBacksOffPastTheShortCap, noneFoundMeansNoNetworkInterfacesCallAndBackoff
 /// - not yet due → skipped → notYetDueIsNotPolled
-/// - dead → dropped; vanished → dropped → deadAndRemovedMachinesStopBeingPolled
-/// - manual → running once, never polled → manualMachinesAreMarkedRunningOnceAndNeverPolled
+/// - dead → dropped; removed → dropped; dying → still polled → deadAndRemovedMachinesStopBeingPolled, dyingMachinesAreStillPolled
+/// - manual → running once, never polled; already running not rewritten; becoming manual → untracked
+///   → manualMachinesAreMarkedRunningOnceAndNeverPolled, aManualMachineAlreadyRunningIsNotRewritten, aMachineThatBecomesManualIsUntrackedAndMarkedRunning
 /// - no instance id → skipped, bumped; batch carries only provisioned ids → unprovisionedIsSkippedAndBumpedAndTheBatchHasOnlyProvisionedIDs
 /// - one Instances + one NetworkInterfaces per batch → oneInstancesAndOneNetworkInterfacesCallPerBatch
-/// - none found → no NetworkInterfaces call; not found in short → backoff → noneFoundMeansNoNetworkInterfacesCallAndBackoff
-/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn
+/// - none found → no NetworkInterfaces call → noneFoundMeansNoNetworkInterfacesCallAndBackoff
+/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn, aShortAnswerFromTheProviderIsAnErrorNotASilentSkip
+/// - machines of an unconfigured provider → error recorded, the rest polled → machinesOfAnUnconfiguredProviderRecordAnErrorAndTheRestArePolled
 /// - at most max ids per call (ceil(N/max) calls) → batchesHoldAtMostMaxIDs
-/// - one call in flight per (provider, credential) → oneCallInFlightPerProviderAndCredential
-/// - long-group jitter → jitterSpreadsTheLongGroupWithinTenPercent (PollScheduleTests)
+/// - batches kept apart per credential and sent with it → batchesAreKeptApartPerCredentialAndSentWithIt
+/// - one call in flight per (provider, credential) → oneCallInFlightPerProviderAndCredential, twoConcurrentRoundsKeepOneCallInFlightPerPair (PollerLoopTests)
+/// - long-group jitter → jitterSpreadsTheLongGroupWithinTenPercent (PollScheduleTests); full batches → aJitteredSweepGoesOutInFullBatches
 /// - schedule survives a restart → restartResumesTheSchedule
-/// - throttled → pause for retry-after, no bump → throttlingPausesThePairWithoutBumping
-/// - shim down (SPEC 6.4) → machines keep their schedule, polled once it is back → aDownShimLeavesTheScheduleAlone, aShimStillStartingIsWaitedForQuietly
+/// - throttled → pause for retry-after (or the cap), no bump, on either call → throttlingPausesThePairWithoutBumping, throttlingWithoutAHintPausesThePairForTheShortCap
+/// - shim down → machines keep their schedule, polled once it is back → aDownShimLeavesTheScheduleAlone, aShimStillStartingIsWaitedForQuietly
+/// - the loop never spins while a pair is paused; a shim serving again wakes it → aThrottledPairNeitherSpinsNorIsPolledDuringItsPause,
+///   aShimDownSleepsUntilTheRetryAndWakesTheMomentItServesAgain, aStoreThatFailsEveryReadDoesNotSpinTheLoop (PollerLoopTests)
+/// - write first, then remember → aFailedWriteIsNotRememberedSoTheSameAnswerIsWrittenNext, aFailedErrorWriteIsRetriedToo,
+///   aFailedInvalidationIsNotRememberedSoItIsWrittenNext (PollerLoopTests)
 /// - changes by another process are seen → machinesAddedByAnotherProcessAreSeen
 /// - gate: credential missing → missingCredentialMeansNoCloudCall
 /// - gate: marked invalid / expired → markedInvalidOrExpiredCredentialsMakeNoCall
 /// - gate: ValidateCredential says no → no cloud call, invalidated → validateSaysInvalidSoNothingIsSentAndItIsInvalidated
-/// - Unauthenticated / PermissionDenied → invalidated with reason, all its machines paused → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
+/// - gate: ValidateCredential Unauthenticated / PermissionDenied → authErrorsFromValidateCredentialInvalidateTheCredential
+/// - gate: other ValidateCredential failures → recorded, backed off → otherValidateCredentialFailuresAreRecordedAndBackedOff
+/// - Unauthenticated / PermissionDenied from Instances or NetworkInterfaces → invalidated with reason, all its machines paused
+///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason, authErrorsFromNetworkInterfacesInvalidateTheCredential
 /// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
 /// - secrets never logged → secretsNeverReachTheLogs
 /// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation

@@ -145,7 +145,7 @@ struct CLITests {
         let added = try #require(try await watcher.nextLine())
         #expect(added.contains("machine-added  external  w1"))
         let polled = try #require(try await watcher.nextLine())
-        #expect(polled.contains("machine-polled  poller  w1"))
+        #expect(polled.contains("instance-status-changed  poller  w1  unspecified -> running"), "old and new status")
         watcher.terminate()
 
         var result = try await h.cli(["providers", "list"])

@@ -10,12 +10,26 @@ public enum ProcessTree {
 
     /// The parent of `pid`, or nil if it is gone.
     public static func parent(of pid: Int32) -> Int32? {
+        // After "pid (comm)": state, ppid, …
+        guard let fields = statFields(of: pid), fields.count > 1 else { return nil }
+        return Int32(fields[1])
+    }
+
+    /// The user + system CPU time `pid` has used so far, or nil if it is gone.
+    public static func cpuTime(of pid: Int32) -> Duration? {
+        // utime and stime, in clock ticks, are fields 14 and 15 of the line.
+        guard let fields = statFields(of: pid), fields.count > 12,
+              let user = Int64(fields[11]), let system = Int64(fields[12])
+        else { return nil }
+        return .nanoseconds((user + system) * 1_000_000_000 / Int64(sysconf(Int32(_SC_CLK_TCK))))
+    }
+
+    /// The fields of /proc/<pid>/stat after "pid (comm)".
+    private static func statFields(of pid: Int32) -> [Substring]? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")")
         else { return nil }
-        // After "pid (comm)": state, ppid, …
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 ? Int32(fields[1]) : nil
+        return stat[stat.index(after: close)...].split(separator: " ")
     }
 
     /// Whether `pid` still exists (and is not a zombie).

@@ -3,7 +3,8 @@ internal import Logging
 internal import SwiftProtobuf
 
 /// Polling the due machines: batches per (provider, credential), the
-/// credential gate, and what each answer or failure means (SPEC §6.2–6.3).
+/// credential gate, and what each answer or failure means (README, "The
+/// poll engine").
 extension PollEngine {
     func pollDue() async throws -> Int {
         let now = clock.now

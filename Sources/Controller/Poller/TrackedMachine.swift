@@ -48,7 +48,7 @@ struct TrackedMachine: Sendable {
 
     var isProvisioned: Bool { !instanceID.isEmpty }
 
-    /// Agentless counts as started (SPEC §6.2).
+    /// Agentless counts as started.
     var agentStarted: Bool { agentStatus == .none || agentStatus == .started }
 
     /// Whether `machine` differs from this record by a change that sends it

@@ -94,7 +94,7 @@ public struct InstanceStatusRecord: Hashable, Sendable {
     }
 
     /// What the poller records for an instance the provider does not find
-    /// (SPEC §6.2): state unknown, raw status `not-found`.
+    /// (the poller writes it once): state unknown, raw status `not-found`.
     public static func notFound(at time: Timestamp?) -> InstanceStatusRecord {
         InstanceStatusRecord(state: .unknown, rawStatus: notFoundRawStatus, message: "instance not found by the provider", updatedAt: time)
     }

@@ -1,0 +1,129 @@
+import Controller
+import Core
+import Foundation
+import Testing
+import TestSupport
+
+/// The poll engine in the real controller while a cloud or a shim is in
+/// trouble, and what an operator then sees through the CLI.
+///
+/// The CPU checks are guards against a busy loop, not benchmarks. Here (a
+/// debug build, 20 machines) a loop that wakes at once while its pair is
+/// paused used 21–23 % of a core, the fixed loop 0.5–2.5 %; the bound, a
+/// tenth of a core over 2 s, tells them apart. `scripts/bench --stress-only`
+/// measures the release controller (100 % before the fix).
+@Suite("Poller under stress with the real binaries")
+struct PollerStressTests {
+    static let instances: [(id: String, address: String)] = (1...20).map { ("i-\($0)", "10.3.0.\($0)") }
+
+    /// The share of one core `pid` used over `window` (0.5 = half a core).
+    static func cpuShare(of pid: Int32, over window: Duration) async throws -> Double {
+        let clock = ContinuousClock()
+        let startTime = clock.now
+        let start = try #require(ProcessTree.cpuTime(of: pid))
+        // A measurement window, not a wait for a condition.
+        try await Task.sleep(for: window)
+        let used = try #require(ProcessTree.cpuTime(of: pid)) - start
+        let elapsed = clock.now - startTime
+        return Double(used.totalNanoseconds) / Double(elapsed.totalNanoseconds)
+    }
+
+    /// Starts the controller on `scenario`'s fake cloud with the 20
+    /// machines already in the store (agents pending, so they stay in the
+    /// short group and are due all the time).
+    static func start(_ h: ControllerHarness, faults: String) async throws -> ChildProcess {
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Self.instances, extra: faults))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        for (index, entry) in Self.instances.enumerated() {
+            try await h.add("m\(index + 1)", provider: "cloud", instance: entry.id, agent: .pending)
+        }
+        return try await h.start()
+    }
+
+    @Test func aThrottledPairCostsAlmostNoCPUAndIsNotCalledDuringItsPause() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let controller = try await Self.start(h, faults: """
+            faults:
+              - kind: throttle
+                methods: [Instances]
+                retry_after: 60s
+
+            """)
+        let throttled = try await controller.stderrLines.waitForLine(containing: "throttled")
+        #expect(throttled.line.contains("pause=\"60.0 seconds\""), "\(throttled.line)")
+        let share = try await Self.cpuShare(of: controller.pid, over: .seconds(2))
+        #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only pair was paused")
+        let calls = controller.stderrLines.lines.filter { $0.contains("polling a batch") }.count
+        #expect(calls == 1, "one batch, throttled; nothing more during the pause")
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func aShimThatCrashesOnEveryStartCostsAlmostNoCPU() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let controller = try await Self.start(h, faults: """
+            faults:
+              - kind: crash
+                methods: [Handshake]
+                after_calls: 0
+
+            """)
+        // Restarted over and over (the test's backoff: 0.1 s doubling to 0.4 s).
+        let first = try await controller.stderrLines.waitForLine(containing: "restarting shim")
+        _ = try await controller.stderrLines.waitForLine(containing: "restarting shim", from: first.index + 1)
+        let share = try await Self.cpuShare(of: controller.pid, over: .seconds(2))
+        #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only shim crash-looped")
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    @Test func aVanishedInstanceIsShownAsNotFoundInWatchShowAndTheHistory() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        // i-1 runs, then disappears a moment after the shim starts.
+        let scenario = try h.scenario("cloud", """
+            name: vanishing
+            instances:
+              - id: i-1
+                timeline:
+                  - {at: 0s, state: running, raw_status: running, interfaces: [{device_index: 0, addresses: [{value: 10.3.0.1}]}]}
+                  - {at: 3s, gone: true}
+            """)
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        try await h.add("m1", provider: "cloud", instance: "i-1", agent: .pending)
+        let controller = try await h.start()
+        try await h.waitForMachines("m1 to be found running") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+        let gone = try await h.waitForMachines("m1 to be found gone") { $0["m1"]?.instanceStatus.isNotFound == true }
+        #expect(gone["m1"]?.interfaces.isEmpty == true)
+        #expect(gone["m1"]?.instanceStatus.message == "instance not found by the provider")
+
+        var result = try await h.cli(["watch", "--after", "0", "--no-follow"])
+        let changes = result.stdout.split(separator: "\n").filter { $0.contains("instance-status-changed  poller  m1") }
+        #expect(changes.count == 2, "\(result.stdout)")
+        #expect(changes.last?.hasSuffix("running -> unknown (not-found): instance not found by the provider") == true, "\(changes)")
+        #expect(result.stdout.contains("addresses-changed  poller  m1  10.3.0.1 -> -"), "\(result.stdout)")
+
+        result = try await h.cli(["machines", "show", "m1"])
+        #expect(result.stdout.contains("status       unknown (not-found): instance not found by the provider"), "\(result.stdout)")
+        #expect(result.stdout.contains("history      (last 2 status changes, newest first)"), "\(result.stdout)")
+        let history = result.stdout.split(separator: "\n").drop { !$0.hasPrefix("history") }.dropFirst()
+        #expect(history.map { $0.split(separator: "  ").last.map(String.init) ?? "" } == [
+            "unknown (not-found): instance not found by the provider", "running (running)",
+        ])
+        #expect(controller.stderrLines.lines.contains {
+            $0.contains(" info ") && $0.contains("instance status changed from running to unknown (not-found): instance not found by the provider")
+        })
+
+        // The agent starts: recorded, shown, and the machine is polled again soon.
+        result = try await h.cli(["machines", "set-agent-status", "m1", "started"])
+        #expect(result.status == 0)
+        result = try await h.cli(["machines", "show", "m1", "--format", "json"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let machine = try #require(json["machine"] as? [String: Any])
+        #expect((machine["agent_started_unix_nano"] as? String).flatMap(Int64.init).map { $0 > 0 } == true, "\(result.stdout)")
+        #expect((json["status_history"] as? [Any])?.count == 2)
+        result = try await h.cli(["machines", "show", "m1"])
+        #expect(result.stdout.contains("agent        started, last started "), "\(result.stdout)")
+        #expect(try await h.stop(controller) == 0)
+    }
+}
