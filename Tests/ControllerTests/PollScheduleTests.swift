@@ -79,6 +79,31 @@ struct PollScheduleTests {
         #expect(entry?.group == .short && entry?.interval == .seconds(6))
     }
 
+    @Test func notFoundBacksOffPastTheShortCapUpToTheLongPollThenFoundComesBackToTheCap() {
+        var schedule = PollSchedule(settings: PollSettings())
+        schedule.track("m1", now: Self.t0)
+        let gone = PollSchedule.Observation(state: nil, hasAddresses: false, agentStarted: true)
+        var intervals: [Duration] = []
+        for _ in 0..<10 { intervals.append(schedule.record("m1", gone, now: Self.t0)!.interval) }
+        #expect(intervals == [6, 12, 24, 48, 60, 120, 240, 480, 900, 900].map { Duration.seconds($0) })
+        #expect(schedule.entry("m1")?.group == .short && schedule.entry("m1")?.due == Self.t0 + .seconds(900))
+        let found = schedule.record("m1", .init(state: .running, hasAddresses: false, agentStarted: true), now: Self.t0)
+        #expect(found?.group == .short && found?.interval == .seconds(60))
+    }
+
+    @Test func aPlannedEntryIsStoredOnlyWhenCommitted() {
+        var schedule = PollSchedule(settings: PollSettings(longPollJitter: 0))
+        let tracked = schedule.track("m1", now: Self.t0)
+        let planned = schedule.nextEntry("m1", after: Self.running, now: Self.t0)
+        let bump = schedule.nextBump("m1", now: Self.t0)
+        #expect(planned?.group == .long && bump?.interval == .seconds(6))
+        #expect(schedule.entry("m1") == tracked && schedule.nextDue == tracked.due, "nothing stored yet")
+        schedule.commit([planned!, ScheduleEntry(machineID: "gone", group: .short, interval: .seconds(3), due: Self.t0)])
+        #expect(schedule.entry("m1") == planned)
+        #expect(schedule.entry("gone") == nil, "entries of machines not tracked are dropped")
+        #expect(schedule.nextDue == planned?.due)
+    }
+
     @Test func aChangeEventResetsTheInterval() {
         var schedule = PollSchedule(settings: PollSettings())
         schedule.track("m1", now: Self.t0)

@@ -12,11 +12,7 @@ extension PollerTests {
 
     @Test func aVanishedInstanceIsMarkedNotFoundOnceThenBacksOffToTheLongPoll() async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
-            try await f.add("m1")
-            try await f.tick()
-            try await f.tick(.seconds(3))
-            #expect(try await f.entry("m1")?.group == .long)
+            try await f.addLongGroupMachine("m1")
             let before = try await f.pollerEvents().count
 
             f.cloud.remove("i-m1")
@@ -37,13 +33,7 @@ extension PollerTests {
             #expect(try await f.entry("m1")?.interval == .seconds(3), "a long-group machine that vanished is confirmed quickly")
 
             // Confirmed quickly, then costs almost nothing; written once.
-            var intervals: [Duration] = []
-            for _ in 0..<10 {
-                let entry = try #require(try await f.entry("m1"))
-                try await f.tick(entry.due - f.now)
-                intervals.append(try #require(try await f.entry("m1")).interval)
-            }
-            #expect(intervals == [6, 12, 24, 48, 60, 120, 240, 480, 900, 900].map { Duration.seconds($0) })
+            #expect(try await f.intervals(of: "m1", polls: 10) == [6, 12, 24, 48, 60, 120, 240, 480, 900, 900].map { Duration.seconds($0) })
             #expect(try await f.pollerEvents().count == before + 2, "not-found is written once")
             #expect(try await f.entry("m1")?.group == .short)
 
@@ -59,13 +49,7 @@ extension PollerTests {
         try await Self.with { f in
             try await f.add("m1")
             try await f.tick()
-            var intervals: [Duration] = []
-            for _ in 0..<8 {
-                let entry = try #require(try await f.entry("m1"))
-                try await f.tick(entry.due - f.now)
-                intervals.append(try #require(try await f.entry("m1")).interval)
-            }
-            #expect(intervals == [6, 12, 24, 48, 60, 120, 240, 480].map { Duration.seconds($0) })
+            #expect(try await f.intervals(of: "m1", polls: 8) == [6, 12, 24, 48, 60, 120, 240, 480].map { Duration.seconds($0) })
             #expect(try await f.machine("m1").instanceStatus.isNotFound)
             // Found at last, still allocating: back to the short cap, not 960 s.
             f.cloud.set("i-m1", .allocating)
@@ -77,11 +61,7 @@ extension PollerTests {
     @Test(arguments: ["unknown", "not found"])
     func aLongGroupMachineThatBecomesUnknownOrNotFoundGoesBackToShort(change: String) async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
-            try await f.add("m1")
-            try await f.tick()
-            try await f.tick(.seconds(3))
-            #expect(try await f.entry("m1")?.group == .long)
+            try await f.addLongGroupMachine("m1")
             if change == "unknown" { f.cloud.set("i-m1", .unknown, addresses: ["10.0.0.1"]) } else { f.cloud.remove("i-m1") }
             try await f.tick(.seconds(900))
             let entry = try await f.entry("m1")
@@ -120,12 +100,8 @@ extension PollerTests {
     @Test(arguments: [Machine.AgentStatus.down, .error, .pending])
     func anAgentThatStopsDoesNotMoveALongGroupMachine(status: Machine.AgentStatus) async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
-            try await f.add("m1", agent: .started)
-            try await f.tick()
-            try await f.tick(.seconds(3))
+            try await f.addLongGroupMachine("m1", agent: .started)
             let long = try #require(try await f.entry("m1"))
-            #expect(long.group == .long)
 
             try await f.store.reportAgentStatus(machineID: "m1", status)
             try await f.tick(.seconds(60))
@@ -201,12 +177,8 @@ extension PollerTests {
     @Test(arguments: ["credential", "provider"])
     func aChangedPairIsPolledWithTheNewPair(change: String) async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
             f.otherCloud.set("i-m1", .running, addresses: ["10.9.0.1"])
-            try await f.add("m1")
-            try await f.tick()
-            try await f.tick(.seconds(3))
-            #expect(try await f.entry("m1")?.group == .long)
+            try await f.addLongGroupMachine("m1")
             try await f.update("m1") { machine in
                 if change == "credential" { machine.credential = "spare" } else { machine.provider = "other" }
             }
@@ -227,12 +199,8 @@ extension PollerTests {
     @Test(arguments: ["dying", "instance id", "credential", "agent start"])
     func aLongGroupMachineIsResetByAnOutsideChange(change: String) async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
             f.cloud.set("i-m1b", .running, addresses: ["10.0.0.2"])
-            try await f.add("m1", agent: .started)
-            try await f.tick()
-            try await f.tick(.seconds(3))
-            #expect(try await f.entry("m1")?.group == .long)
+            try await f.addLongGroupMachine("m1", agent: .started)
             try await f.tick(.seconds(60))
             switch change {
             case "dying": try await f.update("m1") { $0.life = .dying }
@@ -292,22 +260,6 @@ extension PollerTests {
     }
 
     // MARK: - Errors of the gate and the calls
-
-    @Test(arguments: [RPCStatusCode.unauthenticated, .permissionDenied])
-    func authErrorsFromNetworkInterfacesInvalidateTheCredential(code: RPCStatusCode) async throws {
-        try await Self.with { f in
-            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
-            try await f.add("m1")
-            try await f.tick()
-            f.cloud.fail("NetworkInterfaces", with: RPCError(code, "UnauthorizedOperation: ec2:DescribeNetworkInterfaces"))
-            try await f.tick(.seconds(3))
-            #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "UnauthorizedOperation: ec2:DescribeNetworkInterfaces")
-            #expect(try await f.machine("m1").pollError == "credential invalid: UnauthorizedOperation: ec2:DescribeNetworkInterfaces")
-            f.cloud.resetCalls()
-            try await f.tick(.seconds(60))
-            #expect(f.cloud.calls.isEmpty, "nothing more is sent with it")
-        }
-    }
 
     @Test(arguments: [RPCStatusCode.unauthenticated, .permissionDenied])
     func authErrorsFromValidateCredentialInvalidateTheCredential(code: RPCStatusCode) async throws {

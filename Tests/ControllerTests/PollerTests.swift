@@ -53,7 +53,7 @@ import TestSupport
 /// - gate: ValidateCredential Unauthenticated / PermissionDenied → authErrorsFromValidateCredentialInvalidateTheCredential
 /// - gate: other ValidateCredential failures → recorded, backed off → otherValidateCredentialFailuresAreRecordedAndBackedOff
 /// - Unauthenticated / PermissionDenied from Instances or NetworkInterfaces → invalidated with reason, all its machines paused
-///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason, authErrorsFromNetworkInterfacesInvalidateTheCredential
+///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
 /// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
 /// - secrets never logged → secretsNeverReachTheLogs
 /// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation
@@ -81,6 +81,28 @@ struct PollerTests {
         ) async throws {
             try await store.addMachine(Machine(
                 id: id, provider: provider, credential: credential, instanceID: instance ?? "i-\(id)", manual: manual, agentStatus: agent))
+        }
+
+        /// Adds a machine whose instance runs with `addresses` and polls it
+        /// into the long group.
+        func addLongGroupMachine(_ id: String, addresses: [String] = ["10.0.0.1"], agent: Machine.AgentStatus = .none) async throws {
+            cloud.set("i-\(id)", .running, addresses: addresses)
+            try await add(id, agent: agent)
+            try await tick()
+            try await tick(.seconds(3))
+            #expect(try await entry(id)?.group == .long)
+        }
+
+        /// Moves time to the machine's due time `polls` times, polling each
+        /// time; returns its interval after each poll.
+        func intervals(of id: String, polls: Int) async throws -> [Duration] {
+            var intervals: [Duration] = []
+            for _ in 0..<polls {
+                let entry = try #require(try await self.entry(id))
+                try await tick(entry.due - now)
+                intervals.append(try #require(try await self.entry(id)).interval)
+            }
+            return intervals
         }
 
         /// Changes a machine as someone outside the poller would.
@@ -186,13 +208,7 @@ struct PollerTests {
             f.cloud.set("i-m1", .allocating)
             try await f.add("m1")
             try await f.tick()
-            var intervals: [Duration] = []
-            for _ in 0..<6 {
-                let entry = try #require(try await f.entry("m1"))
-                try await f.tick(entry.due - f.now)
-                intervals.append(try #require(try await f.entry("m1")).interval)
-            }
-            #expect(intervals == [6, 12, 24, 48, 60, 60].map { Duration.seconds($0) })
+            #expect(try await f.intervals(of: "m1", polls: 6) == [6, 12, 24, 48, 60, 60].map { Duration.seconds($0) })
         }
     }
 
@@ -571,14 +587,15 @@ struct PollerTests {
         }
     }
 
-    @Test(arguments: [RPCStatusCode.unauthenticated, .permissionDenied])
-    func unauthenticatedOrPermissionDeniedInvalidatesWithTheReason(code: RPCStatusCode) async throws {
+    @Test(arguments: [RPCStatusCode.unauthenticated, .permissionDenied], ["Instances", "NetworkInterfaces"])
+    func unauthenticatedOrPermissionDeniedInvalidatesWithTheReason(code: RPCStatusCode, method: String) async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running)
+            f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+            f.cloud.set("i-m2", .running, addresses: ["10.0.0.2"])
             try await f.add("m1")
             try await f.add("m2")
             try await f.tick()
-            f.cloud.fail("Instances", with: RPCError(code, "AuthFailure: signature mismatch"))
+            f.cloud.fail(method, with: RPCError(code, "AuthFailure: signature mismatch"))
             try await f.tick(.seconds(3))
             #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "AuthFailure: signature mismatch")
             #expect(try await f.machine("m2").pollError == "credential invalid: AuthFailure: signature mismatch")

@@ -36,6 +36,7 @@ final class ProbeStore: MachineStore, Sendable {
     func addMachine(_ machine: Machine) async throws { try await inner.addMachine(machine) }
     func addMachines(_ machines: [Machine]) async throws { try await inner.addMachines(machines) }
     func updateMachine(_ machine: Machine) async throws { try await inner.updateMachine(machine) }
+    @discardableResult
     func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine {
         try await inner.reportAgentStatus(machineID: machineID, status)
     }
@@ -51,6 +52,7 @@ final class ProbeStore: MachineStore, Sendable {
         return try await inner.machines()
     }
 
+    @discardableResult
     func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         try enter(.applyPoll)
         return try await inner.applyPoll(results, schedule: schedule)

@@ -40,40 +40,32 @@ struct PollerStressTests {
         return try await h.start()
     }
 
-    @Test func aThrottledPairCostsAlmostNoCPUAndIsNotCalledDuringItsPause() async throws {
+    /// The two ways a pair stays paused: its cloud throttles it (60 s), or
+    /// its shim crashes on every start (restarted at the test's backoff,
+    /// 0.1 s doubling to 0.4 s). The log line to wait for, twice for the
+    /// crash loop so that it is under way.
+    static let pauses: [(name: String, faults: String, line: String, times: Int)] = [
+        ("throttled", "{kind: throttle, methods: [Instances], retry_after: 60s}", "throttled", 1),
+        ("crash loop", "{kind: crash, methods: [Handshake], after_calls: 0}", "restarting shim", 2),
+    ]
+
+    @Test(arguments: Self.pauses.map(\.name))
+    func aPausedPairCostsAlmostNoCPU(pause name: String) async throws {
+        let pause = try #require(Self.pauses.first { $0.name == name })
         let h = try ControllerHarness()
         defer { h.remove() }
-        let controller = try await Self.start(h, faults: """
-            faults:
-              - kind: throttle
-                methods: [Instances]
-                retry_after: 60s
-
-            """)
-        let throttled = try await controller.stderrLines.waitForLine(containing: "throttled")
-        #expect(throttled.line.contains("pause=\"60.0 seconds\""), "\(throttled.line)")
+        let controller = try await Self.start(h, faults: "faults:\n  - \(pause.faults)\n")
+        var next = 0
+        for _ in 0..<pause.times {
+            next = try await controller.stderrLines.waitForLine(containing: pause.line, from: next).index + 1
+        }
         let share = try await Self.cpuShare(of: controller.pid, over: .seconds(2))
-        #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only pair was paused")
-        let calls = controller.stderrLines.lines.filter { $0.contains("polling a batch") }.count
-        #expect(calls == 1, "one batch, throttled; nothing more during the pause")
-        #expect(try await h.stop(controller) == 0)
-    }
-
-    @Test func aShimThatCrashesOnEveryStartCostsAlmostNoCPU() async throws {
-        let h = try ControllerHarness()
-        defer { h.remove() }
-        let controller = try await Self.start(h, faults: """
-            faults:
-              - kind: crash
-                methods: [Handshake]
-                after_calls: 0
-
-            """)
-        // Restarted over and over (the test's backoff: 0.1 s doubling to 0.4 s).
-        let first = try await controller.stderrLines.waitForLine(containing: "restarting shim")
-        _ = try await controller.stderrLines.waitForLine(containing: "restarting shim", from: first.index + 1)
-        let share = try await Self.cpuShare(of: controller.pid, over: .seconds(2))
-        #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only shim crash-looped")
+        #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only pair was paused (\(name))")
+        if name == "throttled" {
+            #expect(controller.stderrLines.lines.contains { $0.contains("throttled") && $0.contains("pause=\"60.0 seconds\"") })
+            let batches = controller.stderrLines.lines.filter { $0.contains("polling a batch") }.count
+            #expect(batches == 1, "one batch, throttled; nothing more during the pause")
+        }
         #expect(try await h.stop(controller) == 0)
     }
 

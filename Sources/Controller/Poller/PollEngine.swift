@@ -146,6 +146,7 @@ actor PollEngine {
 
     /// The pair's schedule, created on first use with a seed of its own (so
     /// that jitter is reproducible for a given config seed).
+    @discardableResult
     func withSchedule<T>(_ key: CredentialKey, _ body: (inout PollSchedule) -> T) -> T {
         if schedules[key] == nil { schedules[key] = PollSchedule(settings: settings, seed: seed(for: key)) }
         return body(&schedules[key]!)

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import Synchronization
 
 /// Wakes the poll loop before its deadline when a provider's shim serves

@@ -1,18 +1,18 @@
 internal import Core
-internal import Logging
 public import ServiceLifecycle
-internal import SwiftProtobuf
 
-/// The instance poller (SPEC §6.2–6.3) as a swift-service-lifecycle
-/// `Service`: keeps every machine's instance status and network interfaces
-/// true to its cloud.
+/// The instance poller as a swift-service-lifecycle `Service`: keeps every
+/// machine's instance status and network interfaces true to its cloud.
 ///
 /// Each round it reads the events log (changes from outside, other
 /// processes included), polls the machines that are due — grouped by
 /// (provider, credential), at most `maxIDsPerCall` ids per call, one call in
-/// flight per group, each batch behind the credential gate — writes each
-/// batch's results in one transaction, and sleeps until the next machine is
-/// due or the watch interval passes. A provider error never stops it.
+/// flight per pair, each batch behind the credential gate — and writes each
+/// batch's results in one transaction before it remembers them. Then it
+/// sleeps until the next due machine of a pair that is not paused, the end
+/// of a pause, a shim serving again, or the next events read (the watch
+/// interval), whichever comes first: a throttled cloud or a dead shim never
+/// makes it spin. A provider or store error never stops it.
 public final class Poller: Service {
     private let engine: PollEngine
 

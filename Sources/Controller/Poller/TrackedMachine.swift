@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 
 /// A (provider, credential) pair: the unit of batching, gating, throttling
 /// and scheduling.

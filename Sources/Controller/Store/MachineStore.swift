@@ -159,6 +159,7 @@ public protocol MachineStore: Sendable {
     /// (clearing the agent message); every `started` records an agent start
     /// time, also when the status already was `started` (the agent
     /// restarted). Returns the machine as stored.
+    @discardableResult
     func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine
     func removeMachine(id: String) async throws
     func machine(id: String) async throws -> Machine?

@@ -163,6 +163,7 @@ public final class SQLiteMachineStore: MachineStore {
         didChange()
     }
 
+    @discardableResult
     public func reportAgentStatus(machineID: String, _ status: Machine.AgentStatus) async throws -> Machine {
         let now = clock.now
         let (machine, changed) = try await write("setting the agent status of machine \(machineID)") { db -> (Machine, Bool) in
@@ -214,6 +215,7 @@ public final class SQLiteMachineStore: MachineStore {
 
     // MARK: Polled truth
 
+    @discardableResult
     public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         let now = clock.now
         let events = try await write("applying a poll of \(results.count) machines") { db -> [MachineEvent] in
