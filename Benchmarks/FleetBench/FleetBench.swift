@@ -10,7 +10,8 @@ import SwiftProtobuf
 /// `fleet-bench`: the real controller (`instancepoller run`) with
 /// `provider-shim fake` serving N machines that are running with two
 /// interfaces each, measured as an operator would see it. Prints one JSON
-/// object per fleet size on stdout (scripts/bench makes the table).
+/// object per fleet size on stdout (scripts/bench makes the table); with
+/// `--stress`, one per paused-pair fault instead (StressBench.swift).
 @main
 struct FleetBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fleet-bench", abstract: "Fleet-scale benchmark of the controller.")
@@ -24,13 +25,26 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Seconds to let the last writes settle (WAL checkpoint) before the idle window.") var settle: Double = 10
     @Option(help: "Give up on convergence after this many seconds.") var timeout: Double = 300
     @Option(help: "Long-poll period (s) of the run that counts the calls of one jittered sweep.") var sweepLongPoll: Double = 30
+    @Flag(help: "Measure the controller's CPU while a provider and credential pair is paused, instead of the fleet sizes.") var stress = false
+    @Option(help: "Machines in the stress runs.") var stressMachines: Int = 10_000
+    @Option(help: "Seconds over which the stress runs measure the controller's CPU.") var stressWindow: Double = 10
 
     func run() async throws {
-        for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
-            let result = try await Fleet(size: size, bench: self).measure()
-            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        if stress {
+            for fault in StressFault.allCases {
+                try emit(try await Stress(fault: fault, fleet: Fleet(size: stressMachines, bench: self)).measure())
+            }
+            return
         }
+        for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
+            try emit(try await Fleet(size: size, bench: self).measure())
+        }
+    }
+
+    /// One JSON object per line on stdout.
+    func emit(_ result: [String: Any]) throws {
+        let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 }
 
@@ -50,13 +64,18 @@ struct Fleet {
 
     func log(_ text: String) { FileHandle.standardError.write(Data("fleet-bench N=\(size): \(text)\n".utf8)) }
 
+    /// The controller's log so far (stdout and stderr, shim lines included).
+    func controllerLog() -> String { (try? String(contentsOfFile: "\(directory)/controller.log", encoding: .utf8)) ?? "" }
+
+    /// The log's last lines, for a failure message.
+    func logTail(_ lines: Int = 5) -> String { controllerLog().split(separator: "\n").suffix(lines).joined(separator: "\n") }
+
     /// Waits until every machine has its addresses and sits in the long group.
     func waitForConvergence(_ controller: ControllerProcess, _ reader: DatabaseQueue, since started: Date) async throws {
         while try await reader.read({ db in try Int.fetchOne(db, sql: "SELECT count(*) FROM schedule WHERE grp = 'long'") ?? 0 }) < size {
             guard Date().timeIntervalSince(started) < bench.timeout, controller.process.isRunning else {
                 controller.stop()
-                let tail = (try? String(contentsOfFile: "\(directory)/controller.log", encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
-                throw Failure("did not converge (in \(bench.timeout) s at most); the controller's log ends:\n\(tail)")
+                throw Failure("did not converge (in \(bench.timeout) s at most); the controller's log ends:\n\(logTail())")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -148,8 +167,10 @@ struct Fleet {
         ]
     }
 
-    func writeFiles(longPoll: Double) throws {
-        try """
+    /// The scenario (the fleet, plus `faults`: YAML flow mappings) and the
+    /// controller's config. `longPoll` nil: the default poll settings.
+    func writeFiles(longPoll: Double?, logLevel: String = "warning", faults: [String] = []) throws {
+        try ("""
             name: fleet
             fleets:
               - prefix: i-
@@ -157,12 +178,14 @@ struct Fleet {
                 interfaces: 2
                 timeline:
                   - {at: 0s, state: running, raw_status: running}
-            """.write(toFile: "\(directory)/scenario.yaml", atomically: true, encoding: .utf8)
+
+            """ + (faults.isEmpty ? "" : "faults:\n" + faults.map { "  - \($0)\n" }.joined()))
+            .write(toFile: "\(directory)/scenario.yaml", atomically: true, encoding: .utf8)
         try """
             store: store.db
             runtime_directory: run
-            log: {level: warning}
-            poll: {long_poll: \(longPoll)s}
+            log: {level: \(logLevel)}
+            \(longPoll.map { "poll: {long_poll: \($0)s}" } ?? "")
             providers:
               cloud:
                 shim:
