@@ -86,12 +86,17 @@ struct PollerLoopTests {
             try await Self.running(f) {
                 while f.cloud.calls("Instances").isEmpty { try await Self.step(f) }
                 let downAt = f.now
-                // A crash loop: each retry a second apart, never in between.
+                // A crash loop: tries 1, 2, 4, 8 … s apart, nothing in between.
                 let reads = f.store.count(.events)
-                for _ in 0..<40 { try await Self.step(f) }
-                #expect(f.now - downAt == .seconds(10))
-                #expect(f.store.count(.events) - reads == 40, "one events read per 250 ms")
-                #expect(f.cloud.calls("Instances").count == 11, "one retry per second")
+                var tries: [Duration] = []
+                for _ in 0..<56 {
+                    let before = f.cloud.calls("Instances").count
+                    try await Self.step(f)
+                    if f.cloud.calls("Instances").count > before { tries.append(f.now - downAt) }
+                }
+                #expect(f.now - downAt == .seconds(14))
+                #expect(f.store.count(.events) - reads == 56, "one events read per 250 ms")
+                #expect(tries == [1, 3, 7].map { Duration.seconds($0) }, "the tries back off")
 
                 // The shim comes back: no waiting for the clock.
                 f.cloud.fail("Instances", with: nil)

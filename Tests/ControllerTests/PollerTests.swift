@@ -497,11 +497,17 @@ struct PollerTests {
             #expect(f.cloud.calls.isEmpty, "tried again after a short pause, not in a busy loop")
             try await f.tick(.milliseconds(500))
             #expect(f.cloud.calls(method).count == 1, "retried once the pause ends")
+            try await f.tick(.milliseconds(1999))
+            #expect(f.cloud.calls(method).count == 1, "the next try waits twice as long")
+            try await f.tick(.milliseconds(1))
+            #expect(f.cloud.calls(method).count == 2)
             #expect(f.logs.all.filter { $0.message.hasPrefix("provider unavailable") }.count == 1, "logged once while down")
 
+            // The shim serves again: polled at once, not at the next try.
             f.cloud.fail(method, with: nil)
             f.cloud.resetCalls()
-            try await f.tick(.seconds(1))
+            f.router.serve("fake")
+            try await f.tick()
             #expect(f.cloud.calls("Instances").count == 1, "polled as soon as the shim is back")
             #expect(try await f.entry("m1")?.interval == .seconds(12), "the backoff goes on from where it was")
             #expect(f.logs.all.contains { $0.message == "provider available again" })

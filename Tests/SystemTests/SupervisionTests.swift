@@ -13,12 +13,13 @@ struct SupervisionTests {
     @Test func aShimKilledMidBatchIsRestartedAndTheMachinesConverge() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        // Every Instances answer takes a second, so the kill lands in a call.
+        // Every Instances answer takes 3 s, so the kill lands in a call even
+        // when a loaded machine is slow to send it (1 s was once too short).
         let scenario = try h.scenario("slow", ControllerHarness.runningInstances(Self.addressesA, extra: """
             faults:
               - kind: latency
                 methods: [Instances]
-                delay: 1s
+                delay: 3s
 
             """))
         try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])

@@ -108,10 +108,10 @@ extension PollEngine {
             } catch {
                 // The store failed: nothing of this batch is remembered, so
                 // the next poll writes the same answer again.
-                pause(key, until: clock.now + min(settings.shortPoll, Self.retryPause), .storeFailed)
+                let wait = pauseToRetry(key, .storeFailed, now: clock.now)
                 logger.error(
                     "could not write a batch's results; its machines are polled again shortly",
-                    metadata: ["credential": "\(key)", "machines": "\(batch.count)", "error": "\(error)"])
+                    metadata: ["credential": "\(key)", "machines": "\(batch.count)", "retry": "\(wait)", "error": "\(error)"])
                 metrics?.batchPolled(provider: key.provider, size: batch.count, result: "store_error")
                 break
             }
@@ -243,6 +243,7 @@ extension PollEngine {
         schedules[key]?.commit(entries)
         logChanges(events)
         logger.debug("batch polled", metadata: ["credential": "\(key)", "machines": "\(results.count)"])
+        retries.removeValue(forKey: key)
         if shimDown.remove(key.provider) != nil {
             logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
         }
@@ -343,7 +344,7 @@ extension PollEngine {
         if let down = error as? ShimUnavailable {
             // Not the cloud's answer: the machines keep their schedule (still
             // due) and are polled once the shim is back.
-            pause(key, until: now + min(settings.shortPoll, Self.retryPause), .shimDown)
+            pauseToRetry(key, .shimDown, now: now)
             if down.starting {
                 logger.debug("waiting for the provider's shim to start", metadata: ["provider": "\(key.provider)"])
             } else if !shimDown.contains(key.provider) {
@@ -386,5 +387,7 @@ extension PollEngine {
         try await store.applyPoll(results, schedule: entries)
         for result in results { machines[result.machineID]?.remember(result) }
         schedules[key]?.commit(entries)
+        // Written, and the shim (if any was asked) answered: no more retries.
+        retries.removeValue(forKey: key)
     }
 }

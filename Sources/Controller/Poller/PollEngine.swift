@@ -43,10 +43,14 @@ actor PollEngine {
     /// Credentials the gate found invalid, until they change.
     var invalid: [CredentialKey: String] = [:]
 
-    /// How soon a pair whose shim is down, or whose write failed, is tried
-    /// again (the short poll, if that is shorter). A shim that comes back
-    /// sooner wakes the loop at once.
+    /// How soon a pair whose shim is down, or whose write failed, is first
+    /// tried again (the short poll, if that is shorter); each further try
+    /// waits twice as long, up to the short-poll cap, until a batch of the
+    /// pair goes through. A shim that serves again wakes the loop at once,
+    /// so the waiting machines never wait for the retry.
     static let retryPause: Duration = .seconds(1)
+    /// Failed tries in a row per pair (shim down, store failed).
+    var retries: [CredentialKey: Int] = [:]
 
     struct Pause {
         enum Reason: String {
@@ -133,12 +137,25 @@ actor PollEngine {
         pauses[key] = Pause(until: until, reason: reason)
     }
 
+    /// Pauses a pair that is to be tried again (its shim is down, its write
+    /// failed): 1 s, 2 s, 4 s … the short-poll cap; returns the pause.
+    @discardableResult
+    func pauseToRetry(_ key: CredentialKey, _ reason: Pause.Reason, now: Timestamp) -> Duration {
+        let first = min(settings.shortPoll, Self.retryPause)
+        let tries = retries[key, default: 0]
+        retries[key] = tries + 1
+        let wait = min(first * Double(1 << min(tries, 20)), max(settings.shortPollCap, first))
+        pause(key, until: now + wait, reason)
+        return wait
+    }
+
     /// Shims that serve again: their pairs are polled now, not at the
     /// retry.
     private func resumeServing(_ providers: Set<String>) {
         guard !providers.isEmpty else { return }
         for (key, pause) in pauses where pause.reason == .shimDown && providers.contains(key.provider) {
             pauses.removeValue(forKey: key)
+            retries.removeValue(forKey: key)
         }
     }
 
