@@ -75,7 +75,7 @@ struct SQLiteMachineStoreTests {
             #expect(columns == [
                 "id", "provider", "credential", "instance_id", "life", "manual", "agent_status", "status_state",
                 "status_raw", "status_message", "status_updated_at", "interfaces", "poll_error",
-                "agent_started_at", "agent_message",
+                "agent_started_at", "agent_message", "status_history_count",
             ])
             #expect(try db.columns(in: "events").map(\.name) == [
                 "revision", "kind", "source", "machine_id", "credential", "at", "old_value", "new_value",

@@ -60,6 +60,27 @@ struct ShimLauncherTests {
         #expect(ContinuousClock.now - start < .seconds(5))
     }
 
+    /// A controller stopping while a shim starts (SIGTERM in a crash loop)
+    /// must not wait for a shim that is still running and will never exit
+    /// by itself: the start ends at once and the shim is killed.
+    @Test func aStartCancelledBeforeTheHandshakeLineEndsAtOnceAndKillsTheShim() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let marker = directory.file("started")
+        let command = ShimCommand(executable: "/bin/sh", arguments: ["-c", "touch \(marker); exec sleep 37.25"])
+        let starting = Task {
+            try await ShimLauncher.start(provider: "slow", command: command, socketPath: directory.file("s.sock"), logger: LogCapture().logger())
+        }
+        try await withTimeout(.seconds(10), "the shim to be spawned") {
+            while !FileManager.default.fileExists(atPath: marker) { await Task.yield() }
+        }
+        starting.cancel()
+        let ended = try await withTimeout(.seconds(10), "the cancelled start to end") { await starting.result }
+        #expect(throws: (any Error).self) { try ended.get() }
+        let children = ProcessTree.children(of: getpid()).filter { ProcessTree.commandLine(of: $0).contains("sleep 37.25") && ProcessTree.isAlive($0) }
+        #expect(children.isEmpty, "the shim was killed")
+    }
+
     @Test func aShimThatExitsAtStartSaysSo() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

@@ -224,9 +224,8 @@ extension PollEngine {
                 }
                 if instance.status.state == .provisioningError {
                     // Juju sets the machine's status: the agent is in error
-                    // with the provider's message.
-                    let message = instance.status.message.isEmpty ? instance.status.rawStatus : instance.status.message
-                    if machine.agentStatus != .error || machine.agentMessage != message { result.agentError = message }
+                    // with the provider's message (written only if it is news).
+                    result.agentError = instance.status.message.isEmpty ? instance.status.rawStatus : instance.status.message
                 }
             } else {
                 // Vanished, or never there: say so once, clear the interfaces.
@@ -254,6 +253,7 @@ extension PollEngine {
 
     /// Status and address changes at info, as Juju logs them.
     private func logChanges(_ events: [MachineEvent]) {
+        guard logger.logLevel <= .info else { return }
         for event in events {
             let metadata: Logger.Metadata = ["machine": "\(event.machineID)", "instance": "\(machines[event.machineID]?.instanceID ?? "")"]
             switch event.kind {

@@ -24,7 +24,6 @@ struct TrackedMachine: Sendable {
     var life: Machine.Life
     var manual: Bool
     var agentStatus: Machine.AgentStatus
-    var agentMessage: String
     var agentStartedAt: Timestamp?
     var instanceStatus: InstanceStatusRecord
     private(set) var interfacesHash: Int
@@ -38,7 +37,6 @@ struct TrackedMachine: Sendable {
         life = machine.life
         manual = machine.manual
         agentStatus = machine.agentStatus
-        agentMessage = machine.agentMessage
         agentStartedAt = machine.agentStartedAt
         instanceStatus = machine.instanceStatus
         interfacesHash = machine.interfaces.hashValue
@@ -73,9 +71,6 @@ struct TrackedMachine: Sendable {
             hasAddresses = Self.hasAddresses(interfaces)
         }
         pollError = result.pollError
-        if let message = result.agentError {
-            agentStatus = .error
-            agentMessage = message
-        }
+        if result.agentError != nil { agentStatus = .error }
     }
 }

@@ -72,6 +72,9 @@ extension SQLiteMachineStore {
                 -- The poller's changes: the value before and after.
                 ALTER TABLE events ADD COLUMN old_value TEXT NOT NULL DEFAULT '';
                 ALTER TABLE events ADD COLUMN new_value TEXT NOT NULL DEFAULT '';
+                -- Rows of the machine in status_history, so that trimming it
+                -- to the last 20 costs nothing until there are more.
+                ALTER TABLE machines ADD COLUMN status_history_count INTEGER NOT NULL DEFAULT 0;
                 -- Every instance status written, the last 20 per machine.
                 CREATE TABLE status_history (
                     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -220,49 +220,66 @@ public final class SQLiteMachineStore: MachineStore {
         let now = clock.now
         let events = try await write("applying a poll of \(results.count) machines") { db -> [MachineEvent] in
             var events: [MachineEvent] = []
+            // Read and written by position: this runs for every machine of
+            // every batch.
             let select = try db.cachedStatement(sql: """
                 SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
-                    agent_status, agent_message
+                    status_history_count, agent_status, agent_message
                 FROM machines WHERE id = ?
+                """)
+            let update = try db.cachedStatement(sql: """
+                UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?,
+                    interfaces = ?, poll_error = ?, status_history_count = ?
+                WHERE id = ?
                 """)
             for result in results {
                 // Removed since the poll began: nothing to write.
                 guard let row = try Row.fetchOne(select, arguments: [result.machineID]) else { continue }
                 let id = result.machineID
+                var status = try Self.status(at: 0, of: row)
+                var interfaces: Data? = try row.decode(atIndex: 4)
+                let pollError: String? = try row.decode(atIndex: 5)
+                var historyCount: Int = try row.decode(atIndex: 6)
+                var changed = false
                 var polled: (old: String, new: String)?
-                if let status = result.instanceStatus {
-                    let before = try Self.status(from: row)
-                    if !status.sameReport(as: before) {
-                        try Self.writeStatus(db, status, machineID: id, at: now)
-                        events.append(try Self.appendEvent(
-                            db, .instanceStatusChanged, .poller, machineID: id, at: now, old: before.summary, new: status.summary))
-                    }
+                if var new = result.instanceStatus, !new.sameReport(as: status) {
+                    new.updatedAt = now
+                    historyCount = try Self.recordHistory(db, new, machineID: id, count: historyCount)
+                    events.append(try Self.appendEvent(
+                        db, .instanceStatusChanged, .poller, machineID: id, at: now, old: status.summary, new: new.summary))
+                    status = new
+                    changed = true
                 }
-                if let interfaces = result.interfaces {
-                    let before = try Self.interfaces(from: row, machineID: id)
-                    if interfaces != before {
-                        try db.cachedStatement(sql: "UPDATE machines SET interfaces = ? WHERE id = ?").execute(
-                            arguments: [try Self.encode(interfaces: interfaces, machineID: id), id])
-                        let (old, new) = (Self.addressList(before), Self.addressList(interfaces))
-                        if old != new {
-                            events.append(try Self.appendEvent(db, .addressesChanged, .poller, machineID: id, at: now, old: old, new: new))
+                if let new = result.interfaces {
+                    let before = try Self.interfaces(interfaces, machineID: id)
+                    if new != before {
+                        interfaces = try Self.encode(interfaces: new, machineID: id)
+                        let (old, newList) = (Self.addressList(before), Self.addressList(new))
+                        if old != newList {
+                            events.append(try Self.appendEvent(db, .addressesChanged, .poller, machineID: id, at: now, old: old, new: newList))
                         } else {
                             polled = ("", "")
                         }
+                        changed = true
                     }
                 }
-                let errorBefore = try row.decode(String?.self, forColumn: "poll_error")
-                if errorBefore != result.pollError {
-                    try db.cachedStatement(sql: "UPDATE machines SET poll_error = ? WHERE id = ?").execute(arguments: [result.pollError, id])
+                if pollError != result.pollError {
                     // An error that appears or clears is news for watchers too.
-                    polled = (errorBefore ?? "", result.pollError ?? "")
+                    polled = (pollError ?? "", result.pollError ?? "")
+                    changed = true
                 }
                 if let polled {
                     events.append(try Self.appendEvent(db, .machinePolled, .poller, machineID: id, at: now, old: polled.old, new: polled.new))
                 }
+                if changed {
+                    try update.execute(arguments: [
+                        status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
+                        interfaces, result.pollError, historyCount, id,
+                    ])
+                }
                 if let message = result.agentError {
-                    let agentBefore: String = try row.decode(forColumn: "agent_status")
-                    let messageBefore: String = try row.decode(forColumn: "agent_message")
+                    let agentBefore: String = try row.decode(atIndex: 7)
+                    let messageBefore: String = try row.decode(atIndex: 8)
                     if agentBefore != Machine.AgentStatus.error.rawValue || messageBefore != message {
                         try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = ? WHERE id = ?").execute(
                             arguments: [Machine.AgentStatus.error.rawValue, message, id])
@@ -289,8 +306,17 @@ public final class SQLiteMachineStore: MachineStore {
                 throw StoreError("machine \(machineID) does not exist")
             }
             let before = try Self.status(from: row)
-            try Self.writeStatus(db, status, machineID: machineID, at: now)
-            try Self.appendEvent(db, .instanceStatusChanged, .poller, machineID: machineID, at: now, old: before.summary, new: status.summary)
+            var written = status
+            written.updatedAt = now
+            let count = try Self.recordHistory(db, written, machineID: machineID, count: try row.decode(forColumn: "status_history_count"))
+            try db.execute(
+                sql: """
+                    UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?,
+                        status_history_count = ?
+                    WHERE id = ?
+                    """,
+                arguments: [written.state.rawValue, written.rawStatus, written.message, now.nanosecondsSinceEpoch, count, machineID])
+            try Self.appendEvent(db, .instanceStatusChanged, .poller, machineID: machineID, at: now, old: before.summary, new: written.summary)
         }
         logger.debug("instance status set", metadata: ["machine": "\(machineID)", "state": "\(status.state.label)"])
         didChange()
@@ -451,21 +477,19 @@ extension SQLiteMachineStore {
             oldValue: old, newValue: new)
     }
 
-    /// The status as given, stamped with the time of this write, and kept in
-    /// the machine's status history (the last ``statusHistoryLimit``).
-    private static func writeStatus(_ db: Database, _ status: InstanceStatusRecord, machineID: String, at now: Timestamp) throws {
-        try db.cachedStatement(sql: """
-            UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?
-            WHERE id = ?
-            """
-        ).execute(arguments: [status.state.rawValue, status.rawStatus, status.message, now.nanosecondsSinceEpoch, machineID])
+    /// Keeps a written status in the machine's history, trimmed to the last
+    /// ``statusHistoryLimit`` once it holds more; returns the history's new
+    /// length.
+    private static func recordHistory(_ db: Database, _ status: InstanceStatusRecord, machineID: String, count: Int) throws -> Int {
         try db.cachedStatement(sql: "INSERT INTO status_history (machine_id, state, raw, message, at) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [machineID, status.state.rawValue, status.rawStatus, status.message, now.nanosecondsSinceEpoch])
+            .execute(arguments: [machineID, status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch])
+        guard count + 1 > statusHistoryLimit else { return count + 1 }
         try db.cachedStatement(sql: """
             DELETE FROM status_history WHERE machine_id = ?1 AND id <= (
                 SELECT id FROM status_history WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
             """
         ).execute(arguments: [machineID, statusHistoryLimit])
+        return statusHistoryLimit
     }
 
     /// A new agent status; the message goes, and `started` is a start.
@@ -540,6 +564,18 @@ extension SQLiteMachineStore {
             updatedAt: updatedAt.map(Timestamp.init(nanosecondsSinceEpoch:)))
     }
 
+    /// The status from four columns in a row, from `first` on: state, raw
+    /// status, message, updated at.
+    private static func status(at first: Int, of row: Row) throws -> InstanceStatusRecord {
+        let state: Int = try row.decode(atIndex: first)
+        let updatedAt: Int64? = try row.decode(atIndex: first + 3)
+        return InstanceStatusRecord(
+            state: ProviderV1.InstanceState(rawValue: state) ?? .unspecified,
+            rawStatus: try row.decode(atIndex: first + 1),
+            message: try row.decode(atIndex: first + 2),
+            updatedAt: updatedAt.map(Timestamp.init(nanosecondsSinceEpoch:)))
+    }
+
     /// Interfaces are kept as one `InstanceInterfaces` message (only its
     /// `interfaces` field set): plain protobuf that any tool can decode.
     private static func encode(interfaces: [ProviderV1.NetworkInterface], machineID: String) throws -> Data? {
@@ -553,7 +589,11 @@ extension SQLiteMachineStore {
     }
 
     private static func interfaces(from row: Row, machineID: String) throws -> [ProviderV1.NetworkInterface] {
-        guard let data: Data = try row.decode(forColumn: "interfaces"), !data.isEmpty else { return [] }
+        try interfaces(try row.decode(forColumn: "interfaces"), machineID: machineID)
+    }
+
+    private static func interfaces(_ data: Data?, machineID: String) throws -> [ProviderV1.NetworkInterface] {
+        guard let data, !data.isEmpty else { return [] }
         do {
             return try ProviderV1.InstanceInterfaces(serializedBytes: data).interfaces
         } catch {

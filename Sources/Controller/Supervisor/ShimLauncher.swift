@@ -125,9 +125,16 @@ public enum ShimLauncher {
         }
         do {
             let line = try await firstLine(of: process, within: startupTimeout)
+            // Stopped while it started (the controller is shutting down):
+            // the reader gave up, the shim did not close its stdout.
+            try Task.checkCancellation()
             let expected = "instancepoller-shim|1|unix|\(socketPath)|ttrpc"
             guard let line else {
-                let status = await process.waitForExit()
+                // Closed its stdout: it is exiting, or should be (bounded, so
+                // that a shim that closed stdout and lives on cannot hang us).
+                guard let status = await firstWithin(startupTimeout, { await process.waitForExit() }) else {
+                    throw failure("closed its stdout without a handshake line", tail)
+                }
                 throw failure("exited with status \(status) before its handshake line", tail)
             }
             guard line == expected else {

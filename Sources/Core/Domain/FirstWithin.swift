@@ -23,7 +23,9 @@ public func firstWithin<T: Sendable>(_ limit: Duration, _ operation: @escaping @
                 finish(nil)
             }
             tasks.withLockedValue { $0 = [work, timer] }
-            if decided.withLockedValue({ $0 }) {
+            // Decided already, or the caller was cancelled before the tasks
+            // existed (the cancellation handler then had nothing to cancel).
+            if decided.withLockedValue({ $0 }) || Task.isCancelled {
                 work.cancel()
                 timer.cancel()
             }
