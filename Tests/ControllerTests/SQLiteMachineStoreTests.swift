@@ -75,12 +75,12 @@ struct SQLiteMachineStoreTests {
             #expect(columns == [
                 "id", "provider", "credential", "instance_id", "life", "manual", "agent_status", "status_state",
                 "status_raw", "status_message", "status_updated_at", "interfaces", "poll_error",
-                "agent_started_at", "agent_message", "status_history_count",
+                "agent_started_at", "agent_message", "status_seq",
             ])
             #expect(try db.columns(in: "events").map(\.name) == [
                 "revision", "kind", "source", "machine_id", "credential", "at", "old_value", "new_value",
             ])
-            #expect(try db.columns(in: "status_history").map(\.name) == ["id", "machine_id", "state", "raw", "message", "at"])
+            #expect(try db.columns(in: "status_history").map(\.name) == ["machine_id", "seq", "state", "raw", "message", "at"])
             #expect(try db.columns(in: "schedule").map(\.name) == ["machine_id", "grp", "interval_ns", "due_ns"])
             #expect(try db.columns(in: "credentials").map(\.name) == [
                 "provider", "name", "auth_type", "attributes", "expires_at", "invalid_reason",

@@ -193,7 +193,8 @@ actor PollEngine {
     private func load() async throws {
         let now = clock.now
         revision = try await store.latestRevision()
-        let saved = try await store.schedule()
+        var saved = try await store.schedule()
+        let savedCount = saved.count
         let all = try await store.machines()
         for machine in all { machines[machine.id] = TrackedMachine(machine) }
         var resumed: [CredentialKey: [ScheduleEntry]] = [:]
@@ -205,13 +206,18 @@ actor PollEngine {
             }
             resumed[machine.key, default: []].append(entry)
         }
-        for (key, entries) in resumed { schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: entries) }
+        // At 100 000 machines each copy of the schedule is megabytes: keep one.
+        saved = []
+        for key in Array(resumed.keys) {
+            guard let entries = resumed.removeValue(forKey: key) else { continue }
+            schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: entries)
+        }
         for machine in all { try await place(machine, now: now, reset: false) }
         var entries: [ScheduleEntry] = []
         for schedule in schedules.values { entries.append(contentsOf: schedule.entries.values) }
         try await store.saveSchedule(entries, removing: removing)
         loaded = true
-        logger.info("poller started", metadata: ["machines": "\(all.count)", "resumed": "\(saved.count - removing.count)"])
+        logger.info("poller started", metadata: ["machines": "\(all.count)", "resumed": "\(savedCount - removing.count)"])
     }
 
     /// Puts a machine where it belongs: dead → forgotten; manual → not

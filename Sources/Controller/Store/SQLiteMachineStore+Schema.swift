@@ -72,19 +72,21 @@ extension SQLiteMachineStore {
                 -- The poller's changes: the value before and after.
                 ALTER TABLE events ADD COLUMN old_value TEXT NOT NULL DEFAULT '';
                 ALTER TABLE events ADD COLUMN new_value TEXT NOT NULL DEFAULT '';
-                -- Rows of the machine in status_history, so that trimming it
-                -- to the last 20 costs nothing until there are more.
-                ALTER TABLE machines ADD COLUMN status_history_count INTEGER NOT NULL DEFAULT 0;
-                -- Every instance status written, the last 20 per machine.
+                -- How many instance statuses were ever written: the sequence
+                -- number of the newest in status_history.
+                ALTER TABLE machines ADD COLUMN status_seq INTEGER NOT NULL DEFAULT 0;
+                -- The last 20 instance statuses written per machine. One
+                -- B-tree keyed by (machine, sequence): a write is one insert
+                -- and, past 20, one delete.
                 CREATE TABLE status_history (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
                     machine_id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
                     state INTEGER NOT NULL,
                     raw TEXT NOT NULL,
                     message TEXT NOT NULL,
-                    at INTEGER NOT NULL
-                );
-                CREATE INDEX status_history_by_machine ON status_history (machine_id, id);
+                    at INTEGER NOT NULL,
+                    PRIMARY KEY (machine_id, seq)
+                ) WITHOUT ROWID;
                 """)
         }
         return migrator

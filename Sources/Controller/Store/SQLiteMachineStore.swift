@@ -224,12 +224,12 @@ public final class SQLiteMachineStore: MachineStore {
             // every batch.
             let select = try db.cachedStatement(sql: """
                 SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
-                    status_history_count, agent_status, agent_message
+                    status_seq, agent_status, agent_message
                 FROM machines WHERE id = ?
                 """)
             let update = try db.cachedStatement(sql: """
                 UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?,
-                    interfaces = ?, poll_error = ?, status_history_count = ?
+                    interfaces = ?, poll_error = ?, status_seq = ?
                 WHERE id = ?
                 """)
             for result in results {
@@ -239,12 +239,12 @@ public final class SQLiteMachineStore: MachineStore {
                 var status = try Self.status(at: 0, of: row)
                 var interfaces: Data? = try row.decode(atIndex: 4)
                 let pollError: String? = try row.decode(atIndex: 5)
-                var historyCount: Int = try row.decode(atIndex: 6)
+                var statusSeq: Int64 = try row.decode(atIndex: 6)
                 var changed = false
                 var polled: (old: String, new: String)?
                 if var new = result.instanceStatus, !new.sameReport(as: status) {
                     new.updatedAt = now
-                    historyCount = try Self.recordHistory(db, new, machineID: id, count: historyCount)
+                    statusSeq = try Self.recordHistory(db, new, machineID: id, after: statusSeq)
                     events.append(try Self.appendEvent(
                         db, .instanceStatusChanged, .poller, machineID: id, at: now, old: status.summary, new: new.summary))
                     status = new
@@ -274,7 +274,7 @@ public final class SQLiteMachineStore: MachineStore {
                 if changed {
                     try update.execute(arguments: [
                         status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
-                        interfaces, result.pollError, historyCount, id,
+                        interfaces, result.pollError, statusSeq, id,
                     ])
                 }
                 if let message = result.agentError {
@@ -308,14 +308,13 @@ public final class SQLiteMachineStore: MachineStore {
             let before = try Self.status(from: row)
             var written = status
             written.updatedAt = now
-            let count = try Self.recordHistory(db, written, machineID: machineID, count: try row.decode(forColumn: "status_history_count"))
+            let seq = try Self.recordHistory(db, written, machineID: machineID, after: try row.decode(forColumn: "status_seq"))
             try db.execute(
                 sql: """
-                    UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?,
-                        status_history_count = ?
+                    UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?, status_seq = ?
                     WHERE id = ?
                     """,
-                arguments: [written.state.rawValue, written.rawStatus, written.message, now.nanosecondsSinceEpoch, count, machineID])
+                arguments: [written.state.rawValue, written.rawStatus, written.message, now.nanosecondsSinceEpoch, seq, machineID])
             try Self.appendEvent(db, .instanceStatusChanged, .poller, machineID: machineID, at: now, old: before.summary, new: written.summary)
         }
         logger.debug("instance status set", metadata: ["machine": "\(machineID)", "state": "\(status.state.label)"])
@@ -325,7 +324,7 @@ public final class SQLiteMachineStore: MachineStore {
     public func statusHistory(machineID: String) async throws -> [InstanceStatusRecord] {
         try await read("reading the status history of machine \(machineID)") { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM status_history WHERE machine_id = ? ORDER BY id DESC LIMIT ?",
+                db, sql: "SELECT * FROM status_history WHERE machine_id = ? ORDER BY seq DESC LIMIT ?",
                 arguments: [machineID, statusHistoryLimit]
             ).map { row in
                 InstanceStatusRecord(
@@ -477,19 +476,18 @@ extension SQLiteMachineStore {
             oldValue: old, newValue: new)
     }
 
-    /// Keeps a written status in the machine's history, trimmed to the last
-    /// ``statusHistoryLimit`` once it holds more; returns the history's new
-    /// length.
-    private static func recordHistory(_ db: Database, _ status: InstanceStatusRecord, machineID: String, count: Int) throws -> Int {
-        try db.cachedStatement(sql: "INSERT INTO status_history (machine_id, state, raw, message, at) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [machineID, status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch])
-        guard count + 1 > statusHistoryLimit else { return count + 1 }
-        try db.cachedStatement(sql: """
-            DELETE FROM status_history WHERE machine_id = ?1 AND id <= (
-                SELECT id FROM status_history WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
-            """
-        ).execute(arguments: [machineID, statusHistoryLimit])
-        return statusHistoryLimit
+    /// Keeps a written status in the machine's history as number
+    /// `last + 1`, dropping the one that falls out of the last
+    /// ``statusHistoryLimit``; returns the new number.
+    private static func recordHistory(_ db: Database, _ status: InstanceStatusRecord, machineID: String, after last: Int64) throws -> Int64 {
+        let seq = last + 1
+        try db.cachedStatement(sql: "INSERT INTO status_history (machine_id, seq, state, raw, message, at) VALUES (?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [machineID, seq, status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch])
+        if seq > Int64(statusHistoryLimit) {
+            try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ? AND seq = ?")
+                .execute(arguments: [machineID, seq - Int64(statusHistoryLimit)])
+        }
+        return seq
     }
 
     /// A new agent status; the message goes, and `started` is a start.
