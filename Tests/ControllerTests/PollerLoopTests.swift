@@ -176,6 +176,29 @@ struct PollerLoopTests {
         }
     }
 
+    @Test func aBatchsCallsGoOutWhileThePreviousBatchIsWrittenAndItIsRememberedOnlyOnceWritten() async throws {
+        try await PollerTests.with(settings: PollSettings(longPollJitter: 0, maxIDsPerCall: 2)) { f in
+            for index in 0..<6 {
+                f.cloud.set("i-m\(index)", .running, addresses: ["10.0.0.\(index)"])
+                try await f.add("m\(index)")
+            }
+            try await f.tick()
+            f.clock.advance(by: .seconds(3))
+            f.store.holdWrites()
+            let round = Task { try await f.poller.pollOnce() }
+            try await withTimeout(.seconds(10), "the first batch's write to be held") { await f.store.waitUntilAWriteIsHeld() }
+            // The second batch's calls go out while the first is being written.
+            try await withTimeout(.seconds(10), "the second batch's calls") { await f.cloud.waitUntilCalls("NetworkInterfaces", 2) }
+            #expect(f.cloud.calls("Instances").count == 2, "not the third: one write waits for the one before")
+            #expect(try await f.machine("m0").instanceStatus.state == .unspecified, "nothing written yet")
+            f.store.releaseWrites()
+            #expect(try await round.value == 9, "ValidateCredential, Instances and NetworkInterfaces for 3 batches")
+            #expect(f.store.maxWritesInFlight == 1)
+            #expect(f.cloud.maxInFlight == 1)
+            for index in 0..<6 { #expect(try await f.entry("m\(index)")?.group == .long) }
+        }
+    }
+
     @Test func twoConcurrentRoundsKeepOneCallInFlightPerPair() async throws {
         try await PollerTests.with(settings: PollSettings(longPollJitter: 0, maxIDsPerCall: 2)) { f in
             for index in 0..<6 {

@@ -13,6 +13,42 @@ final class ProbeStore: MachineStore, Sendable {
     let inner: SQLiteMachineStore
     private let counts = NIOLockedValueBox<[Operation: Int]>([:])
     private let failures = NIOLockedValueBox<[Operation: Int]>([:])
+    private let writeGate = NIOLockedValueBox<WriteGate>(WriteGate())
+
+    private struct WriteGate {
+        var holding = false
+        var held: [CheckedContinuation<Void, Never>] = []
+        var inFlight = 0
+        var maxInFlight = 0
+        var heldWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// From now on each applyPoll waits, before it writes, until ``releaseWrites()``.
+    func holdWrites() { writeGate.withLockedValue { $0.holding = true } }
+
+    func releaseWrites() {
+        let held = writeGate.withLockedValue { gate in
+            gate.holding = false
+            defer { gate.held = [] }
+            return gate.held
+        }
+        for write in held { write.resume() }
+    }
+
+    /// Returns once a write is held.
+    func waitUntilAWriteIsHeld() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = writeGate.withLockedValue { gate -> Bool in
+                if !gate.held.isEmpty { return true }
+                gate.heldWaiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// The most applyPoll calls that were in flight at once.
+    var maxWritesInFlight: Int { writeGate.withLockedValue { $0.maxInFlight } }
 
     init(_ inner: SQLiteMachineStore) { self.inner = inner }
 
@@ -55,6 +91,21 @@ final class ProbeStore: MachineStore, Sendable {
     @discardableResult
     func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         try enter(.applyPoll)
+        writeGate.withLockedValue { gate in
+            gate.inFlight += 1
+            gate.maxInFlight = max(gate.maxInFlight, gate.inFlight)
+        }
+        defer { writeGate.withLockedValue { $0.inFlight -= 1 } }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let (go, waiters) = writeGate.withLockedValue { gate -> (Bool, [CheckedContinuation<Void, Never>]) in
+                guard gate.holding else { return (true, []) }
+                gate.held.append(continuation)
+                defer { gate.heldWaiters = [] }
+                return (false, gate.heldWaiters)
+            }
+            if go { continuation.resume() }
+            for waiter in waiters { waiter.resume() }
+        }
         return try await inner.applyPoll(results, schedule: schedule)
     }
 

@@ -25,6 +25,7 @@ final class TestCloud: CloudAccess, Sendable {
         var holding = false
         var parked: [CheckedContinuation<Void, Never>] = []
         var parkedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var callWaiters: [(method: String, count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = NIOLockedValueBox(State())
@@ -48,13 +49,29 @@ final class TestCloud: CloudAccess, Sendable {
     var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
     func resetCalls() { state.withLockedValue { $0.calls = [] } }
 
+    /// Returns once `count` calls of `method` were made.
+    func waitUntilCalls(_ method: String, _ count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLockedValue { state -> Bool in
+                if state.calls.filter({ $0.method == method }).count >= count { return true }
+                state.callWaiters.append((method, count, continuation))
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
     private func enter(_ method: String, _ ids: [String], _ credential: ProviderV1.Credential) throws {
-        let failure = state.withLockedValue { state -> (any Error & Sendable)? in
+        let (failure, ready) = state.withLockedValue { state -> ((any Error & Sendable)?, [CheckedContinuation<Void, Never>]) in
             state.calls.append(Call(method: method, ids: ids, credential: credential.name))
             state.inFlight += 1
             state.maxInFlight = max(state.maxInFlight, state.inFlight)
-            return state.failures[method]
+            let made = state.calls.filter { $0.method == method }.count
+            let ready = state.callWaiters.filter { $0.method == method && $0.count <= made }.map(\.continuation)
+            state.callWaiters.removeAll { $0.method == method && $0.count <= made }
+            return (state.failures[method], ready)
         }
+        for waiter in ready { waiter.resume() }
         if let failure {
             state.withLockedValue { $0.inFlight -= 1 }
             throw failure

@@ -80,50 +80,71 @@ extension PollEngine {
         }
     }
 
-    /// Polls one pair's machines, batch after batch.
+    /// Polls one pair's machines, batch after batch: the calls of a batch
+    /// go out while the previous batch's results are being written (one
+    /// call and one write in flight at most), so a sweep costs the calls or
+    /// the writes, whichever is slower, not both.
     private func poll(_ key: CredentialKey, _ members: [String]) async throws -> Int {
         defer { inFlight.remove(key) }
-        var calls = 0
-        var start = 0
-        /// Once the gate refuses (or the provider is not configured), the
-        /// rest get the same error without a call.
-        var refusal: String?
-        while start < members.count {
-            let ids = members[start..<min(start + settings.maxIDsPerCall, members.count)]
-            start += ids.count
-            // The records as they are now (a machine removed or moved
-            // meanwhile drops out).
-            let batch = ids.compactMap { machines[$0] }.filter { $0.key == key }
-            guard !batch.isEmpty else { continue }
-            let outcome: BatchOutcome
-            do {
-                if let refusal {
-                    try await fail(key, batch, refusal, now: clock.now)
-                    outcome = BatchOutcome(calls: 0, next: .go, result: "credential_invalid")
-                } else {
-                    outcome = try await pollBatch(key, batch)
+        return try await withThrowingTaskGroup(of: Written.self) { writes in
+            var calls = 0
+            var start = 0
+            /// Once the gate refuses (or the provider is not configured),
+            /// the rest get the same error without a call.
+            var refusal: String?
+            var writing = false
+            batches: while start < members.count {
+                let ids = members[start..<min(start + settings.maxIDsPerCall, members.count)]
+                start += ids.count
+                // The records as they are now (a machine removed or moved
+                // meanwhile drops out).
+                let batch = ids.compactMap { machines[$0] }.filter { $0.key == key }
+                guard !batch.isEmpty else { continue }
+                let step: Step
+                do {
+                    if let refusal {
+                        try await fail(key, batch, refusal, now: clock.now)
+                        step = .done(BatchOutcome(calls: 0, next: .go, result: "credential_invalid"))
+                    } else {
+                        step = try await fetch(key, batch)
+                    }
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    storeFailed(key, batch, error)
+                    break
                 }
-            } catch let error as CancellationError {
-                throw error
-            } catch {
-                // The store failed: nothing of this batch is remembered, so
-                // the next poll writes the same answer again.
-                let wait = pauseToRetry(key, .storeFailed, now: clock.now)
-                logger.error(
-                    "could not write a batch's results; its machines are polled again shortly",
-                    metadata: ["credential": "\(key)", "machines": "\(batch.count)", "retry": "\(wait)", "error": "\(error)"])
-                metrics?.batchPolled(provider: key.provider, size: batch.count, result: "store_error")
-                break
+                // The previous batch's write ends before this one's begins.
+                if writing {
+                    writing = false
+                    if let written = try await writes.next(), !settle(key, written) { break }
+                }
+                switch step {
+                case .done(let outcome):
+                    metrics?.batchPolled(provider: key.provider, size: batch.count, result: outcome.result)
+                    calls += outcome.calls
+                    switch outcome.next {
+                    case .go: continue
+                    case .stop: break batches
+                    case .failRest(let message): refusal = message
+                    }
+                case .answered(let answers):
+                    calls += answers.calls
+                    let (results, entries) = plan(key, batch, answers)
+                    let store = self.store
+                    writes.addTask {
+                        do {
+                            return Written(batch: batch, results: results, entries: entries, events: .success(try await store.applyPoll(results, schedule: entries)))
+                        } catch {
+                            return Written(batch: batch, results: results, entries: entries, events: .failure(error))
+                        }
+                    }
+                    writing = true
+                }
             }
-            metrics?.batchPolled(provider: key.provider, size: batch.count, result: outcome.result)
-            calls += outcome.calls
-            switch outcome.next {
-            case .go: continue
-            case .stop: return calls
-            case .failRest(let message): refusal = message
-            }
+            if writing, let written = try await writes.next() { _ = settle(key, written) }
+            return calls
         }
-        return calls
     }
 
     private struct BatchOutcome {
@@ -143,12 +164,37 @@ extension PollEngine {
         var result: String
     }
 
-    private func pollBatch(_ key: CredentialKey, _ batch: [TrackedMachine]) async throws -> BatchOutcome {
+    /// What the calls of a batch came to.
+    private enum Step {
+        /// The provider answered: the results are to be written.
+        case answered(Answers)
+        /// Nothing to write for it any more (an error was recorded, or the
+        /// pair is paused).
+        case done(BatchOutcome)
+    }
+
+    private struct Answers {
+        var calls: Int
+        var instances: [ProviderV1.InstanceResult]
+        var interfaces: [String: ProviderV1.InstanceInterfaces]
+        var at: Timestamp
+    }
+
+    /// A batch's write, as it ended.
+    private struct Written: Sendable {
+        var batch: [TrackedMachine]
+        var results: [PollResult]
+        var entries: [ScheduleEntry]
+        var events: Result<[MachineEvent], any Error>
+    }
+
+    /// The gate and the calls for one batch.
+    private func fetch(_ key: CredentialKey, _ batch: [TrackedMachine]) async throws -> Step {
         let now = clock.now
         guard let endpoint = providers.endpoint(for: key.provider) else {
             let message = "provider \(key.provider) is not configured"
             try await fail(key, batch, message, now: now)
-            return BatchOutcome(calls: 0, next: .failRest(message), result: "error")
+            return .done(BatchOutcome(calls: 0, next: .failRest(message), result: "error"))
         }
         // The credential gate: exists, not marked invalid, not expired, and
         // the shim says it is usable.
@@ -163,14 +209,14 @@ extension PollEngine {
                 logger.debug("batch refused by the credential gate", metadata: ["credential": "\(key)", "machines": "\(batch.count)"])
                 let message = "credential invalid: \(reason)"
                 try await fail(key, batch, message, now: now)
-                return BatchOutcome(calls: validateCalls, next: .failRest(message), result: "credential_invalid")
+                return .done(BatchOutcome(calls: validateCalls, next: .failRest(message), result: "credential_invalid"))
             }
         } catch let error as CancellationError {
             throw error
         } catch let error as StoreError {
             throw error
         } catch {
-            return try await handleCallError(calls: 1, error, key: key, batch: batch, method: "ValidateCredential", now: now)
+            return .done(try await handleCallError(calls: 1, error, key: key, batch: batch, method: "ValidateCredential", now: now))
         }
 
         let ids = batch.map(\.instanceID)
@@ -180,7 +226,7 @@ extension PollEngine {
             calls += 1
             instances = try await measured(key, "Instances") { try await endpoint.access.instances(ids, cloud: endpoint.cloud, credential: credential) }
         } catch {
-            return try await handleCallError(calls: calls, error, key: key, batch: batch, method: "Instances", now: now)
+            return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "Instances", now: now))
         }
         guard instances.count == ids.count else {
             // Results are index-aligned with the ids: anything else cannot be
@@ -188,7 +234,7 @@ extension PollEngine {
             let message = "Instances failed: the provider answered \(instances.count) results for \(ids.count) ids"
             logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "Instances", "error": "\(message)"])
             try await fail(key, batch, message, now: now)
-            return BatchOutcome(calls: calls, next: .go, result: "error")
+            return .done(BatchOutcome(calls: calls, next: .go, result: "error"))
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
@@ -199,14 +245,18 @@ extension PollEngine {
                     interfacesByID[result.instanceID] = result
                 }
             } catch {
-                return try await handleCallError(calls: calls, error, key: key, batch: batch, method: "NetworkInterfaces", now: now)
+                return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "NetworkInterfaces", now: now))
             }
         }
+        return .answered(Answers(calls: calls, instances: instances, interfaces: interfacesByID, at: clock.now))
+    }
 
-        let written = clock.now
+    /// What to write for a batch's answers, and where its machines go next
+    /// (nothing is remembered yet).
+    private func plan(_ key: CredentialKey, _ batch: [TrackedMachine], _ answers: Answers) -> ([PollResult], [ScheduleEntry]) {
         var results: [PollResult] = []
         var entries: [ScheduleEntry] = []
-        for (polled, instance) in zip(batch, instances) {
+        for (polled, instance) in zip(batch, answers.instances) {
             // Removed, moved to another pair or given another instance id
             // while the calls ran: this answer is not about it any more.
             guard let machine = machines[polled.id], machine.key == key, machine.instanceID == polled.instanceID else { continue }
@@ -214,11 +264,11 @@ extension PollEngine {
             var observation = PollSchedule.Observation(state: nil, hasAddresses: false, agentStarted: machine.agentStarted)
             if instance.found {
                 let status = InstanceStatusRecord(
-                    state: instance.status.state, rawStatus: instance.status.rawStatus, message: instance.status.message, updatedAt: written)
+                    state: instance.status.state, rawStatus: instance.status.rawStatus, message: instance.status.message, updatedAt: answers.at)
                 if !status.sameReport(as: machine.instanceStatus) { result.instanceStatus = status }
                 observation.state = instance.status.state
                 observation.hasAddresses = machine.hasAddresses
-                if let interfaces = interfacesByID[machine.instanceID], interfaces.found {
+                if let interfaces = answers.interfaces[machine.instanceID], interfaces.found {
                     if interfaces.interfaces.hashValue != machine.interfacesHash { result.interfaces = interfaces.interfaces }
                     observation.hasAddresses = TrackedMachine.hasAddresses(interfaces.interfaces)
                 }
@@ -229,24 +279,45 @@ extension PollEngine {
                 }
             } else {
                 // Vanished, or never there: say so once, clear the interfaces.
-                let status = InstanceStatusRecord.notFound(at: written)
+                let status = InstanceStatusRecord.notFound(at: answers.at)
                 if !status.sameReport(as: machine.instanceStatus) { result.instanceStatus = status }
                 if machine.interfacesHash != Self.noInterfacesHash { result.interfaces = [] }
             }
             results.append(result)
-            if let entry = schedules[key]?.nextEntry(machine.id, after: observation, now: written) { entries.append(entry) }
+            if let entry = schedules[key]?.nextEntry(machine.id, after: observation, now: answers.at) { entries.append(entry) }
         }
-        let events = try await store.applyPoll(results, schedule: entries)
-        // Written: now remember.
-        for result in results { machines[result.machineID]?.remember(result) }
-        schedules[key]?.commit(entries)
-        logChanges(events)
-        logger.debug("batch polled", metadata: ["credential": "\(key)", "machines": "\(results.count)"])
-        retries.removeValue(forKey: key)
-        if shimDown.remove(key.provider) != nil {
-            logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
+        return (results, entries)
+    }
+
+    /// A batch's write has ended: written, it is remembered; failed, the
+    /// pair pauses and nothing of it is remembered, so that the next poll
+    /// writes the same answer again. Returns whether it was written.
+    private func settle(_ key: CredentialKey, _ written: Written) -> Bool {
+        switch written.events {
+        case .failure(let error):
+            storeFailed(key, written.batch, error)
+            return false
+        case .success(let events):
+            for result in written.results { machines[result.machineID]?.remember(result) }
+            schedules[key]?.commit(written.entries)
+            logChanges(events)
+            logger.debug("batch polled", metadata: ["credential": "\(key)", "machines": "\(written.results.count)"])
+            retries.removeValue(forKey: key)
+            metrics?.batchPolled(provider: key.provider, size: written.batch.count, result: "ok")
+            if shimDown.remove(key.provider) != nil {
+                logger.notice("provider available again", metadata: ["provider": "\(key.provider)"])
+            }
+            return true
         }
-        return BatchOutcome(calls: calls, next: .go, result: "ok")
+    }
+
+    /// A write of the pair failed (the store is busy or full): pause it.
+    private func storeFailed(_ key: CredentialKey, _ batch: [TrackedMachine], _ error: any Error) {
+        let wait = pauseToRetry(key, .storeFailed, now: clock.now)
+        logger.error(
+            "could not write a batch's results; its machines are polled again shortly",
+            metadata: ["credential": "\(key)", "machines": "\(batch.count)", "retry": "\(wait)", "error": "\(error)"])
+        metrics?.batchPolled(provider: key.provider, size: batch.count, result: "store_error")
     }
 
     static var noInterfacesHash: Int { [ProviderV1.NetworkInterface]().hashValue }

@@ -21,13 +21,15 @@ struct TrackedMachine: Sendable {
     let id: String
     var key: CredentialKey
     var instanceID: String
+    // The one-byte fields follow the optional's tag, in its padding: a
+    // fleet's worth of records stays as small as it can.
+    var agentStartedAt: Timestamp?
     var life: Machine.Life
     var manual: Bool
     var agentStatus: Machine.AgentStatus
-    var agentStartedAt: Timestamp?
+    private(set) var hasAddresses: Bool
     var instanceStatus: InstanceStatusRecord
     private(set) var interfacesHash: Int
-    private(set) var hasAddresses: Bool
     var pollError: String?
 
     init(_ machine: Machine) {

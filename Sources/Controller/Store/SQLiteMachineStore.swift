@@ -209,7 +209,7 @@ public final class SQLiteMachineStore: MachineStore {
 
     public func machines() async throws -> [Machine] {
         try await read("reading machines") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM machines ORDER BY id").map(Self.machine(from:))
+            try Self.all(db, "SELECT * FROM machines ORDER BY id", Self.machine(from:))
         }
     }
 
@@ -340,7 +340,7 @@ public final class SQLiteMachineStore: MachineStore {
 
     public func schedule() async throws -> [ScheduleEntry] {
         try await read("reading the schedule") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM schedule ORDER BY machine_id").map(Self.scheduleEntry(from:))
+            try Self.all(db, "SELECT * FROM schedule ORDER BY machine_id", Self.scheduleEntry(from:))
         }
     }
 
@@ -458,6 +458,15 @@ public final class SQLiteMachineStore: MachineStore {
 // MARK: - Rows
 
 extension SQLiteMachineStore {
+    /// Every row of `sql` made into a value as it is read: a fleet's rows
+    /// are never all held at once (100 000 machine rows are tens of MB).
+    private static func all<T>(_ db: Database, _ sql: String, _ make: (Row) throws -> T) throws -> [T] {
+        var values: [T] = []
+        let rows = try Row.fetchCursor(db, sql: sql)
+        while let row = try rows.next() { values.append(try make(row)) }
+        return values
+    }
+
     private static func exists(_ db: Database, machineID: String) throws -> Bool {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
     }
