@@ -184,14 +184,14 @@ struct PollerLoopTests {
             }
             try await f.tick()
             f.clock.advance(by: .seconds(3))
-            f.store.holdWrites()
+            f.store.writes.hold()
             let round = Task { try await f.poller.pollOnce() }
-            try await withTimeout(.seconds(10), "the first batch's write to be held") { await f.store.waitUntilAWriteIsHeld() }
+            try await withTimeout(.seconds(10), "the first batch's write to be held") { await f.store.writes.waitUntilHeld() }
             // The second batch's calls go out while the first is being written.
             try await withTimeout(.seconds(10), "the second batch's calls") { await f.cloud.waitUntilCalls("NetworkInterfaces", 2) }
             #expect(f.cloud.calls("Instances").count == 2, "not the third: one write waits for the one before")
             #expect(try await f.machine("m0").instanceStatus.state == .unspecified, "nothing written yet")
-            f.store.releaseWrites()
+            f.store.writes.release()
             #expect(try await round.value == 9, "ValidateCredential, Instances and NetworkInterfaces for 3 batches")
             #expect(f.store.maxWritesInFlight == 1)
             #expect(f.cloud.maxInFlight == 1)
@@ -208,9 +208,9 @@ struct PollerLoopTests {
             f.otherCloud.set("i-o1", .running, addresses: ["10.9.0.1"])
             try await f.tick()
             f.clock.advance(by: .seconds(3))
-            f.cloud.hold()
+            f.cloud.gate.hold()
             let first = Task { try await f.poller.pollOnce() }
-            try await withTimeout(.seconds(10), "the first round's call to be in flight") { await f.cloud.waitUntilHeld() }
+            try await withTimeout(.seconds(10), "the first round's call to be in flight") { await f.cloud.gate.waitUntilHeld() }
             // A second round while the first one's call is in flight, with
             // the first pair's machines still due and another pair's due:
             // it polls the other pair, and leaves the first one alone.
@@ -220,7 +220,7 @@ struct PollerLoopTests {
             let second = try await f.poller.pollOnce()
             #expect(second == 3, "ValidateCredential, Instances, NetworkInterfaces for provider other only")
             #expect(f.cloud.calls("Instances").count == 1)
-            f.cloud.release()
+            f.cloud.gate.release()
             _ = try await first.value
             #expect(f.cloud.maxInFlight == 1)
             #expect(f.cloud.calls("Instances").count == 3, "ceil(6 / 2) batches, each machine once")

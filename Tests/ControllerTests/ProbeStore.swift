@@ -13,42 +13,12 @@ final class ProbeStore: MachineStore, Sendable {
     let inner: SQLiteMachineStore
     private let counts = NIOLockedValueBox<[Operation: Int]>([:])
     private let failures = NIOLockedValueBox<[Operation: Int]>([:])
-    private let writeGate = NIOLockedValueBox<WriteGate>(WriteGate())
-
-    private struct WriteGate {
-        var holding = false
-        var held: [CheckedContinuation<Void, Never>] = []
-        var inFlight = 0
-        var maxInFlight = 0
-        var heldWaiters: [CheckedContinuation<Void, Never>] = []
-    }
-
-    /// From now on each applyPoll waits, before it writes, until ``releaseWrites()``.
-    func holdWrites() { writeGate.withLockedValue { $0.holding = true } }
-
-    func releaseWrites() {
-        let held = writeGate.withLockedValue { gate in
-            gate.holding = false
-            defer { gate.held = [] }
-            return gate.held
-        }
-        for write in held { write.resume() }
-    }
-
-    /// Returns once a write is held.
-    func waitUntilAWriteIsHeld() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = writeGate.withLockedValue { gate -> Bool in
-                if !gate.held.isEmpty { return true }
-                gate.heldWaiters.append(continuation)
-                return false
-            }
-            if ready { continuation.resume() }
-        }
-    }
+    /// Holds writes (applyPoll) before they begin when a test says so.
+    let writes = CallGate()
+    private let writesInFlight = NIOLockedValueBox<(now: Int, most: Int)>((0, 0))
 
     /// The most applyPoll calls that were in flight at once.
-    var maxWritesInFlight: Int { writeGate.withLockedValue { $0.maxInFlight } }
+    var maxWritesInFlight: Int { writesInFlight.withLockedValue { $0.most } }
 
     init(_ inner: SQLiteMachineStore) { self.inner = inner }
 
@@ -91,21 +61,9 @@ final class ProbeStore: MachineStore, Sendable {
     @discardableResult
     func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         try enter(.applyPoll)
-        writeGate.withLockedValue { gate in
-            gate.inFlight += 1
-            gate.maxInFlight = max(gate.maxInFlight, gate.inFlight)
-        }
-        defer { writeGate.withLockedValue { $0.inFlight -= 1 } }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let (go, waiters) = writeGate.withLockedValue { gate -> (Bool, [CheckedContinuation<Void, Never>]) in
-                guard gate.holding else { return (true, []) }
-                gate.held.append(continuation)
-                defer { gate.heldWaiters = [] }
-                return (false, gate.heldWaiters)
-            }
-            if go { continuation.resume() }
-            for waiter in waiters { waiter.resume() }
-        }
+        writesInFlight.withLockedValue { $0 = ($0.now + 1, max($0.most, $0.now + 1)) }
+        defer { writesInFlight.withLockedValue { $0.now -= 1 } }
+        await writes.pass()
         return try await inner.applyPoll(results, schedule: schedule)
     }
 

@@ -21,14 +21,12 @@ final class TestCloud: CloudAccess, Sendable {
         var shortBy = 0
         var inFlight = 0
         var maxInFlight = 0
-        /// While true, Instances calls wait in `parked` until released.
-        var holding = false
-        var parked: [CheckedContinuation<Void, Never>] = []
-        var parkedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
         var callWaiters: [(method: String, count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Holds Instances calls in flight when a test says so.
+    let gate = CallGate()
 
     func set(_ id: String, _ state: ProviderV1.InstanceState, addresses: [String] = [], message: String = "") {
         let status = ProviderV1.InstanceStatus.with { $0.state = state; $0.rawStatus = "\(state)"; $0.message = message }
@@ -80,45 +78,6 @@ final class TestCloud: CloudAccess, Sendable {
 
     private func leave() { state.withLockedValue { $0.inFlight -= 1 } }
 
-    /// From now on Instances calls wait until ``release()``.
-    func hold() { state.withLockedValue { $0.holding = true } }
-
-    /// Lets every held call go, and calls no longer wait.
-    func release() {
-        let parked = state.withLockedValue { state in
-            state.holding = false
-            defer { state.parked = [] }
-            return state.parked
-        }
-        for call in parked { call.resume() }
-    }
-
-    /// Returns once `count` calls are held.
-    func waitUntilHeld(_ count: Int = 1) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = state.withLockedValue { state -> Bool in
-                if state.parked.count >= count { return true }
-                state.parkedWaiters.append((count, continuation))
-                return false
-            }
-            if ready { continuation.resume() }
-        }
-    }
-
-    private func passHold() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let (go, waiters) = state.withLockedValue { state -> (Bool, [CheckedContinuation<Void, Never>]) in
-                guard state.holding else { return (true, []) }
-                state.parked.append(continuation)
-                let ready = state.parkedWaiters.filter { $0.count <= state.parked.count }.map(\.continuation)
-                state.parkedWaiters.removeAll { $0.count <= state.parked.count }
-                return (false, ready)
-            }
-            if go { continuation.resume() }
-            for waiter in waiters { waiter.resume() }
-        }
-    }
-
     func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
         try enter("ValidateCredential", [], credential)
         defer { leave() }
@@ -130,7 +89,7 @@ final class TestCloud: CloudAccess, Sendable {
         try enter("Instances", ids, credential)
         defer { leave() }
         await Task.yield()
-        await passHold()
+        await gate.pass()
         return state.withLockedValue { state in
             ids.dropLast(state.shortBy).map { id in
                 .with {
