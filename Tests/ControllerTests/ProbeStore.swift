@@ -89,6 +89,11 @@ final class ProbeStore: MachineStore, Sendable {
         return try await inner.events(after: revision, limit: limit)
     }
 
+    func externalEvents(after revision: Int64, limit: Int) async throws -> ExternalEvents {
+        try enter(.events)
+        return try await inner.externalEvents(after: revision, limit: limit)
+    }
+
     func latestRevision() async throws -> Int64 { try await inner.latestRevision() }
 
     func credential(provider: String, name: String) async throws -> StoredCredential? {

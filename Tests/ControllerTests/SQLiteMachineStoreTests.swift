@@ -375,6 +375,25 @@ struct SQLiteMachineStoreTests {
         #expect(try await store.statusHistory(machineID: "m-manual") == [expected])
     }
 
+    @Test func externalEventsLeaveThePollersOwnOutAndSayHowFarTheLogWasRead() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        try await store.addMachines([Self.machine("m1"), Self.machine("m2"), Self.machine("m3")])  // 1, 2, 3
+        try await store.applyPoll([PollResult(machineID: "m1", instanceStatus: Self.running)], schedule: [])  // 4
+        try await store.removeMachine(id: "m2")  // 5
+        try await store.applyPoll([PollResult(machineID: "m3", pollError: "boom")], schedule: [])  // 6
+        let all = try await store.externalEvents(after: 0, limit: 10)
+        #expect(all.events.map(\.revision) == [1, 2, 3, 5])
+        #expect(all.events.allSatisfy { $0.source == .external })
+        #expect(all.through == 6, "read to the end, the poller's last write included")
+        let page = try await store.externalEvents(after: 0, limit: 2)
+        #expect(page.events.map(\.revision) == [1, 2] && page.through == 2, "a full page: read up to its last event")
+        let rest = try await store.externalEvents(after: page.through, limit: 2)
+        #expect(rest.events.map(\.revision) == [3, 5] && rest.through == 5)
+        #expect(try await store.externalEvents(after: 6, limit: 10) == ExternalEvents(events: [], through: 6))
+    }
+
     @Test func theStatusHistoryKeepsTheLastTwentyNewestFirstAndGoesWithTheMachine() async throws {
         let fixture = try StoreFixture()
         defer { fixture.remove() }

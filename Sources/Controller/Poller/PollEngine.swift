@@ -260,16 +260,17 @@ actor PollEngine {
     }
 
     /// Reads the events log after the last revision seen. Only changes from
-    /// outside count; the revision moves on only once the schedule changes
-    /// they caused are written, so a failed write reads them again.
+    /// outside count (the store leaves the poller's own out); the revision
+    /// moves on only once the schedule changes they caused are written, so
+    /// a failed write reads them again.
     private func readEvents() async throws {
         while true {
-            let events = try await store.events(after: revision, limit: 1000)
-            guard let last = events.last else { return }
+            let read = try await store.externalEvents(after: revision, limit: 1000)
+            let events = read.events
             let now = clock.now
             var touched: [String] = []
             var removed: [String] = []
-            for event in events where event.source == .external {
+            for event in events {
                 switch event.kind {
                 case .machineAdded, .machineChanged:
                     guard let machine = try await store.machine(id: event.machineID) else {
@@ -297,7 +298,7 @@ actor PollEngine {
             if !entries.isEmpty || !removed.isEmpty {
                 try await store.saveSchedule(entries, removing: removed)
             }
-            revision = last.revision
+            revision = read.through
             if events.count < 1000 { return }
         }
     }

@@ -188,6 +188,11 @@ public protocol MachineStore: Sendable {
 
     // The events log.
     func events(after revision: Int64, limit: Int) async throws -> [MachineEvent]
+    /// The changes from outside the poller (source .external) after
+    /// `revision`, at most `limit`, and the revision up to which the log
+    /// was read: the poller follows the log through this without reading
+    /// back its own writes.
+    func externalEvents(after revision: Int64, limit: Int) async throws -> ExternalEvents
     func latestRevision() async throws -> Int64
 
     // Credentials.
@@ -199,6 +204,18 @@ public protocol MachineStore: Sendable {
     /// Marks a credential invalid with the reason (source .poller, kind
     /// .credentialInvalidated).
     func invalidateCredential(provider: String, name: String, reason: String) async throws
+}
+
+/// Changes from outside the poller, as ``MachineStore/externalEvents(after:limit:)`` reads them.
+public struct ExternalEvents: Hashable, Sendable {
+    public var events: [MachineEvent]
+    /// The log was read up to here: the next read starts after it.
+    public var through: Int64
+
+    public init(events: [MachineEvent], through: Int64) {
+        self.events = events
+        self.through = through
+    }
 }
 
 /// How many instance statuses a machine's history keeps.

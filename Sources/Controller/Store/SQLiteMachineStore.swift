@@ -367,6 +367,19 @@ public final class SQLiteMachineStore: MachineStore {
         }
     }
 
+    public func externalEvents(after revision: Int64, limit: Int) async throws -> ExternalEvents {
+        guard limit > 0 else { return ExternalEvents(events: [], through: revision) }
+        return try await read("reading events after revision \(revision)") { db in
+            // One snapshot: the latest revision read here is what the events were looked for up to.
+            let latest = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revision), 0) FROM events") ?? 0
+            let events = try Self.all(
+                db, "SELECT * FROM events WHERE revision > ? AND revision <= ? AND source = ? ORDER BY revision LIMIT ?",
+                arguments: [revision, latest, MachineEvent.Source.external.rawValue, limit], Self.event(from:))
+            let through = events.count == limit ? events[events.count - 1].revision : max(latest, revision)
+            return ExternalEvents(events: events, through: through)
+        }
+    }
+
     public func latestRevision() async throws -> Int64 {
         try await read("reading the latest revision") { db in
             try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revision), 0) FROM events") ?? 0
@@ -460,9 +473,9 @@ public final class SQLiteMachineStore: MachineStore {
 extension SQLiteMachineStore {
     /// Every row of `sql` made into a value as it is read: a fleet's rows
     /// are never all held at once (100 000 machine rows are tens of MB).
-    private static func all<T>(_ db: Database, _ sql: String, _ make: (Row) throws -> T) throws -> [T] {
+    private static func all<T>(_ db: Database, _ sql: String, arguments: StatementArguments = [], _ make: (Row) throws -> T) throws -> [T] {
         var values: [T] = []
-        let rows = try Row.fetchCursor(db, sql: sql)
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() { values.append(try make(row)) }
         return values
     }
