@@ -219,34 +219,38 @@ public final class SQLiteMachineStore: MachineStore {
     public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
         let now = clock.now
         let events = try await write("applying a poll of \(results.count) machines") { db -> [MachineEvent] in
-            var events: [MachineEvent] = []
-            // Read and written by position: this runs for every machine of
-            // every batch.
-            let select = try db.cachedStatement(sql: """
-                SELECT status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
-                    status_seq, agent_status, agent_message
-                FROM machines WHERE id = ?
-                """)
+            // A batch is read, logged and scheduled with a statement per
+            // few hundred machines, not one per machine: this runs for every
+            // batch of every sweep.
+            let rows = try Self.pollRows(db, ids: results.map(\.machineID))
             let update = try db.cachedStatement(sql: """
                 UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?,
                     interfaces = ?, poll_error = ?, status_seq = ?
                 WHERE id = ?
                 """)
+            var events: [MachineEvent] = []
+            var history: [[(any DatabaseValueConvertible)?]] = []
+            var dropped: [(String, Int64)] = []
+            func log(_ kind: MachineEvent.Kind, _ id: String, _ old: String, _ new: String) {
+                events.append(MachineEvent(revision: 0, kind: kind, source: .poller, machineID: id, at: now, oldValue: old, newValue: new))
+            }
             for result in results {
                 // Removed since the poll began: nothing to write.
-                guard let row = try Row.fetchOne(select, arguments: [result.machineID]) else { continue }
+                guard let row = rows[result.machineID] else { continue }
                 let id = result.machineID
-                var status = try Self.status(at: 0, of: row)
-                var interfaces: Data? = try row.decode(atIndex: 4)
-                let pollError: String? = try row.decode(atIndex: 5)
-                var statusSeq: Int64 = try row.decode(atIndex: 6)
+                var status = try Self.status(at: 1, of: row)
+                var interfaces: Data? = try row.decode(atIndex: 5)
+                let pollError: String? = try row.decode(atIndex: 6)
+                var statusSeq: Int64 = try row.decode(atIndex: 7)
                 var changed = false
                 var polled: (old: String, new: String)?
                 if var new = result.instanceStatus, !new.sameReport(as: status) {
                     new.updatedAt = now
-                    statusSeq = try Self.recordHistory(db, new, machineID: id, after: statusSeq)
-                    events.append(try Self.appendEvent(
-                        db, .instanceStatusChanged, .poller, machineID: id, at: now, old: status.summary, new: new.summary))
+                    statusSeq += 1
+                    history.append([id, statusSeq, new.state.rawValue, new.rawStatus, new.message, now.nanosecondsSinceEpoch])
+                    // The status that falls out of the last 20.
+                    if statusSeq > Int64(statusHistoryLimit) { dropped.append((id, statusSeq - Int64(statusHistoryLimit))) }
+                    log(.instanceStatusChanged, id, status.summary, new.summary)
                     status = new
                     changed = true
                 }
@@ -256,7 +260,7 @@ public final class SQLiteMachineStore: MachineStore {
                         interfaces = try Self.encode(interfaces: new, machineID: id)
                         let (old, newList) = (Self.addressList(before), Self.addressList(new))
                         if old != newList {
-                            events.append(try Self.appendEvent(db, .addressesChanged, .poller, machineID: id, at: now, old: old, new: newList))
+                            log(.addressesChanged, id, old, newList)
                         } else {
                             polled = ("", "")
                         }
@@ -268,9 +272,7 @@ public final class SQLiteMachineStore: MachineStore {
                     polled = (pollError ?? "", result.pollError ?? "")
                     changed = true
                 }
-                if let polled {
-                    events.append(try Self.appendEvent(db, .machinePolled, .poller, machineID: id, at: now, old: polled.old, new: polled.new))
-                }
+                if let polled { log(.machinePolled, id, polled.old, polled.new) }
                 if changed {
                     try update.execute(arguments: [
                         status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
@@ -278,17 +280,24 @@ public final class SQLiteMachineStore: MachineStore {
                     ])
                 }
                 if let message = result.agentError {
-                    let agentBefore: String = try row.decode(atIndex: 7)
-                    let messageBefore: String = try row.decode(atIndex: 8)
+                    let agentBefore: String = try row.decode(atIndex: 8)
+                    let messageBefore: String = try row.decode(atIndex: 9)
                     if agentBefore != Machine.AgentStatus.error.rawValue || messageBefore != message {
                         try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = ? WHERE id = ?").execute(
                             arguments: [Machine.AgentStatus.error.rawValue, message, id])
-                        events.append(try Self.appendEvent(
-                            db, .agentStatusChanged, .poller, machineID: id, at: now,
-                            old: Self.agentText(agentBefore, messageBefore), new: Self.agentText("error", message)))
+                        log(.agentStatusChanged, id, Self.agentText(agentBefore, messageBefore), Self.agentText("error", message))
                     }
                 }
             }
+            try Self.insert(db, into: "status_history (machine_id, seq, state, raw, message, at)", history)
+            for (id, seq) in dropped {
+                try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ? AND seq = ?").execute(arguments: [id, seq])
+            }
+            // One multi-row insert takes consecutive revisions.
+            let last = try Self.insert(db, into: "events (kind, source, machine_id, credential, at, old_value, new_value)", events.map {
+                [$0.kind.rawValue, $0.source.rawValue, $0.machineID, "", now.nanosecondsSinceEpoch, $0.oldValue, $0.newValue] as [(any DatabaseValueConvertible)?]
+            })
+            for index in events.indices { events[index].revision = last - Int64(events.count - 1 - index) }
             try Self.upsert(db, schedule: schedule)
             return events
         }
@@ -534,19 +543,64 @@ extension SQLiteMachineStore {
 
     /// Upserts entries of machines that exist; others are skipped.
     private static func upsert(_ db: Database, schedule entries: [ScheduleEntry]) throws {
-        guard !entries.isEmpty else { return }
-        // The WHERE clause also keeps SQLite from reading ON CONFLICT as a join.
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO schedule (machine_id, grp, interval_ns, due_ns)
-            SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM machines WHERE id = ?1)
-            ON CONFLICT (machine_id) DO UPDATE SET
-                grp = excluded.grp, interval_ns = excluded.interval_ns, due_ns = excluded.due_ns
-            """)
-        for entry in entries {
-            try statement.execute(arguments: [
-                entry.machineID, entry.group.rawValue, entry.interval.totalNanoseconds, entry.due.nanosecondsSinceEpoch,
-            ])
+        for chunk in chunks(entries) {
+            // The WHERE clause also keeps SQLite from reading ON CONFLICT as a join.
+            try db.makeStatement(sql: """
+                INSERT INTO schedule (machine_id, grp, interval_ns, due_ns)
+                SELECT column1, column2, column3, column4 FROM (VALUES \(placeholders(rows: chunk.count, columns: 4)))
+                WHERE column1 IN (SELECT id FROM machines)
+                ON CONFLICT (machine_id) DO UPDATE SET
+                    grp = excluded.grp, interval_ns = excluded.interval_ns, due_ns = excluded.due_ns
+                """
+            ).execute(arguments: StatementArguments(chunk.flatMap { entry -> [(any DatabaseValueConvertible)?] in
+                [entry.machineID, entry.group.rawValue, entry.interval.totalNanoseconds, entry.due.nanosecondsSinceEpoch]
+            }))
         }
+    }
+
+    /// Rows per multi-row statement: 500 rows of 8 values stay far below
+    /// SQLite's limit of 32 766 parameters.
+    static let rowsPerStatement = 500
+
+    private static func chunks<T>(_ items: [T]) -> [ArraySlice<T>] {
+        stride(from: 0, to: items.count, by: rowsPerStatement).map { items[$0..<min($0 + rowsPerStatement, items.count)] }
+    }
+
+    /// "(?, ?), (?, ?)" for 2 rows of 2.
+    private static func placeholders(rows: Int, columns: Int) -> String {
+        let row = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+        return Array(repeating: row, count: rows).joined(separator: ", ")
+    }
+
+    /// Inserts `rows` (each the values of `target`'s columns) a few hundred
+    /// per statement; returns the last row id (0 when there were none).
+    @discardableResult
+    private static func insert(_ db: Database, into target: String, _ rows: [[(any DatabaseValueConvertible)?]]) throws -> Int64 {
+        guard let width = rows.first?.count else { return 0 }
+        for chunk in chunks(rows) {
+            try db.makeStatement(sql: "INSERT INTO \(target) VALUES \(placeholders(rows: chunk.count, columns: width))")
+                .execute(arguments: StatementArguments(chunk.joined()))
+        }
+        return db.lastInsertedRowID
+    }
+
+    /// The rows applyPoll needs of these machines, by id: id, status (4
+    /// columns), interfaces, poll error, status sequence, agent status and
+    /// message.
+    private static func pollRows(_ db: Database, ids: [String]) throws -> [String: Row] {
+        var rows: [String: Row] = [:]
+        for chunk in chunks(ids) {
+            let found = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
+                        status_seq, agent_status, agent_message
+                    FROM machines WHERE id IN (\(Array(repeating: "?", count: chunk.count).joined(separator: ", ")))
+                    """,
+                arguments: StatementArguments(Array(chunk)))
+            for row in found { rows[try row.decode(atIndex: 0)] = row }
+        }
+        return rows
     }
 
     private static func machine(from row: Row) throws -> Machine {
