@@ -110,6 +110,23 @@ struct PollerLoopTests {
         }
     }
 
+    @Test func thisProcesssOwnChangesAreReadAtOnceNotAtTheNextEventsRead() async throws {
+        try await PollerTests.with { f in
+            try await Self.running(f) {
+                let parkedUntil = try #require(f.clock.nextDeadline)
+                let reads = f.store.count(.events)
+                try await f.add("m1")
+                f.poller.storeChanged()
+                try await withTimeout(.seconds(10), "the change to be read") {
+                    while f.store.count(.events) == reads { await Task.yield() }
+                    while try await f.entry("m1") == nil { await Task.yield() }
+                }
+                #expect(f.clock.now < parkedUntil, "read without waiting for the clock")
+                #expect(try await f.entry("m1")?.due == f.now + .seconds(3))
+            }
+        }
+    }
+
     @Test func aFailedWriteIsNotRememberedSoTheSameAnswerIsWrittenNext() async throws {
         try await PollerTests.with { f in
             f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])

@@ -156,6 +156,7 @@ struct PollerTests {
             credentials: StoreCredentialAPI(store: store),
             logger: logs.logger(),
             settings: settings,
+            watchInterval: .milliseconds(250),
             jitterSeed: 42
         ))
         try await body(Fixture(

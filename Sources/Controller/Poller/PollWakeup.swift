@@ -1,14 +1,19 @@
 internal import Core
 internal import Synchronization
 
-/// Wakes the poll loop before its deadline when a provider's shim serves
+/// Wakes the poll loop before its deadline: when a provider's shim serves
 /// again, so that the machines waiting for it are polled at once instead of
-/// at the next retry.
+/// at the next retry, and when this process changed the store, so that the
+/// change is read at once instead of at the next events read.
 final class PollWakeup: Sendable {
     private struct State {
         /// Providers whose shim came back since the loop last looked.
         var providers: Set<String> = []
+        /// The store changed since the loop last looked.
+        var storeChanged = false
         var waiter: CheckedContinuation<Void, Never>?
+
+        var pending: Bool { !providers.isEmpty || storeChanged }
     }
 
     private let state = Mutex(State())
@@ -22,19 +27,32 @@ final class PollWakeup: Sendable {
         waiter?.resume()
     }
 
-    /// The providers signalled since the last call.
+    func storeChanged() {
+        let waiter = state.withLock { state in
+            state.storeChanged = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// The providers signalled since the last call (and forgets that the
+    /// store changed: the round about to run reads it).
     func take() -> Set<String> {
         state.withLock { state in
-            defer { state.providers = [] }
+            defer {
+                state.providers = []
+                state.storeChanged = false
+            }
             return state.providers
         }
     }
 
-    /// Returns at `deadline` on `clock`, or earlier when a provider is
-    /// signalled (at once if one already was). Throws CancellationError
-    /// when the task is cancelled.
+    /// Returns at `deadline` on `clock`, or earlier when a provider or a
+    /// store change is signalled (at once if one already was). Throws
+    /// CancellationError when the task is cancelled.
     func wait(until deadline: Timestamp, on clock: any PollClock) async throws {
-        if state.withLock({ !$0.providers.isEmpty }) { return }
+        if state.withLock({ $0.pending }) { return }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await clock.sleep(until: deadline) }
             group.addTask { await self.signalled() }
@@ -47,7 +65,7 @@ final class PollWakeup: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state -> Bool in
-                    if !state.providers.isEmpty || Task.isCancelled { return true }
+                    if state.pending || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
                 }

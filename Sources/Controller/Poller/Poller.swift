@@ -31,6 +31,14 @@ public final class Poller: Service {
         }
     }
 
+    /// Says that this process changed the store (a machine or credential
+    /// added, changed or removed), so that the loop reads the change at once
+    /// instead of at its next events read. Wire it to the store's change
+    /// handler; changes by other processes are read every watch interval.
+    public func storeChanged() {
+        engine.wakeup.storeChanged()
+    }
+
     /// Runs one round now (for tests and the CLI's "poll now"): events, then
     /// every due machine. Returns the number of provider calls made.
     @discardableResult

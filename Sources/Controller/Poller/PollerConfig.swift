@@ -12,7 +12,9 @@ public struct PollerConfig: Sendable {
     public var credentials: (any CredentialAPI)?
     public var logger: Logger?
     public var settings: PollSettings
-    /// How often the events log is read for changes from other processes.
+    /// How often the events log is read for changes from other processes
+    /// (this process's own changes wake the poller at once through
+    /// ``Poller/storeChanged()``).
     public var watchInterval: Duration
     /// Seed of the long-group jitter.
     public var jitterSeed: UInt64
@@ -27,7 +29,7 @@ public struct PollerConfig: Sendable {
         credentials: (any CredentialAPI)? = nil,
         logger: Logger? = nil,
         settings: PollSettings = PollSettings(),
-        watchInterval: Duration = .milliseconds(250),
+        watchInterval: Duration = .seconds(1),
         jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max),
         metrics: ControllerMetrics? = nil
     ) {

@@ -93,6 +93,8 @@ public enum ControllerRuntime {
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
         ))
+        // This process's changes (the control API, a reload) are read at once.
+        store.setChangeHandler { poller.storeChanged() }
         let metricsServer: MetricsServer?
         if let address = config.metricsAddress, let parsed = MetricsAddress.parse(address) {
             do {

@@ -545,7 +545,7 @@ extension SQLiteMachineStore {
     private static func upsert(_ db: Database, schedule entries: [ScheduleEntry]) throws {
         for chunk in chunks(entries) {
             // The WHERE clause also keeps SQLite from reading ON CONFLICT as a join.
-            try db.makeStatement(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO schedule (machine_id, grp, interval_ns, due_ns)
                 SELECT column1, column2, column3, column4 FROM (VALUES \(placeholders(rows: chunk.count, columns: 4)))
                 WHERE column1 IN (SELECT id FROM machines)
@@ -559,7 +559,8 @@ extension SQLiteMachineStore {
     }
 
     /// Rows per multi-row statement: 500 rows of 8 values stay far below
-    /// SQLite's limit of 32 766 parameters.
+    /// SQLite's limit of 32 766 parameters. The statements are cached by
+    /// size: a sweep's batches are mostly of one size.
     static let rowsPerStatement = 500
 
     private static func chunks<T>(_ items: [T]) -> [ArraySlice<T>] {
@@ -578,7 +579,7 @@ extension SQLiteMachineStore {
     private static func insert(_ db: Database, into target: String, _ rows: [[(any DatabaseValueConvertible)?]]) throws -> Int64 {
         guard let width = rows.first?.count else { return 0 }
         for chunk in chunks(rows) {
-            try db.makeStatement(sql: "INSERT INTO \(target) VALUES \(placeholders(rows: chunk.count, columns: width))")
+            try db.cachedStatement(sql: "INSERT INTO \(target) VALUES \(placeholders(rows: chunk.count, columns: width))")
                 .execute(arguments: StatementArguments(chunk.joined()))
         }
         return db.lastInsertedRowID
@@ -590,14 +591,12 @@ extension SQLiteMachineStore {
     private static func pollRows(_ db: Database, ids: [String]) throws -> [String: Row] {
         var rows: [String: Row] = [:]
         for chunk in chunks(ids) {
-            let found = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT id, status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
-                        status_seq, agent_status, agent_message
-                    FROM machines WHERE id IN (\(Array(repeating: "?", count: chunk.count).joined(separator: ", ")))
-                    """,
-                arguments: StatementArguments(Array(chunk)))
+            let select = try db.cachedStatement(sql: """
+                SELECT id, status_state, status_raw, status_message, status_updated_at, interfaces, poll_error,
+                    status_seq, agent_status, agent_message
+                FROM machines WHERE id IN (\(Array(repeating: "?", count: chunk.count).joined(separator: ", ")))
+                """)
+            let found = try Row.fetchAll(select, arguments: StatementArguments(Array(chunk)))
             for row in found { rows[try row.decode(atIndex: 0)] = row }
         }
         return rows
