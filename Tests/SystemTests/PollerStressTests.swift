@@ -116,6 +116,12 @@ struct PollerStressTests {
         #expect((json["status_history"] as? [Any])?.count == 2)
         result = try await h.cli(["machines", "show", "m1"])
         #expect(result.stdout.contains("agent        started, last started "), "\(result.stdout)")
+        // Added with its agent started: started from then on, and the answer says so.
+        result = try await h.cli(["machines", "add", "m2", "--provider", "cloud", "--credential", "main", "--agent-status", "started", "--format", "json"])
+        let added = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let startedAt = (added["agent_started_unix_nano"] as? String).flatMap(Int64.init)
+        let stored = try await h.store.machine(id: "m2")
+        #expect(startedAt != nil && startedAt == stored?.agentStartedAt?.nanosecondsSinceEpoch, "\(result.stdout)")
         #expect(try await h.stop(controller) == 0)
     }
 }

@@ -117,7 +117,9 @@ public struct ControlService: Sendable {
         }
         let machine = Machine(
             id: request.id, provider: request.provider, credential: request.credential, instanceID: request.instanceID,
-            manual: request.manual, agentStatus: agent
+            manual: request.manual, agentStatus: agent,
+            // Added with its agent started: that is its start (and the answer says so).
+            agentStartedAt: agent == .started ? clock.now : nil
         )
         try await store.addMachine(machine)
         logger.info("machine added", metadata: ["machine": "\(machine.id)", "provider": "\(machine.provider)"])
