@@ -9,23 +9,30 @@ import TestSupport
 ///
 /// The CPU checks are guards against a busy loop, not benchmarks. Here (a
 /// debug build, 20 machines) a loop that wakes at once while its pair is
-/// paused used 21–23 % of a core, the fixed loop 0.5–2.5 %; the bound, a
-/// tenth of a core over 2 s, tells them apart. `scripts/bench --stress-only`
-/// measures the release controller (100 % before the fix).
+/// paused used 93–96 % of a core over a pause, the fixed loop a few %; the
+/// bound, a tenth of a core, tells them apart. `scripts/bench
+/// --stress-only` measures the release controller (100 % before the fix).
 @Suite("Poller under stress with the real binaries")
 struct PollerStressTests {
     static let instances: [(id: String, address: String)] = (1...20).map { ("i-\($0)", "10.3.0.\($0)") }
 
-    /// The share of one core `pid` used over `window` (0.5 = half a core).
-    static func cpuShare(of pid: Int32, over window: Duration) async throws -> Double {
+    /// The share of one core the controller used (0.5 = half a core) from
+    /// now until its log shows `line` `times` more times: the window is
+    /// bounded by the controller's own events (a pause ending and the next
+    /// one beginning), not by a sleep.
+    static func cpuShare(
+        of controller: ChildProcess, until line: String, times: Int, after index: Int
+    ) async throws -> (share: Double, lines: ArraySlice<String>) {
         let clock = ContinuousClock()
         let startTime = clock.now
-        let start = try #require(ProcessTree.cpuTime(of: pid))
-        // A measurement window, not a wait for a condition.
-        try await Task.sleep(for: window)
-        let used = try #require(ProcessTree.cpuTime(of: pid)) - start
+        let start = try #require(ProcessTree.cpuTime(of: controller.pid))
+        var next = index + 1
+        for _ in 0..<times {
+            next = try await controller.stderrLines.waitForLine(containing: line, from: next).index + 1
+        }
+        let used = try #require(ProcessTree.cpuTime(of: controller.pid)) - start
         let elapsed = clock.now - startTime
-        return Double(used.totalNanoseconds) / Double(elapsed.totalNanoseconds)
+        return (Double(used.totalNanoseconds) / Double(elapsed.totalNanoseconds), controller.stderrLines.lines[(index + 1)..<next])
     }
 
     /// Starts the controller on `scenario`'s fake cloud with the 20
@@ -40,13 +47,14 @@ struct PollerStressTests {
         return try await h.start()
     }
 
-    /// The two ways a pair stays paused: its cloud throttles it (60 s), or
-    /// its shim crashes on every start (restarted at the test's backoff,
-    /// 0.1 s doubling to 0.4 s). The log line to wait for, twice for the
-    /// crash loop so that it is under way.
-    static let pauses: [(name: String, faults: String, line: String, times: Int)] = [
-        ("throttled", "{kind: throttle, methods: [Instances], retry_after: 60s}", "throttled", 1),
-        ("crash loop", "{kind: crash, methods: [Handshake], after_calls: 0}", "restarting shim", 2),
+    /// The two ways a pair stays paused: its cloud throttles it (for 2 s
+    /// at a time), or its shim crashes on every start (restarted at the
+    /// test's backoff, 0.1 s doubling to 0.4 s). The controller logs `line`
+    /// each time a pause begins; CPU is measured from one such line over
+    /// the next `pauses`, after `warmUp` of them.
+    static let pauses: [(name: String, faults: String, line: String, warmUp: Int, pauses: Int)] = [
+        ("throttled", "{kind: throttle, methods: [Instances], retry_after: 2s}", "throttled", 1, 1),
+        ("crash loop", "{kind: crash, methods: [Handshake], after_calls: 0}", "restarting shim", 2, 4),
     ]
 
     @Test(arguments: Self.pauses.map(\.name))
@@ -55,16 +63,16 @@ struct PollerStressTests {
         let h = try ControllerHarness()
         defer { h.remove() }
         let controller = try await Self.start(h, faults: "faults:\n  - \(pause.faults)\n")
-        var next = 0
-        for _ in 0..<pause.times {
-            next = try await controller.stderrLines.waitForLine(containing: pause.line, from: next).index + 1
+        var last = -1
+        for _ in 0..<pause.warmUp {
+            last = try await controller.stderrLines.waitForLine(containing: pause.line, from: last + 1).index
         }
-        let share = try await Self.cpuShare(of: controller.pid, over: .seconds(2))
+        let (share, window) = try await Self.cpuShare(of: controller, until: pause.line, times: pause.pauses, after: last)
         #expect(share < 0.1, "the controller used \(Int(share * 100)) % of a core while its only pair was paused (\(name))")
         if name == "throttled" {
-            #expect(controller.stderrLines.lines.contains { $0.contains("throttled") && $0.contains("pause=\"60.0 seconds\"") })
-            let batches = controller.stderrLines.lines.filter { $0.contains("polling a batch") }.count
-            #expect(batches == 1, "one batch, throttled; nothing more during the pause")
+            #expect(controller.stderrLines.lines.contains { $0.contains("throttled") && $0.contains("pause=\"2.0 seconds\"") })
+            let batches = window.filter { $0.contains("polling a batch") }.count
+            #expect(batches == 1, "nothing during the pause; one batch when it ends, throttled again")
         }
         #expect(try await h.stop(controller) == 0)
     }
