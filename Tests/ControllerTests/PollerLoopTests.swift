@@ -101,10 +101,10 @@ struct PollerLoopTests {
                 // The shim comes back: no waiting for the clock.
                 f.cloud.fail("Instances", with: nil)
                 let now = f.now
+                let writes = f.store.count(.applyPoll)
                 f.router.serve("fake")
-                try await withTimeout(.seconds(10), "the poll once the shim serves") {
-                    while try await f.entry("m1")?.group != .long { await Task.yield() }
-                }
+                try await withTimeout(.seconds(10), "the poll once the shim serves") { await f.store.waitUntil(.applyPoll, count: writes + 1) }
+                #expect(try await f.entry("m1")?.group == .long)
                 #expect(f.now == now, "polled without the clock moving")
             }
         }
@@ -114,13 +114,11 @@ struct PollerLoopTests {
         try await PollerTests.with { f in
             try await Self.running(f) {
                 let parkedUntil = try #require(f.clock.nextDeadline)
-                let reads = f.store.count(.events)
+                let saves = f.store.count(.saveSchedule)
                 try await f.add("m1")
                 f.poller.storeChanged()
-                try await withTimeout(.seconds(10), "the change to be read") {
-                    while f.store.count(.events) == reads { await Task.yield() }
-                    while try await f.entry("m1") == nil { await Task.yield() }
-                }
+                // The new machine's schedule is saved once its event is read.
+                try await withTimeout(.seconds(10), "the change to be read") { await f.store.waitUntil(.saveSchedule, count: saves + 1) }
                 #expect(f.clock.now < parkedUntil, "read without waiting for the clock")
                 #expect(try await f.entry("m1")?.due == f.now + .seconds(3))
             }

@@ -12,6 +12,7 @@ final class ProbeStore: MachineStore, Sendable {
 
     let inner: SQLiteMachineStore
     private let counts = NIOLockedValueBox<[Operation: Int]>([:])
+    private let countWaiters = NIOLockedValueBox<[(operation: Operation, count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
     private let failures = NIOLockedValueBox<[Operation: Int]>([:])
     /// Holds writes (applyPoll) before they begin when a test says so.
     let writes = CallGate()
@@ -24,19 +25,47 @@ final class ProbeStore: MachineStore, Sendable {
 
     func count(_ operation: Operation) -> Int { counts.withLockedValue { $0[operation, default: 0] } }
 
+    /// Returns once `operation` has been called `count` times in all (and
+    /// has returned, for the writes).
+    func waitUntil(_ operation: Operation, count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = counts.withLockedValue { counts -> Bool in
+                if counts[operation, default: 0] >= count { return true }
+                countWaiters.withLockedValue { $0.append((operation, count, continuation)) }
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// Counts a call that has ended, waking whoever waits for that count.
+    private func done(_ operation: Operation) {
+        let ready = counts.withLockedValue { counts -> [CheckedContinuation<Void, Never>] in
+            counts[operation, default: 0] += 1
+            let reached = counts[operation, default: 0]
+            return countWaiters.withLockedValue { waiters in
+                let ready = waiters.filter { $0.operation == operation && $0.count <= reached }.map(\.continuation)
+                waiters.removeAll { $0.operation == operation && $0.count <= reached }
+                return ready
+            }
+        }
+        for waiter in ready { waiter.resume() }
+    }
+
     /// The next `times` calls of `operation` throw a StoreError.
     func fail(_ operation: Operation, times: Int = 1) { failures.withLockedValue { $0[operation] = times } }
 
-    private func enter(_ operation: Operation) throws {
-        let fails = counts.withLockedValue { counts in
-            counts[operation, default: 0] += 1
-            return failures.withLockedValue { failures in
-                guard let left = failures[operation], left > 0 else { return false }
-                failures[operation] = left - 1
-                return true
-            }
+    /// Runs one operation: it fails if the test said so, and is counted
+    /// once it has ended (failed or not).
+    private func probe<T>(_ operation: Operation, _ body: () async throws -> T) async throws -> T {
+        defer { done(operation) }
+        let fails = failures.withLockedValue { failures in
+            guard let left = failures[operation], left > 0 else { return false }
+            failures[operation] = left - 1
+            return true
         }
         if fails { throw StoreError("\(operation.rawValue) in probe.db: database is locked (injected)") }
+        return try await body()
     }
 
     func addMachine(_ machine: Machine) async throws { try await inner.addMachine(machine) }
@@ -49,63 +78,55 @@ final class ProbeStore: MachineStore, Sendable {
     func removeMachine(id: String) async throws { try await inner.removeMachine(id: id) }
 
     func machine(id: String) async throws -> Machine? {
-        try enter(.machine)
-        return try await inner.machine(id: id)
+        try await probe(.machine) { try await inner.machine(id: id) }
     }
 
     func machines() async throws -> [Machine] {
-        try enter(.machines)
-        return try await inner.machines()
+        try await probe(.machines) { try await inner.machines() }
     }
 
     @discardableResult
     func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
-        try enter(.applyPoll)
-        writesInFlight.withLockedValue { $0 = ($0.now + 1, max($0.most, $0.now + 1)) }
-        defer { writesInFlight.withLockedValue { $0.now -= 1 } }
-        await writes.pass()
-        return try await inner.applyPoll(results, schedule: schedule)
+        try await probe(.applyPoll) {
+            writesInFlight.withLockedValue { $0 = ($0.now + 1, max($0.most, $0.now + 1)) }
+            defer { writesInFlight.withLockedValue { $0.now -= 1 } }
+            await writes.pass()
+            return try await inner.applyPoll(results, schedule: schedule)
+        }
     }
 
     func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws {
-        try enter(.setInstanceStatus)
-        try await inner.setInstanceStatus(machineID: machineID, status)
+        try await probe(.setInstanceStatus) { try await inner.setInstanceStatus(machineID: machineID, status) }
     }
 
     func statusHistory(machineID: String) async throws -> [InstanceStatusRecord] { try await inner.statusHistory(machineID: machineID) }
 
     func schedule() async throws -> [ScheduleEntry] {
-        try enter(.schedule)
-        return try await inner.schedule()
+        try await probe(.schedule) { try await inner.schedule() }
     }
 
     func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws {
-        try enter(.saveSchedule)
-        try await inner.saveSchedule(entries, removing: removing)
+        try await probe(.saveSchedule) { try await inner.saveSchedule(entries, removing: removing) }
     }
 
     func events(after revision: Int64, limit: Int) async throws -> [MachineEvent] {
-        try enter(.events)
-        return try await inner.events(after: revision, limit: limit)
+        try await probe(.events) { try await inner.events(after: revision, limit: limit) }
     }
 
     func externalEvents(after revision: Int64, limit: Int) async throws -> ExternalEvents {
-        try enter(.events)
-        return try await inner.externalEvents(after: revision, limit: limit)
+        try await probe(.events) { try await inner.externalEvents(after: revision, limit: limit) }
     }
 
     func latestRevision() async throws -> Int64 { try await inner.latestRevision() }
 
     func credential(provider: String, name: String) async throws -> StoredCredential? {
-        try enter(.credential)
-        return try await inner.credential(provider: provider, name: name)
+        try await probe(.credential) { try await inner.credential(provider: provider, name: name) }
     }
 
     func credentials() async throws -> [StoredCredential] { try await inner.credentials() }
     func setCredential(_ credential: StoredCredential) async throws { try await inner.setCredential(credential) }
 
     func invalidateCredential(provider: String, name: String, reason: String) async throws {
-        try enter(.invalidateCredential)
-        try await inner.invalidateCredential(provider: provider, name: name, reason: reason)
+        try await probe(.invalidateCredential) { try await inner.invalidateCredential(provider: provider, name: name, reason: reason) }
     }
 }

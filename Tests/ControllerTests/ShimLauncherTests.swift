@@ -66,14 +66,13 @@ struct ShimLauncherTests {
     @Test func aStartCancelledBeforeTheHandshakeLineEndsAtOnceAndKillsTheShim() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let marker = directory.file("started")
-        let command = ShimCommand(executable: "/bin/sh", arguments: ["-c", "touch \(marker); exec sleep 37.25"])
+        let logs = LogCapture()
+        let command = ShimCommand(executable: "/bin/sh", arguments: ["-c", "echo warming up >&2; exec sleep 37.25"])
         let starting = Task {
-            try await ShimLauncher.start(provider: "slow", command: command, socketPath: directory.file("s.sock"), logger: LogCapture().logger())
+            try await ShimLauncher.start(provider: "slow", command: command, socketPath: directory.file("s.sock"), logger: logs.logger())
         }
-        try await withTimeout(.seconds(10), "the shim to be spawned") {
-            while !FileManager.default.fileExists(atPath: marker) { await Task.yield() }
-        }
+        // Spawned and talking (its stderr reaches our log), no handshake line yet.
+        try await withTimeout(.seconds(10), "the shim to be spawned") { await logs.waitFor { $0.message == "warming up" } }
         starting.cancel()
         let ended = try await withTimeout(.seconds(10), "the cancelled start to end") { await starting.result }
         #expect(throws: (any Error).self) { try ended.get() }

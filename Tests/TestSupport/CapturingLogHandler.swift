@@ -10,10 +10,25 @@ public final class LogCapture: Sendable {
     }
 
     private let records = NIOLockedValueBox<[Record]>([])
+    private let waiters = NIOLockedValueBox<[(matches: @Sendable (Record) -> Bool, continuation: CheckedContinuation<Void, Never>)]>([])
 
     public init() {}
 
     public var all: [Record] { records.withLockedValue { $0 } }
+
+    /// Returns once a record that `matches` was logged (at once if one was).
+    /// Bound it with `withTimeout`.
+    public func waitFor(_ matches: @escaping @Sendable (Record) -> Bool) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            // Under the records' lock, so that an append cannot slip between the look and the wait.
+            let found = records.withLockedValue { records -> Bool in
+                if records.contains(where: matches) { return true }
+                waiters.withLockedValue { $0.append((matches, continuation)) }
+                return false
+            }
+            if found { continuation.resume() }
+        }
+    }
 
     public func logger(label: String = "test", level: Logger.Level = .trace) -> Logger {
         var logger = Logger(label: label) { _ in Handler(capture: self) }
@@ -22,7 +37,15 @@ public final class LogCapture: Sendable {
     }
 
     fileprivate func append(_ record: Record) {
-        records.withLockedValue { $0.append(record) }
+        let ready = records.withLockedValue { records -> [CheckedContinuation<Void, Never>] in
+            records.append(record)
+            return waiters.withLockedValue { waiters in
+                let ready = waiters.filter { $0.matches(record) }.map(\.continuation)
+                waiters.removeAll { $0.matches(record) }
+                return ready
+            }
+        }
+        for waiter in ready { waiter.resume() }
     }
 
     struct Handler: LogHandler {
