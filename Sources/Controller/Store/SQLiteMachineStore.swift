@@ -229,8 +229,7 @@ public final class SQLiteMachineStore: MachineStore {
                 WHERE id = ?
                 """)
             var events: [MachineEvent] = []
-            var history: [[(any DatabaseValueConvertible)?]] = []
-            var dropped: [(String, Int64)] = []
+            var history = HistoryWrites()
             func log(_ kind: MachineEvent.Kind, _ id: String, _ old: String, _ new: String) {
                 events.append(MachineEvent(revision: 0, kind: kind, source: .poller, machineID: id, at: now, oldValue: old, newValue: new))
             }
@@ -246,10 +245,7 @@ public final class SQLiteMachineStore: MachineStore {
                 var polled: (old: String, new: String)?
                 if var new = result.instanceStatus, !new.sameReport(as: status) {
                     new.updatedAt = now
-                    statusSeq += 1
-                    history.append([id, statusSeq, new.state.rawValue, new.rawStatus, new.message, now.nanosecondsSinceEpoch])
-                    // The status that falls out of the last 20.
-                    if statusSeq > Int64(statusHistoryLimit) { dropped.append((id, statusSeq - Int64(statusHistoryLimit))) }
+                    statusSeq = history.add(new, machineID: id, after: statusSeq)
                     log(.instanceStatusChanged, id, status.summary, new.summary)
                     status = new
                     changed = true
@@ -289,10 +285,7 @@ public final class SQLiteMachineStore: MachineStore {
                     }
                 }
             }
-            try Self.insert(db, into: "status_history (machine_id, seq, state, raw, message, at)", history)
-            for (id, seq) in dropped {
-                try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ? AND seq = ?").execute(arguments: [id, seq])
-            }
+            try history.write(db)
             // One multi-row insert takes consecutive revisions.
             let last = try Self.insert(db, into: "events (kind, source, machine_id, credential, at, old_value, new_value)", events.map {
                 [$0.kind.rawValue, $0.source.rawValue, $0.machineID, "", now.nanosecondsSinceEpoch, $0.oldValue, $0.newValue] as [(any DatabaseValueConvertible)?]
@@ -317,7 +310,9 @@ public final class SQLiteMachineStore: MachineStore {
             let before = try Self.status(from: row)
             var written = status
             written.updatedAt = now
-            let seq = try Self.recordHistory(db, written, machineID: machineID, after: try row.decode(forColumn: "status_seq"))
+            var history = HistoryWrites()
+            let seq = history.add(written, machineID: machineID, after: try row.decode(forColumn: "status_seq"))
+            try history.write(db)
             try db.execute(
                 sql: """
                     UPDATE machines SET status_state = ?, status_raw = ?, status_message = ?, status_updated_at = ?, status_seq = ?
@@ -493,32 +488,37 @@ extension SQLiteMachineStore {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
     }
 
-    @discardableResult
     private static func appendEvent(
         _ db: Database, _ kind: MachineEvent.Kind, _ source: MachineEvent.Source,
         machineID: String = "", credential: String = "", at: Timestamp, old: String = "", new: String = ""
-    ) throws -> MachineEvent {
+    ) throws {
         try db.cachedStatement(sql: """
             INSERT INTO events (kind, source, machine_id, credential, at, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?, ?)
             """
         ).execute(arguments: [kind.rawValue, source.rawValue, machineID, credential, at.nanosecondsSinceEpoch, old, new])
-        return MachineEvent(
-            revision: db.lastInsertedRowID, kind: kind, source: source, machineID: machineID, credential: credential, at: at,
-            oldValue: old, newValue: new)
     }
 
-    /// Keeps a written status in the machine's history as number
-    /// `last + 1`, dropping the one that falls out of the last
-    /// ``statusHistoryLimit``; returns the new number.
-    private static func recordHistory(_ db: Database, _ status: InstanceStatusRecord, machineID: String, after last: Int64) throws -> Int64 {
-        let seq = last + 1
-        try db.cachedStatement(sql: "INSERT INTO status_history (machine_id, seq, state, raw, message, at) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [machineID, seq, status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch])
-        if seq > Int64(statusHistoryLimit) {
-            try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ? AND seq = ?")
-                .execute(arguments: [machineID, seq - Int64(statusHistoryLimit)])
+    /// Statuses to keep in their machines' histories, written together:
+    /// each as its machine's next number, dropping the one that falls out
+    /// of the last ``statusHistoryLimit``.
+    private struct HistoryWrites {
+        private var rows: [[(any DatabaseValueConvertible)?]] = []
+        private var dropped: [(machineID: String, seq: Int64)] = []
+
+        /// Adds `status` after number `last`; returns its number.
+        mutating func add(_ status: InstanceStatusRecord, machineID: String, after last: Int64) -> Int64 {
+            let seq = last + 1
+            rows.append([machineID, seq, status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch])
+            if seq > Int64(statusHistoryLimit) { dropped.append((machineID, seq - Int64(statusHistoryLimit))) }
+            return seq
         }
-        return seq
+
+        func write(_ db: Database) throws {
+            try SQLiteMachineStore.insert(db, into: "status_history (machine_id, seq, state, raw, message, at)", rows)
+            for drop in dropped {
+                try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ? AND seq = ?").execute(arguments: [drop.machineID, drop.seq])
+            }
+        }
     }
 
     /// A new agent status; the message goes, and `started` is a start.
@@ -576,7 +576,7 @@ extension SQLiteMachineStore {
     /// Inserts `rows` (each the values of `target`'s columns) a few hundred
     /// per statement; returns the last row id (0 when there were none).
     @discardableResult
-    private static func insert(_ db: Database, into target: String, _ rows: [[(any DatabaseValueConvertible)?]]) throws -> Int64 {
+    fileprivate static func insert(_ db: Database, into target: String, _ rows: [[(any DatabaseValueConvertible)?]]) throws -> Int64 {
         guard let width = rows.first?.count else { return 0 }
         for chunk in chunks(rows) {
             try db.cachedStatement(sql: "INSERT INTO \(target) VALUES \(placeholders(rows: chunk.count, columns: width))")
