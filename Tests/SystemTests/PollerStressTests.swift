@@ -1,6 +1,7 @@
 import Controller
 import Core
 import Foundation
+import GRDB
 import Testing
 import TestSupport
 
@@ -74,6 +75,38 @@ struct PollerStressTests {
             let batches = window.filter { $0.contains("polling a batch") }.count
             #expect(batches == 1, "nothing during the pause; one batch when it ends, throttled again")
         }
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    /// Write first, then remember, in the real controller: while the store
+    /// refuses a machine's writes (a trigger stands in for a locked or full
+    /// database) the controller logs it, stays up and tries again later;
+    /// once writes go through, the same answer is written.
+    @Test func aStoreThatRefusesWritesLosesNothingOnceItTakesThemAgain() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        try await h.add("m1", provider: "cloud", instance: "i-1", agent: .pending)
+        let database = try DatabaseQueue(path: h.storePath, configuration: { var c = Configuration(); c.busyMode = .timeout(10); return c }())
+        try await database.write { db in
+            try db.execute(sql: """
+                CREATE TRIGGER refuse_m1 BEFORE UPDATE ON machines WHEN NEW.id = 'm1'
+                BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END
+                """)
+        }
+        let controller = try await h.start()
+        let first = try await controller.stderrLines.waitForLine(containing: "could not write a batch's results")
+        #expect(first.line.contains("disk full (injected)"), "\(first.line)")
+        let second = try await controller.stderrLines.waitForLine(containing: "could not write a batch's results", from: first.index + 1)
+        #expect(logValue("retry", in: second.line) != logValue("retry", in: first.line), "the retries back off: \(second.line)")
+        #expect(try await h.store.machine(id: "m1")?.instanceStatus.state == .unspecified, "nothing of the refused batches was written")
+
+        try await database.write { db in try db.execute(sql: "DROP TRIGGER refuse_m1") }
+        let written = try await h.waitForMachines("m1's answer to be written once the store takes it") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+        #expect(written["m1"]?.instanceStatus.state == .running)
+        #expect(written["m1"]?.pollError == nil)
+        #expect(controller.exitStatusIfExited == nil, "the controller stayed up")
         #expect(try await h.stop(controller) == 0)
     }
 

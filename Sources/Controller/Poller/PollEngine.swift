@@ -14,8 +14,8 @@ internal import Logging
 ///   own; a paused pair (throttled, its shim down or starting, its last
 ///   write failed) is not scanned and does not wake the loop. The loop
 ///   sleeps until the next due machine of a pair that may be polled, the
-///   end of a pause, a shim coming back, or the next read of the events
-///   log, whichever comes first.
+///   end of a pause, a shim coming back, a change this process made to the
+///   store, or the next read of the events log, whichever comes first.
 actor PollEngine {
     let clock: any PollClock
     let store: any MachineStore
@@ -53,13 +53,13 @@ actor PollEngine {
     var retries: [CredentialKey: Int] = [:]
 
     struct Pause {
-        enum Reason: String {
+        enum Reason {
             /// ResourceExhausted: the retry-after hint, or the short-poll cap.
             case throttled
             /// The provider's shim is down or still starting.
-            case shimDown = "shim down"
+            case shimDown
             /// The batch's results could not be written.
-            case storeFailed = "store failed"
+            case storeFailed
         }
 
         var until: Timestamp
