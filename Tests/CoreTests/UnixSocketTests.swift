@@ -19,23 +19,6 @@ struct UnixSocketTests {
         }
     }
 
-    @Test func prepareDirectoryMakes0700DirectoriesAndRefusesOpenOnes() throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let nested = directory.file("run/instancepoller")
-        try UnixSocket.prepareDirectory(nested)
-        #expect(try SocketFiles.mode(nested) == 0o700)
-        #expect(try SocketFiles.mode(directory.file("run")) == 0o700)
-        try UnixSocket.prepareDirectory(nested)  // existing and private: fine
-
-        chmod(nested, 0o755)
-        #expect {
-            try UnixSocket.prepareDirectory(nested)
-        } throws: { error in
-            "\(error)".contains("mode 0755") && "\(error)".contains(nested)
-        }
-    }
-
     @Test func bindRefusesAnOpenDirectory() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

@@ -20,9 +20,65 @@ extension ControllerConfig {
         environment: [String: String]? = nil
     ) throws(YAMLFileError) -> ControllerConfig {
         let environment = environment ?? ProcessInfo.processInfo.environment
-        return try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in
+        let (text, mode) = try readTrusted(path)
+        var config = try YAMLReader.parse(text, file: path) { reader, root throws(YAMLFileError) in
             try reader.controllerConfig(root, environment: environment)
         }
+        if config.hasInlineSecrets, mode & 0o044 != 0 {
+            config.warnings.append(
+                "\(path) holds credential attributes and has mode \(PrivatePath.octal(mode)), so other users can read them; chmod 600 it, or move them to a credential file"
+            )
+        }
+        return config
+    }
+
+    /// Reads the config file as sshd's StrictModes would: it names the
+    /// commands the controller runs, so it must be a regular file owned by
+    /// this user or root that group and others cannot write, in a directory
+    /// others cannot rename it out of. What is checked is what is read: one
+    /// descriptor, no second look by path.
+    static func readTrusted(_ path: String) throws(YAMLFileError) -> (text: String, mode: mode_t) {
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw YAMLFileError(file: path, problem: "cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw YAMLFileError(file: path, problem: "cannot stat the file: \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw YAMLFileError(file: path, problem: "not a regular file")
+        }
+        guard info.st_size <= YAMLReader.maxFileBytes else {
+            throw YAMLFileError(file: path, problem: "the file has \(info.st_size) bytes; at most \(YAMLReader.maxFileBytes) are read")
+        }
+        guard info.st_uid == getuid() || info.st_uid == 0 else {
+            throw YAMLFileError(file: path, problem: "the file belongs to \(PrivatePath.owner(info.st_uid)); it names the commands this controller runs, so it must be this user's or root's")
+        }
+        let mode = info.st_mode & 0o7777
+        guard mode & 0o022 == 0 else {
+            throw YAMLFileError(file: path, problem: "the file has mode \(PrivatePath.octal(mode)): others can change the commands this controller runs; chmod go-w \(path)")
+        }
+        var directory = stat()
+        let parent = UnixSocket.parentDirectory(of: path)
+        if stat(parent, &directory) == 0 {
+            do {
+                try PrivatePath.checkNoForeignWriters(directory: parent, directory)
+            } catch {
+                throw YAMLFileError(file: path, problem: "its \(error)")
+            }
+        }
+        let data: Data?
+        do {
+            data = try handle.readToEnd()
+        } catch {
+            throw YAMLFileError(file: path, problem: "cannot read the file: \(error.localizedDescription)")
+        }
+        guard let text = String(data: data ?? Data(), encoding: .utf8) else {
+            throw YAMLFileError(file: path, problem: "the file is not UTF-8 text")
+        }
+        return (text, mode)
     }
 
     /// Parses config text; `file` names it in errors and relative paths are
@@ -38,26 +94,55 @@ extension ControllerConfig {
         }
     }
 
-    /// Where the runtime directory is when the config does not say:
-    /// `$XDG_RUNTIME_DIR/instancepoller`, else `/tmp/instancepoller-<uid>`.
-    public static func defaultRuntimeDirectory(environment: [String: String]? = nil) -> String {
+    /// Where the runtime directory is when the config does not say: for
+    /// root `/run/instancepoller`; for anyone else
+    /// `$XDG_RUNTIME_DIR/instancepoller`, else `/tmp/instancepoller-<uid>`
+    /// (created private; refused when someone else made it first).
+    public static func defaultRuntimeDirectory(environment: [String: String]? = nil, uid: UInt32? = nil) -> String {
+        let uid = uid ?? getuid()
+        if uid == 0 { return "/run/instancepoller" }
         if let runtime = (environment ?? ProcessInfo.processInfo.environment)["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
             return "\(runtime)/instancepoller"
         }
-        return "/tmp/instancepoller-\(getuid())"
+        return "/tmp/instancepoller-\(uid)"
     }
+
+    /// Where the store is when the config does not say: a private (0700)
+    /// state directory, `/var/lib/instancepoller` for root, else
+    /// `$XDG_STATE_HOME/instancepoller` or `~/.local/state/instancepoller`.
+    /// Nil when there is no home to put it in.
+    public static func defaultStateDirectory(environment: [String: String]? = nil, uid: UInt32? = nil) -> String? {
+        if (uid ?? getuid()) == 0 { return "/var/lib/instancepoller" }
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") {
+            return "\(state)/instancepoller"
+        }
+        if let home = environment["HOME"], home.hasPrefix("/") {
+            return "\(home)/.local/state/instancepoller"
+        }
+        return nil
+    }
+
+    /// The store's file name in the default state directory.
+    public static let defaultStoreFileName = "instancepoller.db"
 }
 
 extension YAMLReader {
     func controllerConfig(_ root: Node, environment: [String: String]) throws(YAMLFileError) -> ControllerConfig {
         let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials"])
-        let base = baseDirectory
         var config = ControllerConfig(
             file: file,
-            storePath: "\(base)/instancepoller.db",
+            storePath: "",
             runtimeDirectory: ControllerConfig.defaultRuntimeDirectory(environment: environment)
         )
-        if let node = top["store"] { config.storePath = try path(node, "store") }
+        if let node = top["store"] {
+            config.storePath = try path(node, "store")
+        } else if let state = ControllerConfig.defaultStateDirectory(environment: environment) {
+            config.storePath = "\(state)/\(ControllerConfig.defaultStoreFileName)"
+            config.storeDirectoryIsDefault = true
+        } else {
+            throw fail(root, "store", "no store path and no home directory for the default (~/.local/state/instancepoller); set store")
+        }
         if let node = top["runtime_directory"] { config.runtimeDirectory = try path(node, "runtime_directory") }
         if let node = top["log"] {
             let fields = try mapping(node, "log", allowed: ["level", "format"])
@@ -94,6 +179,7 @@ extension YAMLReader {
             for (index, item) in try sequence(node, "credentials").enumerated() {
                 let place = "credentials[\(index)]"
                 let credential = try credential(item, place, providers: config.providers.map(\.name))
+                if item["attributes"] != nil { config.hasInlineSecrets = true }
                 if config.credentials.contains(where: { $0.provider == credential.provider && $0.name == credential.name }) {
                     throw fail(item, place, "credential \(credential.provider)/\(credential.name) appears twice")
                 }

@@ -9,6 +9,9 @@ public struct ControllerConfig: Sendable {
     public var file: String
     /// The SQLite store file.
     public var storePath: String
+    /// The store is in the default state directory, which the controller
+    /// creates private (0700) when it is missing.
+    public var storeDirectoryIsDefault = false
     /// The private (0700) directory for the shims' and the control API's
     /// sockets.
     public var runtimeDirectory: String
@@ -23,6 +26,11 @@ public struct ControllerConfig: Sendable {
     /// In file order.
     public var providers: [ProviderConfig] = []
     public var credentials: [CredentialConfig] = []
+    /// Some credential's attributes are written in the file itself.
+    public var hasInlineSecrets = false
+    /// Problems worth a warning that do not stop the controller, one line
+    /// each (e.g. inline secrets in a file others can read).
+    public var warnings: [String] = []
 
     public init(file: String, storePath: String, runtimeDirectory: String) {
         self.file = file

@@ -65,6 +65,7 @@ public enum ControllerRuntime {
         // is not fatal (SIGHUP's default action) and is not lost.
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
         raiseDescriptorLimit(logger: logger)
+        for warning in config.warnings { logger.warning("\(warning)") }
         let runtime: RuntimeDirectory
         do {
             runtime = try RuntimeDirectory(path: config.runtimeDirectory, logger: logger)
@@ -75,7 +76,7 @@ public enum ControllerRuntime {
         let clock = SystemPollClock()
         let store: SQLiteMachineStore
         do {
-            store = try SQLiteMachineStore(path: config.storePath, clock: clock, logger: logger)
+            store = try SQLiteMachineStore(path: config.storePath, createDirectory: config.storeDirectoryIsDefault, clock: clock, logger: logger)
         } catch {
             throw StartFailure(description: "\(error)")
         }
@@ -206,6 +207,7 @@ final class ConfigReloader: Sendable {
             logger.error("config not reloaded, nothing changed: \(error)")
             return
         }
+        for warning in config.warnings { logger.warning("\(warning)") }
         var needRestart: [String] = []
         if config.storePath != old.storePath { needRestart.append("store") }
         if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }

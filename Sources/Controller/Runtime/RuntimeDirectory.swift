@@ -8,12 +8,18 @@ internal import Glibc
 /// The controller's private runtime directory (0700): the shims' sockets and
 /// the control socket live here.
 ///
+/// It is opened as a descriptor and checked there (ours, private, not a
+/// symbolic link); everything inside it is then reached relative to that
+/// descriptor without following links, so a directory someone else slips
+/// into its place can never make the controller touch their files.
+///
 /// Opening it takes an exclusive lock (`controller.lock`, holding the pid),
 /// so two controllers never share one; the kernel drops the lock when the
 /// process dies, even by kill -9. Then sockets left by a controller that
 /// died are removed. ``close()`` removes every socket and the lock file.
 public final class RuntimeDirectory: Sendable {
     public let path: String
+    private let directoryDescriptor: Int32
     private let lockDescriptor: Int32
     private let logger: Logger
 
@@ -24,54 +30,69 @@ public final class RuntimeDirectory: Sendable {
     public static let lockFileName = "controller.lock"
 
     /// - Throws: ``Unusable`` naming the directory and what is wrong (not
-    ///   private, or another controller holds it).
+    ///   private, someone else's, or another controller holds it).
     public init(path: String, logger: Logger) throws(Unusable) {
         self.path = path
         self.logger = logger
+        let directory: Int32
         do {
-            try UnixSocket.prepareDirectory(path)
+            directory = try PrivatePath.openDirectory(path)
         } catch {
             throw Unusable(description: "runtime directory \(error)")
         }
-        let lockPath = "\(path)/\(Self.lockFileName)"
-        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw Unusable(description: "runtime directory \(path): cannot open \(Self.lockFileName): \(String(cString: strerror(errno)))")
+        let lock = openat(directory, Self.lockFileName, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard lock >= 0 else {
+            let problem = errno == ELOOP ? "is a symbolic link; refusing to follow it" : "cannot be opened: \(String(cString: strerror(errno)))"
+            Glibc.close(directory)
+            throw Unusable(description: "runtime directory \(path): \(Self.lockFileName) \(problem)")
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = Self.readPid(descriptor)
-            Glibc.close(descriptor)
+        var info = stat()
+        guard fstat(lock, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_uid == getuid() else {
+            Glibc.close(lock)
+            Glibc.close(directory)
+            throw Unusable(description: "runtime directory \(path): \(Self.lockFileName) is not a regular file of this user's; remove it")
+        }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = Self.readPid(lock)
+            Glibc.close(lock)
+            Glibc.close(directory)
             let who = holder.map { "pid \($0)" } ?? "another process"
             throw Unusable(description: "runtime directory \(path) is in use by another controller (\(who)); stop it, or give this one its own runtime_directory")
         }
+        // Only now, holding the lock, is the old pid replaced.
         let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(descriptor, 0)
-        _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
-        lockDescriptor = descriptor
+        _ = ftruncate(lock, 0)
+        _ = pid.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) }
+        directoryDescriptor = directory
+        lockDescriptor = lock
         for stale in sockets() {
-            UnixSocket.remove(stale)
-            logger.notice("removed a stale socket", metadata: ["path": "\(stale)"])
+            _ = unlinkat(directory, stale, 0)
+            logger.notice("removed a stale socket", metadata: ["path": "\(path)/\(stale)"])
         }
     }
 
     /// Removes the sockets still here and the lock file, and releases the lock.
     public func close() {
-        for socket in sockets() { UnixSocket.remove(socket) }
-        unlink("\(path)/\(Self.lockFileName)")
+        for socket in sockets() { _ = unlinkat(directoryDescriptor, socket, 0) }
+        _ = unlinkat(directoryDescriptor, Self.lockFileName, 0)
         Glibc.close(lockDescriptor)
+        Glibc.close(directoryDescriptor)
     }
 
-    /// The Unix sockets in the directory.
+    /// The names of the Unix sockets in the directory.
     func sockets() -> [String] {
-        guard let directory = opendir(path) else { return [] }
+        let listing = dup(directoryDescriptor)
+        guard listing >= 0, let directory = fdopendir(listing) else { return [] }
         defer { closedir(directory) }
+        rewinddir(directory)
         var found: [String] = []
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             guard name.hasSuffix(".sock") else { continue }
             var info = stat()
-            let full = "\(path)/\(name)"
-            if lstat(full, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK { found.append(full) }
+            if fstatat(directoryDescriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFSOCK {
+                found.append(name)
+            }
         }
         return found.sorted()
     }

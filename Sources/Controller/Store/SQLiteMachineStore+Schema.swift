@@ -1,3 +1,4 @@
+internal import Core
 internal import GRDB
 #if canImport(Glibc)
 internal import Glibc
@@ -92,36 +93,41 @@ extension SQLiteMachineStore {
         return migrator
     }
 
-    /// Creates the database file 0600 if it is missing (SQLite gives its
-    /// -wal and -shm files the database file's mode), and refuses one that
-    /// group or others can read or write: it holds credentials.
-    static func prepareFile(_ path: String) throws {
-        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
-        if fd >= 0 {
-            // Exactly 0600 whatever the umask.
-            let changed = fchmod(fd, 0o600)
-            let chmodErrno = errno
-            Glibc.close(fd)
-            if changed != 0 {
-                throw StoreError("cannot set mode 0600 on database \(path): \(describe(errno: chmodErrno))")
+    /// Makes the database's files safe to open: they hold credentials.
+    ///
+    /// - The directory is created private (0700) when `createDirectory`
+    ///   (the default state directory); any other must be this user's or
+    ///   root's and not let others rename what it holds.
+    /// - The database is created 0600 when missing (never through a
+    ///   symbolic link); an existing one must be a regular file of this
+    ///   user's that group and others cannot use.
+    /// - `-wal` and `-shm` are created here, 0600, before SQLite opens them,
+    ///   so nobody else can have made them first and kept them open to read
+    ///   what is written; existing ones (and a hot `-journal`) must be ours
+    ///   and private too, or the store is refused.
+    static func prepareFile(_ path: String, createDirectory: Bool = false) throws {
+        let directory = UnixSocket.parentDirectory(of: path)
+        do {
+            if createDirectory {
+                Glibc.close(try PrivatePath.openDirectory(directory))
+            } else {
+                var info = stat()
+                guard stat(directory, &info) == 0 else {
+                    throw StoreError("cannot use store directory \(directory): \(describe(errno: errno))")
+                }
+                try PrivatePath.checkNoForeignWriters(directory: directory, info)
             }
-        } else if errno != EEXIST {
-            throw StoreError("cannot create database \(path): \(describe(errno: errno))")
+            Glibc.close(try PrivatePath.openPrivateFile(path, create: true).descriptor)
+            for suffix in ["-wal", "-shm"] {
+                Glibc.close(try PrivatePath.openPrivateFile(path + suffix, create: true).descriptor)
+            }
+            var journal = stat()
+            if lstat(path + "-journal", &journal) == 0 {
+                try PrivatePath.checkPrivateFile(path + "-journal", journal)
+            }
+        } catch let problem as PrivatePath.Problem {
+            throw StoreError("store \(problem)")
         }
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw StoreError("cannot stat database \(path): \(describe(errno: errno))")
-        }
-        let mode = Int(info.st_mode) & 0o777
-        if mode & 0o077 != 0 {
-            throw StoreError(
-                "database \(path) has mode \(octal(mode)): it holds credentials, so group and others must have no access (chmod 600 \(path))")
-        }
-    }
-
-    static func octal(_ mode: Int) -> String {
-        let digits = String(mode, radix: 8)
-        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
     private static func describe(errno code: Int32) -> String {

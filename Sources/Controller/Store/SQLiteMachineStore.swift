@@ -25,9 +25,10 @@ public final class SQLiteMachineStore: MachineStore {
     private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// Opens (creating it if needed) the database at `path` and brings its
-    /// schema up to date.
-    public convenience init(path: String, clock: any PollClock, logger: Logger) throws {
-        try Self.prepareFile(path)
+    /// schema up to date. `createDirectory`: its directory is created
+    /// private (0700) when missing, as the default state directory is.
+    public convenience init(path: String, createDirectory: Bool = false, clock: any PollClock, logger: Logger) throws {
+        try Self.prepareFile(path, createDirectory: createDirectory)
         var configuration = Configuration()
         // Another process may hold the write lock for a moment.
         configuration.busyMode = .timeout(10)

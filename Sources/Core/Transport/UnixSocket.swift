@@ -18,53 +18,19 @@ public enum UnixSocket {
         public var description: String { "\(path): \(problem)" }
     }
 
-    /// Creates `path` as a 0700 directory (parents as needed, 0700 too), or
-    /// checks an existing one: it must be a directory owned by this user
-    /// with no access for group or others.
-    public static func prepareDirectory(_ path: String) throws(PathError) {
-        var info = stat()
-        if lstat(path, &info) != 0 {
-            guard errno == ENOENT else { throw PathError(path: path, problem: "cannot stat: \(errnoText())") }
-            let parent = parentDirectory(of: path)
-            if parent != path, !parent.isEmpty, access(parent, F_OK) != 0 {
-                try prepareDirectory(parent)
-            }
-            if mkdir(path, 0o700) != 0, errno != EEXIST {
-                throw PathError(path: path, problem: "cannot create directory: \(errnoText())")
-            }
-            guard chmod(path, 0o700) == 0 else {
-                throw PathError(path: path, problem: "cannot set mode 0700: \(errnoText())")
-            }
-            return
-        }
-        try checkPrivateDirectory(path, info)
-    }
-
     /// Checks that the directory that will hold a socket is private to this
     /// user, so nobody else can reach the socket between bind and chmod.
     public static func checkSocketDirectory(forSocket socketPath: String) throws(PathError) {
         let directory = parentDirectory(of: socketPath)
-        var info = stat()
-        guard lstat(directory, &info) == 0 else {
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            if errno == ELOOP || errno == ENOTDIR {
+                throw PathError(path: directory, problem: PrivatePath.describeInTheWay(directory))
+            }
             throw PathError(path: directory, problem: "socket directory is missing: \(errnoText())")
         }
-        try checkPrivateDirectory(directory, info)
-    }
-
-    private static func checkPrivateDirectory(_ path: String, _ info: stat) throws(PathError) {
-        guard info.st_mode & S_IFMT == S_IFDIR else {
-            throw PathError(path: path, problem: "exists and is not a directory")
-        }
-        guard info.st_uid == getuid() else {
-            throw PathError(path: path, problem: "directory is owned by uid \(info.st_uid), not by this user (uid \(getuid()))")
-        }
-        let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
-            throw PathError(
-                path: path,
-                problem: "directory has mode 0\(String(mode, radix: 8)); it must be private (chmod 700 \(path))"
-            )
-        }
+        defer { close(descriptor) }
+        try PrivatePath.checkOwnDirectory(descriptor, directory, justCreated: false)
     }
 
     /// Removes a socket file left by a process that died; refuses to remove
@@ -106,7 +72,8 @@ public enum UnixSocket {
         try? removeStale(path)
     }
 
-    static func parentDirectory(of path: String) -> String {
+    /// The directory part of `path`: "/" for "/x", "." for "x".
+    public static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])
