@@ -54,13 +54,57 @@ struct ControllerConfigTests {
     }
 
     @Test func defaultsAndRelativePaths() throws {
-        let config = try Self.parse(Self.minimal, environment: ["XDG_RUNTIME_DIR": "/run/user/1000"])
-        #expect(config.storePath == "/etc/ip/instancepoller.db")
-        #expect(config.runtimeDirectory == "/run/user/1000/instancepoller")
-        #expect(try Self.parse(Self.minimal).runtimeDirectory == "/tmp/instancepoller-\(getuid())")
+        let environment = ["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/op"]
+        let config = try Self.parse(Self.minimal, environment: environment)
+        #expect(config.storePath == ControllerConfig.defaultStateDirectory(environment: environment)! + "/instancepoller.db")
+        #expect(config.storeDirectoryIsDefault)
+        #expect(config.runtimeDirectory == ControllerConfig.defaultRuntimeDirectory(environment: environment))
         let relative = try Self.parse("store: ../data/m.db\nruntime_directory: /run/ip\n" + Self.minimal)
         #expect(relative.storePath == "/etc/data/m.db")
+        #expect(!relative.storeDirectoryIsDefault)
         #expect(relative.runtimeDirectory == "/run/ip")
+    }
+
+    /// Root never gets a guessable path in /tmp; the store's default is a
+    /// private state directory, never the config's directory.
+    @Test func defaultDirectoriesByUser() {
+        let user: [String: String] = ["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/op"]
+        #expect(ControllerConfig.defaultRuntimeDirectory(environment: user, uid: 0) == "/run/instancepoller")
+        #expect(ControllerConfig.defaultRuntimeDirectory(environment: user, uid: 1000) == "/run/user/1000/instancepoller")
+        #expect(ControllerConfig.defaultRuntimeDirectory(environment: [:], uid: 1000) == "/tmp/instancepoller-1000")
+        #expect(ControllerConfig.defaultStateDirectory(environment: user, uid: 0) == "/var/lib/instancepoller")
+        #expect(ControllerConfig.defaultStateDirectory(environment: user, uid: 1000) == "/home/op/.local/state/instancepoller")
+        #expect(ControllerConfig.defaultStateDirectory(environment: ["XDG_STATE_HOME": "/srv/state", "HOME": "/home/op"], uid: 1000) == "/srv/state/instancepoller")
+        #expect(ControllerConfig.defaultStateDirectory(environment: [:], uid: 1000) == nil)
+    }
+
+    /// StrictModes: group- or world-writable configs are refused; inline
+    /// secrets others can read are a warning (a credential file is not).
+    @Test func theConfigFileIsTrustedByModeAndOwner() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("config.yaml")
+        let inline = Self.minimal + "credentials:\n  - {provider: aws, name: main, auth_type: token, attributes: {token: t0ken-secret}}\n"
+        try inline.write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+        let readable = try ControllerConfig.load(path: path, environment: [:])
+        #expect(readable.warnings == ["\(path) holds credential attributes and has mode 0644, so other users can read them; chmod 600 it, or move them to a credential file"])
+        chmod(path, 0o600)
+        #expect(try ControllerConfig.load(path: path, environment: [:]).warnings.isEmpty)
+        try Self.minimal.write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+        #expect(try ControllerConfig.load(path: path, environment: [:]).warnings.isEmpty, "no secrets in it")
+
+        chmod(path, 0o620)
+        #expect { try ControllerConfig.load(path: path, environment: [:]) } throws: {
+            "\($0)" == "\(path): the file has mode 0620: others can change the commands this controller runs; chmod go-w \(path)"
+        }
+        chmod(path, 0o644)
+        chmod(directory.path, 0o777)
+        #expect { try ControllerConfig.load(path: path, environment: [:]) } throws: {
+            "\($0)".hasPrefix("\(path): its \(directory.path): directory has mode 0777: others can rename what it holds")
+        }
+        chmod(directory.path, 0o700)
     }
 
     @Test func theShimGetsOnlyTheAllowlistedEnvironment() throws {

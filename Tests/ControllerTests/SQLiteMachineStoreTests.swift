@@ -112,6 +112,50 @@ struct SQLiteMachineStoreTests {
         #expect(try FileManager.default.attributesOfItem(atPath: fixture.path)[.size] as? Int == 0)
     }
 
+    @Test func aLinkInPlaceOfTheDatabaseOrItsWALIsNeverFollowed() async throws {
+        for suffix in ["", "-wal", "-shm"] {
+            let fixture = try StoreFixture()
+            defer { fixture.remove() }
+            let victim = fixture.directory.file("victim")
+            #expect(FileManager.default.createFile(atPath: victim, contents: Data("keep".utf8), attributes: [.posixPermissions: 0o600]))
+            #expect(symlink(victim, fixture.path + suffix) == 0)
+            let error = #expect(throws: StoreError.self) { try fixture.open() }
+            #expect(error?.message.contains("store \(fixture.path + suffix): is a symbolic link") == true, "\(String(describing: error))")
+            #expect(FileManager.default.contents(atPath: victim) == Data("keep".utf8))
+        }
+    }
+
+    @Test func aDirectoryOthersCanRenameFilesInIsRefused() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let shared = fixture.directory.file("shared")
+        #expect(mkdir(shared, 0o777) == 0 && chmod(shared, 0o777) == 0)
+        let path = "\(shared)/machines.db"
+        let error = #expect(throws: StoreError.self) {
+            try SQLiteMachineStore(path: path, clock: fixture.clock, logger: fixture.logs.logger())
+        }
+        #expect(error?.message == "store \(shared): directory has mode 0777: others can rename what it holds; chmod go-w it, or use a private directory")
+        #expect(!FileManager.default.fileExists(atPath: path))
+        // Sticky, as /tmp is: our own files there are ours to keep.
+        chmod(shared, 0o1777)
+        let store = try SQLiteMachineStore(path: path, clock: fixture.clock, logger: fixture.logs.logger())
+        try store.close()
+    }
+
+    @Test func theDefaultStateDirectoryIsCreatedPrivate() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let path = fixture.directory.file("state/instancepoller/instancepoller.db")
+        let store = try SQLiteMachineStore(path: path, createDirectory: true, clock: fixture.clock, logger: fixture.logs.logger())
+        try await store.addMachine(Self.machine("m1"))
+        try store.close()
+        #expect(try SocketFiles.mode(fixture.directory.file("state/instancepoller")) == 0o700)
+        #expect(try SocketFiles.mode(path) == 0o600)
+        let reopened = try SQLiteMachineStore(path: path, createDirectory: true, clock: fixture.clock, logger: fixture.logs.logger())
+        #expect(try await reopened.machines().map(\.id) == ["m1"])
+        try reopened.close()
+    }
+
     @Test func anInMemoryStoreWorks() async throws {
         let store = try SQLiteMachineStore.inMemory(clock: ManualPollClock(), logger: LogCapture().logger())
         try await store.addMachine(Self.machine("m1"))
