@@ -18,7 +18,8 @@ struct ControllerOptions: ParsableArguments {
     var format: OutputFormat = .table
 
     /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
-    /// else the default ($XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-<uid>).
+    /// else the default (/run/instancepoller for root; else
+    /// $XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-<uid>).
     func runtimeDirectory() throws -> String {
         if let runtimeDir { return runtimeDir }
         if let config {
