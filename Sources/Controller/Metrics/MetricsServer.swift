@@ -76,7 +76,10 @@ public final class MetricsServer: Sendable {
                         )
                         throw Unusable(description: "too many connections")
                     }
-                    channel.closeFuture.whenComplete { _ in counters.closeConnection() }
+                    channel.closeFuture.whenComplete { _ in
+                        let open = counters.closeConnection()
+                        logger.trace("metrics connection closed", metadata: peer.merging(["open": "\(open)"]) { $1 })
+                    }
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(IdleStateHandler(allTimeout: .nanoseconds(limits.idleTimeout.totalNanoseconds)))
                     try pipeline.addHandler(RequestHeadGuard(limits: limits, counters: counters, peer: peer, logger: logger))
@@ -256,7 +259,7 @@ private final class MetricsHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateEvent, idle == .all {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
             counters.hit(.idleTimeout, "closing idle metrics connection", metadata: peer, logger: logger)
             context.close(promise: nil)
             return
