@@ -43,6 +43,7 @@ struct ControllerConfigTests {
         #expect(config.poll == PollSettings(), "the example shows the defaults")
         #expect(config.supervision == SupervisionSettings())
         #expect(config.callTimeout == .seconds(30))
+        #expect(config.limits == LimitSettings(), "the example shows the limits' defaults")
         let demo = try #require(config.provider(named: "demo"))
         #expect(demo.shim.executable.hasSuffix("/provider-shim"))
         #expect(FileManager.default.isExecutableFile(atPath: demo.shim.executable))
@@ -140,7 +141,7 @@ struct ControllerConfigTests {
     }
 
     @Test(arguments: [
-        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, metrics, poll, supervision, providers, credentials)"),
+        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, metrics, poll, supervision, providers, credentials, limits)"),
         ("store: x.db\n", "/etc/ip/config.yaml:1:1: no providers: the config needs at least one under providers"),
         ("poll: {short_poll: soon}\n", "/etc/ip/config.yaml:1:20: poll.short_poll: expected a duration such as 90s, 250ms or 2m, not \"soon\""),
         ("poll: {short_poll: 10s, short_poll_cap: 5s}\n", "/etc/ip/config.yaml:1:7: poll: short poll cap must not be below the short poll interval"),
@@ -232,6 +233,90 @@ struct ControllerConfigTests {
                 #expect(!error.description.contains("\n"), "\(error.description.debugDescription)")
                 #expect(error.description.hasPrefix("/etc/ip.yaml:"))
             }
+        }
+    }
+
+    // MARK: Limits
+
+    @Test func limitsAndTheirDefaults() throws {
+        let defaults = try Self.parse(Self.minimal).limits
+        #expect(defaults.control == ServerLimits(), "the control socket gets the servers' defaults")
+        #expect(defaults.metrics == MetricsServer.Limits())
+        let config = try Self.parse(Self.minimal + """
+            limits:
+              control_connections: 10
+              metrics_connections: 3
+              idle_timeout: 2s
+              frame_timeout: 500ms
+              header_timeout: 1s
+              header_size: 1KiB
+              requests_per_connection: 4
+              request_memory: 16MiB
+
+            """)
+        let control = config.limits.control
+        #expect(control.maxConnections == 10)
+        #expect(control.idleTimeout == .seconds(2))
+        #expect(control.frameTimeout == .milliseconds(500))
+        #expect(control.requestsPerConnection == 4)
+        #expect(control.bufferedRequestMemory == 16 << 20)
+        #expect(config.limits.metrics == MetricsServer.Limits(
+            maxConnections: 3, idleTimeout: .seconds(2), headerTimeout: .seconds(1), maxHeaderBytes: 1024
+        ))
+        #expect(try Self.parse(Self.minimal + "limits: {request_memory: 8388608, header_size: 512B}\n").limits.requestMemory == 8 << 20)
+    }
+
+    @Test(arguments: [
+        ("limits: {control_connections: 0}", "5:31: limits.control_connections: must be from 1 to 1000000"),
+        ("limits: {metrics_connections: -1}", "5:31: limits.metrics_connections: expected a whole number ≥ 0"),
+        ("limits: {idle_timeout: 0s}", "5:24: limits.idle_timeout: must be more than zero"),
+        ("limits: {frame_timeout: later}", "5:25: limits.frame_timeout: expected a duration such as 90s, 250ms or 2m, not \"later\""),
+        ("limits: {header_size: 10}", "5:23: limits.header_size: must be from 256 to 1048576 bytes"),
+        ("limits: {request_memory: 1MiB}", "5:26: limits.request_memory: must be from 4194314 to 1099511627776 bytes"),
+        ("limits: {request_memory: lots}", "5:26: limits.request_memory: expected a size such as 8192, 64KiB or 64MiB, not \"lots\""),
+        ("limits: {requests_per_connection: 0}", "5:35: limits.requests_per_connection: must be from 1 to 100000"),
+        ("limits: {connections: 5}", "5:10: limits: unknown key \"connections\" (expected one of: control_connections, metrics_connections, idle_timeout, frame_timeout, header_timeout, header_size, requests_per_connection, request_memory)"),
+    ])
+    func limitErrors(entry: String, expected: String) {
+        #expect(Self.error(Self.minimal + entry + "\n") == "/etc/ip/config.yaml:" + expected)
+    }
+
+    @Test func theMetricsBearerTokenComesFromAPrivateFileAndIsNeverPrinted() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let tokenFile = directory.file("metrics-token")
+        FileManager.default.createFile(atPath: tokenFile, contents: Data("s3cret-token-value\n".utf8), attributes: [.posixPermissions: 0o600])
+        let configPath = directory.file("config.yaml")
+        try ("metrics:\n  address: 127.0.0.1:0\n  bearer_token_file: metrics-token\n" + Self.minimal)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let config = try ControllerConfig.load(path: configPath, environment: [:])
+        #expect(config.metricsBearerTokenFile == tokenFile)
+        #expect(config.metricsBearerToken == MetricsBearerToken("s3cret-token-value"))
+        #expect(!"\(config)".contains("s3cret"), "the config's description redacts the token")
+        #expect(!String(reflecting: config).contains("s3cret"))
+
+        chmod(tokenFile, 0o640)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("a group-readable token file was accepted")
+        } catch {
+            #expect(error.description == "\(configPath):3:22: metrics.bearer_token_file: \(tokenFile) is readable by others (mode 640); chmod 600 it")
+        }
+        chmod(tokenFile, 0o600)
+        try "two words\n".write(toFile: tokenFile, atomically: false, encoding: .utf8)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("a token with a space was accepted")
+        } catch {
+            #expect(error.description == "\(configPath):3:22: metrics.bearer_token_file: \(tokenFile) must hold one token: a single line without spaces")
+            #expect(!error.description.contains("words"))
+        }
+        try FileManager.default.removeItem(atPath: tokenFile)
+        do {
+            _ = try ControllerConfig.load(path: configPath, environment: [:])
+            Issue.record("a missing token file was accepted")
+        } catch {
+            #expect(error.description == "\(configPath):3:22: metrics.bearer_token_file: cannot read \(tokenFile): No such file or directory")
         }
     }
 }

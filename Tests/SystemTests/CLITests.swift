@@ -255,11 +255,12 @@ struct CLITests {
 
 /// A minimal HTTP/1.1 GET over a plain socket (tests only; loopback).
 enum HTTP {
-    static func get(port: Int, path: String) async throws -> String {
+    /// - Parameter headers: extra request header lines, e.g. "Authorization: Bearer x".
+    static func get(port: Int, path: String, headers: [String] = []) async throws -> String {
         try await withTimeout(.seconds(10), "GET \(path)") {
             try await withCheckedThrowingContinuation { continuation in
                 Thread.detachNewThread {
-                    continuation.resume(with: Result { try blockingGet(port: port, path: path) })
+                    continuation.resume(with: Result { try blockingGet(port: port, path: path, headers: headers) })
                 }
             }
         }
@@ -267,7 +268,7 @@ enum HTTP {
 
     struct Failed: Error { var what: String }
 
-    private static func blockingGet(port: Int, path: String) throws -> String {
+    private static func blockingGet(port: Int, path: String, headers: [String]) throws -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failed(what: "socket") }
         defer { close(fd) }
@@ -279,7 +280,8 @@ enum HTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw Failed(what: "connect: errno \(errno)") }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        let extra = headers.map { "\($0)\r\n" }.joined()
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(extra)Connection: close\r\n\r\n".utf8)
         guard write(fd, request, request.count) == request.count else { throw Failed(what: "write") }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

@@ -134,11 +134,15 @@ struct ControllerHarness: Sendable {
     ///
     /// - Parameter descriptors: a soft limit on open descriptors to start
     ///   it with (through prlimit, which execs it: the pid is the controller's).
-    func start(logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, environment: [String: String]? = nil) async throws -> ChildProcess {
+    ///   With `hardLimit` it is the hard limit too, which the controller cannot raise.
+    func start(
+        logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, hardLimit: Bool = false, environment: [String: String]? = nil
+    ) async throws -> ChildProcess {
         let run = ["run", "--config", configPath, "--log-level", logLevel]
         let controller: ChildProcess
         if let descriptors {
-            controller = try await ChildProcess.spawn("/usr/bin/prlimit", ["--nofile=\(descriptors):", BuiltProducts.path(of: "instancepoller")] + run, environment: environment)
+            let limit = "--nofile=\(descriptors):\(hardLimit ? "\(descriptors)" : "")"
+            controller = try await ChildProcess.spawn("/usr/bin/prlimit", [limit, BuiltProducts.path(of: "instancepoller")] + run, environment: environment)
         } else {
             controller = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), run, environment: environment)
         }

@@ -2,7 +2,9 @@ import Controller
 import Core
 import Foundation
 import GRDB
+import Logging
 import NIOCore
+import SwiftProtobuf
 import Testing
 import TestSupport
 
@@ -248,7 +250,12 @@ struct FaultInjectionTests {
         let h = try ControllerHarness()
         defer { h.remove() }
         let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(2))))
-        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        // Room for every dripper (the default cap is 256), and for the
+        // whole test before their unfinished frames time out.
+        try h.writeConfig(
+            providers: [h.fakeProvider("cloud", scenario: scenario)],
+            settings: ControllerHarness.fastSettings + "\nlimits: {control_connections: \(connections + 100), frame_timeout: 120s}"
+        )
         // The soft descriptor limit most services start with; the
         // controller raises it to the hard limit itself.
         let controller = try await h.start(limitingDescriptorsTo: 1_024)
@@ -363,5 +370,212 @@ struct FaultInjectionTests {
         #expect(try await h.stop(controller) == 0)
         #expect(h.processesOfThisTest().isEmpty)
         Self.report("bad-frames", ["sockets": sockets.count, "answered_as_expected": answered, "of": 4 * sockets.count, "shim_downs": shimDowns])
+    }
+}
+
+/// The servers' limits against floods from a client of the same user.
+extension FaultInjectionTests {
+    /// The metrics port from `serving metrics address=http://127.0.0.1:PORT/metrics`.
+    static func metricsPort(_ controller: ChildProcess) async throws -> Int {
+        let serving = try await controller.stderrLines.waitForLine(containing: "serving metrics")
+        let url = try #require(logValue("address", in: serving.line))
+        return try #require(url.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+    }
+
+    @Test func aDescriptorFloodOnBothServersIsCappedAndTheControllerServesThroughAndAfterIt() async throws {
+        let controlFlood = Self.count("FAULT_FLOOD_CONTROL", 1_000)
+        let metricsFlood = Self.count("FAULT_FLOOD_METRICS", 1_500)
+        let (controlCap, metricsCap) = (64, 16)
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(2))))
+        try h.writeConfig(
+            providers: [h.fakeProvider("cloud", scenario: scenario)],
+            settings: ControllerHarness.fastSettings + """
+
+                metrics:
+                  address: 127.0.0.1:0
+                limits:
+                  control_connections: \(controlCap)
+                  metrics_connections: \(metricsCap)
+                  header_timeout: 120s
+                """
+        )
+        // 1 024 descriptors, soft and hard: the flood alone is larger.
+        let controller = try await h.start(logLevel: "trace", limitingDescriptorsTo: 1_024, hardLimit: true)
+        let port = try await Self.metricsPort(controller)
+        let shims = try await h.waitForShims(controller, count: 1)
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge") { $0["m1"]?.addressValues == ["10.2.0.1"] }
+        let baseline = ProcessTree.openDescriptors(of: controller.pid)
+
+        // Half-open connections to the metrics port: all but the cap are closed at once.
+        var metricsFDs: [Int32] = []
+        var controlFDs: [Int32] = []
+        defer { for fd in metricsFDs + controlFDs { close(fd) } }
+        for _ in 0..<metricsFlood { metricsFDs.append(try SocketFiles.connectTCP(port: port)) }
+        let refusedMetrics = SocketFiles.waitForPeerCloses(metricsFDs, count: metricsFlood - metricsCap)
+        #expect(refusedMetrics.count == metricsFlood - metricsCap)
+        #expect(try await h.cli(["status"]).status == 0, "the control socket is not affected")
+
+        // Idle connections to the control socket: likewise.
+        for _ in 0..<controlFlood { controlFDs.append(try SocketFiles.connect("\(h.runtimeDirectory)/control.sock")) }
+        let refusedControl = SocketFiles.waitForPeerCloses(controlFDs, count: controlFlood - controlCap)
+        #expect(refusedControl.count == controlFlood - controlCap)
+        let held = ProcessTree.openDescriptors(of: controller.pid) - baseline
+        #expect(held <= controlCap + metricsCap + 8, "the controller holds at most the caps: \(held) descriptors over the baseline")
+
+        // A shim restart still gets its descriptors.
+        let mark = controller.stderrLines.lines.count
+        kill(shims[0], SIGKILL)
+        let restarted = try await h.waitForShims(controller, count: 1, from: mark)
+        #expect(restarted != shims)
+        try await h.add("m2", provider: "cloud", instance: "i-2")
+        try await h.waitForMachines("m2 to converge during the flood") { $0["m2"]?.addressValues == ["10.2.0.2"] }
+
+        // The flood ends: the operator is served at once.
+        let released = controller.stderrLines.lines.count
+        for fd in controlFDs { close(fd) }
+        controlFDs.removeAll()
+        try await controller.stderrLines.waitForLine(from: released, "the control connections to close") {
+            $0.contains("connection closed") && $0.contains("control.sock") && logValue("open", in: $0) == "0"
+        }
+        let status = try await h.cli(["status"])
+        #expect(status.status == 0, "status after the flood: \(status.stderr)")
+        for fd in metricsFDs { close(fd) }
+        metricsFDs.removeAll()
+        try await controller.stderrLines.waitForLine(from: released, "the metrics connections to close") {
+            $0.contains("metrics connection closed") && logValue("open", in: $0) == "0"
+        }
+        let metrics = try await HTTP.get(port: port, path: "/metrics")
+        #expect(metrics.hasPrefix("HTTP/1.1 200 OK"))
+        func value(_ series: String) -> Int? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+                .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) }
+        }
+        let controlRefusals = value("instancepoller_server_limit_hits_total{server=\"control\",limit=\"connections\"}") ?? 0
+        let metricsRefusals = value("instancepoller_server_limit_hits_total{server=\"metrics\",limit=\"connections\"}") ?? 0
+        #expect(controlRefusals == controlFlood - controlCap)
+        #expect(metricsRefusals == metricsFlood - metricsCap)
+        #expect(value("instancepoller_server_connections{server=\"control\"}") == 0)
+        #expect(!controller.stderrLines.lines.contains { $0.contains("Too many open files") })
+        let warnings = controller.stderrLines.lines.filter { $0.contains("refused connection:") && $0.contains("limit=connections") }
+        #expect(!warnings.isEmpty && warnings.count < 50, "refusals are logged, rate-limited: \(warnings.count) lines")
+        #expect(try await h.stop(controller) == 0)
+        Self.report("connection-flood", [
+            "control_flood": controlFlood, "metrics_flood": metricsFlood, "descriptors_held": held,
+            "control_refused": controlRefusals, "metrics_refused": metricsRefusals,
+        ])
+    }
+
+    @Test func manyEventsLongPollsShareOneStoreWatcher() async throws {
+        let callers = Self.count("FAULT_EVENTS_POLLS", 800)
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(1))))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start(logLevel: "info")
+        _ = try await h.waitForShims(controller, count: 1)
+        let quiet = Logger(label: "events-client") { _ in SwiftLogNoOpLogHandler() }
+        var clients: [RPCClient] = []
+        for _ in 0..<8 {
+            clients.append(try await RPCClient.connect(unixSocketPath: "\(h.runtimeDirectory)/control.sock", logger: quiet))
+        }
+        let connections = clients
+
+        /// `count` concurrent Events calls waiting `wait` past the log's end;
+        /// the controller's CPU time over them, and their answers.
+        func longPolls(_ count: Int, wait: Duration, during: @Sendable () async throws -> Void = {}) async throws
+            -> (cpu: Duration, elapsed: Duration, answers: [Instancepoller_Control_V1_EventsResponse])
+        {
+            let after = try await h.store.latestRevision()
+            let before = try #require(ProcessTree.cpuTime(of: controller.pid))
+            let start = ContinuousClock.now
+            let answers = try await withThrowingTaskGroup(of: Instancepoller_Control_V1_EventsResponse.self) { group in
+                for index in 0..<count {
+                    group.addTask {
+                        try await connections[index % connections.count].call(
+                            ControlV1.events, .with { $0.afterRevision = after; $0.waitNano = wait.totalNanoseconds }, timeout: wait + .seconds(30)
+                        )
+                    }
+                }
+                try await during()
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let elapsed = ContinuousClock.now - start
+            let cpu = try #require(ProcessTree.cpuTime(of: controller.pid)) - before
+            return (cpu, elapsed, answers)
+        }
+
+        // The same calls waiting 2 s and 6 s: the difference is what 4 s of
+        // waiting costs (taking and answering the calls costs the same).
+        // One watcher reads the log 10 times a second whoever waits; a
+        // watcher per call would read it 8 000 times a second.
+        let short = try await longPolls(callers, wait: .seconds(2))
+        let long = try await longPolls(callers, wait: .seconds(6))
+        #expect(short.answers.count == callers && long.answers.count == callers)
+        #expect((short.answers + long.answers).allSatisfy { $0.events.isEmpty })
+        let waiting = long.cpu - short.cpu
+        #expect(
+            waiting < .milliseconds(400),
+            "4 s more of \(callers) waiting calls cost \(waiting) of CPU (\(short.cpu) over \(short.elapsed), \(long.cpu) over \(long.elapsed))"
+        )
+        // A change wakes every waiting call at once, long before its wait ends.
+        let woken = try await longPolls(callers, wait: .seconds(30)) {
+            try await h.add("m1", provider: "cloud", instance: "i-1")
+        }
+        #expect(woken.answers.allSatisfy { $0.events.contains { $0.machineID == "m1" } })
+        #expect(woken.elapsed < .seconds(10), "woken by the change, not by the wait's end: \(woken.elapsed)")
+        for client in clients { await client.close() }
+        #expect(try await h.stop(controller) == 0)
+        Self.report("events-long-polls", [
+            "callers": callers, "cpu_ms_2s": Int(short.cpu / .milliseconds(1)), "cpu_ms_6s": Int(long.cpu / .milliseconds(1)),
+            "woken_ms": Int(woken.elapsed / .milliseconds(1)),
+        ])
+    }
+
+    @Test func aThousandConnectionsEachSendingMostOfA4MiBFrameStayWithinTheRequestMemoryBudget() async throws {
+        let connections = Self.count("FAULT_PARTIAL_FRAMES", 1_000)
+        let budget = 64 << 20
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances(Array(Self.instances.prefix(1))))
+        // Every connection is admitted: the memory budget alone bounds them.
+        try h.writeConfig(
+            providers: [h.fakeProvider("cloud", scenario: scenario)],
+            settings: ControllerHarness.fastSettings + "\nlimits: {control_connections: \(connections + 100), frame_timeout: 120s, request_memory: 64MiB}"
+        )
+        let controller = try await h.start(logLevel: "info")
+        _ = try await h.waitForShims(controller, count: 1)
+        let before = try #require(ProcessTree.residentBytes(of: controller.pid))
+
+        // Each announces 4 MiB - 1 bytes of request and sends all but the last byte.
+        var head = ByteBuffer()
+        head.writeFrameHeader(FrameHeader(dataLength: UInt32(FrameHeader.maxDataLength - 1), streamID: 1, type: .request))
+        let frame = Array(head.readableBytesView) + [UInt8](repeating: 0x0A, count: FrameHeader.maxDataLength - 2)
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        for _ in 0..<connections {
+            let fd = try SocketFiles.connect("\(h.runtimeDirectory)/control.sock")
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            fds.append(fd)
+            // Blocks while the controller reads; fails once it closes the connection.
+            _ = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        let closed = SocketFiles.waitForPeerCloses(fds, count: connections - budget / FrameHeader.maxDataLength)
+        let after = try #require(ProcessTree.residentBytes(of: controller.pid))
+        let peak = try #require(ProcessTree.residentBytes(of: controller.pid, peak: true))
+        #expect(closed.count >= connections - budget / FrameHeader.maxDataLength, "connections past the budget are closed")
+        #expect(peak - before < budget + (128 << 20), "peak RSS \(peak >> 20) MiB from \(before >> 20) MiB")
+        // The operator is still served.
+        let status = try await h.cli(["status"])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(try await h.stop(controller) == 0)
+        Self.report("partial-frame-flood", [
+            "connections": connections, "closed_over_budget": closed.count,
+            "rss_before_mib": before >> 20, "rss_after_mib": after >> 20, "rss_peak_mib": peak >> 20,
+        ])
+        print("partial-frame flood: \(connections) connections, \(closed.count) closed over budget, RSS \(before >> 20) MiB before, \(after >> 20) MiB after, peak \(peak >> 20) MiB")
     }
 }

@@ -235,3 +235,40 @@ struct SecurityTests {
         }
     }
 }
+
+extension SecurityTests {
+    @Test func metricsWithABearerTokenAnswer401WithoutItAndNeverLogIt() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let token = "tok-\(UUID().uuidString)"
+        let tokenFile = h.directory.file("metrics-token")
+        FileManager.default.createFile(atPath: tokenFile, contents: Data("\(token)\n".utf8), attributes: [.posixPermissions: 0o600])
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
+        try h.writeConfig(
+            providers: [h.fakeProvider("cloud", scenario: scenario)],
+            settings: ControllerHarness.fastSettings + "\nmetrics:\n  address: 127.0.0.1:0\n  bearer_token_file: metrics-token"
+        )
+        let controller = try await h.start(logLevel: "trace")
+        let serving = try await controller.stderrLines.waitForLine(containing: "serving metrics")
+        #expect(logValue("bearer_token", in: serving.line) == "required")
+        let url = try #require(logValue("address", in: serving.line))
+        let port = try #require(url.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+
+        let without = try await HTTP.get(port: port, path: "/metrics")
+        #expect(without.hasPrefix("HTTP/1.1 401 Unauthorized"), "\(without.prefix(80))")
+        #expect(without.contains("WWW-Authenticate: Bearer"))
+        #expect(!without.contains("instancepoller_"))
+        let wrong = try await HTTP.get(port: port, path: "/metrics", headers: ["Authorization: Bearer \(token.dropLast())"])
+        #expect(wrong.hasPrefix("HTTP/1.1 401 Unauthorized"))
+        let right = try await HTTP.get(port: port, path: "/metrics", headers: ["Authorization: Bearer \(token)"])
+        #expect(right.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(right.contains("instancepoller_server_limit_hits_total{server=\"metrics\",limit=\"unauthorized\"} 2"))
+        #expect(right.contains("instancepoller_server_connections{server=\"control\"}"))
+        #expect(!right.contains(token))
+
+        #expect(try await h.stop(controller) == 0)
+        let lines = controller.stderrLines.lines
+        #expect(lines.contains { $0.contains("refused a metrics request without the bearer token") })
+        #expect(!lines.contains { $0.contains(token) }, "the token is never logged, at any level")
+    }
+}

@@ -65,4 +65,15 @@ public enum ProcessTree {
         let fields = line.dropFirst("Max open files".count).split(separator: " ")
         return fields.count >= 2 ? (String(fields[0]), String(fields[1])) : nil
     }
+
+    /// The resident memory of `pid` (VmRSS; with `peak`, its high-water
+    /// mark VmHWM), or nil if it is gone.
+    public static func residentBytes(of pid: Int32, peak: Bool = false) -> Int? {
+        let field = peak ? "VmHWM:" : "VmRSS:"
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
+              let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return nil }
+        return kib * 1024
+    }
 }

@@ -25,10 +25,13 @@ public final class RawConnection: Sendable {
         }
     }
 
-    public init(unixSocketPath: String) async throws {
+    /// - Parameter reading: false: nothing is read from the socket until
+    ///   ``startReading()`` (a client that leaves its answers unread).
+    public init(unixSocketPath: String, reading: Bool = true) async throws {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: FrameDecoderOutput.self)
         frames = stream
         channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.autoRead, value: reading)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
@@ -37,6 +40,18 @@ public final class RawConnection: Sendable {
             }
             .connect(unixDomainSocketPath: unixSocketPath)
             .get()
+    }
+
+    /// Reads from the socket from now on (see `init`'s `reading`).
+    public func startReading() async throws {
+        try await channel.setOption(.autoRead, value: true)
+        channel.read()
+    }
+
+    /// Writes without waiting for the bytes to leave (they may not, if the
+    /// peer stops reading).
+    public func writeWithoutWaiting(_ bytes: ByteBuffer) {
+        channel.writeAndFlush(bytes, promise: nil)
     }
 
     public func write(_ bytes: ByteBuffer) async throws {

@@ -36,6 +36,45 @@ public enum SocketFiles {
         return fd
     }
 
+    /// A TCP connection to 127.0.0.1:`port` (blocking).
+    public static func connectTCP(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            let error = POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Waits (in poll(2), up to `limit`) until `count` of `descriptors`
+    /// have been closed by their peer (end of file or reset); returns the
+    /// ones closed. Reads and drops whatever else arrives.
+    public static func waitForPeerCloses(_ descriptors: [Int32], count: Int, limit: Duration = .seconds(20)) -> Set<Int32> {
+        var closed = Set<Int32>()
+        let deadline = ContinuousClock.now + limit
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while closed.count < count, ContinuousClock.now < deadline {
+            var fds = descriptors.filter { !closed.contains($0) }.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let remaining = deadline - ContinuousClock.now
+            let ready = poll(&fds, nfds_t(fds.count), Int32(max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)))
+            if ready <= 0 { continue }
+            for entry in fds where entry.revents != 0 {
+                let n = recv(entry.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { closed.insert(entry.fd) }
+            }
+        }
+        return closed
+    }
+
     /// The permission bits of a file, e.g. 0o600.
     public static func mode(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue

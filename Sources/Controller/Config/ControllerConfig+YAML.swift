@@ -129,7 +129,7 @@ extension ControllerConfig {
 
 extension YAMLReader {
     func controllerConfig(_ root: Node, environment: [String: String]) throws(YAMLFileError) -> ControllerConfig {
-        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials"])
+        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits"])
         var config = ControllerConfig(
             file: file,
             storePath: "",
@@ -154,7 +154,7 @@ extension YAMLReader {
             }
         }
         if let node = top["metrics"] {
-            let fields = try mapping(node, "metrics", allowed: ["address"])
+            let fields = try mapping(node, "metrics", allowed: ["address", "bearer_token_file"])
             if let addressNode = fields["address"] {
                 let text = try string(addressNode, "metrics.address")
                 guard let parsed = MetricsAddress.parse(text) else {
@@ -165,7 +165,13 @@ extension YAMLReader {
                 }
                 config.metricsAddress = text
             }
+            if let tokenNode = fields["bearer_token_file"] {
+                let token = try bearerToken(tokenNode, "metrics.bearer_token_file")
+                config.metricsBearerTokenFile = token.path
+                config.metricsBearerToken = token.token
+            }
         }
+        if let node = top["limits"] { config.limits = try limits(node) }
         if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node) }
         if let node = top["supervision"] { config.supervision = try supervision(node) }
         guard let providersNode = top["providers"] else {

@@ -19,6 +19,12 @@ public struct ControllerConfig: Sendable {
     public var logFormat: LogFormat = .human
     /// `host:port` on loopback where Prometheus metrics are served; nil: off.
     public var metricsAddress: String?
+    /// `metrics.bearer_token_file`, and the token it holds: required on
+    /// `/metrics` when set.
+    public var metricsBearerTokenFile: String?
+    public var metricsBearerToken: MetricsBearerToken?
+    /// Bounds on the control socket's and the metrics endpoint's clients.
+    public var limits = LimitSettings()
     public var poll = PollSettings()
     /// Bound of each provider call.
     public var callTimeout: Duration = .seconds(30)

@@ -30,13 +30,21 @@ public struct ControlService: Sendable {
     let clock: any PollClock
     let environment: [String: String]
     let logger: Logger
+    /// Wakes every waiting `Events` call from one watcher of the store.
+    public let eventsFeed: EventsFeed
 
-    public init(identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String], logger: Logger) {
+    /// - Parameter eventsFeed: shared by the `Events` long polls; nudge it
+    ///   on this process's store changes. Default: one on `store`.
+    public init(
+        identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String],
+        eventsFeed: EventsFeed? = nil, logger: Logger
+    ) {
         self.identity = identity
         self.store = store
         self.fleet = fleet
         self.clock = clock
         self.environment = environment
+        self.eventsFeed = eventsFeed ?? EventsFeed(store: store, clock: clock)
         self.logger = logger
     }
 
@@ -316,11 +324,16 @@ public struct ControlService: Sendable {
         guard request.waitNano >= 0 else { throw RPCError(.invalidArgument, "wait_nano: must not be negative") }
         var found = try await store.events(after: request.afterRevision, limit: limit)
         if found.isEmpty, request.waitNano > 0 {
-            let watcher = MachineWatcher(store: store, clock: clock, interval: .milliseconds(100), batchLimit: limit)
-            found = await firstWithin(.nanoseconds(request.waitNano)) {
-                var iterator = watcher.batches(after: request.afterRevision).makeAsyncIterator()
-                return (try? await iterator.next()) ?? []
-            } ?? []
+            // One shared watcher wakes the call; only then is the log read
+            // again, for this caller's events.
+            let feed = eventsFeed
+            let woken = await firstWithin(.nanoseconds(request.waitNano)) {
+                await feed.wait(after: request.afterRevision)
+                return true
+            } ?? false
+            if woken, !Task.isCancelled {
+                found = try await store.events(after: request.afterRevision, limit: limit)
+            }
         }
         let latest = try await store.latestRevision()
         return .with {

@@ -1,4 +1,5 @@
 public import Prometheus
+internal import Synchronization
 
 /// The controller's Prometheus metrics (SPEC 6.6), in one registry that the
 /// metrics endpoint serves. Labels never carry a secret: provider and
@@ -14,15 +15,28 @@ public import Prometheus
 /// | `instancepoller_credential_valid` | provider, credential (1 usable, 0 invalid) |
 /// | `instancepoller_shim_up` | provider (1 serving, 0 down) |
 /// | `instancepoller_shim_restarts_total` | provider |
+/// | `instancepoller_server_connections` | server (control, metrics) |
+/// | `instancepoller_server_buffered_request_bytes` | server |
+/// | `instancepoller_server_limit_hits_total` | server, limit (connections, idle_timeout, frame_timeout, request_memory, backpressure, peer, header_timeout, header_size, unauthorized) |
 public final class ControllerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
+    private let scrapeHooks = Mutex<[@Sendable () -> Void]>([])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
     }
 
-    /// The text exposition format.
-    public func render() -> String { registry.emitToString() }
+    /// The text exposition format; gauges read at scrape time are
+    /// refreshed first.
+    public func render() -> String {
+        for hook in scrapeHooks.withLock({ $0 }) { hook() }
+        return registry.emitToString()
+    }
+
+    /// Runs `hook` before each render, e.g. to set gauges from a server.
+    public func onScrape(_ hook: @escaping @Sendable () -> Void) {
+        scrapeHooks.withLock { $0.append(hook) }
+    }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "instancepoller", metricName: metric, unitName: unit, helpText: help)
@@ -36,6 +50,13 @@ public final class ControllerMetrics: Sendable {
     static var credentialValid: MetricNameDescriptor { name("credential_valid", "", "1 while a credential is usable, 0 once it is found invalid.") }
     static var shimUp: MetricNameDescriptor { name("shim_up", "", "1 while the provider's shim serves, 0 while it is down.") }
     static var shimRestarts: MetricNameDescriptor { name("shim_restarts", "total", "Restarts of the provider's shim.") }
+    static var serverConnections: MetricNameDescriptor { name("server_connections", "", "Open client connections, by server.") }
+    static var serverBuffered: MetricNameDescriptor {
+        name("server_buffered_request", "bytes", "Request bytes read but not yet served (unfinished frames and queued frames), by server.")
+    }
+    static var serverLimitHits: MetricNameDescriptor {
+        name("server_limit_hits", "total", "Times a server limit refused, closed or paused a client connection, by server and limit.")
+    }
 
     static let durationBuckets: [Duration] = [
         .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
@@ -71,5 +92,16 @@ public final class ControllerMetrics: Sendable {
 
     public func shimRestarted(provider: String) {
         registry.makeCounter(descriptor: Self.shimRestarts, labels: [("provider", provider)]).increment()
+    }
+
+    /// A server's limit was hit.
+    public func serverLimitHit(server: String, limit: String) {
+        registry.makeCounter(descriptor: Self.serverLimitHits, labels: [("server", server), ("limit", limit)]).increment()
+    }
+
+    /// A server's open connections and buffered request bytes now.
+    public func server(_ server: String, connections: Int, bufferedRequestBytes: Int) {
+        registry.makeGauge(descriptor: Self.serverConnections, labels: [("server", server)]).set(to: Double(connections))
+        registry.makeGauge(descriptor: Self.serverBuffered, labels: [("server", server)]).set(to: Double(bufferedRequestBytes))
     }
 }

@@ -1,13 +1,21 @@
+public import Core
 public import Logging
 internal import NIOCore
 internal import NIOHTTP1
 internal import NIOPosix
+internal import Foundation
 
 /// Serves ``ControllerMetrics`` in the Prometheus text format at
 /// `GET /metrics` on a loopback address (opt-in: `metrics.address` in the
-/// config). Anything else is 404; only GET and HEAD are answered.
+/// config). Anything else is 404; only GET and HEAD are answered. With a
+/// bearer token, `/metrics` answers 401 to a request without it.
+///
+/// Bounded like the control socket (see ``Limits``): open connections, idle
+/// time, the time and size of a request head; hits are counted in
+/// `instancepoller_server_limit_hits_total{server="metrics"}`.
 public final class MetricsServer: Sendable {
     private let channel: any Channel
+    private let counters: ServerLimitCounters
     /// The bound address, e.g. "127.0.0.1:9464" (port 0 in the config picks a free one).
     public let address: String
 
@@ -15,17 +23,68 @@ public final class MetricsServer: Sendable {
         public var description: String
     }
 
+    public struct Limits: Sendable, Hashable {
+        /// Open connections; more are accepted and closed at once.
+        public var maxConnections: Int
+        /// A connection that neither sends nor receives for this long is closed.
+        public var idleTimeout: Duration
+        /// A request head must be complete this soon after connecting.
+        public var headerTimeout: Duration
+        /// The most bytes a request (its head) may take; larger ones get 431.
+        public var maxHeaderBytes: Int
+
+        public init(maxConnections: Int = 64, idleTimeout: Duration = .seconds(300), headerTimeout: Duration = .seconds(5), maxHeaderBytes: Int = 8192) {
+            self.maxConnections = maxConnections
+            self.idleTimeout = idleTimeout
+            self.headerTimeout = headerTimeout
+            self.maxHeaderBytes = maxHeaderBytes
+        }
+    }
+
     /// Binds `host:port`; the host must be a loopback address.
-    public static func bind(host: String, port: Int, metrics: ControllerMetrics, logger: Logger) async throws -> MetricsServer {
+    ///
+    /// - Parameter bearerToken: when set, `/metrics` requires
+    ///   `Authorization: Bearer <token>`.
+    public static func bind(
+        host: String,
+        port: Int,
+        metrics: ControllerMetrics,
+        limits: Limits = Limits(),
+        bearerToken: MetricsBearerToken? = nil,
+        logger: Logger
+    ) async throws -> MetricsServer {
         guard MetricsAddress.isLoopback(host) else {
             throw Unusable(description: "metrics address \(host) is not a loopback address (use 127.0.0.1 or ::1)")
         }
+        let counters = ServerLimitCounters(server: "metrics") { limit in
+            metrics.serverLimitHit(server: "metrics", limit: limit.rawValue)
+        }
+        metrics.onScrape {
+            let stats = counters.stats
+            metrics.server("metrics", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
+        }
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 128)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHandler(metrics: metrics))
+                    let peer: Logger.Metadata = ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"]
+                    guard counters.openConnection(cap: limits.maxConnections) else {
+                        counters.hit(
+                            .connections, "refused metrics connection: \(limits.maxConnections) connections are open, the most it serves",
+                            metadata: peer, logger: logger
+                        )
+                        throw Unusable(description: "too many connections")
+                    }
+                    channel.closeFuture.whenComplete { _ in
+                        let open = counters.closeConnection()
+                        logger.trace("metrics connection closed", metadata: peer.merging(["open": "\(open)"]) { $1 })
+                    }
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(IdleStateHandler(allTimeout: .nanoseconds(limits.idleTimeout.totalNanoseconds)))
+                    try pipeline.addHandler(RequestHeadGuard(limits: limits, counters: counters, peer: peer, logger: logger))
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(MetricsHandler(metrics: metrics, token: bearerToken, counters: counters, peer: peer, logger: logger))
                 }
             }
         let channel: any Channel
@@ -36,14 +95,18 @@ public final class MetricsServer: Sendable {
         }
         let bound = channel.localAddress
         let address = "\(bound?.ipAddress ?? host):\(bound?.port ?? port)"
-        logger.info("serving metrics", metadata: ["address": "http://\(address)/metrics"])
-        return MetricsServer(channel: channel, address: address)
+        logger.info("serving metrics", metadata: ["address": "http://\(address)/metrics", "bearer_token": "\(bearerToken == nil ? "off" : "required")"])
+        return MetricsServer(channel: channel, address: address, counters: counters)
     }
 
-    private init(channel: any Channel, address: String) {
+    private init(channel: any Channel, address: String, counters: ServerLimitCounters) {
         self.channel = channel
         self.address = address
+        self.counters = counters
     }
+
+    /// Open connections and the limits hit so far.
+    public var limitStats: ServerLimitStats { counters.stats }
 
     public func close() async {
         try? await channel.close()
@@ -74,22 +137,153 @@ public enum MetricsAddress {
     }
 }
 
-private final class MetricsHandler: ChannelInboundHandler, Sendable {
+/// The secret `/metrics` requires when set (`metrics.bearer_token_file`).
+/// Never printed: its description is redacted.
+public struct MetricsBearerToken: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
+    let value: [UInt8]
+
+    public init?(_ text: String) {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty, !trimmed.contains(where: { $0.isWhitespace || $0.isNewline }) else { return nil }
+        value = Array(trimmed.utf8)
+    }
+
+    /// Whether `header` is `Bearer <this token>`, in time that does not
+    /// depend on where the token differs.
+    func accepts(authorization header: String?) -> Bool {
+        guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return false }
+        let offered = Array(header.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        return Self.constantTimeEqual(offered, value)
+    }
+
+    /// Every byte of the longer input is looked at whatever differs.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for index in 0..<max(a.count, b.count) {
+            let x = index < a.count ? a[index] : 0
+            let y = index < b.count ? b[index] : 0
+            difference |= x ^ y
+        }
+        return difference == 0
+    }
+
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+}
+
+/// Bounds a metrics request before HTTP parsing: its head must arrive
+/// within the header timeout and take at most `maxHeaderBytes` (the whole
+/// request counts; `/metrics` takes no body). Removes itself once the head
+/// is complete.
+private final class RequestHeadGuard: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let limits: MetricsServer.Limits
+    let counters: ServerLimitCounters
+    let peer: Logger.Metadata
+    let logger: Logger
+    private var received = 0
+    private var timer: Scheduled<Void>?
+    private var refused = false
+
+    init(limits: MetricsServer.Limits, counters: ServerLimitCounters, peer: Logger.Metadata, logger: Logger) {
+        self.limits = limits
+        self.counters = counters
+        self.peer = peer
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let timeout = limits.headerTimeout
+        timer = context.eventLoop.scheduleTask(in: .nanoseconds(timeout.totalNanoseconds)) {
+            let this = this.value
+            this.counters.hit(.headerTimeout, "closing metrics connection: no complete request head within \(timeout)", metadata: this.peer, logger: this.logger)
+            loopContext.value.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        received += unwrapInboundIn(data).readableBytes
+        if received > limits.maxHeaderBytes {
+            refused = true
+            timer?.cancel()
+            counters.hit(
+                .headerSize, "refused a metrics request: its head exceeds \(limits.maxHeaderBytes) bytes", metadata: peer, logger: logger
+            )
+            let head = HTTPResponseHead(
+                version: .http1_1, status: .requestHeaderFieldsTooLarge,
+                headers: ["Content-Length": "0", "Connection": "close"]
+            )
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The head is complete once an answer is being written.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        timer?.cancel()
+        timer = nil
+        context.write(data, promise: promise)
+    }
+}
+
+private final class MetricsHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let metrics: ControllerMetrics
-    init(metrics: ControllerMetrics) { self.metrics = metrics }
+    let token: MetricsBearerToken?
+    let counters: ServerLimitCounters
+    let peer: Logger.Metadata
+    let logger: Logger
+
+    init(metrics: ControllerMetrics, token: MetricsBearerToken?, counters: ServerLimitCounters, peer: Logger.Metadata, logger: Logger) {
+        self.metrics = metrics
+        self.token = token
+        self.counters = counters
+        self.peer = peer
+        self.logger = logger
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
+            counters.hit(.idleTimeout, "closing idle metrics connection", metadata: peer, logger: logger)
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let request) = unwrapInboundIn(data) else { return }
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
         let status: HTTPResponseStatus
         let body: String
+        var headers = HTTPHeaders()
         switch (request.method, path) {
         case (.GET, "/metrics"), (.HEAD, "/metrics"):
-            status = .ok
-            body = metrics.render()
+            if let token, !token.accepts(authorization: request.headers.first(name: "Authorization")) {
+                counters.hit(.unauthorized, "refused a metrics request without the bearer token", metadata: peer, logger: logger)
+                status = .unauthorized
+                body = "a bearer token is required\n"
+                headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"instancepoller\"")
+            } else {
+                status = .ok
+                body = metrics.render()
+            }
         case (_, "/metrics"):
             status = .methodNotAllowed
             body = "only GET\n"
@@ -97,7 +291,6 @@ private final class MetricsHandler: ChannelInboundHandler, Sendable {
             status = .notFound
             body = "metrics are at /metrics\n"
         }
-        var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: status == .ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")
         headers.add(name: "Connection", value: "close")

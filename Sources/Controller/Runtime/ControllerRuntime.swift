@@ -94,12 +94,20 @@ public enum ControllerRuntime {
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
         ))
+        // One watcher of the store wakes every waiting `Events` call.
+        let eventsFeed = EventsFeed(store: store, clock: clock)
         // This process's changes (the control API, a reload) are read at once.
-        store.setChangeHandler { poller.storeChanged() }
+        store.setChangeHandler {
+            poller.storeChanged()
+            eventsFeed.nudge()
+        }
         let metricsServer: MetricsServer?
         if let address = config.metricsAddress, let parsed = MetricsAddress.parse(address) {
             do {
-                metricsServer = try await MetricsServer.bind(host: parsed.host, port: parsed.port, metrics: metrics, logger: logger)
+                metricsServer = try await MetricsServer.bind(
+                    host: parsed.host, port: parsed.port, metrics: metrics, limits: config.limits.metrics,
+                    bearerToken: config.metricsBearerToken, logger: logger
+                )
             } catch {
                 throw StartFailure(description: "\(error)")
             }
@@ -108,17 +116,24 @@ public enum ControllerRuntime {
         }
         let control = ControlService(
             identity: .init(pid: getpid(), version: version, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
-            store: store, fleet: fleet, clock: clock, environment: environment, logger: logger
+            store: store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed, logger: logger
         )
         var registry = RPCServiceRegistry()
         control.register(into: &registry)
         let controlSocket = "\(runtime.path)/\(ControlV1.socketName)"
         let controlServer: RPCServer
         do {
-            controlServer = try await RPCServer.bind(unixSocketPath: controlSocket, registry: registry, logger: logger)
+            let serverConfig = RPCServer.Configuration(limits: config.limits.control) { limit in
+                metrics.serverLimitHit(server: "control", limit: limit.rawValue)
+            }
+            controlServer = try await RPCServer.bind(unixSocketPath: controlSocket, registry: registry, configuration: serverConfig, logger: logger)
         } catch {
             await metricsServer?.close()
             throw StartFailure(description: "cannot serve the control API on \(controlSocket): \(error)")
+        }
+        metrics.onScrape {
+            let stats = controlServer.limitStats
+            metrics.server("control", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
         }
         let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
@@ -212,7 +227,8 @@ final class ConfigReloader: Sendable {
         if config.storePath != old.storePath { needRestart.append("store") }
         if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }
         if config.logLevel != old.logLevel || config.logFormat != old.logFormat { needRestart.append("log") }
-        if config.metricsAddress != old.metricsAddress { needRestart.append("metrics") }
+        if config.metricsAddress != old.metricsAddress || config.metricsBearerToken != old.metricsBearerToken { needRestart.append("metrics") }
+        if config.limits != old.limits { needRestart.append("limits") }
         if config.poll != old.poll || config.callTimeout != old.callTimeout { needRestart.append("poll") }
         if config.supervision != old.supervision { needRestart.append("supervision") }
         if !needRestart.isEmpty {

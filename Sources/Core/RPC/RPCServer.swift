@@ -9,6 +9,12 @@ public import NIOPosix
 /// stale socket file is removed first); every connection's peer is checked
 /// with SO_PEERCRED against the ``PeerPolicy`` before any byte is read.
 /// Each connection serves many calls at once; see ``RPCServiceRegistry``.
+/// The peer is checked again before each request (the process must still
+/// exist and its current uids be allowed).
+///
+/// What clients may hold is bounded by ``ServerLimits``: connections, idle
+/// time, the time to finish a frame, calls in flight per connection and the
+/// memory of buffered requests; ``limitStats`` reports them.
 public final class RPCServer: Sendable {
     public struct Configuration: Sendable {
         /// Who may connect. Default: this process's uid or root.
@@ -16,10 +22,21 @@ public final class RPCServer: Sendable {
         /// Run handlers on their connection's event loop (no thread hop per
         /// call; handlers must not block) rather than on the global executor.
         public var handlersOnEventLoop: Bool
+        /// Bounds on connections, time and memory.
+        public var limits: ServerLimits
+        /// Told each time a limit is hit (e.g. to count it in a metric).
+        public var onLimitHit: (@Sendable (ServerLimit) -> Void)?
 
-        public init(peerPolicy: PeerPolicy = .sameUserOrRoot, handlersOnEventLoop: Bool = true) {
+        public init(
+            peerPolicy: PeerPolicy = .sameUserOrRoot,
+            handlersOnEventLoop: Bool = true,
+            limits: ServerLimits = ServerLimits(),
+            onLimitHit: (@Sendable (ServerLimit) -> Void)? = nil
+        ) {
             self.peerPolicy = peerPolicy
             self.handlersOnEventLoop = handlersOnEventLoop
+            self.limits = limits
+            self.onLimitHit = onLimitHit
         }
     }
 
@@ -27,17 +44,20 @@ public final class RPCServer: Sendable {
     private let listener: any Channel
     private let connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>
     private let calls: InFlightCalls
+    private let counters: ServerLimitCounters
 
     private init(
         socketPath: String,
         listener: any Channel,
         connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>,
-        calls: InFlightCalls
+        calls: InFlightCalls,
+        counters: ServerLimitCounters
     ) {
         self.socketPath = socketPath
         self.listener = listener
         self.connections = connections
         self.calls = calls
+        self.counters = counters
     }
 
     /// Starts serving `registry` on `unixSocketPath`.
@@ -59,20 +79,37 @@ public final class RPCServer: Sendable {
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
         let calls = InFlightCalls()
         let policy = configuration.peerPolicy
-        let onLoop = configuration.handlersOnEventLoop
+        let limits = configuration.limits
+        let counters = ServerLimitCounters(server: path, onHit: configuration.onLimitHit)
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.recvAllocator, value: RPCServer.receiveAllocator)
             .childChannelInitializer { channel in
                 PeerCredentials.of(channel).flatMapThrowing { peer in
+                    let metadata: Logger.Metadata = ["socket": "\(path)", "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)"]
                     guard policy.allows(peer) else {
-                        logger.warning(
-                            "refused connection: peer is not \(policy.summary)",
-                            metadata: ["socket": "\(path)", "peer_uid": "\(peer.uid)", "peer_pid": "\(peer.pid)"]
-                        )
+                        logger.warning("refused connection: peer is not \(policy.summary)", metadata: metadata)
                         throw RPCError(.permissionDenied, "peer \(peer) is not \(policy.summary)")
                     }
-                    try addHandlers(to: channel, registry: registry, calls: calls, onLoop: onLoop, peer: peer, logger: logger)
+                    // Accepted and closed at once: the descriptor goes back
+                    // now, and the listener keeps accepting, so a client gets
+                    // in as soon as others leave.
+                    guard counters.openConnection(cap: limits.maxConnections) else {
+                        counters.hit(
+                            .connections, "refused connection: \(limits.maxConnections) connections are open, the most this socket serves",
+                            metadata: metadata, logger: logger
+                        )
+                        throw RPCError(.resourceExhausted, "too many connections")
+                    }
+                    channel.closeFuture.whenComplete { _ in
+                        let open = counters.closeConnection()
+                        logger.trace("connection closed", metadata: metadata.merging(["open": "\(open)"]) { $1 })
+                    }
+                    let connectionGuard = ConnectionGuard(limits: limits, counters: counters, metadata: metadata, logger: logger)
+                    try addHandlers(
+                        to: channel, registry: registry, calls: calls, configuration: configuration, peer: peer,
+                        connectionGuard: connectionGuard, logger: logger
+                    )
                     let id = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[id] = channel }
                     channel.closeFuture.whenComplete { _ in
@@ -93,12 +130,13 @@ public final class RPCServer: Sendable {
             throw error
         }
         logger.debug("listening", metadata: ["socket": "\(path)", "services": "\(registry.serviceNames)"])
-        return RPCServer(socketPath: path, listener: listener, connections: connections, calls: calls)
+        return RPCServer(socketPath: path, listener: listener, connections: connections, calls: calls, counters: counters)
     }
 
     /// Serves `registry` on one channel that is already connected and
-    /// active, such as one end of a `socketpair(2)`; the peer is not checked.
-    /// The channel's calls are cancelled when it closes.
+    /// active, such as one end of a `socketpair(2)`; the peer is not checked
+    /// and the configuration's limits do not apply. The channel's calls are
+    /// cancelled when it closes.
     ///
     /// Must be called on the channel's event loop (in a channel initializer).
     public static func serve(
@@ -109,7 +147,7 @@ public final class RPCServer: Sendable {
     ) throws {
         try addHandlers(
             to: channel, registry: registry, calls: InFlightCalls(),
-            onLoop: configuration.handlersOnEventLoop, peer: nil, logger: logger
+            configuration: configuration, peer: nil, connectionGuard: nil, logger: logger
         )
     }
 
@@ -117,19 +155,26 @@ public final class RPCServer: Sendable {
         to channel: any Channel,
         registry: RPCServiceRegistry,
         calls: InFlightCalls,
-        onLoop: Bool,
+        configuration: Configuration,
         peer: PeerCredentials?,
+        connectionGuard: ConnectionGuard?,
         logger: Logger
     ) throws {
         let handler = RPCServerHandler(
             registry: registry,
             calls: calls,
-            executor: onLoop ? EventLoopTaskExecutor(channel.eventLoop) : nil,
+            executor: configuration.handlersOnEventLoop ? EventLoopTaskExecutor(channel.eventLoop) : nil,
             peer: peer,
+            peerPolicy: configuration.peerPolicy,
+            connectionGuard: connectionGuard,
             logger: logger
         )
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-        try channel.pipeline.syncOperations.addHandler(handler)
+        let pipeline = channel.pipeline.syncOperations
+        if connectionGuard != nil, let idle = configuration.limits.idleTimeout {
+            try pipeline.addHandler(IdleStateHandler(allTimeout: .nanoseconds(idle.totalNanoseconds)))
+        }
+        try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(observer: connectionGuard)))
+        try pipeline.addHandler(handler)
     }
 
     /// Reads grow up to a whole frame, so a 1 MiB payload arrives in a few
@@ -143,6 +188,9 @@ public final class RPCServer: Sendable {
 
     /// Calls being served, across connections.
     public var callsInFlight: Int { calls.count }
+
+    /// Open connections, buffered request bytes and the limits hit so far.
+    public var limitStats: ServerLimitStats { counters.stats }
 
     /// Graceful shutdown: stops listening, refuses new calls with
     /// Unavailable, lets the calls in flight finish for up to `drainTimeout`,

@@ -6,8 +6,15 @@ internal import NIOCore
 /// Runs on the connection's event loop. Each request becomes a task; its
 /// answer is written exactly once: by the handler, or by the deadline timer,
 /// whichever comes first. Closing the connection cancels every task.
-final class RPCServerHandler: ChannelInboundHandler {
+///
+/// Backpressure: with ``ServerLimits/requestsPerConnection`` calls in
+/// flight, or while the peer leaves its answers unread (the channel is not
+/// writable), the handler holds back `read()`, so nothing more is read from
+/// the socket; frames already decoded wait in a queue (charged to the
+/// server's request memory) and are served as calls finish.
+final class RPCServerHandler: ChannelDuplexHandler {
     typealias InboundIn = FrameDecoderOutput
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private struct InFlight {
@@ -19,24 +26,49 @@ final class RPCServerHandler: ChannelInboundHandler {
     private let calls: InFlightCalls
     private let executor: EventLoopTaskExecutor?
     private let peer: PeerCredentials?
+    private let peerPolicy: PeerPolicy
+    private let connectionGuard: ConnectionGuard?
     private let logger: Logger
     private var inFlight: [UInt32: InFlight] = [:]
     private var context: ChannelHandlerContext?
     private var active = true
+    /// Frames read while at the in-flight cap, oldest first.
+    private var waiting: [Frame] = []
+    private var waitingStart = 0
+    /// A `read()` held back by backpressure.
+    private var heldRead = false
+    private var paused = false
+    /// In ``resumeIfPossible()``: a call answered at once while serving the
+    /// queue must not start a nested round.
+    private var draining = false
 
-    init(registry: RPCServiceRegistry, calls: InFlightCalls, executor: EventLoopTaskExecutor?, peer: PeerCredentials?, logger: Logger) {
+    init(
+        registry: RPCServiceRegistry,
+        calls: InFlightCalls,
+        executor: EventLoopTaskExecutor?,
+        peer: PeerCredentials?,
+        peerPolicy: PeerPolicy,
+        connectionGuard: ConnectionGuard?,
+        logger: Logger
+    ) {
         self.registry = registry
         self.calls = calls
         self.executor = executor
         self.peer = peer
+        self.peerPolicy = peerPolicy
+        self.connectionGuard = connectionGuard
         self.logger = logger
     }
+
+    private var requestCap: Int { connectionGuard?.limits.requestsPerConnection ?? .max }
+    private var waitingCount: Int { waiting.count - waitingStart }
 
     /// Calls being served on this connection.
     var inFlightCount: Int { inFlight.count }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        connectionGuard?.attach(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -50,10 +82,90 @@ final class RPCServerHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("closing connection after a read error", metadata: ["error": "\(error)"])
+        if !(error is ConnectionGuard.OverBudget) {
+            logger.debug("closing connection after a read error", metadata: ["error": "\(error)"])
+        }
         cancelAll()
         context.close(promise: nil)
     }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all, let connectionGuard else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // Idle only when nothing is being served or waits to be: a long
+        // poll in flight keeps its connection.
+        guard inFlight.isEmpty, waitingCount == 0 else { return }
+        connectionGuard.counters.hit(
+            .idleTimeout, "closing idle connection: no call and no bytes for \(connectionGuard.limits.idleTimeout ?? .zero)",
+            metadata: connectionGuard.metadata, logger: logger
+        )
+        cancelAll()
+        context.close(promise: nil)
+    }
+
+    // MARK: Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if mustPause {
+            heldRead = true
+            pauseReading()
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeIfPossible()
+        context.fireChannelWritabilityChanged()
+    }
+
+    private var mustPause: Bool {
+        guard let context, connectionGuard != nil else { return false }
+        return inFlight.count >= requestCap || waitingCount > 0 || !context.channel.isWritable
+    }
+
+    private func pauseReading() {
+        guard !paused, let connectionGuard else { return }
+        paused = true
+        connectionGuard.readingPaused(true)
+        let why = (context?.channel.isWritable ?? true)
+            ? "\(inFlight.count) calls in flight, the most one connection may have" : "the peer is not reading its answers"
+        connectionGuard.counters.hit(
+            .backpressure, "stopped reading from a connection: \(why)",
+            metadata: connectionGuard.metadata, logger: logger
+        )
+    }
+
+    /// Serves waiting frames while slots are free, then reads again if
+    /// nothing holds the connection back.
+    private func resumeIfPossible() {
+        guard let context, active, !draining else { return }
+        draining = true
+        while active, waitingCount > 0, inFlight.count < requestCap {
+            let frame = waiting[waitingStart]
+            waitingStart += 1
+            if waitingStart == waiting.count {
+                waiting.removeAll(keepingCapacity: false)
+                waitingStart = 0
+            }
+            connectionGuard?.dequeued(FrameHeader.size + frame.data.readableBytes)
+            receive(frame, context: context)
+        }
+        draining = false
+        guard active, !mustPause else { return }
+        if paused {
+            paused = false
+            connectionGuard?.readingPaused(false)
+        }
+        if heldRead {
+            heldRead = false
+            context.read()
+        }
+    }
+
+    // MARK: Calls
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -70,12 +182,34 @@ final class RPCServerHandler: ChannelInboundHandler {
             // Other frame types (streaming data, future kinds) are ignored,
             // as ttrpc requires for forward compatibility.
             guard frame.type == .request else { return }
+            if connectionGuard != nil, inFlight.count >= requestCap || waitingCount > 0 {
+                do {
+                    try connectionGuard?.queued(FrameHeader.size + frame.data.readableBytes)
+                } catch {
+                    cancelAll()
+                    context.close(promise: nil)
+                    return
+                }
+                waiting.append(frame)
+                pauseReading()
+                return
+            }
             receive(frame, context: context)
         }
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
         let streamID = frame.streamID
+        if let peer, let why = peer.recheck(against: peerPolicy) {
+            let metadata: Logger.Metadata = connectionGuard?.metadata ?? ["peer_pid": "\(peer.pid)", "peer_uid": "\(peer.uid)"]
+            if let connectionGuard {
+                connectionGuard.counters.hit(.peer, "refused a call: \(why)", metadata: metadata, logger: logger)
+            } else {
+                logger.warning("refused a call: \(why)", metadata: metadata)
+            }
+            answer(streamID, .failure(RPCError(.permissionDenied, "\(why)")))
+            return
+        }
         let request: RequestEnvelope
         do {
             request = try RequestEnvelope(decoding: frame.data)
@@ -161,6 +295,7 @@ final class RPCServerHandler: ChannelInboundHandler {
         entry.timeout?.cancel()
         answer(streamID, result)
         calls.end()
+        resumeIfPossible()
     }
 
     private func answer(_ streamID: UInt32, _ result: Result<RPCResponse, RPCError>) {
@@ -193,6 +328,9 @@ final class RPCServerHandler: ChannelInboundHandler {
 
     private func cancelAll() {
         active = false
+        waiting.removeAll()
+        waitingStart = 0
+        connectionGuard?.release()
         let calls = inFlight
         inFlight.removeAll()
         for call in calls.values {

@@ -59,3 +59,56 @@ public struct PeerPolicy: Sendable {
         self.init(summary: "uid \(uid) or root") { peer in peer.uid == uid || peer.uid == 0 }
     }
 }
+
+extension PeerCredentials {
+    /// The uids of a running process, from `/proc/<pid>/status`.
+    public struct ProcessUIDs: Hashable, Sendable {
+        public var real: UInt32
+        public var effective: UInt32
+
+        public init(real: UInt32, effective: UInt32) {
+            self.real = real
+            self.effective = effective
+        }
+    }
+
+    /// The real and effective uid of process `pid` now; nil when it is gone
+    /// (or its status cannot be read).
+    public static func currentUIDs(ofProcess pid: Int32) -> ProcessUIDs? {
+        guard pid > 0 else { return nil }
+        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // The Uid line is within the first ~600 bytes of the file.
+        var bytes = [UInt8](repeating: 0, count: 2048)
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        return parseUIDs(status: String(decoding: bytes[..<count], as: UTF8.self))
+    }
+
+    /// The `Uid:` line of a `/proc/<pid>/status` text: real, effective,
+    /// saved and filesystem uids.
+    static func parseUIDs(status: String) -> ProcessUIDs? {
+        for line in status.split(separator: "\n") where line.hasPrefix("Uid:") {
+            let fields = line.dropFirst(4).split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
+            guard fields.count >= 2 else { return nil }
+            return ProcessUIDs(real: fields[0], effective: fields[1])
+        }
+        return nil
+    }
+
+    /// Why this peer may no longer call, checked again before each request:
+    /// its credentials were taken at connect, but the process may since
+    /// have exited (and the descriptor passed on) or changed uid. Nil: it
+    /// is still allowed.
+    public func recheck(against policy: PeerPolicy) -> String? {
+        guard let uids = Self.currentUIDs(ofProcess: pid) else {
+            return "peer process \(pid) is gone"
+        }
+        for (name, uid) in [("real", uids.real), ("effective", uids.effective)]
+        where !policy.allows(PeerCredentials(pid: pid, uid: uid, gid: gid)) {
+            return "peer process \(pid) now runs with \(name) uid \(uid), not \(policy.summary)"
+        }
+        return nil
+    }
+}

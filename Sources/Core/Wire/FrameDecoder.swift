@@ -21,6 +21,19 @@ public struct TruncatedFrameError: Error, Hashable, Sendable, CustomStringConver
     }
 }
 
+/// Told after each decoding step what the decoder holds, so that a server
+/// can bound the time and memory an unfinished frame takes.
+public protocol FrameDecoderObserver: AnyObject {
+    /// - Parameters:
+    ///   - buffered: bytes of an unfinished frame held in memory (0 while
+    ///     an oversize frame's data is being skipped).
+    ///   - unfinished: whether a frame has begun and not ended.
+    ///   - completedFrame: whether this step yielded a frame.
+    /// - Throws: to refuse the bytes: the decoder's error, which closes
+    ///   the connection.
+    func frameDecoderStep(buffered: Int, unfinished: Bool, completedFrame: Bool) throws
+}
+
 /// Splits a byte stream into ttrpc frames.
 ///
 /// Leaves the reader index alone until a whole frame is readable, and rejects
@@ -36,12 +49,27 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 
     private var state = State.header
     public let maxDataLength: Int
+    /// Told after every step; see ``FrameDecoderObserver``.
+    public let observer: (any FrameDecoderObserver)?
 
-    public init(maxDataLength: Int = FrameHeader.maxDataLength) {
+    public init(maxDataLength: Int = FrameHeader.maxDataLength, observer: (any FrameDecoderObserver)? = nil) {
         self.maxDataLength = maxDataLength
+        self.observer = observer
     }
 
     public mutating func decode(buffer: inout ByteBuffer) throws -> FrameDecoderOutput? {
+        let output = self.step(buffer: &buffer)
+        if let observer {
+            let skipping: Bool
+            if case .discarding = self.state { skipping = true } else { skipping = false }
+            try observer.frameDecoderStep(
+                buffered: buffer.readableBytes, unfinished: skipping || buffer.readableBytes > 0, completedFrame: output != nil
+            )
+        }
+        return output
+    }
+
+    private mutating func step(buffer: inout ByteBuffer) -> FrameDecoderOutput? {
         switch self.state {
         case .header:
             guard let header = buffer.peekFrameHeader() else { return nil }
