@@ -265,18 +265,14 @@ extension YAMLReader {
     /// owner may read (0600 or stricter). Errors never quote its content.
     func secretFile(_ node: Node, _ place: String) throws(YAMLFileError) -> [String: String] {
         let path = try self.path(node, place)
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw fail(node, place, "cannot read \(path): \(String(cString: strerror(errno)))")
-        }
-        guard info.st_mode & 0o077 == 0 else {
-            throw fail(node, place, "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
-        }
-        guard info.st_uid == getuid() else {
-            throw fail(node, place, "\(path) belongs to uid \(info.st_uid), not to this user")
+        let text: String
+        do {
+            text = String(decoding: try SecretFile.contents(of: path), as: UTF8.self)
+        } catch {
+            throw fail(node, place, error.problem)
         }
         do {
-            return try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in
+            return try YAMLReader.parse(text, file: path) { reader, root throws(YAMLFileError) in
                 try reader.stringMap(root, "attributes")
             }
         } catch {
