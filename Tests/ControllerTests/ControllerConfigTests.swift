@@ -53,6 +53,26 @@ struct ControllerConfigTests {
         #expect(config.credentials[0].attributes["access-key"] == "AKIAFAKEEXAMPLE")
     }
 
+    /// `shim.user` and `shim.group` resolve to ids at load time; a name
+    /// the system does not know, or a group without a user, is a one-line
+    /// error naming the key.
+    @Test func shimUserAndGroup() throws {
+        func config(_ shim: String) -> String {
+            "providers:\n  aws:\n    shim: {command: /bin/true, \(shim)}\n    cloud: {type: ec2}\n"
+        }
+        #expect(try Self.parse(Self.minimal).providers[0].shim.user == nil)
+        if getuid() == 0 {
+            let nobody = try #require(try Self.parse(config("user: nobody")).providers[0].shim.user)
+            #expect(nobody == ShimUser(uid: 65534, gid: 65534, name: "nobody"))
+            let numeric = try #require(try Self.parse(config("user: 65534, group: 0")).providers[0].shim.user)
+            #expect(numeric == ShimUser(uid: 65534, gid: 0, name: "65534"))
+            #expect(Self.error(config("user: 4000123")) == "/etc/ip/config.yaml:3:38: providers.aws.shim.user: uid 4000123 has no entry in the user database; give shim.group too")
+        }
+        #expect(Self.error(config("user: no-such-user-x1")) == "/etc/ip/config.yaml:3:38: providers.aws.shim.user: no user \"no-such-user-x1\" on this system")
+        #expect(Self.error(config("user: root, group: no-such-group-x1")).hasSuffix("providers.aws.shim.group: no group \"no-such-group-x1\" on this system"))
+        #expect(Self.error(config("group: root")).hasSuffix("providers.aws.shim.group: give shim.user with shim.group"))
+    }
+
     @Test func defaultsAndRelativePaths() throws {
         let config = try Self.parse(Self.minimal, environment: ["XDG_RUNTIME_DIR": "/run/user/1000"])
         #expect(config.storePath == "/etc/ip/instancepoller.db")

@@ -134,10 +134,19 @@ struct ControllerHarness: Sendable {
     ///
     /// - Parameter descriptors: a soft limit on open descriptors to start
     ///   it with (through prlimit, which execs it: the pid is the controller's).
-    func start(logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, environment: [String: String]? = nil) async throws -> ChildProcess {
+    /// - Parameter launcher: a command that execs the controller (e.g.
+    ///   setpriv, or a shell that sets signal dispositions first), given
+    ///   the controller's path and arguments after its own.
+    func start(
+        logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, environment: [String: String]? = nil, launcher: [String] = []
+    ) async throws -> ChildProcess {
         let run = ["run", "--config", configPath, "--log-level", logLevel]
         let controller: ChildProcess
-        if let descriptors {
+        if let program = launcher.first {
+            controller = try await ChildProcess.spawn(
+                program, Array(launcher.dropFirst()) + [BuiltProducts.path(of: "instancepoller")] + run, environment: environment
+            )
+        } else if let descriptors {
             controller = try await ChildProcess.spawn("/usr/bin/prlimit", ["--nofile=\(descriptors):", BuiltProducts.path(of: "instancepoller")] + run, environment: environment)
         } else {
             controller = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), run, environment: environment)

@@ -6,7 +6,9 @@ internal import Glibc
 #endif
 
 /// The controller's private runtime directory (0700): the shims' sockets and
-/// the control socket live here.
+/// the control socket live here. A shim that runs as another user
+/// (`shim.user`) listens in `shims/<provider>/` here instead, and the
+/// directory is then 0711 (see ``ShimDirectory``).
 ///
 /// Opening it takes an exclusive lock (`controller.lock`, holding the pid),
 /// so two controllers never share one; the kernel drops the lock when the
@@ -32,6 +34,11 @@ public final class RuntimeDirectory: Sendable {
             try UnixSocket.prepareDirectory(path)
         } catch {
             throw Unusable(description: "runtime directory \(error)")
+        }
+        // A previous run may have let others pass through (a shim ran as
+        // another user): private again until a shim needs that.
+        guard chmod(path, 0o700) == 0 else {
+            throw Unusable(description: "runtime directory \(path): cannot set mode 0700: \(String(cString: strerror(errno)))")
         }
         let lockPath = "\(path)/\(Self.lockFileName)"
         let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)

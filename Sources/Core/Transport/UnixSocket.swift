@@ -16,11 +16,18 @@ public enum UnixSocket {
         public var path: String
         public var problem: String
         public var description: String { "\(path): \(problem)" }
+
+        public init(path: String, problem: String) {
+            self.path = path
+            self.problem = problem
+        }
     }
 
     /// Creates `path` as a 0700 directory (parents as needed, 0700 too), or
     /// checks an existing one: it must be a directory owned by this user
-    /// with no access for group or others.
+    /// that group and others can neither list nor change (they may have
+    /// search permission, which a controller gives its runtime directory
+    /// when a shim runs as another user: see ``checkSocketDirectory(forSocket:owner:)``).
     public static func prepareDirectory(_ path: String) throws(PathError) {
         var info = stat()
         if lstat(path, &info) != 0 {
@@ -40,26 +47,29 @@ public enum UnixSocket {
         try checkPrivateDirectory(path, info)
     }
 
-    /// Checks that the directory that will hold a socket is private to this
-    /// user, so nobody else can reach the socket between bind and chmod.
-    public static func checkSocketDirectory(forSocket socketPath: String) throws(PathError) {
+    /// Checks that the directory that will hold a socket belongs to `owner`
+    /// (by default this user) and that group and others can neither list it
+    /// nor create, rename or remove entries in it (search permission alone
+    /// is allowed), so nobody else can put their own socket in its place.
+    public static func checkSocketDirectory(forSocket socketPath: String, owner: UInt32? = nil) throws(PathError) {
         let directory = parentDirectory(of: socketPath)
         var info = stat()
         guard lstat(directory, &info) == 0 else {
             throw PathError(path: directory, problem: "socket directory is missing: \(errnoText())")
         }
-        try checkPrivateDirectory(directory, info)
+        try checkPrivateDirectory(directory, info, owner: owner ?? getuid())
     }
 
-    private static func checkPrivateDirectory(_ path: String, _ info: stat) throws(PathError) {
+    private static func checkPrivateDirectory(_ path: String, _ info: stat, owner: UInt32 = getuid()) throws(PathError) {
         guard info.st_mode & S_IFMT == S_IFDIR else {
             throw PathError(path: path, problem: "exists and is not a directory")
         }
-        guard info.st_uid == getuid() else {
-            throw PathError(path: path, problem: "directory is owned by uid \(info.st_uid), not by this user (uid \(getuid()))")
+        guard info.st_uid == owner else {
+            let expected = owner == getuid() ? "this user (uid \(owner))" : "uid \(owner)"
+            throw PathError(path: path, problem: "directory is owned by uid \(info.st_uid), not by \(expected)")
         }
         let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
+        guard mode & 0o066 == 0 else {
             throw PathError(
                 path: path,
                 problem: "directory has mode 0\(String(mode, radix: 8)); it must be private (chmod 700 \(path))"
