@@ -128,7 +128,7 @@ struct ControllerConfigTests {
         ("providers:\n  aws:\n    shim: {command: /bin/true}\n", "/etc/ip/config.yaml:3:5: providers.aws.cloud.type: the cloud needs a type, e.g. ec2 or fake"),
         ("providers:\n  aws:\n    shim: {command: no-such-shim-here}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:21: providers.aws.shim.command: no executable \"no-such-shim-here\" (looked next to instancepoller and on PATH)"),
         ("providers:\n  aws:\n    shim: {command: /bin/true, env: [INSTANCEPOLLER_SOCKET]}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:38: providers.aws.shim.env[0]: \"INSTANCEPOLLER_SOCKET\" cannot be passed on"),
-        ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env"),
+        ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env, user, group"),
         ("metrics: {address: 0.0.0.0:9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: 0.0.0.0 is not a loopback address; metrics are served on 127.0.0.1, ::1 or localhost only"),
         ("metrics: {address: 9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: expected host:port, e.g. 127.0.0.1:9464, not \"9464\""),
         ("providers: [\n", "/etc/ip/config.yaml:2:1: not valid YAML: did not find expected node content"),

@@ -292,7 +292,7 @@ extension YAMLReader {
         let path = try self.path(node, place)
         let text: String
         do {
-            text = String(decoding: try SecretFile.contents(of: path), as: UTF8.self)
+            text = String(decoding: try SecretFile.contents(of: path, regularFileOnly: true), as: UTF8.self)
         } catch {
             throw fail(node, place, error.problem)
         }

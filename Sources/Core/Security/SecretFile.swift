@@ -29,11 +29,16 @@ public enum SecretFile {
         return nil
     }
 
-    /// Opens `path` (a regular file, a pipe or `/dev/fd/N`), checks the
-    /// opened file's owner and mode with ``problem(path:owner:mode:reader:)``
-    /// and reads it whole. Errors name the path, never its content.
-    public static func contents(of path: String) throws(Refused) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+    /// Opens `path`, checks the opened file's owner and mode with
+    /// ``problem(path:owner:mode:reader:)`` and reads it whole. Errors name
+    /// the path, never its content.
+    ///
+    /// - Parameter regularFileOnly: refuse a FIFO, a device or `/dev/stdin`
+    ///   (which could block or never end) without waiting on it, as the
+    ///   controller does for its config's files; the CLI also takes a pipe
+    ///   (`--file <(…)`).
+    public static func contents(of path: String, regularFileOnly: Bool = false) throws(Refused) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (regularFileOnly ? O_NONBLOCK : 0))
         guard fd >= 0 else { throw Refused(path: path, problem: "cannot read \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var info = stat()
@@ -44,6 +49,9 @@ public enum SecretFile {
             throw Refused(path: path, problem: refusal)
         }
         guard info.st_mode & S_IFMT != S_IFDIR else { throw Refused(path: path, problem: "\(path) is a directory") }
+        if regularFileOnly, info.st_mode & S_IFMT != S_IFREG {
+            throw Refused(path: path, problem: "\(path): not a regular file")
+        }
         var content: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
