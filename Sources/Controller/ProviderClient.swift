@@ -14,9 +14,11 @@ public struct ProviderClient: Sendable {
         self.connection = connection
     }
 
-    /// Connects to the shim listening on `socketPath`.
-    public static func connect(socketPath: String, logger: Logger) async throws -> ProviderClient {
-        ProviderClient(connection: try await RPCClient.connect(unixSocketPath: socketPath, logger: logger))
+    /// Connects to the shim listening on `socketPath`. `peerPolicy` is
+    /// checked (SO_PEERCRED) before anything is sent: the controller passes
+    /// one that admits only the shim it started and its descendants.
+    public static func connect(socketPath: String, peerPolicy: PeerPolicy = .sameUserOrRoot, logger: Logger) async throws -> ProviderClient {
+        ProviderClient(connection: try await RPCClient.connect(unixSocketPath: socketPath, peerPolicy: peerPolicy, logger: logger))
     }
 
     /// Offers the versions this controller speaks; the shim picks one.

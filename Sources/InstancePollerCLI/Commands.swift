@@ -202,6 +202,9 @@ struct CredentialsSet: ControllerCommand {
     @OptionGroup var controller: ControllerOptions
 
     func execute() async throws {
+        // The secret will be in this process's memory: no core file, no
+        // ptrace or /proc/<pid>/mem by other processes of this uid.
+        try Hardening.apply()
         let attributes = try readAttributes()
         var expiresAt: Int64 = 0
         if let expires {
@@ -227,13 +230,13 @@ struct CredentialsSet: ControllerCommand {
         if file == "-" {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         } else {
-            var info = stat()
-            guard stat(file, &info) == 0 else { throw CLIError(.usage, "--file: cannot read \(file): \(String(cString: strerror(errno)))") }
-            guard info.st_mode & 0o077 == 0 else {
-                throw CLIError(.usage, "--file: \(file) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
+            // Only the invoking user's own file, private to them (as the
+            // config's credential files).
+            do {
+                text = String(decoding: try SecretFile.contents(of: file), as: UTF8.self)
+            } catch {
+                throw CLIError(.usage, "--file: \(error.problem)")
             }
-            guard let data = FileManager.default.contents(atPath: file) else { throw CLIError(.usage, "--file: cannot read \(file)") }
-            text = String(decoding: data, as: UTF8.self)
         }
         do {
             return try YAMLReader.parse(text, file: shown) { reader, root throws(YAMLFileError) in try reader.stringMap(root, "attributes") }

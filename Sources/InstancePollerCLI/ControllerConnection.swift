@@ -23,6 +23,8 @@ struct ControllerOptions: ParsableArguments {
     func runtimeDirectory() throws -> String {
         if let runtimeDir { return runtimeDir }
         if let config {
+            // The config may name credential files: they are read too.
+            try Hardening.apply()
             do {
                 return try ControllerConfig.load(path: config).runtimeDirectory
             } catch {
@@ -151,6 +153,18 @@ extension ControllerCommand {
         } catch let error as CLIError {
             FileHandle.standardError.write(Data("instancepoller: \(error.message)\n".utf8))
             throw ExitCode(error.kind == .usage ? 2 : 1)
+        }
+    }
+}
+
+/// Every command that reads secrets (the controller, the demo, credential
+/// files, a config that names them) forbids core dumps and tracing first.
+enum Hardening {
+    static func apply() throws {
+        do {
+            try ProcessHardening.forbidDumpsAndTracing()
+        } catch {
+            throw CLIError(.failure, error.description)
         }
     }
 }

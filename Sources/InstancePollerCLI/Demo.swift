@@ -31,6 +31,13 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // The demo runs a controller in this process, with its credentials.
+        do {
+            try ProcessHardening.forbidDumpsAndTracing()
+        } catch {
+            FileHandle.standardError.write(Data("instancepoller demo: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
         MallocTuning.tuneForController()
         let directory: String
         do {

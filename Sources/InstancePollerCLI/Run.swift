@@ -30,6 +30,14 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Before any secret is read: no core file, no ptrace or
+        // /proc/<pid>/mem by other processes of this uid.
+        do {
+            try ProcessHardening.forbidDumpsAndTracing()
+        } catch {
+            FileHandle.standardError.write(Data("instancepoller: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
         MallocTuning.tuneForController()
         let loaded: ControllerConfig
         do {

@@ -12,7 +12,10 @@ internal import Glibc
 /// listen on `INSTANCEPOLLER_SOCKET`, print the one handshake line, log to
 /// stderr, leave when stdin closes (within a second), when the parent dies,
 /// or — finishing the calls in flight first — on SIGTERM, SIGINT or a
-/// `Shutdown` call.
+/// `Shutdown` call. Before anything else it makes the process non-dumpable
+/// with no core file size (see ``ProcessHardening``), so the credentials it
+/// is sent stay out of core files and out of reach of its uid's other
+/// processes.
 public enum ShimProcess {
     /// The environment variable naming the socket to listen on.
     public static let socketVariable = "INSTANCEPOLLER_SOCKET"
@@ -57,6 +60,14 @@ public enum ShimProcess {
         register: (inout RPCServiceRegistry) -> Void = { _ in }
     ) async -> Int32 {
         let logger = options.logger
+        // Credentials arrive with every call: no core file, and no ptrace or
+        // /proc/<pid>/mem by other processes of this uid, from the start.
+        do {
+            try ProcessHardening.forbidDumpsAndTracing()
+        } catch {
+            printError("\(backend.identity.name): \(error)")
+            return ExitStatus.failed
+        }
         guard let socketPath = options.environment[socketVariable], !socketPath.isEmpty else {
             printError("\(backend.identity.name): \(socketVariable) is not set; the controller sets it to the socket this shim must listen on")
             return ExitStatus.usage

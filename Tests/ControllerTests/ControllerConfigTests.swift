@@ -54,6 +54,26 @@ struct ControllerConfigTests {
         #expect(config.credentials[0].attributes["access-key"] == "AKIAFAKEEXAMPLE")
     }
 
+    /// `shim.user` and `shim.group` resolve to ids at load time; a name
+    /// the system does not know, or a group without a user, is a one-line
+    /// error naming the key.
+    @Test func shimUserAndGroup() throws {
+        func config(_ shim: String) -> String {
+            "providers:\n  aws:\n    shim: {command: /bin/true, \(shim)}\n    cloud: {type: ec2}\n"
+        }
+        #expect(try Self.parse(Self.minimal).providers[0].shim.user == nil)
+        if getuid() == 0 {
+            let nobody = try #require(try Self.parse(config("user: nobody")).providers[0].shim.user)
+            #expect(nobody == ShimUser(uid: 65534, gid: 65534, name: "nobody"))
+            let numeric = try #require(try Self.parse(config("user: 65534, group: 0")).providers[0].shim.user)
+            #expect(numeric == ShimUser(uid: 65534, gid: 0, name: "65534"))
+            #expect(Self.error(config("user: 4000123")) == "/etc/ip/config.yaml:3:38: providers.aws.shim.user: uid 4000123 has no entry in the user database; give shim.group too")
+        }
+        #expect(Self.error(config("user: no-such-user-x1")) == "/etc/ip/config.yaml:3:38: providers.aws.shim.user: no user \"no-such-user-x1\" on this system")
+        #expect(Self.error(config("user: root, group: no-such-group-x1")).hasSuffix("providers.aws.shim.group: no group \"no-such-group-x1\" on this system"))
+        #expect(Self.error(config("group: root")).hasSuffix("providers.aws.shim.group: give shim.user with shim.group"))
+    }
+
     @Test func defaultsAndRelativePaths() throws {
         let environment = ["XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/op"]
         let config = try Self.parse(Self.minimal, environment: environment)
@@ -153,7 +173,7 @@ struct ControllerConfigTests {
         ("providers:\n  aws:\n    shim: {command: /bin/true}\n", "/etc/ip/config.yaml:3:5: providers.aws.cloud.type: the cloud needs a type, e.g. ec2 or fake"),
         ("providers:\n  aws:\n    shim: {command: no-such-shim-here}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:21: providers.aws.shim.command: no executable \"no-such-shim-here\" (looked next to instancepoller and on PATH)"),
         ("providers:\n  aws:\n    shim: {command: /bin/true, env: [INSTANCEPOLLER_SOCKET]}\n    cloud: {type: ec2}\n", "/etc/ip/config.yaml:3:38: providers.aws.shim.env[0]: \"INSTANCEPOLLER_SOCKET\" cannot be passed on"),
-        ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env"),
+        ("providers:\n  aws:\n    shim: [x]\n", "/etc/ip/config.yaml:3:11: providers.aws.shim: expected a mapping with keys command, args, env, user, group"),
         ("metrics: {address: 0.0.0.0:9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: 0.0.0.0 is not a loopback address; metrics are served on 127.0.0.1, ::1 or localhost only"),
         ("metrics: {address: 9464}\n", "/etc/ip/config.yaml:1:20: metrics.address: expected host:port, e.g. 127.0.0.1:9464, not \"9464\""),
         ("providers: [\n", "/etc/ip/config.yaml:2:1: not valid YAML: did not find expected node content"),

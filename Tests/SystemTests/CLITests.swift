@@ -131,6 +131,36 @@ struct CLITests {
         #expect(!everything.contains("letmein"))
     }
 
+    /// `credentials set --file` reads only the invoking user's own file,
+    /// private to them: another uid's file is refused even at 0600 (as the
+    /// config's credential files), in one line naming its owner and mode,
+    /// before any controller is asked.
+    @Test func credentialFilesMustBeTheInvokingUsersOwnAndPrivate() async throws {
+        try #require(getuid() == 0, "giving a file to another uid needs root (CI runs as root)")
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let file = h.directory.file("theirs.yaml")
+        FileManager.default.createFile(atPath: file, contents: Data("token: \(Self.secret)\n".utf8), attributes: [.posixPermissions: 0o600])
+        let set = ["credentials", "set", "cloud", "ops", "--auth-type", "token", "--file", file]
+
+        #expect(chown(file, 65534, 65534) == 0)
+        var result = try await h.cli(set)
+        #expect(result.status == 2)
+        #expect(result.stderr == "instancepoller: --file: \(file) belongs to uid 65534, not to this user (uid 0); mode 600\n")
+
+        #expect(chown(file, 0, 0) == 0 && chmod(file, 0o640) == 0)
+        result = try await h.cli(set)
+        #expect(result.status == 2)
+        #expect(result.stderr == "instancepoller: --file: \(file) is readable by others (mode 640); chmod 600 it\n")
+
+        // Its own private file passes, and only the missing controller stops it.
+        #expect(chmod(file, 0o600) == 0)
+        result = try await h.cli(set)
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("instancepoller: no controller is running"), "\(result.stderr)")
+        #expect(!(result.stdout + result.stderr).contains(Self.secret))
+    }
+
     @Test func providersListSwapAndWatch() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }

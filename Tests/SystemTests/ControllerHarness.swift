@@ -135,12 +135,20 @@ struct ControllerHarness: Sendable {
     /// - Parameter descriptors: a soft limit on open descriptors to start
     ///   it with (through prlimit, which execs it: the pid is the controller's).
     ///   With `hardLimit` it is the hard limit too, which the controller cannot raise.
+    /// - Parameter launcher: a command that execs the controller (e.g.
+    ///   setpriv, or a shell that sets signal dispositions first), given
+    ///   the controller's path and arguments after its own.
     func start(
-        logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, hardLimit: Bool = false, environment: [String: String]? = nil
+        logLevel: String = "debug", limitingDescriptorsTo descriptors: Int? = nil, hardLimit: Bool = false,
+        environment: [String: String]? = nil, launcher: [String] = []
     ) async throws -> ChildProcess {
         let run = ["run", "--config", configPath, "--log-level", logLevel]
         let controller: ChildProcess
-        if let descriptors {
+        if let program = launcher.first {
+            controller = try await ChildProcess.spawn(
+                program, Array(launcher.dropFirst()) + [BuiltProducts.path(of: "instancepoller")] + run, environment: environment
+            )
+        } else if let descriptors {
             let limit = "--nofile=\(descriptors):\(hardLimit ? "\(descriptors)" : "")"
             controller = try await ChildProcess.spawn("/usr/bin/prlimit", [limit, BuiltProducts.path(of: "instancepoller")] + run, environment: environment)
         } else {

@@ -234,6 +234,164 @@ struct SecurityTests {
             for output in outputs { #expect(!output.contains(secret), "a secret reached the CLI's output") }
         }
     }
+
+    /// A process of the same uid renames its own listening socket over a
+    /// shim's socket path before the controller connects. The shim here is
+    /// a wrapper that starts the real `provider-shim fake` and holds its
+    /// handshake line back until the test has done that (a FIFO gate), so
+    /// the impostor is in place every time. The controller must check who
+    /// serves the socket before it sends a byte: the impostor gets nothing
+    /// (no Handshake, no credential), the refusal names the provider, the
+    /// socket, the shim's pid and the impostor's pid and uid, and the
+    /// provider is served by a restarted real shim.
+    @Test func aProcessThatIsNotTheShimNeverGetsAByteFromTheController() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
+        let gate = h.directory.file("gate")
+        let released = h.directory.file("released")
+        #expect(mkfifo(gate, 0o600) == 0)
+        let wrapper = h.directory.file("gated-shim.sh")
+        try """
+            # The real shim, its handshake line passed on only once the test
+            # opens the gate (from then on, at once).
+            "$1" fake --scenario "$2" | {
+                IFS= read -r line || exit 1
+                [ -e "$3" ] || read go < "$4"
+                printf '%s\\n' "$line"
+                exec cat
+            }
+
+            """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        try h.writeConfig(providers: ["""
+              cloud:
+                shim:
+                  command: /bin/sh
+                  args: [\(wrapper), \(BuiltProducts.path(of: "provider-shim")), \(scenario), \(released), \(gate)]
+                cloud:
+                  type: fake
+            """])
+        let controller = try await h.start()
+        // The real shim listens (it logs so, through the controller) while
+        // its handshake line waits at the gate.
+        let serving = try await controller.stderrLines.waitForLine("the gated shim to listen") {
+            $0.contains(" serving ") && $0.contains("provider=cloud")
+        }
+        let shimSocket = try #require(logValue("socket", in: serving.line))
+        #expect(shimSocket.hasPrefix(h.runtimeDirectory + "/"))
+
+        // The impostor: this test process, which the controller did not start.
+        let impostor = try ListeningSocket(path: "\(h.runtimeDirectory)/impostor.sock")
+        defer { impostor.close() }
+        #expect(rename(impostor.path, shimSocket) == 0, "renamed over the shim's socket: \(String(cString: strerror(errno)))")
+        FileManager.default.createFile(atPath: released, contents: Data())
+        try await FIFO.write("go\n", to: gate)
+
+        // The controller connects to the impostor, and sends nothing.
+        let received = try await impostor.acceptAndRead(within: .seconds(20))
+        #expect(received.isEmpty, "the impostor received \(received.count) bytes from the controller")
+
+        let refusal = try await controller.stderrLines.waitForLine("the refusal") {
+            $0.contains("refused server") && $0.contains("provider=cloud")
+        }
+        #expect(refusal.line.contains("socket=\(shimSocket)"), "\(refusal.line)")
+        #expect(refusal.line.contains("peer_pid=\(getpid())") && refusal.line.contains("peer_uid=\(getuid())"), "\(refusal.line)")
+        let failed = try await controller.stderrLines.waitForLine("the failed start") {
+            $0.contains("shim failed to start") && $0.contains("provider=cloud")
+        }
+        #expect(failed.line.contains("server at \(shimSocket) is pid \(getpid()) uid \(getuid()), not the shim (pid "), "\(failed.line)")
+
+        // Supervision starts the shim again; this time the real one serves.
+        let pids = try await h.waitForShims(controller, count: 1)
+        try await h.add("m1", provider: "cloud", instance: "i-1")
+        try await h.waitForMachines("m1 to converge through the real shim") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+        #expect(ProcessAncestry.isSelfOrDescendant(pids[0], of: controller.pid))
+        #expect(impostor.pendingConnections() == 0, "the controller came back to the impostor")
+        #expect(try await h.stop(controller) == 0)
+    }
+}
+
+/// A listening Unix socket a test owns (an impostor's).
+final class ListeningSocket: Sendable {
+    let path: String
+    let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path.utf8) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(fd, 8) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Accepts one connection and reads until its first bytes or its end:
+    /// what the peer sent before hanging up (empty if nothing).
+    func acceptAndRead(within limit: Duration) async throws -> [UInt8] {
+        let fd = self.fd
+        return try await withTimeout(limit, "a connection to the impostor") {
+            await withCheckedContinuation { continuation in
+                Thread.detachNewThread {
+                    let connection = accept(fd, nil, nil)
+                    guard connection >= 0 else { return continuation.resume(returning: []) }
+                    var buffer = [UInt8](repeating: 0, count: 65536)
+                    var count = 0
+                    repeat { count = read(connection, &buffer, buffer.count) } while count < 0 && errno == EINTR
+                    Glibc.close(connection)
+                    continuation.resume(returning: Array(buffer[0..<max(count, 0)]))
+                }
+            }
+        }
+    }
+
+    /// Connections waiting to be accepted.
+    func pendingConnections() -> Int {
+        var count = 0
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        while true {
+            let connection = accept(fd, nil, nil)
+            guard connection >= 0 else { break }
+            Glibc.close(connection)
+            count += 1
+        }
+        _ = fcntl(fd, F_SETFL, flags)
+        return count
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// Writing to a FIFO: opening it waits for its reader, an event.
+enum FIFO {
+    /// Opens `path` for writing: returns the descriptor once a reader has
+    /// it open, or times out.
+    static func openForWriting(_ path: String, within limit: Duration = .seconds(20)) async throws -> Int32 {
+        try await withTimeout(limit, "a reader of \(path)") {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
+                Thread.detachNewThread {
+                    let fd = open(path, O_WRONLY | O_CLOEXEC)
+                    guard fd >= 0 else { return continuation.resume(throwing: POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)) }
+                    continuation.resume(returning: fd)
+                }
+            }
+        }
+    }
+
+    /// Writes `text` on an open FIFO and closes it.
+    static func finish(_ fd: Int32, writing text: String) {
+        let bytes = Array(text.utf8)
+        _ = Glibc.write(fd, bytes, bytes.count)
+        Glibc.close(fd)
+    }
+
+    /// Opens `path` for writing once a reader has it, writes `text`, closes it.
+    static func write(_ text: String, to path: String, within limit: Duration = .seconds(20)) async throws {
+        finish(try await openForWriting(path, within: limit), writing: text)
+    }
 }
 
 extension SecurityTests {

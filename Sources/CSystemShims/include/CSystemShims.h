@@ -42,6 +42,42 @@ int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd
 
 /// pipe2(fds, O_CLOEXEC); 0 or -1 with errno.
 int ip_pipe_cloexec(int fds[2]);
+
+/// No core dumps and no ptrace or /proc access by the same uid:
+/// setrlimit(RLIMIT_CORE, 0) and prctl(PR_SET_DUMPABLE, 0). Returns 0 or
+/// -errno.
+int ip_forbid_dumps_and_tracing(void);
+
+/// The step of ``ip_spawn_as_user`` that failed.
+enum {
+    IP_SPAWN_STEP_NONE = 0,
+    IP_SPAWN_STEP_FORK,
+    IP_SPAWN_STEP_PROCESS_GROUP,
+    IP_SPAWN_STEP_STDIO,
+    IP_SPAWN_STEP_CLOSE,
+    IP_SPAWN_STEP_BOUNDING_SET,
+    IP_SPAWN_STEP_AMBIENT,
+    IP_SPAWN_STEP_SETGROUPS,
+    IP_SPAWN_STEP_SETRESGID,
+    IP_SPAWN_STEP_SETRESUID,
+    IP_SPAWN_STEP_CAPSET,
+    IP_SPAWN_STEP_NO_NEW_PRIVS,
+    IP_SPAWN_STEP_EXEC,
+};
+
+/// The system call a failed step names, e.g. "setresuid".
+const char *ip_spawn_step_name(int step);
+
+/// Like ``ip_spawn`` (own process group, the three descriptors, every other
+/// one closed, every signal default and unblocked), and the child drops to
+/// `uid`/`gid` before exec: supplementary groups set to just `gid`, the
+/// capability bounding and ambient sets emptied, effective, permitted and
+/// inheritable capabilities cleared, and PR_SET_NO_NEW_PRIVS set. fork +
+/// execve, with only async-signal-safe calls in the child; a failure in the
+/// child (exec included) comes back through a close-on-exec pipe. Returns
+/// the pid, or -errno with `*failed_step` naming the step.
+int ip_spawn_as_user(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                     unsigned int uid, unsigned int gid, int *failed_step);
 #endif
 
 #endif

@@ -275,7 +275,7 @@ extension YAMLReader {
         }
         let fields = try mapping(node, place, allowed: ["shim", "cloud"])
         guard let shimNode = fields["shim"] else { throw fail(node, place, "a provider needs a shim (command, args, env)") }
-        let shimFields = try mapping(shimNode, "\(place).shim", allowed: ["command", "args", "env"])
+        let shimFields = try mapping(shimNode, "\(place).shim", allowed: ["command", "args", "env", "user", "group"])
         guard let commandNode = shimFields["command"] else { throw fail(shimNode, "\(place).shim", "the shim needs a command") }
         let executable = try command(commandNode, "\(place).shim.command")
         let arguments = try shimFields["args"].map { (node) throws(YAMLFileError) in try stringList(node, "\(place).shim.args") } ?? []
@@ -289,6 +289,7 @@ extension YAMLReader {
                 allowlist.append(variable)
             }
         }
+        let user = try shimUser(shimFields, "\(place).shim")
         var cloud = ProviderV1.CloudSpec()
         cloud.name = name
         if let cloudNode = fields["cloud"] {
@@ -301,10 +302,34 @@ extension YAMLReader {
         guard !cloud.type.isEmpty else { throw fail(fields["cloud"] ?? node, "\(place).cloud.type", "the cloud needs a type, e.g. ec2 or fake") }
         return ProviderConfig(
             name: name,
-            shim: ShimCommand(executable: executable, arguments: arguments, environment: ShimCommand.allowlisted(allowlist, from: environment)),
+            shim: ShimCommand(
+                executable: executable, arguments: arguments, environment: ShimCommand.allowlisted(allowlist, from: environment), user: user
+            ),
             environmentAllowlist: allowlist,
             cloud: cloud
         )
+    }
+
+    /// `shim.user` (a user name or uid) and `shim.group` (a group name or
+    /// gid; default: the user's primary group). A controller that is not
+    /// root can start shims only as itself.
+    func shimUser(_ fields: [String: Node], _ place: String) throws(YAMLFileError) -> ShimUser? {
+        guard let userNode = fields["user"] else {
+            if let groupNode = fields["group"] { throw fail(groupNode, "\(place).group", "give shim.user with shim.group") }
+            return nil
+        }
+        let name = try string(userNode, "\(place).user")
+        let group = try fields["group"].map { (node) throws(YAMLFileError) in try string(node, "\(place).group") }
+        let user: ShimUser
+        switch ShimUser.resolve(user: name, group: group) {
+        case .success(let resolved): user = resolved
+        case .failure(let problem): throw fail(fields[problem.field] ?? userNode, "\(place).\(problem.field)", problem.message)
+        }
+        let me = getuid()
+        if me != 0, user.uid != me || user.gid != getgid() {
+            throw fail(userNode, "\(place).user", "the controller runs as uid \(me), not root, so it cannot start a shim as \(user) gid \(user.gid); leave shim.user out or run the controller as root")
+        }
+        return user
     }
 
     /// A shim executable: a path (relative to the config file) or a name
@@ -357,18 +382,14 @@ extension YAMLReader {
     /// owner may read (0600 or stricter). Errors never quote its content.
     func secretFile(_ node: Node, _ place: String) throws(YAMLFileError) -> [String: String] {
         let path = try self.path(node, place)
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw fail(node, place, "cannot read \(path): \(String(cString: strerror(errno)))")
-        }
-        guard info.st_mode & 0o077 == 0 else {
-            throw fail(node, place, "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it")
-        }
-        guard info.st_uid == getuid() else {
-            throw fail(node, place, "\(path) belongs to uid \(info.st_uid), not to this user")
+        let text: String
+        do {
+            text = String(decoding: try SecretFile.contents(of: path, regularFileOnly: true), as: UTF8.self)
+        } catch {
+            throw fail(node, place, error.problem)
         }
         do {
-            return try YAMLReader.load(path: path) { reader, root throws(YAMLFileError) in
+            return try YAMLReader.parse(text, file: path) { reader, root throws(YAMLFileError) in
                 try reader.stringMap(root, "attributes")
             }
         } catch {

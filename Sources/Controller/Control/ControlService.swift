@@ -276,7 +276,10 @@ public struct ControlService: Sendable {
         guard var config = await fleet.config(of: request.provider) else {
             throw RPCError(.notFound, "no provider \"\(request.provider)\"")
         }
-        config.shim = ShimCommand(executable: executable, arguments: request.args, environment: ShimCommand.allowlisted(request.env, from: environment))
+        // The new shim runs as the provider's configured user, as the old one did.
+        config.shim = ShimCommand(
+            executable: executable, arguments: request.args, environment: ShimCommand.allowlisted(request.env, from: environment), user: config.shim.user
+        )
         config.environmentAllowlist = request.env
         do {
             try await fleet.swap(request.provider, to: config)

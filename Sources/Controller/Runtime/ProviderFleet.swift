@@ -4,6 +4,9 @@ public import ServiceLifecycle
 internal import NIOConcurrencyHelpers
 internal import Synchronization
 internal import SwiftProtobuf
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// Every configured provider's supervised shim, as one service and as the
 /// poller's ``ProviderRouter``.
@@ -93,6 +96,12 @@ public actor ProviderFleet: ProviderRouter, Service {
     }
 
     private func start(_ config: ProviderConfig) {
+        if getuid() == 0, config.shim.user == nil {
+            logger.warning(
+                "the shim runs as root with every capability; set shim.user to run it as an unprivileged user",
+                metadata: ["provider": "\(config.name)"]
+            )
+        }
         let supervisor = ProviderSupervisor(
             provider: config.name, command: config.shim, runtimeDirectory: runtimeDirectory,
             clock: clock, settings: settings, callTimeout: callTimeout, metrics: metrics, logger: logger

@@ -6,7 +6,9 @@ internal import Glibc
 #endif
 
 /// The controller's private runtime directory (0700): the shims' sockets and
-/// the control socket live here.
+/// the control socket live here. A shim that runs as another user
+/// (`shim.user`) listens in `shims/<provider>/` here instead, and the
+/// directory is then 0711 (see ``ShimDirectory``).
 ///
 /// It is opened as a descriptor and checked there (ours, private, not a
 /// symbolic link); everything inside it is then reached relative to that
@@ -36,7 +38,10 @@ public final class RuntimeDirectory: Sendable {
         self.logger = logger
         let directory: Int32
         do {
-            directory = try PrivatePath.openDirectory(path)
+            // A previous run may have let others pass through (a shim ran
+            // as another user): private again until a shim needs that.
+            directory = try PrivatePath.openDirectory(path, allowSearch: true)
+            try PrivatePath.setMode(directory, path, 0o700)
         } catch {
             throw Unusable(description: "runtime directory \(error)")
         }

@@ -129,8 +129,17 @@ public actor ProviderSupervisor {
 
     private func launch(_ command: ShimCommand) async throws(ShimStartError) -> RunningShim {
         generation += 1
+        var directory = runtimeDirectory
+        if command.dropsPrivileges, let user = command.user {
+            // It cannot bind in the controller's directory: it gets its own.
+            do {
+                directory = try ShimDirectory.prepare(runtimeDirectory: runtimeDirectory, provider: provider, user: user)
+            } catch {
+                throw ShimStartError(provider: provider, problem: "\(error)", stderrTail: "")
+            }
+        }
         return try await ShimLauncher.start(
-            provider: provider, command: command, socketPath: "\(runtimeDirectory)/\(provider)-\(generation).sock",
+            provider: provider, command: command, socketPath: "\(directory)/\(provider)-\(generation).sock",
             startupTimeout: settings.startupTimeout, logger: logger
         )
     }

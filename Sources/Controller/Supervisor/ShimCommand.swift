@@ -1,4 +1,7 @@
 internal import Foundation
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// How to start a provider's shim: `executable arguments…` with exactly
 /// this environment (the provider's allowlist, resolved) plus
@@ -8,12 +11,19 @@ public struct ShimCommand: Hashable, Sendable {
     public var executable: String
     public var arguments: [String]
     public var environment: [String: String]
+    /// The user the shim runs as (`shim.user`); nil: the controller's.
+    public var user: ShimUser?
 
-    public init(executable: String, arguments: [String] = [], environment: [String: String] = [:]) {
+    public init(executable: String, arguments: [String] = [], environment: [String: String] = [:], user: ShimUser? = nil) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
+        self.user = user
     }
+
+    /// Whether starting it drops privileges: the controller is root and the
+    /// config names a user for it.
+    public var dropsPrivileges: Bool { user != nil && getuid() == 0 }
 
     /// Finds a shim executable: `name` with a slash is a path (relative to
     /// `base`); a bare name is looked for next to the running program, then
@@ -39,5 +49,85 @@ public struct ShimCommand: Hashable, Sendable {
     /// The allowlisted variables' values from `environment` (those it has).
     public static func allowlisted(_ names: [String], from environment: [String: String]) -> [String: String] {
         environment.filter { names.contains($0.key) }
+    }
+}
+
+/// The user and group a root controller starts a shim as (`shim.user`,
+/// `shim.group`): the shim gets exactly this uid and gid, `gid` as its only
+/// supplementary group, no capabilities and no_new_privs.
+public struct ShimUser: Hashable, Sendable, CustomStringConvertible {
+    public var uid: UInt32
+    public var gid: UInt32
+    /// As the config names it (a user name or a number), for messages.
+    public var name: String
+
+    public init(uid: UInt32, gid: UInt32, name: String) {
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+    }
+
+    public var description: String { name == "\(uid)" ? "uid \(uid)" : "\(name) (uid \(uid))" }
+
+    /// Looks a user up by name, or takes a number as a uid; `group` (a name
+    /// or a number) overrides the user's primary group. Returns the user,
+    /// or what is wrong in one sentence.
+    public static func resolve(user: String, group: String?) -> Result<ShimUser, Problem> {
+        let uid: UInt32
+        var primary: UInt32?
+        if let entry = passwordEntry(user) {
+            uid = entry.uid
+            primary = entry.gid
+        } else if let number = UInt32(user), number != UInt32.max {
+            uid = number
+            primary = passwordEntry(uid: number)?.gid
+        } else {
+            return .failure(Problem(field: "user", message: "no user \"\(user)\" on this system"))
+        }
+        let gid: UInt32
+        if let group {
+            if let found = groupID(group) {
+                gid = found
+            } else if let number = UInt32(group), number != UInt32.max {
+                gid = number
+            } else {
+                return .failure(Problem(field: "group", message: "no group \"\(group)\" on this system"))
+            }
+        } else if let primary {
+            gid = primary
+        } else {
+            return .failure(Problem(field: "user", message: "uid \(uid) has no entry in the user database; give shim.group too"))
+        }
+        return .success(ShimUser(uid: uid, gid: gid, name: user))
+    }
+
+    public struct Problem: Error, Hashable, Sendable {
+        /// "user" or "group".
+        public var field: String
+        public var message: String
+    }
+
+    private static func passwordEntry(_ name: String) -> (uid: UInt32, gid: UInt32)? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return (entry.pw_uid, entry.pw_gid)
+    }
+
+    private static func passwordEntry(uid: UInt32) -> (uid: UInt32, gid: UInt32)? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return (entry.pw_uid, entry.pw_gid)
+    }
+
+    private static func groupID(_ name: String) -> UInt32? {
+        var entry = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.gr_gid
     }
 }

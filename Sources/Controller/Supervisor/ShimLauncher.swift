@@ -84,7 +84,9 @@ public struct ShimStartError: Error, Hashable, Sendable, CustomStringConvertible
 
 /// Starts a provider's shim under the contract of PROTOCOL.md §5: scrubbed
 /// environment, stdin a pipe, its own process group; reads the handshake
-/// line (bounded by the startup timeout); connects; calls `Handshake`.
+/// line (bounded by the startup timeout); connects, refusing a socket that
+/// is not served by the shim or a descendant of it (``servedBy(_:command:)``);
+/// calls `Handshake`.
 /// The shim's stderr is forwarded into `logger`, tagged with the provider.
 public enum ShimLauncher {
     public static func start(
@@ -100,7 +102,8 @@ public enum ShimLauncher {
         }
         do {
             try UnixSocket.checkPathLength(socketPath)
-            try UnixSocket.checkSocketDirectory(forSocket: socketPath)
+            let owner = command.dropsPrivileges ? command.user?.uid ?? getuid() : getuid()
+            try UnixSocket.checkSocketDirectory(forSocket: socketPath, owner: owner)
             try UnixSocket.removeStale(socketPath)
         } catch {
             throw failure("\(error)")
@@ -142,7 +145,11 @@ public enum ShimLauncher {
             }
             let client: ProviderClient
             do {
-                client = try await ProviderClient.connect(socketPath: socketPath, logger: logger)
+                var connectLogger = logger
+                connectLogger[metadataKey: "provider"] = "\(provider)"
+                client = try await ProviderClient.connect(
+                    socketPath: socketPath, peerPolicy: servedBy(process.pid, command: command), logger: connectLogger
+                )
             } catch {
                 throw failure("cannot connect: \(error)", tail)
             }
@@ -174,6 +181,21 @@ public enum ShimLauncher {
                 throw startError
             }
             throw failure("no handshake line within \(startupTimeout)", tail)
+        }
+    }
+
+    /// Who may serve a shim's socket: the process the controller started or
+    /// one of its descendants (walking the ppid chain), and only as the
+    /// shim's user (`shim.user`, else the controller's uid or root). Checked
+    /// on every connection to a shim before a byte is sent, so a process
+    /// that put its own socket at the shim's path gets nothing.
+    static func servedBy(_ shimPID: Int32, command: ShimCommand) -> PeerPolicy {
+        let user = command.dropsPrivileges ? command.user : nil
+        let me = getuid()
+        let uids = user.map { "uid \($0.uid)" } ?? "uid \(me) or root"
+        return PeerPolicy(summary: "the shim (pid \(shimPID)) or a descendant of it, as \(uids)") { peer in
+            let uidAllowed = user.map { peer.uid == $0.uid } ?? (peer.uid == me || peer.uid == 0)
+            return uidAllowed && ProcessAncestry.isSelfOrDescendant(peer.pid, of: shimPID)
         }
     }
 

@@ -93,7 +93,8 @@ public final class SpawnedShim: Sendable {
     }
 }
 
-/// Starts shims. Every shim is spawned from one long-lived thread: Linux
+/// Starts shims (as ``ShimCommand/user`` when the controller is root: see
+/// `ip_spawn_as_user`). Every shim is spawned from one long-lived thread: Linux
 /// delivers a child's parent-death signal when the *thread* that spawned it
 /// ends, and Swift's cooperative threads come and go.
 enum ShimSpawner {
@@ -114,9 +115,17 @@ enum ShimSpawner {
             guard ip_pipe_cloexec(&stdoutPipe) == 0, ip_pipe_cloexec(&stderrPipe) == 0 else {
                 throw Failure(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
             }
+            var failedStep: Int32 = 0
             let pid = withCStrings(argv) { argvPointers in
                 withCStrings(envp) { envpPointers in
-                    ip_spawn(command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1])
+                    if command.dropsPrivileges, let user = command.user {
+                        ip_spawn_as_user(
+                            command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1],
+                            user.uid, user.gid, &failedStep
+                        )
+                    } else {
+                        ip_spawn(command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1])
+                    }
                 }
             }
             close(stdinPipe[0])
@@ -126,7 +135,9 @@ enum ShimSpawner {
                 close(stdinPipe[1])
                 close(stdoutPipe[0])
                 close(stderrPipe[0])
-                throw Failure(description: "cannot start \(command.executable): \(String(cString: strerror(-pid)))")
+                let step = failedStep == 0 || failedStep == Int32(IP_SPAWN_STEP_EXEC) ? "" : " (\(String(cString: ip_spawn_step_name(failedStep))))"
+                let who = command.dropsPrivileges ? " as \(command.user.map { "\($0) gid \($0.gid)" } ?? "")" : ""
+                throw Failure(description: "cannot start \(command.executable)\(who)\(step): \(String(cString: strerror(-pid)))")
             }
             return SpawnedShim(pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0])
         }

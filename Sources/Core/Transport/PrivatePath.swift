@@ -24,7 +24,10 @@ public enum PrivatePath {
     /// A directory that already exists must be owned by this user and
     /// private; one that is someone else's is refused with a message saying
     /// whose it is. A symbolic link in its place is refused, never followed.
-    public static func openDirectory(_ path: String, createParents: Bool = true) throws(Problem) -> Int32 {
+    ///
+    /// `allowSearch`: an existing directory may also let group and others
+    /// pass through it (search, `--x`), never list or change it.
+    public static func openDirectory(_ path: String, createParents: Bool = true, allowSearch: Bool = false) throws(Problem) -> Int32 {
         try checkParent(of: path, createParents: createParents)
         var created = false
         // Bounded: each turn either opens, creates, or fails; a directory
@@ -33,7 +36,7 @@ public enum PrivatePath {
             let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if descriptor >= 0 {
                 do throws(Problem) {
-                    try checkOwnDirectory(descriptor, path, justCreated: created)
+                    try checkOwnDirectory(descriptor, path, justCreated: created, allowSearch: allowSearch)
                 } catch {
                     close(descriptor)
                     throw error
@@ -57,9 +60,13 @@ public enum PrivatePath {
         throw Problem(path: path, problem: "keeps vanishing between creation and use; someone else is renaming it")
     }
 
-    /// Checks an open directory: ours, and private. A directory this
-    /// process just created gets exactly 0700 (whatever the umask).
-    static func checkOwnDirectory(_ descriptor: Int32, _ path: String, justCreated: Bool) throws(Problem) {
+    /// Checks an open directory: `owner`'s (by default this user's), and
+    /// private (or only searchable by others, with `allowSearch`). A
+    /// directory this process just created gets exactly 0700 (whatever the
+    /// umask).
+    static func checkOwnDirectory(
+        _ descriptor: Int32, _ path: String, justCreated: Bool, owner: uid_t = getuid(), allowSearch: Bool = false
+    ) throws(Problem) {
         var info = stat()
         guard fstat(descriptor, &info) == 0 else {
             throw Problem(path: path, problem: "cannot stat: \(errnoText())")
@@ -67,18 +74,24 @@ public enum PrivatePath {
         guard info.st_mode & S_IFMT == S_IFDIR else {
             throw Problem(path: path, problem: "exists and is not a directory")
         }
-        guard info.st_uid == getuid() else {
-            throw Problem(path: path, problem: "directory belongs to \(owner(info.st_uid)), not to this user (uid \(getuid())); remove it, or choose another directory")
+        guard info.st_uid == owner else {
+            let expected = owner == getuid() ? "this user (uid \(owner))" : Self.owner(owner)
+            throw Problem(path: path, problem: "directory belongs to \(Self.owner(info.st_uid)), not to \(expected); remove it, or choose another directory")
         }
         let mode = info.st_mode & 0o7777
         if justCreated, mode != 0o700 {
-            guard fchmod(descriptor, 0o700) == 0 else {
-                throw Problem(path: path, problem: "cannot set mode 0700: \(errnoText())")
-            }
+            try setMode(descriptor, path, 0o700)
             return
         }
-        guard mode & 0o077 == 0 else {
+        guard mode & (allowSearch ? 0o066 : 0o077) == 0 else {
             throw Problem(path: path, problem: "directory has mode \(octal(mode)); it must be private (chmod 700 \(path))")
+        }
+    }
+
+    /// Sets the mode of an open file or directory (never by path).
+    public static func setMode(_ descriptor: Int32, _ path: String, _ mode: mode_t) throws(Problem) {
+        guard fchmod(descriptor, mode) == 0 else {
+            throw Problem(path: path, problem: "cannot set mode \(octal(mode)): \(errnoText())")
         }
     }
 
@@ -137,11 +150,7 @@ public enum PrivatePath {
             }
         }
         do throws(Problem) {
-            if created {
-                guard fchmod(descriptor, 0o600) == 0 else {
-                    throw Problem(path: path, problem: "cannot set mode 0600: \(errnoText())")
-                }
-            }
+            if created { try setMode(descriptor, path, 0o600) }
             var info = stat()
             guard fstat(descriptor, &info) == 0 else {
                 throw Problem(path: path, problem: "cannot stat: \(errnoText())")

@@ -16,11 +16,21 @@ public enum UnixSocket {
         public var path: String
         public var problem: String
         public var description: String { "\(path): \(problem)" }
+
+        public init(path: String, problem: String) {
+            self.path = path
+            self.problem = problem
+        }
     }
 
-    /// Checks that the directory that will hold a socket is private to this
-    /// user, so nobody else can reach the socket between bind and chmod.
-    public static func checkSocketDirectory(forSocket socketPath: String) throws(PathError) {
+    /// Checks that the directory that will hold a socket belongs to `owner`
+    /// (by default this user) and that group and others can neither list it
+    /// nor create, rename or remove entries in it (search permission alone
+    /// is allowed: a controller gives it to its runtime directory when a shim
+    /// runs as another user), so nobody else can put their own socket in its
+    /// place. The directory is opened without following a link and checked
+    /// on its descriptor.
+    public static func checkSocketDirectory(forSocket socketPath: String, owner: UInt32? = nil) throws(PathError) {
         let directory = parentDirectory(of: socketPath)
         let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard descriptor >= 0 else {
@@ -30,7 +40,7 @@ public enum UnixSocket {
             throw PathError(path: directory, problem: "socket directory is missing: \(errnoText())")
         }
         defer { close(descriptor) }
-        try PrivatePath.checkOwnDirectory(descriptor, directory, justCreated: false)
+        try PrivatePath.checkOwnDirectory(descriptor, directory, justCreated: false, owner: owner ?? getuid(), allowSearch: true)
     }
 
     /// Removes a socket file left by a process that died; refuses to remove
