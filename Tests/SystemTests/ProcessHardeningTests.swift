@@ -79,7 +79,7 @@ struct ProcessHardeningTests {
             #expect(memory.stdout.isEmpty && memory.stderr.contains("Permission denied"), "\(what): another nobody process opened /proc/\(pid)/mem: \(memory)")
             #expect(Self.coreLimit(of: pid) == "0 0", "\(what): core file size limit \(Self.coreLimit(of: pid) ?? "?")")
         }
-        FIFO.finish(secret, writing: "token: S3CRET-fifo-5d1e0a\n")
+        await FIFO.finish(secret, writing: "token: S3CRET-fifo-5d1e0a\n")
         #expect(try await cli.waitForExit() == 0, "\(cli.stderr)")
         #expect(try await cli.output().stdout == "credential cloud/fed set (attributes: token)\n")
         #expect(try await h.stop(controller) == 0)

@@ -283,8 +283,9 @@ struct SecurityTests {
         // The impostor: this test process, which the controller did not start.
         let impostor = try ListeningSocket(path: "\(h.runtimeDirectory)/impostor.sock")
         defer { impostor.close() }
-        #expect(rename(impostor.path, shimSocket) == 0, "renamed over the shim's socket: \(String(cString: strerror(errno)))")
-        FileManager.default.createFile(atPath: released, contents: Data())
+        let renamed = rename(impostor.path, shimSocket) == 0 ? "renamed" : String(cString: strerror(errno))
+        #expect(renamed == "renamed", "renaming the impostor's socket over the shim's")
+        _ = FileManager.default.createFile(atPath: released, contents: Data())
         try await FIFO.write("go\n", to: gate)
 
         // The controller connects to the impostor, and sends nothing.
@@ -381,16 +382,28 @@ enum FIFO {
         }
     }
 
-    /// Writes `text` on an open FIFO and closes it.
-    static func finish(_ fd: Int32, writing text: String) {
-        let bytes = Array(text.utf8)
-        _ = Glibc.write(fd, bytes, bytes.count)
-        Glibc.close(fd)
+    /// Writes `text` on an open FIFO and closes it. A reader that is gone
+    /// makes the write fail (EPIPE), never kills the test process: the write
+    /// runs on a thread of its own with SIGPIPE blocked, and a SIGPIPE left
+    /// pending for that thread ends with it.
+    static func finish(_ fd: Int32, writing text: String) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                var pipeSignal = sigset_t()
+                sigemptyset(&pipeSignal)
+                sigaddset(&pipeSignal, SIGPIPE)
+                pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
+                let bytes = Array(text.utf8)
+                _ = Glibc.write(fd, bytes, bytes.count)
+                Glibc.close(fd)
+                continuation.resume()
+            }
+        }
     }
 
     /// Opens `path` for writing once a reader has it, writes `text`, closes it.
     static func write(_ text: String, to path: String, within limit: Duration = .seconds(20)) async throws {
-        finish(try await openForWriting(path, within: limit), writing: text)
+        await finish(try await openForWriting(path, within: limit), writing: text)
     }
 }
 
