@@ -18,17 +18,13 @@ enum ShimDirectory {
 
     /// Creates (or takes back) the provider's directory for `user`; returns its path.
     static func prepare(runtimeDirectory: String, provider: String, user: ShimUser) throws(UnixSocket.PathError) -> String {
-        let runtime = try openDirectory(AT_FDCWD, runtimeDirectory, shown: runtimeDirectory)
+        let runtime = try openOwn(AT_FDCWD, runtimeDirectory, shown: runtimeDirectory, mode: 0o711)
         defer { close(runtime) }
-        try expectOwnDirectory(runtime, shown: runtimeDirectory)
-        try setMode(runtime, 0o711, shown: runtimeDirectory)
 
         let parentPath = "\(runtimeDirectory)/\(parentName)"
         try makeDirectory(runtime, parentName, mode: 0o711, shown: parentPath)
-        let parent = try openDirectory(runtime, parentName, shown: parentPath)
+        let parent = try openOwn(runtime, parentName, shown: parentPath, mode: 0o711)
         defer { close(parent) }
-        try expectOwnDirectory(parent, shown: parentPath)
-        try setMode(parent, 0o711, shown: parentPath)
 
         let path = "\(parentPath)/\(provider)"
         try makeDirectory(parent, provider, mode: 0o700, shown: path)
@@ -37,8 +33,21 @@ enum ShimDirectory {
         guard fchown(directory, user.uid, user.gid) == 0 else {
             throw UnixSocket.PathError(path: path, problem: "cannot give the directory to \(user) gid \(user.gid): \(errnoText())")
         }
-        try setMode(directory, 0o700, shown: path)
+        try PrivatePath.setMode(directory, path, 0o700)
         return path
+    }
+
+    /// Opens a directory of ours and gives it `mode`.
+    private static func openOwn(_ at: Int32, _ name: String, shown: String, mode: mode_t) throws(UnixSocket.PathError) -> Int32 {
+        let fd = try openDirectory(at, name, shown: shown)
+        do throws(UnixSocket.PathError) {
+            try expectOwnDirectory(fd, shown: shown)
+            try PrivatePath.setMode(fd, shown, mode)
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
     }
 
     private static func openDirectory(_ at: Int32, _ name: String, shown: String) throws(UnixSocket.PathError) -> Int32 {
@@ -60,13 +69,7 @@ enum ShimDirectory {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw UnixSocket.PathError(path: shown, problem: "cannot stat: \(errnoText())") }
         guard info.st_uid == getuid() else {
-            throw UnixSocket.PathError(path: shown, problem: "directory is owned by uid \(info.st_uid), not by this user (uid \(getuid()))")
-        }
-    }
-
-    private static func setMode(_ fd: Int32, _ mode: mode_t, shown: String) throws(UnixSocket.PathError) {
-        guard fchmod(fd, mode) == 0 else {
-            throw UnixSocket.PathError(path: shown, problem: "cannot set mode 0\(String(mode, radix: 8)): \(errnoText())")
+            throw UnixSocket.PathError(path: shown, problem: "directory belongs to \(PrivatePath.owner(info.st_uid)), not to this user (uid \(getuid()))")
         }
     }
 
