@@ -241,7 +241,7 @@ struct RPCServerLimitTests {
     }
 
     @Test func anIdleConnectionIsClosedButOneWithACallInFlightIsKept() async throws {
-        try await RPCFixture.with(configuration: Self.limits { $0.idleTimeout = .milliseconds(300) }) { fixture in
+        try await RPCFixture.with(configuration: Self.limits { $0.idleTimeout = .seconds(2) }) { fixture in
             // A long call in flight, its connection silent from now on.
             let busy = try await fixture.raw()
             try await busy.sendRequest(RequestEnvelope(service: RPCFixture.service, method: "Hang", payload: ByteBuffer(string: "busy")), streamID: 1)
