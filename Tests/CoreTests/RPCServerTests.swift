@@ -322,9 +322,14 @@ struct RPCServerLimitTests {
         try await RPCFixture.with(configuration: Self.limits { $0.requestsPerConnection = 2 }) { fixture in
             let raw = try await fixture.raw()
             let slow = RPCFixture.echoRequest([1], delay: .milliseconds(300))
-            try await raw.sendRequest(try RPCServerTests.echoEnvelope(slow), streamID: 1)
-            try await raw.sendRequest(try RPCServerTests.echoEnvelope(slow), streamID: 3)
-            try await raw.sendRequest(try RPCServerTests.echoEnvelope(RPCFixture.echoRequest([5])), streamID: 5)
+            // One write: the third frame arrives while the first two are
+            // in flight, however slowly this process gets to run.
+            var frames = ByteBuffer()
+            for (streamID, request) in [(UInt32(1), slow), (3, slow), (5, RPCFixture.echoRequest([5]))] {
+                var frame = try FrameEncoding.request(RPCServerTests.echoEnvelope(request), streamID: streamID, allocator: ByteBufferAllocator()).contiguous
+                frames.writeBuffer(&frame)
+            }
+            try await raw.write(frames)
             var order: [UInt32] = []
             for _ in 0..<3 {
                 let (streamID, response) = try await raw.nextResponse()

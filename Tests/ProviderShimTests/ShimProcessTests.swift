@@ -50,14 +50,18 @@ struct ShimProcessTests {
     }
 
     @Test func exitsWithinOneSecondOfStdinEOF() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let shim = try await Self.start(directory)
-        let closed = ContinuousClock.now
-        shim.process.closeStdin()
-        #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
-        #expect(ContinuousClock.now - closed < .seconds(1))
-        #expect(!FileManager.default.fileExists(atPath: shim.socketPath))
+        let measured = try await measureWallClockContract(within: .seconds(1)) {
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let shim = try await Self.start(directory)
+            let closed = ContinuousClock.now
+            shim.process.closeStdin()
+            #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
+            let took = ContinuousClock.now - closed
+            #expect(!FileManager.default.fileExists(atPath: shim.socketPath))
+            return took
+        }
+        #expect(measured.last! < .seconds(1), "exit after stdin EOF took \(measured)")
     }
 
     @Test func sigtermFinishesTheCallInFlightThenExitsZero() async throws {
@@ -134,21 +138,24 @@ struct ShimProcessTests {
     }
 
     @Test func hangFaultNeverAnswersAndStdinEOFStillEndsIt() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let scenario = directory.file("hang.yaml")
-        try "faults:\n  - kind: hang\n    methods: [Instances]\n".write(toFile: scenario, atomically: true, encoding: .utf8)
-        let shim = try await Self.start(directory, scenario: scenario)
-        let start = ContinuousClock.now
-        let error = await rpcError {
-            _ = try await shim.client.instances(cloud: .init(), credential: .init(), ids: ["i-1"], timeout: .milliseconds(300))
+        let measured = try await measureWallClockContract(within: .seconds(1)) {
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let scenario = directory.file("hang.yaml")
+            try "faults:\n  - kind: hang\n    methods: [Instances]\n".write(toFile: scenario, atomically: true, encoding: .utf8)
+            let shim = try await Self.start(directory, scenario: scenario)
+            let start = ContinuousClock.now
+            let error = await rpcError {
+                _ = try await shim.client.instances(cloud: .init(), credential: .init(), ids: ["i-1"], timeout: .milliseconds(300))
+            }
+            #expect(error?.code == .deadlineExceeded)
+            #expect(ContinuousClock.now - start < .seconds(5))
+            let closed = ContinuousClock.now
+            shim.process.closeStdin()
+            #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
+            return ContinuousClock.now - closed
         }
-        #expect(error?.code == .deadlineExceeded)
-        #expect(ContinuousClock.now - start < .seconds(5))
-        let closed = ContinuousClock.now
-        shim.process.closeStdin()
-        #expect(try await shim.process.waitForExit(.seconds(5)) == 0)
-        #expect(ContinuousClock.now - closed < .seconds(1))
+        #expect(measured.last! < .seconds(1), "exit after stdin EOF, a call hanging, took \(measured)")
     }
 
     @Test func parentDeathEndsTheShimEvenWithStdinOpen() async throws {
