@@ -76,14 +76,9 @@ extension PeerCredentials {
     /// (or its status cannot be read).
     public static func currentUIDs(ofProcess pid: Int32) -> ProcessUIDs? {
         guard pid > 0 else { return nil }
-        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
         // The Uid line is within the first ~600 bytes of the file.
-        var bytes = [UInt8](repeating: 0, count: 2048)
-        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return nil }
-        return parseUIDs(status: String(decoding: bytes[..<count], as: UTF8.self))
+        guard let bytes = ProcessAncestry.readProcFile(pid, "status", upTo: 2048) else { return nil }
+        return parseUIDs(status: String(decoding: bytes, as: UTF8.self))
     }
 
     /// The `Uid:` line of a `/proc/<pid>/status` text: real, effective,
