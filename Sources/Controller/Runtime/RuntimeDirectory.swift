@@ -38,11 +38,16 @@ public final class RuntimeDirectory: Sendable {
         self.logger = logger
         let directory: Int32
         do {
+            directory = try PrivatePath.openDirectory(path, allowSearch: true)
+        } catch {
+            throw Unusable(description: "runtime directory \(error)")
+        }
+        do {
             // A previous run may have let others pass through (a shim ran
             // as another user): private again until a shim needs that.
-            directory = try PrivatePath.openDirectory(path, allowSearch: true)
             try PrivatePath.setMode(directory, path, 0o700)
         } catch {
+            Glibc.close(directory)
             throw Unusable(description: "runtime directory \(error)")
         }
         let lock = openat(directory, Self.lockFileName, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
