@@ -38,45 +38,24 @@ extension ControllerConfig {
     /// others cannot rename it out of. What is checked is what is read: one
     /// descriptor, no second look by path.
     static func readTrusted(_ path: String) throws(YAMLFileError) -> (text: String, mode: mode_t) {
-        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else {
-            throw YAMLFileError(file: path, problem: "cannot read the file: \(String(cString: strerror(errno)))")
-        }
-        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else {
-            throw YAMLFileError(file: path, problem: "cannot stat the file: \(String(cString: strerror(errno)))")
-        }
-        guard info.st_mode & S_IFMT == S_IFREG else {
-            throw YAMLFileError(file: path, problem: "not a regular file")
-        }
-        guard info.st_size <= YAMLReader.maxFileBytes else {
-            throw YAMLFileError(file: path, problem: "the file has \(info.st_size) bytes; at most \(YAMLReader.maxFileBytes) are read")
-        }
-        guard info.st_uid == getuid() || info.st_uid == 0 else {
-            throw YAMLFileError(file: path, problem: "the file belongs to \(PrivatePath.owner(info.st_uid)); it names the commands this controller runs, so it must be this user's or root's")
-        }
-        let mode = info.st_mode & 0o7777
-        guard mode & 0o022 == 0 else {
-            throw YAMLFileError(file: path, problem: "the file has mode \(PrivatePath.octal(mode)): others can change the commands this controller runs; chmod go-w \(path)")
-        }
-        var directory = stat()
-        let parent = UnixSocket.parentDirectory(of: path)
-        if stat(parent, &directory) == 0 {
-            do {
-                try PrivatePath.checkNoForeignWriters(directory: parent, directory)
-            } catch {
-                throw YAMLFileError(file: path, problem: "its \(error)")
+        var mode: mode_t = 0
+        let text = try YAMLReader.readFile(path: path) { info throws(YAMLFileError) in
+            guard info.st_uid == getuid() || info.st_uid == 0 else {
+                throw YAMLFileError(file: path, problem: "the file belongs to \(PrivatePath.owner(info.st_uid)); it names the commands this controller runs, so it must be this user's or root's")
             }
-        }
-        let data: Data?
-        do {
-            data = try handle.readToEnd()
-        } catch {
-            throw YAMLFileError(file: path, problem: "cannot read the file: \(error.localizedDescription)")
-        }
-        guard let text = String(data: data ?? Data(), encoding: .utf8) else {
-            throw YAMLFileError(file: path, problem: "the file is not UTF-8 text")
+            mode = info.st_mode & 0o7777
+            guard mode & 0o022 == 0 else {
+                throw YAMLFileError(file: path, problem: "the file has mode \(PrivatePath.octal(mode)): others can change the commands this controller runs; chmod go-w \(path)")
+            }
+            var directory = stat()
+            let parent = UnixSocket.parentDirectory(of: path)
+            if stat(parent, &directory) == 0 {
+                do {
+                    try PrivatePath.checkNoForeignWriters(directory: parent, directory)
+                } catch {
+                    throw YAMLFileError(file: path, problem: "its \(error)")
+                }
+            }
         }
         return (text, mode)
     }

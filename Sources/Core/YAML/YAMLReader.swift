@@ -1,7 +1,7 @@
 public import Yams
 internal import Foundation
 #if canImport(Glibc)
-internal import Glibc
+public import Glibc
 #endif
 
 /// A YAML file that cannot be used: names the file, the line and column,
@@ -58,24 +58,43 @@ public struct YAMLReader: Sendable {
 
     /// Reads and parses the file at `path`, then hands its root to `read`.
     public static func load<T>(path: String, _ read: (YAMLReader, Node) throws(YAMLFileError) -> T) throws(YAMLFileError) -> T {
-        // Only a regular file of sane size: a FIFO, a device or /dev/stdin
-        // named by mistake would block or never end.
-        var info = stat()
-        if stat(path, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFREG else {
-                throw YAMLFileError(file: path, problem: "not a regular file")
-            }
-            guard info.st_size <= maxFileBytes else {
-                throw YAMLFileError(file: path, problem: "the file has \(info.st_size) bytes; at most \(maxFileBytes) are read")
-            }
+        try parse(readFile(path: path), file: path, read)
+    }
+
+    /// Reads the file at `path` through one descriptor: only a regular
+    /// file of sane size (a FIFO, a device or /dev/stdin named by mistake
+    /// would block or never end), and `inspect` sees the `fstat` of the very
+    /// file that is then read, so a check there cannot be raced by path.
+    public static func readFile(
+        path: String,
+        inspect: (stat) throws(YAMLFileError) -> Void = { _ in }
+    ) throws(YAMLFileError) -> String {
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw YAMLFileError(file: path, problem: "cannot read the file: \(String(cString: strerror(errno)))")
         }
-        let text: String
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw YAMLFileError(file: path, problem: "cannot stat the file: \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw YAMLFileError(file: path, problem: "not a regular file")
+        }
+        guard info.st_size <= maxFileBytes else {
+            throw YAMLFileError(file: path, problem: "the file has \(info.st_size) bytes; at most \(maxFileBytes) are read")
+        }
+        try inspect(info)
+        let data: Data?
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            data = try handle.readToEnd()
         } catch {
             throw YAMLFileError(file: path, problem: "cannot read the file: \(error.localizedDescription)")
         }
-        return try parse(text, file: path, read)
+        guard let text = String(data: data ?? Data(), encoding: .utf8) else {
+            throw YAMLFileError(file: path, problem: "the file is not UTF-8 text")
+        }
+        return text
     }
 
     /// Parses `text` (YAML or JSON); `file` names it in errors.
