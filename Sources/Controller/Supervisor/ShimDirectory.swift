@@ -41,7 +41,8 @@ enum ShimDirectory {
     private static func openOwn(_ at: Int32, _ name: String, shown: String, mode: mode_t) throws(UnixSocket.PathError) -> Int32 {
         let fd = try openDirectory(at, name, shown: shown)
         do throws(UnixSocket.PathError) {
-            try expectOwnDirectory(fd, shown: shown)
+            // Ours, and nobody else may list or change it (search is fine).
+            try PrivatePath.checkOwnDirectory(fd, shown, justCreated: false, allowSearch: true)
             try PrivatePath.setMode(fd, shown, mode)
         } catch {
             close(fd)
@@ -62,14 +63,6 @@ enum ShimDirectory {
     private static func makeDirectory(_ at: Int32, _ name: String, mode: mode_t, shown: String) throws(UnixSocket.PathError) {
         guard mkdirat(at, name, mode) == 0 || errno == EEXIST else {
             throw UnixSocket.PathError(path: shown, problem: "cannot create directory: \(errnoText())")
-        }
-    }
-
-    private static func expectOwnDirectory(_ fd: Int32, shown: String) throws(UnixSocket.PathError) {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw UnixSocket.PathError(path: shown, problem: "cannot stat: \(errnoText())") }
-        guard info.st_uid == getuid() else {
-            throw UnixSocket.PathError(path: shown, problem: "directory belongs to \(PrivatePath.owner(info.st_uid)), not to this user (uid \(getuid()))")
         }
     }
 

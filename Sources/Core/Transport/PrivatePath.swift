@@ -64,7 +64,7 @@ public enum PrivatePath {
     /// private (or only searchable by others, with `allowSearch`). A
     /// directory this process just created gets exactly 0700 (whatever the
     /// umask).
-    static func checkOwnDirectory(
+    public static func checkOwnDirectory(
         _ descriptor: Int32, _ path: String, justCreated: Bool, owner: uid_t = getuid(), allowSearch: Bool = false
     ) throws(Problem) {
         var info = stat()
