@@ -285,8 +285,10 @@ struct SecurityTests {
         defer { impostor.close() }
         let renamed = rename(impostor.path, shimSocket) == 0 ? "renamed" : String(cString: strerror(errno))
         #expect(renamed == "renamed", "renaming the impostor's socket over the shim's")
-        _ = FileManager.default.createFile(atPath: released, contents: Data())
+        // The gate first: the first wrapper waits at it whenever it reads its
+        // line; `released` (for the restarts, 100 ms and more later) after.
         try await FIFO.write("go\n", to: gate)
+        _ = FileManager.default.createFile(atPath: released, contents: Data())
 
         // The controller connects to the impostor, and sends nothing.
         let received = try await impostor.acceptAndRead(within: .seconds(20))
