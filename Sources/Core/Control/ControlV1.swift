@@ -12,6 +12,7 @@ public enum ControlV1 {
     public typealias ProviderInfo = Instancepoller_Control_V1_ProviderInfo
     public typealias Event = Instancepoller_Control_V1_Event
     public typealias StatusChange = Instancepoller_Control_V1_StatusChange
+    public typealias MachineProblem = Instancepoller_Control_V1_MachineProblem
 
     public static let status = MethodDescriptor<Instancepoller_Control_V1_StatusRequest, Instancepoller_Control_V1_StatusResponse>(
         service: serviceName, method: "Status")
@@ -21,6 +22,10 @@ public enum ControlV1 {
         service: serviceName, method: "RemoveMachine")
     public static let listMachines = MethodDescriptor<Instancepoller_Control_V1_ListMachinesRequest, Instancepoller_Control_V1_ListMachinesResponse>(
         service: serviceName, method: "ListMachines")
+    public static let addMachines = MethodDescriptor<Instancepoller_Control_V1_AddMachinesRequest, Instancepoller_Control_V1_AddMachinesResponse>(
+        service: serviceName, method: "AddMachines")
+    public static let removeMachines = MethodDescriptor<Instancepoller_Control_V1_RemoveMachinesRequest, Instancepoller_Control_V1_RemoveMachinesResponse>(
+        service: serviceName, method: "RemoveMachines")
     public static let getMachine = MethodDescriptor<Instancepoller_Control_V1_GetMachineRequest, Instancepoller_Control_V1_GetMachineResponse>(
         service: serviceName, method: "GetMachine")
     public static let setAgentStatus = MethodDescriptor<Instancepoller_Control_V1_SetAgentStatusRequest, Instancepoller_Control_V1_SetAgentStatusResponse>(

@@ -77,6 +77,16 @@ public nonisolated struct Instancepoller_Control_V1_StatusResponse: Sendable {
 
   public var invalidCredentials: UInt32 = 0
 
+  /// Machines whose last poll failed.
+  public var pollErrors: UInt32 = 0
+
+  /// Tracked machines due more than one interval ago: the poller is behind
+  /// (or their provider is paused).
+  public var overdue: UInt32 = 0
+
+  /// Machines whose instance the provider does not know.
+  public var notFound: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -180,6 +190,13 @@ public nonisolated struct Instancepoller_Control_V1_Machine: @unchecked Sendable
     set {_uniqueStorage()._agentMessage = newValue}
   }
 
+  /// The interfaces did not fit in one answer and were left out (only a
+  /// machine whose interfaces alone near the frame limit).
+  public var interfacesOmitted: Bool {
+    get {_storage._interfacesOmitted}
+    set {_uniqueStorage()._interfacesOmitted = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -277,6 +294,16 @@ public nonisolated struct Instancepoller_Control_V1_RemoveMachineResponse: Senda
   public init() {}
 }
 
+/// Paging: an answer holds at most page_size machines and is cut earlier
+/// when the next machine would take it past the frame limit, so no answer
+/// is ever too large whatever the machines hold. next_page_token is set
+/// while machines remain: send it back as page_token, with the same filters,
+/// for the next page. Tokens are opaque and valid only on the controller
+/// process that issued them and for the filters they were issued with;
+/// anything else is InvalidArgument. Machines added or removed between
+/// pages are seen or not, but never twice.
+///
+/// Filters (all that are set must hold) are applied by the controller.
 public nonisolated struct Instancepoller_Control_V1_ListMachinesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -284,6 +311,35 @@ public nonisolated struct Instancepoller_Control_V1_ListMachinesRequest: Sendabl
 
   /// Only this provider's machines, if set.
   public var provider: String = String()
+
+  /// At most this many machines (default 1000, maximum 10000).
+  public var pageSize: UInt32 = 0
+
+  /// From a previous answer's next_page_token; empty for the first page.
+  public var pageToken: String = String()
+
+  /// Only machines using this credential (of any provider, or of
+  /// `provider` when that is set).
+  public var credential: String = String()
+
+  /// Only machines in this instance state: "running", "not-found" (the
+  /// provider does not know the instance), "unknown", … as `status` counts
+  /// them.
+  public var state: String = String()
+
+  /// Only machines in this poll group: "short", "long", or "none" (not
+  /// tracked, e.g. manual).
+  public var group: String = String()
+
+  /// Only machines with this agent status.
+  public var agentStatus: String = String()
+
+  /// Only machines whose last poll failed.
+  public var withError: Bool = false
+
+  /// Answer only each machine's id (the other fields are left empty): for
+  /// scripts that want names, e.g. to pipe into a removal.
+  public var idsOnly: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -296,6 +352,99 @@ public nonisolated struct Instancepoller_Control_V1_ListMachinesResponse: Sendab
   // methods supported on all messages.
 
   public var machines: [Instancepoller_Control_V1_Machine] = []
+
+  /// Empty on the last page.
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_AddMachinesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Each as for AddMachine.
+  public var machines: [Instancepoller_Control_V1_AddMachineRequest] = []
+
+  /// A machine whose id exists is replaced (provider, credential, instance
+  /// id, agent status, manual) instead of refused; its polled truth stays.
+  public var update: Bool = false
+
+  /// Check only: the answer lists every problem and nothing is changed.
+  public var validateOnly: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One refused machine of a request: machines[index].field: problem.
+public nonisolated struct Instancepoller_Control_V1_MachineProblem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var index: UInt32 = 0
+
+  public var field: String = String()
+
+  public var problem: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_AddMachinesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var added: UInt32 = 0
+
+  /// Replaced with other values (update only).
+  public var updated: UInt32 = 0
+
+  /// Already exactly so (update only): no change, no event.
+  public var unchanged: UInt32 = 0
+
+  /// validate_only: every problem found (empty: the request would pass).
+  /// Otherwise a problem fails the call with InvalidArgument,
+  /// AlreadyExists or NotFound naming the first one.
+  public var problems: [Instancepoller_Control_V1_MachineProblem] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_RemoveMachinesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ids: [String] = []
+
+  /// Check only: the answer lists every unknown id and nothing is removed.
+  public var validateOnly: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_RemoveMachinesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var removed: UInt32 = 0
+
+  /// validate_only: every problem found.
+  public var problems: [Instancepoller_Control_V1_MachineProblem] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -621,6 +770,9 @@ public nonisolated struct Instancepoller_Control_V1_Event: Sendable {
   public init() {}
 }
 
+/// Paging as for ListMachines: an answer is cut by count and by bytes, and
+/// next_page_token is set while events after it exist; page_token, when set,
+/// takes the place of after_revision.
 public nonisolated struct Instancepoller_Control_V1_EventsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -628,11 +780,17 @@ public nonisolated struct Instancepoller_Control_V1_EventsRequest: Sendable {
 
   public var afterRevision: Int64 = 0
 
-  /// At most this many (default and maximum 1000).
+  /// At most this many (default and maximum 1000); page_size, when set,
+  /// takes its place.
   public var limit: UInt32 = 0
 
   /// Wait up to this long for an event when there is none yet (0: answer at once).
   public var waitNano: Int64 = 0
+
+  /// At most this many (default and maximum 1000).
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -647,6 +805,9 @@ public nonisolated struct Instancepoller_Control_V1_EventsResponse: Sendable {
   public var events: [Instancepoller_Control_V1_Event] = []
 
   public var latestRevision: Int64 = 0
+
+  /// Empty when this answer reaches the latest revision.
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -678,7 +839,7 @@ nonisolated extension Instancepoller_Control_V1_StatusRequest: SwiftProtobuf.Mes
 
 nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{1}version\0\u{3}started_unix_nano\0\u{3}store_path\0\u{3}runtime_directory\0\u{1}revision\0\u{1}machines\0\u{3}short_group\0\u{3}long_group\0\u{3}machines_by_state\0\u{1}providers\0\u{1}credentials\0\u{3}invalid_credentials\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{1}version\0\u{3}started_unix_nano\0\u{3}store_path\0\u{3}runtime_directory\0\u{1}revision\0\u{1}machines\0\u{3}short_group\0\u{3}long_group\0\u{3}machines_by_state\0\u{1}providers\0\u{1}credentials\0\u{3}invalid_credentials\0\u{3}poll_errors\0\u{1}overdue\0\u{3}not_found\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -699,6 +860,9 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
       case 11: try { try decoder.decodeRepeatedMessageField(value: &self.providers) }()
       case 12: try { try decoder.decodeSingularUInt32Field(value: &self.credentials) }()
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.invalidCredentials) }()
+      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.pollErrors) }()
+      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.overdue) }()
+      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.notFound) }()
       default: break
       }
     }
@@ -744,6 +908,15 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
     if self.invalidCredentials != 0 {
       try visitor.visitSingularUInt32Field(value: self.invalidCredentials, fieldNumber: 13)
     }
+    if self.pollErrors != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pollErrors, fieldNumber: 14)
+    }
+    if self.overdue != 0 {
+      try visitor.visitSingularUInt32Field(value: self.overdue, fieldNumber: 15)
+    }
+    if self.notFound != 0 {
+      try visitor.visitSingularUInt32Field(value: self.notFound, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -761,6 +934,9 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
     if lhs.providers != rhs.providers {return false}
     if lhs.credentials != rhs.credentials {return false}
     if lhs.invalidCredentials != rhs.invalidCredentials {return false}
+    if lhs.pollErrors != rhs.pollErrors {return false}
+    if lhs.overdue != rhs.overdue {return false}
+    if lhs.notFound != rhs.notFound {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -768,7 +944,7 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
 
 nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Machine"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}provider\0\u{1}credential\0\u{3}instance_id\0\u{1}life\0\u{1}manual\0\u{3}agent_status\0\u{1}status\0\u{3}status_updated_unix_nano\0\u{1}interfaces\0\u{3}poll_error\0\u{1}group\0\u{3}interval_nano\0\u{3}due_unix_nano\0\u{3}agent_started_unix_nano\0\u{3}agent_message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}provider\0\u{1}credential\0\u{3}instance_id\0\u{1}life\0\u{1}manual\0\u{3}agent_status\0\u{1}status\0\u{3}status_updated_unix_nano\0\u{1}interfaces\0\u{3}poll_error\0\u{1}group\0\u{3}interval_nano\0\u{3}due_unix_nano\0\u{3}agent_started_unix_nano\0\u{3}agent_message\0\u{3}interfaces_omitted\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -787,6 +963,7 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
     var _dueUnixNano: Int64 = 0
     var _agentStartedUnixNano: Int64 = 0
     var _agentMessage: String = String()
+    var _interfacesOmitted: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -813,6 +990,7 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
       _dueUnixNano = source._dueUnixNano
       _agentStartedUnixNano = source._agentStartedUnixNano
       _agentMessage = source._agentMessage
+      _interfacesOmitted = source._interfacesOmitted
     }
   }
 
@@ -847,6 +1025,7 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._dueUnixNano) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._agentStartedUnixNano) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._agentMessage) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._interfacesOmitted) }()
         default: break
         }
       }
@@ -907,6 +1086,9 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
       if !_storage._agentMessage.isEmpty {
         try visitor.visitSingularStringField(value: _storage._agentMessage, fieldNumber: 16)
       }
+      if _storage._interfacesOmitted != false {
+        try visitor.visitSingularBoolField(value: _storage._interfacesOmitted, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -932,6 +1114,7 @@ nonisolated extension Instancepoller_Control_V1_Machine: SwiftProtobuf.Message, 
         if _storage._dueUnixNano != rhs_storage._dueUnixNano {return false}
         if _storage._agentStartedUnixNano != rhs_storage._agentStartedUnixNano {return false}
         if _storage._agentMessage != rhs_storage._agentMessage {return false}
+        if _storage._interfacesOmitted != rhs_storage._interfacesOmitted {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1120,7 +1303,7 @@ nonisolated extension Instancepoller_Control_V1_RemoveMachineResponse: SwiftProt
 
 nonisolated extension Instancepoller_Control_V1_ListMachinesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListMachinesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{3}page_size\0\u{3}page_token\0\u{1}credential\0\u{1}state\0\u{1}group\0\u{3}agent_status\0\u{3}with_error\0\u{3}ids_only\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1129,6 +1312,14 @@ nonisolated extension Instancepoller_Control_V1_ListMachinesRequest: SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.credential) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.group) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.agentStatus) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.withError) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.idsOnly) }()
       default: break
       }
     }
@@ -1138,11 +1329,43 @@ nonisolated extension Instancepoller_Control_V1_ListMachinesRequest: SwiftProtob
     if !self.provider.isEmpty {
       try visitor.visitSingularStringField(value: self.provider, fieldNumber: 1)
     }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    if !self.credential.isEmpty {
+      try visitor.visitSingularStringField(value: self.credential, fieldNumber: 4)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
+    }
+    if !self.group.isEmpty {
+      try visitor.visitSingularStringField(value: self.group, fieldNumber: 6)
+    }
+    if !self.agentStatus.isEmpty {
+      try visitor.visitSingularStringField(value: self.agentStatus, fieldNumber: 7)
+    }
+    if self.withError != false {
+      try visitor.visitSingularBoolField(value: self.withError, fieldNumber: 8)
+    }
+    if self.idsOnly != false {
+      try visitor.visitSingularBoolField(value: self.idsOnly, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Instancepoller_Control_V1_ListMachinesRequest, rhs: Instancepoller_Control_V1_ListMachinesRequest) -> Bool {
     if lhs.provider != rhs.provider {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.credential != rhs.credential {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.group != rhs.group {return false}
+    if lhs.agentStatus != rhs.agentStatus {return false}
+    if lhs.withError != rhs.withError {return false}
+    if lhs.idsOnly != rhs.idsOnly {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1150,7 +1373,7 @@ nonisolated extension Instancepoller_Control_V1_ListMachinesRequest: SwiftProtob
 
 nonisolated extension Instancepoller_Control_V1_ListMachinesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListMachinesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machines\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machines\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1159,6 +1382,7 @@ nonisolated extension Instancepoller_Control_V1_ListMachinesResponse: SwiftProto
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.machines) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -1168,11 +1392,210 @@ nonisolated extension Instancepoller_Control_V1_ListMachinesResponse: SwiftProto
     if !self.machines.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.machines, fieldNumber: 1)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Instancepoller_Control_V1_ListMachinesResponse, rhs: Instancepoller_Control_V1_ListMachinesResponse) -> Bool {
     if lhs.machines != rhs.machines {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_AddMachinesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddMachinesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machines\0\u{1}update\0\u{3}validate_only\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.machines) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.update) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.validateOnly) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.machines.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.machines, fieldNumber: 1)
+    }
+    if self.update != false {
+      try visitor.visitSingularBoolField(value: self.update, fieldNumber: 2)
+    }
+    if self.validateOnly != false {
+      try visitor.visitSingularBoolField(value: self.validateOnly, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_AddMachinesRequest, rhs: Instancepoller_Control_V1_AddMachinesRequest) -> Bool {
+    if lhs.machines != rhs.machines {return false}
+    if lhs.update != rhs.update {return false}
+    if lhs.validateOnly != rhs.validateOnly {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_MachineProblem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MachineProblem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}field\0\u{1}problem\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.field) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.index != 0 {
+      try visitor.visitSingularUInt32Field(value: self.index, fieldNumber: 1)
+    }
+    if !self.field.isEmpty {
+      try visitor.visitSingularStringField(value: self.field, fieldNumber: 2)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_MachineProblem, rhs: Instancepoller_Control_V1_MachineProblem) -> Bool {
+    if lhs.index != rhs.index {return false}
+    if lhs.field != rhs.field {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_AddMachinesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddMachinesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}added\0\u{1}updated\0\u{1}unchanged\0\u{1}problems\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.added) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.updated) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.unchanged) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.problems) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.added != 0 {
+      try visitor.visitSingularUInt32Field(value: self.added, fieldNumber: 1)
+    }
+    if self.updated != 0 {
+      try visitor.visitSingularUInt32Field(value: self.updated, fieldNumber: 2)
+    }
+    if self.unchanged != 0 {
+      try visitor.visitSingularUInt32Field(value: self.unchanged, fieldNumber: 3)
+    }
+    if !self.problems.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.problems, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_AddMachinesResponse, rhs: Instancepoller_Control_V1_AddMachinesResponse) -> Bool {
+    if lhs.added != rhs.added {return false}
+    if lhs.updated != rhs.updated {return false}
+    if lhs.unchanged != rhs.unchanged {return false}
+    if lhs.problems != rhs.problems {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_RemoveMachinesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveMachinesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ids\0\u{3}validate_only\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.ids) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.validateOnly) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.ids.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.ids, fieldNumber: 1)
+    }
+    if self.validateOnly != false {
+      try visitor.visitSingularBoolField(value: self.validateOnly, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_RemoveMachinesRequest, rhs: Instancepoller_Control_V1_RemoveMachinesRequest) -> Bool {
+    if lhs.ids != rhs.ids {return false}
+    if lhs.validateOnly != rhs.validateOnly {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_RemoveMachinesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveMachinesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}removed\0\u{1}problems\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.removed) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.problems) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.removed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.removed, fieldNumber: 1)
+    }
+    if !self.problems.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.problems, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_RemoveMachinesResponse, rhs: Instancepoller_Control_V1_RemoveMachinesResponse) -> Bool {
+    if lhs.removed != rhs.removed {return false}
+    if lhs.problems != rhs.problems {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1849,7 +2272,7 @@ nonisolated extension Instancepoller_Control_V1_Event: SwiftProtobuf.Message, Sw
 
 nonisolated extension Instancepoller_Control_V1_EventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_revision\0\u{1}limit\0\u{3}wait_nano\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_revision\0\u{1}limit\0\u{3}wait_nano\0\u{3}page_size\0\u{3}page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1860,6 +2283,8 @@ nonisolated extension Instancepoller_Control_V1_EventsRequest: SwiftProtobuf.Mes
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.afterRevision) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.waitNano) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
       default: break
       }
     }
@@ -1875,6 +2300,12 @@ nonisolated extension Instancepoller_Control_V1_EventsRequest: SwiftProtobuf.Mes
     if self.waitNano != 0 {
       try visitor.visitSingularInt64Field(value: self.waitNano, fieldNumber: 3)
     }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1882,6 +2313,8 @@ nonisolated extension Instancepoller_Control_V1_EventsRequest: SwiftProtobuf.Mes
     if lhs.afterRevision != rhs.afterRevision {return false}
     if lhs.limit != rhs.limit {return false}
     if lhs.waitNano != rhs.waitNano {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1889,7 +2322,7 @@ nonisolated extension Instancepoller_Control_V1_EventsRequest: SwiftProtobuf.Mes
 
 nonisolated extension Instancepoller_Control_V1_EventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{3}latest_revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{3}latest_revision\0\u{3}next_page_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1899,6 +2332,7 @@ nonisolated extension Instancepoller_Control_V1_EventsResponse: SwiftProtobuf.Me
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.latestRevision) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
       default: break
       }
     }
@@ -1911,12 +2345,16 @@ nonisolated extension Instancepoller_Control_V1_EventsResponse: SwiftProtobuf.Me
     if self.latestRevision != 0 {
       try visitor.visitSingularInt64Field(value: self.latestRevision, fieldNumber: 2)
     }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Instancepoller_Control_V1_EventsResponse, rhs: Instancepoller_Control_V1_EventsResponse) -> Bool {
     if lhs.events != rhs.events {return false}
     if lhs.latestRevision != rhs.latestRevision {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
