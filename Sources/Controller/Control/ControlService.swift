@@ -50,6 +50,14 @@ public struct ControlService: Sendable {
 
     /// Most events one `Events` answer holds.
     static let eventsLimit = 1000
+    /// Machines one `ListMachines` answer holds by default, and at most.
+    static let defaultPageSize = 1000
+    static let maxPageSize = 10_000
+    /// Most machines (or ids) one `AddMachines` or `RemoveMachines` call takes.
+    static let maxBatch = 10_000
+    /// Bytes the items of one answer may take: the frame limit less room
+    /// for the response envelope and a page token.
+    static let answerBudget = FrameHeader.maxDataLength - 16 * 1024
 
     public func register(into registry: inout RPCServiceRegistry) {
         registry.register(ControlV1.status) { _, _ in try await status() }
@@ -63,17 +71,14 @@ public struct ControlService: Sendable {
             logger.info("machine removed", metadata: ["machine": "\(request.id)"])
             return .init()
         }
-        registry.register(ControlV1.listMachines) { request, _ in
-            let schedule = try await scheduleByID()
-            let machines = try await store.machines().filter { request.provider.isEmpty || $0.provider == request.provider }
-            return .with { $0.machines = machines.sorted { $0.id < $1.id }.map { Self.wire($0, schedule[$0.id]) } }
-        }
+        registry.register(ControlV1.listMachines) { request, _ in try await listMachines(request) }
+        registry.register(ControlV1.addMachines) { request, _ in try await addMachines(request) }
+        registry.register(ControlV1.removeMachines) { request, _ in try await removeMachines(request) }
         registry.register(ControlV1.getMachine) { request, _ in
-            let machine = try await existingMachine(request.id)
-            let entry = try await scheduleByID()[machine.id]
+            let (machine, entry) = try await listedMachine(request.id)
             let history = try await store.statusHistory(machineID: machine.id)
             return .with {
-                $0.machine = Self.wire(machine, entry)
+                $0.machine = Self.fitted(Self.wire(machine, entry))
                 $0.statusHistory = history.map { record in
                     .with {
                         $0.status = Self.wire(record)
@@ -108,34 +113,151 @@ public struct ControlService: Sendable {
     // MARK: - Machines
 
     private func existingMachine(_ id: String) async throws -> Machine {
+        try await listedMachine(id).0
+    }
+
+    /// The machine and its schedule entry, or NotFound.
+    private func listedMachine(_ id: String) async throws -> (Machine, ScheduleEntry?) {
         guard !id.isEmpty else { throw RPCError(.invalidArgument, "id: a machine id is needed") }
-        guard let machine = try await store.machine(id: id) else { throw RPCError(.notFound, "no machine \"\(id)\"") }
-        return machine
+        guard let listed = try await store.machines(after: "", limit: 1, filter: MachineFilter(id: id)).first else {
+            throw RPCError(.notFound, "no machine \(MachineFields.quoted(id))")
+        }
+        return (listed.machine, listed.schedule)
     }
 
     private func addMachine(_ request: Instancepoller_Control_V1_AddMachineRequest) async throws -> ControlV1.Machine {
-        guard Self.isPlain(request.id) else {
-            throw RPCError(.invalidArgument, "id: machine ids use letters, digits, '-', '_', '.', '/' and ':' (got \"\(request.id)\")")
-        }
-        try await knownProvider(request.provider)
-        guard !request.credential.isEmpty else { throw RPCError(.invalidArgument, "credential: name the credential its cloud calls use") }
-        let agent = try Self.agentStatus(request.agentStatus.isEmpty ? "none" : request.agentStatus, field: "agent_status")
-        if try await store.machine(id: request.id) != nil {
-            throw RPCError(.alreadyExists, "machine \"\(request.id)\" already exists")
-        }
-        let machine = Machine(
-            id: request.id, provider: request.provider, credential: request.credential, instanceID: request.instanceID,
-            manual: request.manual, agentStatus: agent,
-            // Added with its agent started: that is its start (and the answer says so).
-            agentStartedAt: agent == .started ? clock.now : nil
-        )
+        let machine = try await checkedMachines([request], update: false).get(field: nil)[0]
         try await store.addMachine(machine)
         logger.info("machine added", metadata: ["machine": "\(machine.id)", "provider": "\(machine.provider)"])
         return Self.wire(machine, nil)
     }
 
-    private func scheduleByID() async throws -> [String: ScheduleEntry] {
-        Dictionary(try await store.schedule().map { ($0.machineID, $0) }, uniquingKeysWith: { first, _ in first })
+    private func addMachines(_ request: Instancepoller_Control_V1_AddMachinesRequest) async throws -> Instancepoller_Control_V1_AddMachinesResponse {
+        guard !request.machines.isEmpty else { throw RPCError(.invalidArgument, "machines: no machines given") }
+        guard request.machines.count <= Self.maxBatch else {
+            throw RPCError(.invalidArgument, "machines: at most \(Self.maxBatch) per call (got \(request.machines.count)); send them in several calls")
+        }
+        let checked = try await checkedMachines(request.machines, update: request.update)
+        if request.validateOnly { return .with { $0.problems = checked.problems } }
+        let machines = try checked.get(field: "machines")
+        let counts: ImportCounts
+        do {
+            counts = try await store.importMachines(machines, update: request.update)
+        } catch let error as StoreError where error.message.hasSuffix("already exists") {
+            // Added by someone else since the check.
+            throw RPCError(.alreadyExists, error.message)
+        }
+        logger.info("machines added", metadata: [
+            "count": "\(machines.count)", "added": "\(counts.added)", "updated": "\(counts.updated)", "unchanged": "\(counts.unchanged)",
+        ])
+        return .with {
+            $0.added = UInt32(counts.added)
+            $0.updated = UInt32(counts.updated)
+            $0.unchanged = UInt32(counts.unchanged)
+        }
+    }
+
+    /// Requests made machines, and every problem found on the way: bad
+    /// fields, an unconfigured provider, an id given twice, and (unless
+    /// `update`) an id in use.
+    private func checkedMachines(
+        _ requests: [Instancepoller_Control_V1_AddMachineRequest], update: Bool
+    ) async throws -> Checked<[Machine]> {
+        var checked = Checked<[Machine]>(value: [])
+        let configured = await fleet.providerNames
+        let known = Set(configured)
+        var first: [String: Int] = [:]
+        let now = clock.now
+        for (index, request) in requests.enumerated() {
+            let before = checked.problems.count
+            if let problem = MachineFields.idProblem(request.id) {
+                checked.add(index, "id", problem)
+            } else if let earlier = first[request.id] {
+                checked.add(index, "id", "\(MachineFields.quoted(request.id)) is also machines[\(earlier)]")
+            } else {
+                first[request.id] = index
+            }
+            if !known.contains(request.provider) {
+                checked.add(index, "provider", "no provider \(MachineFields.quoted(request.provider)) is configured (configured: \(configured.joined(separator: ", ")))")
+            }
+            if let problem = MachineFields.nameProblem(request.credential, what: "credential") { checked.add(index, "credential", problem) }
+            if let problem = MachineFields.instanceIDProblem(request.instanceID) { checked.add(index, "instance_id", problem) }
+            let agent: Machine.AgentStatus
+            switch MachineFields.agentStatus(request.agentStatus) {
+            case .success(let status): agent = status
+            case .failure(let problem):
+                checked.add(index, "agent_status", problem.description)
+                agent = .none
+            }
+            guard checked.problems.count == before else { continue }
+            checked.value.append(Machine(
+                id: request.id, provider: request.provider, credential: request.credential, instanceID: request.instanceID,
+                manual: request.manual, agentStatus: agent,
+                // Added with its agent started: that is its start (and the answer says so).
+                agentStartedAt: agent == .started ? now : nil
+            ))
+        }
+        if !update {
+            let existing = try await store.existingMachineIDs(checked.value.map(\.id))
+            for (index, request) in requests.enumerated() where existing.contains(request.id) && first[request.id] == index {
+                checked.add(index, "id", "machine \(MachineFields.quoted(request.id)) already exists", code: .alreadyExists)
+            }
+        }
+        return checked
+    }
+
+    private func removeMachines(_ request: Instancepoller_Control_V1_RemoveMachinesRequest) async throws -> Instancepoller_Control_V1_RemoveMachinesResponse {
+        guard !request.ids.isEmpty else { throw RPCError(.invalidArgument, "ids: no machine ids given") }
+        guard request.ids.count <= Self.maxBatch else {
+            throw RPCError(.invalidArgument, "ids: at most \(Self.maxBatch) per call (got \(request.ids.count)); send them in several calls")
+        }
+        var checked = Checked<[String]>(value: [])
+        var first: [String: Int] = [:]
+        for (index, id) in request.ids.enumerated() {
+            if let problem = MachineFields.idProblem(id) {
+                checked.add(index, "id", problem)
+            } else if let earlier = first[id] {
+                checked.add(index, "id", "\(MachineFields.quoted(id)) is also ids[\(earlier)]")
+            } else {
+                first[id] = index
+                checked.value.append(id)
+            }
+        }
+        let existing = try await store.existingMachineIDs(checked.value)
+        for (index, id) in request.ids.enumerated() where first[id] == index && !existing.contains(id) {
+            checked.add(index, "id", "no machine \(MachineFields.quoted(id))", code: .notFound)
+        }
+        if request.validateOnly { return .with { $0.problems = checked.problems } }
+        let ids = try checked.get(field: "ids")
+        try await store.removeMachines(ids: ids)
+        logger.info("machines removed", metadata: ["count": "\(ids.count)"])
+        return .with { $0.removed = UInt32(ids.count) }
+    }
+
+    /// A value made from a request's items, and what was wrong with them.
+    struct Checked<Value> {
+        var value: Value
+        var problems: [ControlV1.MachineProblem] = []
+        /// The code of the first problem.
+        var code: RPCStatusCode = .invalidArgument
+
+        mutating func add(_ index: Int, _ field: String, _ problem: String, code: RPCStatusCode = .invalidArgument) {
+            if problems.isEmpty { self.code = code }
+            problems.append(.with {
+                $0.index = UInt32(index)
+                $0.field = field
+                $0.problem = problem
+            })
+        }
+
+        /// The value, or the first problem as the call's error: "machines[3].id: …
+        /// (and 2 more problems)", or without the list's `field` "id: …".
+        func get(field: String?) throws -> Value {
+            guard let first = problems.first else { return value }
+            let more = problems.count > 1 ? " (and \(problems.count - 1) more problem\(problems.count > 2 ? "s" : ""))" : ""
+            let place = field.map { "\($0)[\(first.index)].\(first.field)" } ?? first.field
+            throw RPCError(code, "\(place): \(first.problem)\(more)")
+        }
     }
 
     private func knownProvider(_ name: String) async throws {
@@ -294,13 +416,9 @@ public struct ControlService: Sendable {
     // MARK: - Status and events
 
     private func status() async throws -> Instancepoller_Control_V1_StatusResponse {
-        let machines = try await store.machines()
-        let schedule = try await store.schedule()
+        let summary = try await store.summary(now: clock.now)
         let credentials = try await store.credentials()
         let revision = try await store.latestRevision()
-        var byState: [String: UInt32] = [:]
-        for machine in machines { byState[Self.stateName(machine.instanceStatus.state), default: 0] += 1 }
-        let long = schedule.filter { $0.group == .long }.count
         let providers = await providers()
         return .with {
             $0.pid = identity.pid
@@ -309,10 +427,13 @@ public struct ControlService: Sendable {
             $0.storePath = identity.storePath
             $0.runtimeDirectory = identity.runtimeDirectory
             $0.revision = revision
-            $0.machines = UInt32(machines.count)
-            $0.shortGroup = UInt32(schedule.count - long)
-            $0.longGroup = UInt32(long)
-            $0.machinesByState = byState
+            $0.machines = UInt32(clamping: summary.machines)
+            $0.shortGroup = UInt32(clamping: summary.shortGroup)
+            $0.longGroup = UInt32(clamping: summary.longGroup)
+            $0.machinesByState = summary.byState.mapValues { UInt32(clamping: $0) }
+            $0.pollErrors = UInt32(clamping: summary.pollErrors)
+            $0.overdue = UInt32(clamping: summary.overdue)
+            $0.notFound = UInt32(clamping: summary.notFound)
             $0.providers = providers
             $0.credentials = UInt32(credentials.count)
             $0.invalidCredentials = UInt32(credentials.filter { $0.invalidReason != nil }.count)
@@ -323,36 +444,193 @@ public struct ControlService: Sendable {
     public static func stateName(_ state: ProviderV1.InstanceState) -> String { state.label }
 
     private func events(_ request: Instancepoller_Control_V1_EventsRequest) async throws -> Instancepoller_Control_V1_EventsResponse {
-        let limit = request.limit == 0 ? Self.eventsLimit : min(Int(request.limit), Self.eventsLimit)
+        let asked = request.pageSize != 0 ? request.pageSize : request.limit
+        let limit = asked == 0 ? Self.eventsLimit : min(Int(asked), Self.eventsLimit)
         guard request.waitNano >= 0 else { throw RPCError(.invalidArgument, "wait_nano: must not be negative") }
-        var found = try await store.events(after: request.afterRevision, limit: limit)
+        var after = request.afterRevision
+        if !request.pageToken.isEmpty {
+            guard let cursor = PageToken.cursor(of: request.pageToken, .events, scope: ""), cursor.count == 8 else {
+                throw Self.badToken
+            }
+            after = cursor.enumerated().reduce(Int64(0)) { $0 | Int64($1.element) << ($1.offset * 8) }
+        }
+        // One more than a page: whether more follow.
+        var found = try await store.events(after: after, limit: limit + 1)
         if found.isEmpty, request.waitNano > 0 {
             // One shared watcher wakes the call; only then is the log read
             // again, for this caller's events.
-            let feed = eventsFeed
+            let (feed, revision) = (eventsFeed, after)
             let woken = await firstWithin(.nanoseconds(request.waitNano)) {
-                await feed.wait(after: request.afterRevision)
+                await feed.wait(after: revision)
                 return true
             } ?? false
             if woken, !Task.isCancelled {
-                found = try await store.events(after: request.afterRevision, limit: limit)
+                found = try await store.events(after: after, limit: limit + 1)
             }
         }
         let latest = try await store.latestRevision()
-        return .with {
-            $0.events = found.map { event in
-                .with {
-                    $0.revision = event.revision
-                    $0.kind = event.kind.rawValue
-                    $0.source = event.source.rawValue
-                    $0.machineID = event.machineID
-                    $0.credential = event.credential
-                    $0.atUnixNano = event.at.nanosecondsSinceEpoch
-                    $0.oldValue = event.oldValue
-                    $0.newValue = event.newValue
-                }
-            }
-            $0.latestRevision = latest
+        var response = Instancepoller_Control_V1_EventsResponse()
+        response.latestRevision = latest
+        var page = Page(budget: Self.answerBudget)
+        for event in found.prefix(limit) {
+            var wire = Self.wire(event)
+            if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire) }
+            guard page.take(Self.itemSize(wire)) else { break }
+            response.events.append(wire)
         }
+        if let last = response.events.last, response.events.count < found.count {
+            response.nextPageToken = PageToken.issue(.events, scope: "", cursor: (0..<8).map { UInt8(truncatingIfNeeded: last.revision >> ($0 * 8)) })
+        }
+        return response
+    }
+
+    static func wire(_ event: MachineEvent) -> ControlV1.Event {
+        .with {
+            $0.revision = event.revision
+            $0.kind = event.kind.rawValue
+            $0.source = event.source.rawValue
+            $0.machineID = event.machineID
+            $0.credential = event.credential
+            $0.atUnixNano = event.at.nanosecondsSinceEpoch
+            $0.oldValue = event.oldValue
+            $0.newValue = event.newValue
+        }
+    }
+
+    // MARK: - Listing
+
+    private func listMachines(_ request: Instancepoller_Control_V1_ListMachinesRequest) async throws -> Instancepoller_Control_V1_ListMachinesResponse {
+        let filter = try Self.filter(request)
+        let scope = Self.scope(request)
+        var after = ""
+        if !request.pageToken.isEmpty {
+            guard let cursor = PageToken.cursor(of: request.pageToken, .machines, scope: scope), let id = String(validating: cursor, as: UTF8.self) else {
+                throw Self.badToken
+            }
+            after = id
+        }
+        let size = request.pageSize == 0 ? Self.defaultPageSize : min(Int(request.pageSize), Self.maxPageSize)
+        var response = Instancepoller_Control_V1_ListMachinesResponse()
+        var page = Page(budget: Self.answerBudget)
+        // One more than a page: whether more follow.
+        let fetched: Int
+        if request.idsOnly {
+            let ids = try await store.machineIDs(after: after, limit: size + 1, filter: filter)
+            fetched = ids.count
+            for id in ids.prefix(size) {
+                let wire = ControlV1.Machine.with { $0.id = id }
+                guard page.take(Self.itemSize(wire)) else { break }
+                response.machines.append(wire)
+            }
+        } else {
+            let listed = try await store.machines(after: after, limit: size + 1, filter: filter)
+            fetched = listed.count
+            for entry in listed.prefix(size) {
+                var wire = Self.wire(entry.machine, entry.schedule)
+                if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire) }
+                guard page.take(Self.itemSize(wire)) else { break }
+                response.machines.append(wire)
+            }
+        }
+        if let last = response.machines.last, response.machines.count < fetched {
+            response.nextPageToken = PageToken.issue(.machines, scope: scope, cursor: Array(last.id.utf8))
+        }
+        return response
+    }
+
+    static let badToken = RPCError(
+        .invalidArgument,
+        "page_token: not a token this controller issued for this listing (it may have restarted, or the filters changed); list again from the start"
+    )
+
+    /// The request's filters, checked.
+    static func filter(_ request: Instancepoller_Control_V1_ListMachinesRequest) throws -> MachineFilter {
+        var filter = MachineFilter(withError: request.withError)
+        if !request.provider.isEmpty { filter.provider = request.provider }
+        if !request.credential.isEmpty { filter.credential = request.credential }
+        if !request.state.isEmpty {
+            if request.state == InstanceStatusRecord.notFoundRawStatus {
+                filter.state = .notFound
+            } else if let state = ProviderV1.InstanceState.allCases.first(where: { $0.label == request.state }) {
+                filter.state = .state(state)
+            } else {
+                let known = ProviderV1.InstanceState.allCases.map(\.label).filter { $0 != "unspecified" } + [InstanceStatusRecord.notFoundRawStatus]
+                throw RPCError(.invalidArgument, "state: unknown state \(MachineFields.quoted(request.state)) (expected one of: \(known.joined(separator: ", ")))")
+            }
+        }
+        switch request.group {
+        case "": break
+        case "short": filter.group = .short
+        case "long": filter.group = .long
+        case "none": filter.group = .untracked
+        default: throw RPCError(.invalidArgument, "group: unknown poll group \(MachineFields.quoted(request.group)) (expected short, long or none)")
+        }
+        if !request.agentStatus.isEmpty {
+            switch MachineFields.agentStatus(request.agentStatus) {
+            case .success(let status): filter.agentStatus = status
+            case .failure(let problem): throw RPCError(.invalidArgument, "agent_status: \(problem)")
+            }
+        }
+        return filter
+    }
+
+    /// The filters in one canonical spelling: a page token is sealed to them.
+    static func scope(_ request: Instancepoller_Control_V1_ListMachinesRequest) -> String {
+        [request.provider, request.credential, request.state, request.group, request.agentStatus, "\(request.withError)", "\(request.idsOnly)"]
+            .map { "\($0.utf8.count):\($0)" }.joined()
+    }
+
+    /// The bytes an answer has left for its items.
+    struct Page {
+        var budget: Int
+        private var used = 0
+
+        init(budget: Int) { self.budget = budget }
+
+        /// Counts an item of `size` bytes in, or false when it does not fit.
+        mutating func take(_ size: Int) -> Bool {
+            guard used + size <= budget else { return false }
+            used += size
+            return true
+        }
+    }
+
+    /// What `message` adds to an answer as an element of a repeated field:
+    /// tag, length and the message.
+    static func itemSize(_ message: some SwiftProtobuf.Message) -> Int {
+        let length = (try? message.serializedBytes() as [UInt8])?.count ?? Int.max / 2
+        var varint = 1
+        while length >> (7 * varint) != 0 { varint += 1 }
+        return 1 + varint + length
+    }
+
+    /// A machine cut to fit one answer: without its interfaces (said so),
+    /// and with its texts shortened if that is not enough.
+    static func fitted(_ machine: ControlV1.Machine) -> ControlV1.Machine {
+        var fitted = machine
+        if itemSize(fitted) > answerBudget {
+            fitted.interfaces = []
+            fitted.interfacesOmitted = true
+        }
+        if itemSize(fitted) > answerBudget {
+            fitted.pollError = shortened(fitted.pollError)
+            fitted.agentMessage = shortened(fitted.agentMessage)
+            fitted.status.message = shortened(fitted.status.message)
+            fitted.status.rawStatus = shortened(fitted.status.rawStatus)
+            fitted.instanceID = shortened(fitted.instanceID)
+        }
+        return fitted
+    }
+
+    /// An event cut to fit one answer: its values shortened.
+    static func fitted(_ event: ControlV1.Event) -> ControlV1.Event {
+        var fitted = event
+        fitted.oldValue = shortened(fitted.oldValue)
+        fitted.newValue = shortened(fitted.newValue)
+        return fitted
+    }
+
+    private static func shortened(_ text: String) -> String {
+        text.utf8.count <= 4096 ? text : String(decoding: text.utf8.prefix(4096), as: UTF8.self) + "…"
     }
 }

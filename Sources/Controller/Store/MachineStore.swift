@@ -165,6 +165,26 @@ public protocol MachineStore: Sendable {
     func machine(id: String) async throws -> Machine?
     func machines() async throws -> [Machine]
 
+    // A fleet at a time.
+    /// Up to `limit` machines with ids after `id` that pass `filter`, in id
+    /// order, each with its schedule entry: one page of a listing.
+    func machines(after id: String, limit: Int, filter: MachineFilter) async throws -> [ListedMachine]
+    /// The same page's ids only.
+    func machineIDs(after id: String, limit: Int, filter: MachineFilter) async throws -> [String]
+    /// Which of `ids` are machines in the store.
+    func existingMachineIDs(_ ids: [String]) async throws -> Set<String>
+    /// Counts over the whole fleet, without reading it into memory.
+    func summary(now: Timestamp) async throws -> FleetSummary
+    /// Adds machines in one transaction, each logged as added; with
+    /// `update`, one whose id exists is updated as ``updateMachine(_:)``
+    /// would (its life and polled truth stay), else it fails the whole
+    /// transaction.
+    @discardableResult
+    func importMachines(_ machines: [Machine], update: Bool) async throws -> ImportCounts
+    /// Removes machines in one transaction (each logged as removed): all,
+    /// or none when one does not exist.
+    func removeMachines(ids: [String]) async throws
+
     /// Writes one batch's results and schedule in one transaction. Status,
     /// interfaces, the poll error and the agent's error are written only
     /// when they differ from what is stored; each change is logged as an
@@ -215,6 +235,91 @@ public struct ExternalEvents: Hashable, Sendable {
     public init(events: [MachineEvent], through: Int64) {
         self.events = events
         self.through = through
+    }
+}
+
+/// Which machines a listing holds: every condition that is set must hold.
+public struct MachineFilter: Hashable, Sendable {
+    public enum State: Hashable, Sendable {
+        case state(ProviderV1.InstanceState)
+        /// The provider does not know the instance (state unknown, raw
+        /// status not-found).
+        case notFound
+    }
+
+    public enum Group: Hashable, Sendable {
+        case short, long
+        /// Not in the schedule (e.g. manual).
+        case untracked
+    }
+
+    /// Only the machine with this id.
+    public var id: String?
+    public var provider: String?
+    public var credential: String?
+    public var state: State?
+    public var group: Group?
+    public var agentStatus: Machine.AgentStatus?
+    /// Only machines whose last poll failed.
+    public var withError: Bool
+
+    public init(
+        id: String? = nil, provider: String? = nil, credential: String? = nil, state: State? = nil, group: Group? = nil,
+        agentStatus: Machine.AgentStatus? = nil, withError: Bool = false
+    ) {
+        self.id = id
+        self.provider = provider
+        self.credential = credential
+        self.state = state
+        self.group = group
+        self.agentStatus = agentStatus
+        self.withError = withError
+    }
+
+    /// Every machine.
+    public static let all = MachineFilter()
+}
+
+/// A machine of a listing and where it stands in the schedule.
+public struct ListedMachine: Hashable, Sendable {
+    public var machine: Machine
+    /// nil when not tracked.
+    public var schedule: ScheduleEntry?
+
+    public init(machine: Machine, schedule: ScheduleEntry?) {
+        self.machine = machine
+        self.schedule = schedule
+    }
+}
+
+/// Counts over the fleet, as `status` shows them.
+public struct FleetSummary: Hashable, Sendable {
+    public var machines = 0
+    /// Per instance state (``ProviderV1/InstanceState/label``).
+    public var byState: [String: Int] = [:]
+    public var shortGroup = 0
+    public var longGroup = 0
+    /// Machines whose last poll failed.
+    public var pollErrors = 0
+    /// Tracked machines due more than one interval ago.
+    public var overdue = 0
+    /// Machines whose instance the provider does not know.
+    public var notFound = 0
+
+    public init() {}
+}
+
+/// What ``MachineStore/importMachines(_:update:)`` did.
+public struct ImportCounts: Hashable, Sendable {
+    public var added = 0
+    public var updated = 0
+    /// Already exactly so: nothing written.
+    public var unchanged = 0
+
+    public init(added: Int = 0, updated: Int = 0, unchanged: Int = 0) {
+        self.added = added
+        self.updated = updated
+        self.unchanged = unchanged
     }
 }
 

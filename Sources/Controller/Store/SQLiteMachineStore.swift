@@ -19,9 +19,9 @@ internal import Synchronization
 public final class SQLiteMachineStore: MachineStore {
     /// The database file, or ":memory:".
     public let path: String
-    private let writer: any DatabaseWriter
-    private let clock: any PollClock
-    private let logger: Logger
+    let writer: any DatabaseWriter
+    let clock: any PollClock
+    let logger: Logger
     private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// Opens (creating it if needed) the database at `path` and brings its
@@ -96,72 +96,99 @@ public final class SQLiteMachineStore: MachineStore {
 
     /// Adds machines in one transaction (all or none), each logged as added.
     public func addMachines(_ machines: [Machine]) async throws {
-        guard !machines.isEmpty else { return }
+        try await importMachines(machines, update: false)
+    }
+
+    @discardableResult
+    public func importMachines(_ machines: [Machine], update: Bool) async throws -> ImportCounts {
+        guard !machines.isEmpty else { return ImportCounts() }
         let now = clock.now
         let encoded = try machines.map { ($0, try Self.encode(interfaces: $0.interfaces, machineID: $0.id)) }
         let what = machines.count == 1 ? "adding machine \(machines[0].id)" : "adding \(machines.count) machines"
-        try await write(what) { db in
-            let insert = try db.cachedStatement(sql: """
-                INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
-                    agent_message, agent_started_at,
-                    status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+        let counts = try await write(what) { db -> ImportCounts in
+            var counts = ImportCounts()
             for (machine, interfaces) in encoded {
                 if try Self.exists(db, machineID: machine.id) {
-                    throw StoreError("machine \(machine.id) already exists")
+                    guard update else { throw StoreError("machine \(machine.id) already exists") }
+                    if try Self.update(db, machine, keepingLife: true, at: now) {
+                        counts.updated += 1
+                    } else {
+                        counts.unchanged += 1
+                    }
+                    continue
                 }
-                let status = machine.instanceStatus
-                // A machine whose agent is started when added: that is its start.
-                let agentStarted = machine.agentStartedAt ?? (machine.agentStatus == .started ? now : nil)
-                try insert.execute(arguments: [
-                    machine.id, machine.provider, machine.credential, machine.instanceID, machine.life.rawValue,
-                    machine.manual, machine.agentStatus.rawValue, machine.agentMessage, agentStarted?.nanosecondsSinceEpoch,
-                    status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
-                    interfaces, machine.pollError,
-                ])
-                try Self.appendEvent(db, .machineAdded, .external, machineID: machine.id, at: now)
+                try Self.insert(db, machine, interfaces: interfaces, at: now)
+                counts.added += 1
             }
+            return counts
         }
-        logger.debug("machines added", metadata: ["count": "\(machines.count)"])
-        didChange()
+        logger.debug("machines imported", metadata: ["added": "\(counts.added)", "updated": "\(counts.updated)"])
+        if counts.added + counts.updated > 0 { didChange() }
+        return counts
+    }
+
+    /// Inserts a new machine and logs it as added.
+    private static func insert(_ db: Database, _ machine: Machine, interfaces: Data?, at now: Timestamp) throws {
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO machines (id, provider, credential, instance_id, life, manual, agent_status,
+                agent_message, agent_started_at,
+                status_state, status_raw, status_message, status_updated_at, interfaces, poll_error)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let status = machine.instanceStatus
+        // A machine whose agent is started when added: that is its start.
+        let agentStarted = machine.agentStartedAt ?? (machine.agentStatus == .started ? now : nil)
+        try insert.execute(arguments: [
+            machine.id, machine.provider, machine.credential, machine.instanceID, machine.life.rawValue,
+            machine.manual, machine.agentStatus.rawValue, machine.agentMessage, agentStarted?.nanosecondsSinceEpoch,
+            status.state.rawValue, status.rawStatus, status.message, status.updatedAt?.nanosecondsSinceEpoch,
+            interfaces, machine.pollError,
+        ])
+        try appendEvent(db, .machineAdded, .external, machineID: machine.id, at: now)
     }
 
     public func updateMachine(_ machine: Machine) async throws {
         let now = clock.now
         let changed = try await write("updating machine \(machine.id)") { db -> Bool in
-            guard
-                let row = try Row.fetchOne(
-                    db,
-                    sql: "SELECT provider, credential, instance_id, life, manual, agent_status FROM machines WHERE id = ?",
-                    arguments: [machine.id])
-            else {
-                throw StoreError("machine \(machine.id) does not exist")
-            }
-            let agentBefore: String = try row.decode(forColumn: "agent_status")
-            let unchanged =
-                try row.decode(String.self, forColumn: "provider") == machine.provider
-                && row.decode(String.self, forColumn: "credential") == machine.credential
-                && row.decode(String.self, forColumn: "instance_id") == machine.instanceID
-                && row.decode(String.self, forColumn: "life") == machine.life.rawValue
-                && row.decode(Bool.self, forColumn: "manual") == machine.manual
-                && agentBefore == machine.agentStatus.rawValue
-            if unchanged { return false }
-            try db.execute(
-                sql: """
-                    UPDATE machines SET provider = ?, credential = ?, instance_id = ?, life = ?, manual = ?
-                    WHERE id = ?
-                    """,
-                arguments: [machine.provider, machine.credential, machine.instanceID, machine.life.rawValue, machine.manual, machine.id])
-            if agentBefore != machine.agentStatus.rawValue {
-                try Self.writeAgentStatus(db, machine.agentStatus, machineID: machine.id, at: now)
-            }
-            try Self.appendEvent(db, .machineChanged, .external, machineID: machine.id, at: now)
-            return true
+            try Self.update(db, machine, keepingLife: false, at: now)
         }
         guard changed else { return }
         logger.debug("machine changed", metadata: ["machine": "\(machine.id)"])
         didChange()
+    }
+
+    /// Writes what an update may change (the life too, unless
+    /// `keepingLife`) and logs the machine as changed; false when all of it
+    /// already was so.
+    private static func update(_ db: Database, _ machine: Machine, keepingLife: Bool, at now: Timestamp) throws -> Bool {
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT provider, credential, instance_id, life, manual, agent_status FROM machines WHERE id = ?"),
+                arguments: [machine.id])
+        else {
+            throw StoreError("machine \(machine.id) does not exist")
+        }
+        let agentBefore: String = try row.decode(forColumn: "agent_status")
+        let lifeBefore: String = try row.decode(forColumn: "life")
+        let life = keepingLife ? lifeBefore : machine.life.rawValue
+        let unchanged =
+            try row.decode(String.self, forColumn: "provider") == machine.provider
+            && row.decode(String.self, forColumn: "credential") == machine.credential
+            && row.decode(String.self, forColumn: "instance_id") == machine.instanceID
+            && lifeBefore == life
+            && row.decode(Bool.self, forColumn: "manual") == machine.manual
+            && agentBefore == machine.agentStatus.rawValue
+        if unchanged { return false }
+        try db.cachedStatement(sql: """
+            UPDATE machines SET provider = ?, credential = ?, instance_id = ?, life = ?, manual = ?
+            WHERE id = ?
+            """
+        ).execute(arguments: [machine.provider, machine.credential, machine.instanceID, life, machine.manual, machine.id])
+        if agentBefore != machine.agentStatus.rawValue {
+            try writeAgentStatus(db, machine.agentStatus, machineID: machine.id, at: now)
+        }
+        try appendEvent(db, .machineChanged, .external, machineID: machine.id, at: now)
+        return true
     }
 
     @discardableResult
@@ -190,15 +217,23 @@ public final class SQLiteMachineStore: MachineStore {
     }
 
     public func removeMachine(id: String) async throws {
+        try await removeMachines(ids: [id])
+    }
+
+    public func removeMachines(ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
         let now = clock.now
-        try await write("removing machine \(id)") { db in
-            try db.execute(sql: "DELETE FROM machines WHERE id = ?", arguments: [id])
-            if db.changesCount == 0 { throw StoreError("machine \(id) does not exist") }
-            try db.execute(sql: "DELETE FROM schedule WHERE machine_id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM status_history WHERE machine_id = ?", arguments: [id])
-            try Self.appendEvent(db, .machineRemoved, .external, machineID: id, at: now)
+        let what = ids.count == 1 ? "removing machine \(ids[0])" : "removing \(ids.count) machines"
+        try await write(what) { db in
+            for id in ids {
+                try db.cachedStatement(sql: "DELETE FROM machines WHERE id = ?").execute(arguments: [id])
+                if db.changesCount == 0 { throw StoreError("machine \(id) does not exist") }
+                try db.cachedStatement(sql: "DELETE FROM schedule WHERE machine_id = ?").execute(arguments: [id])
+                try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ?").execute(arguments: [id])
+                try Self.appendEvent(db, .machineRemoved, .external, machineID: id, at: now)
+            }
         }
-        logger.debug("machine removed", metadata: ["machine": "\(id)"])
+        logger.debug("machines removed", metadata: ["count": "\(ids.count)"])
         didChange()
     }
 
@@ -448,11 +483,11 @@ public final class SQLiteMachineStore: MachineStore {
 
     /// One write transaction; any failure but our own StoreError (or a
     /// cancellation) becomes a StoreError saying what was being done.
-    private func write<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
         try await explained(what) { try await writer.write(body) }
     }
 
-    private func read<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ what: String, _ body: @Sendable (Database) throws -> T) async throws -> T {
         try await explained(what) { try await writer.read(body) }
     }
 
@@ -468,7 +503,7 @@ public final class SQLiteMachineStore: MachineStore {
         }
     }
 
-    private func didChange() {
+    func didChange() {
         changeHandler.withLock { $0 }?()
     }
 }
@@ -478,18 +513,18 @@ public final class SQLiteMachineStore: MachineStore {
 extension SQLiteMachineStore {
     /// Every row of `sql` made into a value as it is read: a fleet's rows
     /// are never all held at once (100 000 machine rows are tens of MB).
-    private static func all<T>(_ db: Database, _ sql: String, arguments: StatementArguments = [], _ make: (Row) throws -> T) throws -> [T] {
+    static func all<T>(_ db: Database, _ sql: String, arguments: StatementArguments = [], _ make: (Row) throws -> T) throws -> [T] {
         var values: [T] = []
         let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() { values.append(try make(row)) }
         return values
     }
 
-    private static func exists(_ db: Database, machineID: String) throws -> Bool {
+    static func exists(_ db: Database, machineID: String) throws -> Bool {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
     }
 
-    private static func appendEvent(
+    static func appendEvent(
         _ db: Database, _ kind: MachineEvent.Kind, _ source: MachineEvent.Source,
         machineID: String = "", credential: String = "", at: Timestamp, old: String = "", new: String = ""
     ) throws {
@@ -523,7 +558,7 @@ extension SQLiteMachineStore {
     }
 
     /// A new agent status; the message goes, and `started` is a start.
-    private static func writeAgentStatus(_ db: Database, _ status: Machine.AgentStatus, machineID: String, at now: Timestamp) throws {
+    static func writeAgentStatus(_ db: Database, _ status: Machine.AgentStatus, machineID: String, at now: Timestamp) throws {
         if status == .started {
             try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = '', agent_started_at = ? WHERE id = ?")
                 .execute(arguments: [status.rawValue, now.nanosecondsSinceEpoch, machineID])
@@ -603,7 +638,7 @@ extension SQLiteMachineStore {
         return rows
     }
 
-    private static func machine(from row: Row) throws -> Machine {
+    static func machine(from row: Row) throws -> Machine {
         let id: String = try row.decode(forColumn: "id")
         let lifeName: String = try row.decode(forColumn: "life")
         guard let life = Machine.Life(rawValue: lifeName) else {
@@ -628,7 +663,7 @@ extension SQLiteMachineStore {
             pollError: try row.decode(forColumn: "poll_error"))
     }
 
-    private static func status(from row: Row) throws -> InstanceStatusRecord {
+    static func status(from row: Row) throws -> InstanceStatusRecord {
         let state: Int = try row.decode(forColumn: "status_state")
         let updatedAt: Int64? = try row.decode(forColumn: "status_updated_at")
         return InstanceStatusRecord(
@@ -662,7 +697,7 @@ extension SQLiteMachineStore {
         }
     }
 
-    private static func interfaces(from row: Row, machineID: String) throws -> [ProviderV1.NetworkInterface] {
+    static func interfaces(from row: Row, machineID: String) throws -> [ProviderV1.NetworkInterface] {
         try interfaces(try row.decode(forColumn: "interfaces"), machineID: machineID)
     }
 
@@ -675,7 +710,7 @@ extension SQLiteMachineStore {
         }
     }
 
-    private static func scheduleEntry(from row: Row) throws -> ScheduleEntry {
+    static func scheduleEntry(from row: Row) throws -> ScheduleEntry {
         let id: String = try row.decode(forColumn: "machine_id")
         let groupName: String = try row.decode(forColumn: "grp")
         guard let group = ScheduleEntry.Group(rawValue: groupName) else {
