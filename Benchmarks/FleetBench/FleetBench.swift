@@ -28,12 +28,18 @@ struct FleetBench: AsyncParsableCommand {
     @Flag(help: "Measure the controller's CPU while a provider and credential pair is paused, instead of the fleet sizes.") var stress = false
     @Option(help: "Machines in the stress runs.") var stressMachines: Int = 10_000
     @Option(help: "Seconds over which the stress runs measure the controller's CPU.") var stressWindow: Double = 10
+    @Flag(help: "Measure bulk import and listing through the CLI at the largest of --sizes, instead of the fleet sizes.") var listing = false
 
     func run() async throws {
         if stress {
             for fault in StressFault.allCases {
                 try emit(try await Stress(fault: fault, fleet: Fleet(size: stressMachines, bench: self)).measure())
             }
+            return
+        }
+        if listing {
+            let size = sizes.split(separator: ",").compactMap({ Int($0) }).max() ?? 100_000
+            try emit(try await Listing(fleet: Fleet(size: size, bench: self)).measure())
             return
         }
         for size in sizes.split(separator: ",").compactMap({ Int($0) }) {

@@ -13,12 +13,13 @@ struct Status: ControllerCommand {
 
     func execute() async throws {
         let status = try await controller.call(ControlV1.status, .init())
-        if controller.format == .json { return try Output.json(status) }
+        if controller.format.isJSON { return try Output.json(status) }
         Output.line("controller  pid \(status.pid), version \(status.version), up since \(Output.time(status.startedUnixNano))")
         Output.line("store       \(status.storePath) (revision \(status.revision))")
         Output.line("runtime     \(status.runtimeDirectory)")
         let states = status.machinesByState.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         Output.line("machines    \(status.machines) (\(states.isEmpty ? "none" : states)); short group \(status.shortGroup), long group \(status.longGroup)")
+        Output.line("polling     \(status.pollErrors) with a poll error, \(status.overdue) overdue, \(status.notFound) not found by their provider")
         Output.line("credentials \(status.credentials) (\(status.invalidCredentials) invalid)")
         Output.line()
         ProvidersList.render(status.providers)
@@ -30,7 +31,7 @@ struct Status: ControllerCommand {
 struct Machines: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Add, remove, list and inspect machine records.",
-        subcommands: [MachinesAdd.self, MachinesRemove.self, MachinesList.self, MachinesShow.self, MachinesSetAgentStatus.self]
+        subcommands: [MachinesAdd.self, MachinesRemove.self, MachinesList.self, MachinesShow.self, MachinesSetAgentStatus.self, MachinesImport.self]
     )
 }
 
@@ -54,41 +55,8 @@ struct MachinesAdd: ControllerCommand {
             $0.manual = manual
             $0.agentStatus = agentStatus
         })
-        if controller.format == .json { return try Output.json(answer.machine) }
+        if controller.format.isJSON { return try Output.json(answer.machine) }
         Output.line("added machine \(answer.machine.id)")
-    }
-}
-
-struct MachinesRemove: ControllerCommand {
-    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a machine; it is no longer polled.")
-
-    @Argument(help: "The machine's id.") var id: String
-    @OptionGroup var controller: ControllerOptions
-
-    func execute() async throws {
-        _ = try await controller.call(ControlV1.removeMachine, .with { $0.id = id })
-        if controller.format == .json { return Output.line("{\"removed\":\"\(id)\"}") }
-        Output.line("removed machine \(id)")
-    }
-}
-
-struct MachinesList: ControllerCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List machines with their polled status.")
-
-    @Option(help: "Only this provider's machines.") var provider: String = ""
-    @OptionGroup var controller: ControllerOptions
-
-    func execute() async throws {
-        let answer = try await controller.call(ControlV1.listMachines, .with { $0.provider = provider })
-        if controller.format == .json { return try Output.json(answer) }
-        Output.table(
-            ["ID", "PROVIDER", "INSTANCE", "STATE", "AGENT", "GROUP", "ADDRESSES", "ERROR"],
-            answer.machines.map {
-                [$0.id, $0.provider, $0.instanceID.isEmpty ? "-" : $0.instanceID, Output.state($0), $0.agentStatus,
-                 $0.group.isEmpty ? "-" : "\($0.group) \(Output.duration(nanoseconds: $0.intervalNano))",
-                 Output.addresses($0), $0.pollError.isEmpty ? "-" : $0.pollError]
-            }
-        )
     }
 }
 
@@ -100,7 +68,7 @@ struct MachinesShow: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.getMachine, .with { $0.id = id })
-        if controller.format == .json { return try Output.json(answer) }
+        if controller.format.isJSON { return try Output.json(answer) }
         let machine = answer.machine
         Output.line("id           \(machine.id)")
         Output.line("provider     \(machine.provider) (credential \(machine.credential))")
@@ -128,6 +96,7 @@ struct MachinesShow: ControllerCommand {
             for address in interface.addresses { Output.line("  address    \(address.value) \(Self.describe(address))") }
             for address in interface.shadowAddresses { Output.line("  shadow     \(address.value) \(Self.describe(address))") }
         }
+        if machine.interfacesOmitted { Output.line("interfaces   (too many to show in one answer)") }
         if !answer.statusHistory.isEmpty {
             Output.line("history      (last \(answer.statusHistory.count) status changes, newest first)")
             for change in answer.statusHistory {
@@ -169,7 +138,7 @@ struct MachinesSetAgentStatus: ControllerCommand {
             $0.id = id
             $0.agentStatus = status
         }).machine
-        if controller.format == .json { return try Output.json(machine) }
+        if controller.format.isJSON { return try Output.json(machine) }
         Output.line("machine \(machine.id): agent \(machine.agentStatus)")
     }
 }
@@ -220,7 +189,7 @@ struct CredentialsSet: ControllerCommand {
             $0.attributes = attributes
             $0.expiresUnixNano = expiresAt
         }).credential
-        if controller.format == .json { return try Output.json(credential) }
+        if controller.format.isJSON { return try Output.json(credential) }
         Output.line("credential \(credential.provider)/\(credential.name) set (attributes: \(credential.attributeNames.joined(separator: ", ")))")
     }
 
@@ -254,7 +223,7 @@ struct CredentialsList: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.listCredentials, .init())
-        if controller.format == .json { return try Output.json(answer) }
+        if controller.format.isJSON { return try Output.json(answer) }
         Output.table(
             ["PROVIDER", "NAME", "AUTH", "ATTRIBUTES", "EXPIRES", "VALID"],
             answer.credentials.map {
@@ -277,7 +246,7 @@ struct CredentialsValidate: ControllerCommand {
             $0.provider = provider
             $0.name = name
         })
-        if controller.format == .json {
+        if controller.format.isJSON {
             try Output.json(answer)
         } else {
             Output.line(answer.valid ? "credential \(provider)/\(name) is valid" : "credential \(provider)/\(name) is not valid: \(answer.reason)")
@@ -302,7 +271,7 @@ struct ProvidersList: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.listProviders, .init())
-        if controller.format == .json { return try Output.json(answer) }
+        if controller.format.isJSON { return try Output.json(answer) }
         Self.render(answer.providers)
     }
 
@@ -353,7 +322,7 @@ struct ProvidersSwap: ControllerCommand {
             $0.args = Array(command.dropFirst())
             $0.env = environment
         })
-        if controller.format == .json { return try Output.json(answer.provider) }
+        if controller.format.isJSON { return try Output.json(answer.provider) }
         Output.line("provider \(provider) swapped: shim pid \(answer.provider.pid) (\(answer.provider.shimName) \(answer.provider.shimVersion))")
     }
 }
@@ -387,7 +356,7 @@ struct Watch: ControllerCommand {
                 $0.waitNano = noFollow ? 0 : Duration.seconds(10).totalNanoseconds
             })
             for event in answer.events {
-                if controller.format == .json {
+                if controller.format.isJSON {
                     try Output.json(event)
                 } else {
                     let subject = event.machineID.isEmpty ? event.credential : event.machineID

@@ -4,6 +4,9 @@ import Core
 import Foundation
 import Logging
 import SwiftProtobuf
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where the running controller is, and how to print answers: every command
 /// that talks to the controller takes these.
@@ -14,7 +17,7 @@ struct ControllerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Read the runtime directory from this config file.", valueName: "FILE"))
     var config: String?
 
-    @Option(help: "Output: table (for people) or json (for scripts).")
+    @Option(help: "Output: table (for people), json (for scripts) or jsonl (one JSON object per line, for pipelines).")
     var format: OutputFormat = .table
 
     /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
@@ -54,6 +57,11 @@ struct ControllerOptions: ParsableArguments {
     func call<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ request: Request) async throws -> Response {
         let client = try await connect()
         defer { Task { await client.close() } }
+        return try await call(method, request, on: client)
+    }
+
+    /// Calls `method` on a connection made by ``connect()``.
+    func call<Request, Response>(_ method: MethodDescriptor<Request, Response>, _ request: Request, on client: RPCClient) async throws -> Response {
         do {
             return try await client.call(method, request, timeout: .seconds(60))
         } catch {
@@ -64,7 +72,11 @@ struct ControllerOptions: ParsableArguments {
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, json
+    case table, json, jsonl
+
+    /// json and jsonl: a command that answers one object prints it on one
+    /// line either way; only listings differ (an array, or a line each).
+    var isJSON: Bool { self != .table }
 }
 
 /// A command's failure: a one-line message and exit status 1 (failure) or 2
@@ -83,25 +95,66 @@ struct CLIError: Error, CustomStringConvertible {
 /// Printing answers: aligned tables for people, JSON for scripts.
 enum Output {
     static func line(_ text: String = "") {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        write(text + "\n")
+    }
+
+    /// Writes `text` to stdout as it is, in as few writes as it takes. When
+    /// the reader has gone (`instancepoller machines list | head`), the
+    /// process ends at once, quietly, with status 141 as a shell reports a
+    /// command ended by SIGPIPE.
+    static func write(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written > 0 {
+                    offset += written
+                } else if written < 0, errno == EINTR {
+                    continue
+                } else if written < 0, errno == EPIPE {
+                    exit(141)
+                } else {
+                    FileHandle.standardError.write(Data("instancepoller: cannot write the output: \(String(cString: strerror(errno)))\n".utf8))
+                    exit(1)
+                }
+            }
+        }
     }
 
     /// Prints a table: columns padded to their widest cell.
     static func table(_ header: [String], _ rows: [[String]]) {
-        for text in tableLines(header, rows) { line(text) }
+        write(tableLines(header, rows).map { $0 + "\n" }.joined())
     }
 
     /// A table's lines; the last column is not padded.
     static func tableLines(_ header: [String], _ rows: [[String]]) -> [String] {
+        let widths = columnWidths(header, rows)
+        return ([header] + rows).map { tableLine($0, widths: widths) }
+    }
+
+    /// Each column's widest cell.
+    static func columnWidths(_ header: [String], _ rows: [[String]]) -> [Int] {
         var widths = header.map(\.count)
         for row in rows {
             for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
         }
-        return ([header] + rows).map { cells in
-            cells.enumerated().map { index, cell in
-                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ")
-        }
+        return widths
+    }
+
+    /// One row padded to `widths` (a longer cell pushes the rest right);
+    /// the last column is not padded.
+    static func tableLine(_ cells: [String], widths: [Int]) -> String {
+        cells.enumerated().map { index, cell in
+            index == cells.count - 1 || index >= widths.count ? cell : cell.padding(toLength: max(widths[index], cell.count), withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+
+    /// `value` as a JSON string, quotes, backslashes and control characters
+    /// escaped.
+    static func jsonString(_ value: String) -> String {
+        // Google.Protobuf.StringValue prints as a bare JSON string.
+        (try? Google_Protobuf_StringValue(value).jsonString()) ?? "\"\""
     }
 
     static let jsonOptions: JSONEncodingOptions = {

@@ -81,6 +81,17 @@ final class ProbeStore: MachineStore, Sendable {
         try await probe(.machine) { try await inner.machine(id: id) }
     }
 
+    func machines(after id: String, limit: Int, filter: MachineFilter) async throws -> [ListedMachine] {
+        try await inner.machines(after: id, limit: limit, filter: filter)
+    }
+    func machineIDs(after id: String, limit: Int, filter: MachineFilter) async throws -> [String] {
+        try await inner.machineIDs(after: id, limit: limit, filter: filter)
+    }
+    func existingMachineIDs(_ ids: [String]) async throws -> Set<String> { try await inner.existingMachineIDs(ids) }
+    func summary(now: Timestamp) async throws -> FleetSummary { try await inner.summary(now: now) }
+    func importMachines(_ machines: [Machine], update: Bool) async throws -> ImportCounts { try await inner.importMachines(machines, update: update) }
+    func removeMachines(ids: [String]) async throws { try await inner.removeMachines(ids: ids) }
+
     func machines() async throws -> [Machine] {
         try await probe(.machines) { try await inner.machines() }
     }

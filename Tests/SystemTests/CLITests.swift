@@ -57,8 +57,7 @@ struct CLITests {
         #expect(lines[2].hasPrefix("m2  cloud     c-2       running  pending  short"), "a pending agent keeps it short")
 
         result = try await h.cli(["machines", "list", "--format", "json"])
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        let machines = try #require(json["machines"] as? [[String: Any]])
+        let machines = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
         #expect(machines.map { $0["id"] as? String } == ["m1", "m2"])
         #expect(machines[0]["instance_id"] as? String == "c-1")
 
@@ -210,7 +209,7 @@ struct CLITests {
     @Test(arguments: [
         (["machines", "add"], "instancepoller: Missing expected argument '<id>' (see instancepoller --help)\n"),
         (["machines", "frobnicate"], "instancepoller: Unexpected argument 'frobnicate' (see instancepoller --help)\n"),
-        (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table' and 'json'. (see instancepoller --help)\n"),
+        (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller --help)\n"),
         (["demo", "--duration", "0"], "instancepoller: --duration must be more than 0 and at most 86400 seconds (see instancepoller --help)\n"),
     ])
     func badArgumentsExitTwoWithOneLine(arguments: [String], expected: String) async throws {

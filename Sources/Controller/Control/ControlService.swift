@@ -255,8 +255,11 @@ public struct ControlService: Sendable {
         func get(field: String?) throws -> Value {
             guard let first = problems.first else { return value }
             let more = problems.count > 1 ? " (and \(problems.count - 1) more problem\(problems.count > 2 ? "s" : ""))" : ""
-            let place = field.map { "\($0)[\(first.index)].\(first.field)" } ?? first.field
-            throw RPCError(code, "\(place): \(first.problem)\(more)")
+            guard let field else {
+                // One machine: a bad field is named; "already exists" says it all.
+                throw RPCError(code, code == .invalidArgument ? "\(first.field): \(first.problem)" : first.problem)
+            }
+            throw RPCError(code, "\(field)[\(first.index)].\(first.field): \(first.problem)\(more)")
         }
     }
 
