@@ -20,6 +20,9 @@ public enum FuzzSeeds {
         seeds.append((.requestDispatch, "data-frame-ignored", frame(streamID: 9, type: 3, data: [1, 2, 3])))
         seeds.append((.requestDispatch, "expired-deadline", envelope(streamID: 11, service: ProviderV1.serviceName, method: "Health", payload: [], timeoutNanos: -1)))
         seeds.append((.requestDispatch, "oversized-header", header(length: UInt32(FrameHeader.maxDataLength + 1), streamID: 13, type: 1)))
+        for (name, bytes) in controlCalls() {
+            seeds.append((.requestDispatch, name, bytes))
+        }
 
         // The frame decoder target reads its first byte as the read pattern
         // (odd: many small reads) and has a 64-byte frame limit.
@@ -44,6 +47,35 @@ public enum FuzzSeeds {
             ("validate-credential", request(streamID: 5, ProviderV1.validateCredential, .with { $0.cloud = cloud; $0.credential = credential })),
             ("instances", request(streamID: 7, ProviderV1.instances, .with { $0.cloud = cloud; $0.credential = credential; $0.instanceIds = ["i-1", "i-2", "i-9"] }, timeoutNanos: 5_000_000_000)),
             ("network-interfaces", request(streamID: 9, ProviderV1.networkInterfaces, .with { $0.cloud = cloud; $0.credential = credential; $0.instanceIds = ["i-1"] })),
+        ]
+    }
+
+    /// The control service's paged listings: pages, filters, and tokens
+    /// that no controller issued.
+    private static func controlCalls() -> [(name: String, bytes: [UInt8])] {
+        let forged = "AW0tMTIAAAAAAAAAAAAAAAAAAAAA"
+        return [
+            ("control-list-pages", request(streamID: 1, ControlV1.listMachines, .with { $0.pageSize = 7 })
+                + request(streamID: 3, ControlV1.listMachines, .with { $0.pageSize = 2; $0.idsOnly = true; $0.provider = "cloud" })),
+            ("control-list-filters", request(streamID: 1, ControlV1.listMachines, .with {
+                $0.provider = "other"
+                $0.credential = "main"
+                $0.state = "unspecified"
+                $0.group = "none"
+                $0.agentStatus = "none"
+                $0.withError = false
+            }) + request(streamID: 3, ControlV1.listMachines, .with { $0.state = "not-found"; $0.group = "medium" })),
+            ("control-forged-tokens", request(streamID: 1, ControlV1.listMachines, .with { $0.pageToken = forged; $0.pageSize = 3 })
+                + request(streamID: 3, ControlV1.events, .with { $0.pageToken = forged })
+                + request(streamID: 5, ControlV1.listMachines, .with { $0.pageToken = "not base64!" })),
+            ("control-events-status", request(streamID: 1, ControlV1.events, .with { $0.pageSize = 5; $0.afterRevision = 3 })
+                + request(streamID: 3, ControlV1.events, .with { $0.afterRevision = 1000; $0.waitNano = 10_000_000 })
+                + request(streamID: 5, ControlV1.status, .init())
+                + request(streamID: 7, ControlV1.getMachine, .with { $0.id = "m-3" })),
+            ("control-batches-refused", request(streamID: 1, ControlV1.addMachines, .with {
+                $0.validateOnly = true
+                $0.machines = [.with { $0.id = "x"; $0.provider = "cloud"; $0.credential = "main" }, .with { $0.id = "bad id" }]
+            }) + request(streamID: 3, ControlV1.removeMachines, .with { $0.ids = ["m-1", "nope", "m-1"]; $0.validateOnly = true })),
         ]
     }
 

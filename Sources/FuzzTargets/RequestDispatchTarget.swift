@@ -1,9 +1,11 @@
+internal import Controller
 internal import Core
 internal import Foundation
 internal import Logging
 internal import NIOCore
 internal import NIOPosix
 internal import ProviderShim
+internal import SwiftProtobuf
 
 #if canImport(Glibc)
 internal import Glibc
@@ -12,14 +14,17 @@ internal import Glibc
 /// A client's bytes on a served connection: the provider service of a shim
 /// over the fake backend, as `provider-shim fake` registers it (without the
 /// fake cloud's control service, whose faults may end the process on
-/// purpose).
+/// purpose), and the controller's control service over an in-memory store
+/// of 30 machines (no providers configured; `Events` waits at most 50 ms).
 ///
 /// The input is written to one end of a socketpair; the server serves the
 /// other end through ``RPCServer/serve(connection:registry:configuration:logger:)``.
 /// Properties: every complete request frame gets exactly one response frame
 /// with its stream id; every response is a well-formed ttrpc `Response`; the
 /// server never closes the connection on a complete input; nothing else is
-/// sent.
+/// sent; a `ListMachines` or `Events` request with a page token (which the
+/// input cannot hold a valid one of: tokens are sealed with a key drawn at
+/// start) is answered InvalidArgument, never with a page.
 final class RequestDispatchTarget: Sendable {
     static let shared = RequestDispatchTarget()
 
@@ -57,18 +62,70 @@ final class RequestDispatchTarget: Sendable {
         let cloud = FakeCloud(scenario: scenario, clock: ManualFakeClock())
         var registry = RPCServiceRegistry()
         registry.register(provider: ShimProvider(backend: FakeBackend(cloud: cloud, logger: logger)) {})
+        Self.controlService(logger: logger).register(into: &registry)
         self.registry = registry
+    }
+
+    /// The control service over 30 machines (every third with two
+    /// interfaces), without providers.
+    static func controlService(logger: Logger) -> ControlService {
+        let clock = ManualPollClock()
+        let store = try! SQLiteMachineStore.inMemory(clock: clock, logger: logger)
+        let machines = (0..<30).map { index in
+            Machine(
+                id: "m-\(index)", provider: index % 2 == 0 ? "cloud" : "other", credential: "main", instanceID: "i-\(index)",
+                interfaces: index % 3 == 0 ? (0..<2).map { device in
+                    .with {
+                        $0.deviceIndex = Int32(device)
+                        $0.addresses = [.with { $0.value = "10.0.\(device).\(index)"; $0.scope = .cloudLocal }]
+                    }
+                } : [])
+        }
+        let seeded = DispatchSemaphore(value: 0)
+        Task {
+            try! await store.addMachines(machines)
+            seeded.signal()
+        }
+        seeded.wait()
+        let fleet = ProviderFleet(
+            providers: [], runtimeDirectory: "/nonexistent", clock: clock, settings: SupervisionSettings(), credentials: nil, logger: logger)
+        return ControlService(
+            identity: .init(pid: 1, version: "fuzz", startedAt: clock.now, storePath: ":memory:", runtimeDirectory: "/nonexistent"),
+            store: store, fleet: fleet, clock: clock, environment: [:], maxEventsWait: .milliseconds(50), logger: logger)
+    }
+
+    /// Whether `data`, a request frame's, asks for a page with a token: a
+    /// forged one, since the input cannot know the key.
+    static func carriesPageToken(_ data: [UInt8]) -> Bool {
+        // (With a deadline, it may pass before the answer: not counted.)
+        guard let envelope = try? RequestEnvelope(decoding: ByteBuffer(bytes: data)), envelope.service == ControlV1.serviceName,
+              envelope.timeoutNanos == 0
+        else {
+            return false
+        }
+        let payload = Array(envelope.payload.readableBytesView)
+        switch envelope.method {
+        case ControlV1.listMachines.method:
+            return !((try? Instancepoller_Control_V1_ListMachinesRequest(serializedBytes: payload))?.pageToken.isEmpty ?? true)
+        case ControlV1.events.method:
+            return !((try? Instancepoller_Control_V1_EventsRequest(serializedBytes: payload))?.pageToken.isEmpty ?? true)
+        default:
+            return false
+        }
     }
 
     func run(_ input: [UInt8]) throws(FuzzPropertyViolation) {
         // The streams that must be answered: every complete request frame,
         // oversized ones included.
         var expected: [UInt32: Int] = [:]
+        // Streams (used once) whose request carries a page token.
+        var forged: Set<UInt32> = []
         let (frames, _) = FrameDecoderTarget.reference(input, maxDataLength: FrameHeader.maxDataLength)
         for frame in frames {
             switch frame {
-            case .frame(let streamID, let type, _, _) where type == FrameType.request.rawValue:
+            case .frame(let streamID, let type, _, let data) where type == FrameType.request.rawValue:
                 expected[streamID, default: 0] += 1
+                if Self.carriesPageToken(data) { forged.insert(streamID) }
             case .oversized(let streamID, let type, _) where type == FrameType.request.rawValue:
                 expected[streamID, default: 0] += 1
             default:
@@ -103,14 +160,19 @@ final class RequestDispatchTarget: Sendable {
         }
 
         let answers: [UInt32: Int]
+        let codes: [UInt32: RPCStatusCode]
         do {
             try writeAll(client, input)
-            answers = try readAnswers(client, count: expected.values.reduce(0, +))
+            (answers, codes) = try readAnswers(client, count: expected.values.reduce(0, +))
         } catch {
             throw FuzzPropertyViolation(.requestDispatch, error.description)
         }
         guard answers == expected else {
             throw FuzzPropertyViolation(.requestDispatch, "answered streams \(answers), requests were \(expected)")
+        }
+        for stream in forged where expected[stream] == 1 && codes[stream] != .invalidArgument {
+            throw FuzzPropertyViolation(
+                .requestDispatch, "stream \(stream) asked for a page with a forged token and was answered \(codes[stream].map { "\($0)" } ?? "OK")")
         }
         // Nothing more arrives, and the connection is still open.
         var probe: UInt8 = 0
@@ -139,9 +201,12 @@ final class RequestDispatchTarget: Sendable {
         }
     }
 
-    /// Reads response frames until `count` have arrived, within the limit.
-    private func readAnswers(_ fd: Int32, count: Int) throws(Failure) -> [UInt32: Int] {
+    /// Reads response frames until `count` have arrived, within the limit:
+    /// the answers per stream, and the error code of each stream answered
+    /// with one.
+    private func readAnswers(_ fd: Int32, count: Int) throws(Failure) -> ([UInt32: Int], [UInt32: RPCStatusCode]) {
         var answers: [UInt32: Int] = [:]
+        var codes: [UInt32: RPCStatusCode] = [:]
         var received = 0
         var buffer: [UInt8] = []
         let start = Date()
@@ -172,7 +237,8 @@ final class RequestDispatchTarget: Sendable {
                     throw Failure(description: "the server sent a frame of type \(type) flags \(flags), not a response")
                 }
                 do {
-                    _ = try ResponseEnvelope(decoding: ByteBuffer(bytes: data))
+                    let response = try ResponseEnvelope(decoding: ByteBuffer(bytes: data))
+                    if let error = response.error { codes[streamID] = error.code }
                 } catch {
                     throw Failure(description: "the answer to stream \(streamID) is not a ttrpc Response: \(error)")
                 }
@@ -181,6 +247,6 @@ final class RequestDispatchTarget: Sendable {
             }
             buffer.removeFirst(buffer.count - leftover)
         }
-        return answers
+        return (answers, codes)
     }
 }

@@ -32,13 +32,17 @@ public struct ControlService: Sendable {
     let logger: Logger
     /// Wakes every waiting `Events` call from one watcher of the store.
     public let eventsFeed: EventsFeed
+    /// The longest an `Events` call waits for an event, whatever it asks.
+    let maxEventsWait: Duration
 
     /// - Parameter eventsFeed: shared by the `Events` long polls; nudge it
     ///   on this process's store changes. Default: one on `store`.
+    /// - Parameter maxEventsWait: the longest an `Events` long poll waits.
     public init(
         identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String],
-        eventsFeed: EventsFeed? = nil, logger: Logger
+        eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), logger: Logger
     ) {
+        self.maxEventsWait = maxEventsWait
         self.identity = identity
         self.store = store
         self.fleet = fleet
@@ -463,7 +467,7 @@ public struct ControlService: Sendable {
             // One shared watcher wakes the call; only then is the log read
             // again, for this caller's events.
             let (feed, revision) = (eventsFeed, after)
-            let woken = await firstWithin(.nanoseconds(request.waitNano)) {
+            let woken = await firstWithin(min(.nanoseconds(request.waitNano), maxEventsWait)) {
                 await feed.wait(after: revision)
                 return true
             } ?? false

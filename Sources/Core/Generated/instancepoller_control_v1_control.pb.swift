@@ -784,7 +784,8 @@ public nonisolated struct Instancepoller_Control_V1_EventsRequest: Sendable {
   /// takes its place.
   public var limit: UInt32 = 0
 
-  /// Wait up to this long for an event when there is none yet (0: answer at once).
+  /// Wait up to this long (at most 60 s) for an event when there is none
+  /// yet (0: answer at once).
   public var waitNano: Int64 = 0
 
   /// At most this many (default and maximum 1000).
