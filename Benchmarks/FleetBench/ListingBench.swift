@@ -11,9 +11,15 @@ import Glibc
 /// then imports N machines from a CSV file (timed, while the controller
 /// starts polling them), and once every machine has its addresses lists the
 /// fleet as a table, as JSON and as JSON lines, and its ids only. Per
-/// command: wall-clock seconds, the CLI's peak RSS (its rusage from wait4),
-/// the output's size, and the controller's peak RSS during the listings
-/// (VmHWM, reset through /proc/PID/clear_refs before them).
+/// command: wall-clock seconds, the CLI's peak RSS, the output's size, and
+/// the controller's peak RSS during the listings (VmHWM, reset through
+/// /proc/PID/clear_refs before them).
+///
+/// The CLI runs under GNU time (`/usr/bin/time -f %M`), which reports its
+/// child's maximum RSS from wait4. Spawned from this process directly, the
+/// CLI's figure would start at this process's own peak: the kernel folds
+/// the high-water mark of the address space an exec replaces into the
+/// task's maximum, and posix_spawn execs from a vfork that shares ours.
 struct Listing {
     let fleet: Fleet
 
@@ -101,9 +107,11 @@ struct Listing {
     }
 
     /// Runs the CLI with stdout into `output`; its wall time and peak RSS
-    /// from wait4's rusage.
+    /// (from GNU time, which is a few MiB itself).
     private func run(_ arguments: [String], output: String) throws -> Run {
-        let argv = [fleet.bench.instancepoller] + arguments + ["--runtime-dir", "\(fleet.directory)/run"]
+        let peakFile = output + ".rss"
+        let argv = ["/usr/bin/time", "-f", "%M", "-o", peakFile, fleet.bench.instancepoller] + arguments
+            + ["--runtime-dir", "\(fleet.directory)/run"]
         let errors = output + ".err"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -118,11 +126,13 @@ struct Listing {
         let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
         guard spawned == 0 else { throw Failure("cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
-        var usage = rusage()
-        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let seconds = Date().timeIntervalSince(started)
         let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
         let exited = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Run(status: exited, seconds: seconds, peakRSSMiB: Double(usage.ru_maxrss) / 1024, stderr: stderr)
+        // GNU time's last line is the figure (a line before it may say the status).
+        let peak = ((try? String(contentsOfFile: peakFile, encoding: .utf8)) ?? "").split(separator: "\n").last.flatMap { Double($0) }
+        guard let peak else { throw Failure("no peak RSS from /usr/bin/time for \(arguments.joined(separator: " "))") }
+        return Run(status: exited, seconds: seconds, peakRSSMiB: peak / 1024, stderr: stderr)
     }
 }

@@ -28,6 +28,8 @@ public enum MachineFields {
         if instanceID.utf8.count > maxInstanceIDLength {
             return "instance ids are at most \(maxInstanceIDLength) characters (got \(instanceID.count))"
         }
+        // Printable ASCII without a space, as cloud ids are: no need to ask Unicode.
+        if instanceID.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) { return nil }
         if instanceID.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.properties.generalCategory == .control }) {
             return "instance ids hold no spaces or control characters (got \(quoted(instanceID)))"
         }
@@ -60,26 +62,7 @@ public enum MachineFields {
     /// `"value"` with quotes, backslashes and control characters escaped, cut
     /// to 64 characters (…) so that a problem stays one short line.
     public static func quoted(_ text: String) -> String {
-        var shown = ""
-        var count = 0
-        for scalar in text.unicodeScalars {
-            if count == 64 {
-                shown += "…"
-                break
-            }
-            count += 1
-            switch scalar {
-            case "\"": shown += "\\\""
-            case "\\": shown += "\\\\"
-            case "\n": shown += "\\n"
-            case "\t": shown += "\\t"
-            case "\r": shown += "\\r"
-            case _ where scalar.properties.generalCategory == .control:
-                shown += "\\u{\(String(scalar.value, radix: 16))}"
-            default: shown.unicodeScalars.append(scalar)
-            }
-        }
-        return "\"\(shown)\""
+        TextEscaping.quoted(text, limit: 64)
     }
 
     static func isIDScalar(_ scalar: Unicode.Scalar) -> Bool {

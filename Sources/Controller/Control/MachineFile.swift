@@ -78,19 +78,7 @@ public struct MachineFileProblem: Error, Hashable, Sendable, CustomStringConvert
         var text = line > 0 ? "\(file):\(line): " : "\(file): "
         if !field.isEmpty { text += "\(field): " }
         text += problem
-        guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
-        var escaped = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\n": escaped += "\\n"
-            case "\t": escaped += "\\t"
-            case "\r": escaped += "\\r"
-            case _ where scalar.properties.generalCategory == .control:
-                escaped += "\\u{\(String(scalar.value, radix: 16))}"
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return escaped
+        return TextEscaping.oneLine(text)
     }
 }
 

@@ -28,20 +28,7 @@ public struct YAMLFileError: Error, Hashable, Sendable, CustomStringConvertible 
     /// a quoted value, a parser's multi-line report) are escaped.
     public var description: String {
         let location = line > 0 ? "\(file):\(line):\(column)" : file
-        let text = place.isEmpty ? "\(location): \(problem)" : "\(location): \(place): \(problem)"
-        guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
-        var escaped = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\n": escaped += "\\n"
-            case "\t": escaped += "\\t"
-            case "\r": escaped += "\\r"
-            case _ where scalar.properties.generalCategory == .control:
-                escaped += "\\u{\(String(scalar.value, radix: 16))}"
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return escaped
+        return TextEscaping.oneLine(place.isEmpty ? "\(location): \(problem)" : "\(location): \(place): \(problem)")
     }
 }
 
