@@ -1,6 +1,7 @@
 import Controller
 import Core
 import Foundation
+import SwiftProtobuf
 import Testing
 import TestSupport
 
@@ -209,6 +210,38 @@ struct FleetCLITests {
         result = try await h.cli(["machines", "remove", "y1", "--file", ids])
         #expect(result.status == 2)
         #expect(result.stderr.hasPrefix("instancepoller: give a machine id or --file FILE, not both"))
+        #expect(try await h.stop(controller) == 0)
+    }
+
+    /// The frame limit with the real binaries: a machine of 8 interfaces
+    /// larger than a 4 MiB frame still gets an answer that fits, without
+    /// its interfaces (said so). (Pages cut by bytes across many machines:
+    /// ControlPagingTests, on a smaller budget.)
+    @Test func noAnswerExceedsTheFrameLimit() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let controller = try await Self.start(h)
+        func interfaces(_ count: Int, bytes: Int) -> [ProviderV1.NetworkInterface] {
+            (0..<count).map { index in
+                .with {
+                    $0.deviceIndex = Int32(index)
+                    $0.providerID = "eni-\(index)-" + String(repeating: "x", count: bytes)
+                    $0.addresses = [.with { $0.value = "10.3.0.\(index)"; $0.scope = .cloudLocal }]
+                }
+            }
+        }
+        // Not provisioned: the poller leaves what is written.
+        try await h.store.addMachines([
+            Machine(id: "fat", provider: "cloud", credential: "main", interfaces: interfaces(8, bytes: 1000)),
+            Machine(id: "huge", provider: "cloud", credential: "main", interfaces: interfaces(8, bytes: 530_000)),
+        ])
+
+        var result = try await h.cli(["machines", "list", "--format", "jsonl"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let machines = try Self.jsonLines(result.stdout)
+        #expect(machines.map { $0["id"] as? String } == ["fat", "huge"])
+        #expect((machines[0]["interfaces"] as? [Any])?.count == 8 && machines[0]["interfaces_omitted"] == nil)
+        #expect(machines[1]["interfaces_omitted"] as? Bool == true && machines[1]["interfaces"] == nil)
         #expect(try await h.stop(controller) == 0)
     }
 

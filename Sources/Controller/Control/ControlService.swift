@@ -34,15 +34,20 @@ public struct ControlService: Sendable {
     public let eventsFeed: EventsFeed
     /// The longest an `Events` call waits for an event, whatever it asks.
     let maxEventsWait: Duration
+    /// Bytes the items of one answer may take.
+    let answerBudget: Int
 
     /// - Parameter eventsFeed: shared by the `Events` long polls; nudge it
     ///   on this process's store changes. Default: one on `store`.
     /// - Parameter maxEventsWait: the longest an `Events` long poll waits.
+    /// - Parameter answerBudget: bytes the machines or events of one answer
+    ///   may take (less only in tests).
     public init(
         identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String],
-        eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), logger: Logger
+        eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), answerBudget: Int = defaultAnswerBudget, logger: Logger
     ) {
         self.maxEventsWait = maxEventsWait
+        self.answerBudget = min(answerBudget, Self.defaultAnswerBudget)
         self.identity = identity
         self.store = store
         self.fleet = fleet
@@ -57,11 +62,15 @@ public struct ControlService: Sendable {
     /// Machines one `ListMachines` answer holds by default, and at most.
     static let defaultPageSize = 1000
     static let maxPageSize = 10_000
+    /// Rows read from the store at a time while filling a page: first, and
+    /// at most.
+    static let firstReadChunk = 100
+    static let readChunk = 1000
     /// Most machines (or ids) one `AddMachines` or `RemoveMachines` call takes.
     static let maxBatch = 10_000
     /// Bytes the items of one answer may take: the frame limit less room
     /// for the response envelope and a page token.
-    static let answerBudget = FrameHeader.maxDataLength - 16 * 1024
+    public static let defaultAnswerBudget = FrameHeader.maxDataLength - 16 * 1024
 
     public func register(into registry: inout RPCServiceRegistry) {
         registry.register(ControlV1.status) { _, _ in try await status() }
@@ -82,7 +91,7 @@ public struct ControlService: Sendable {
             let (machine, entry) = try await listedMachine(request.id)
             let history = try await store.statusHistory(machineID: machine.id)
             return .with {
-                $0.machine = Self.fitted(Self.wire(machine, entry))
+                $0.machine = Self.fitted(Self.wire(machine, entry), budget: answerBudget)
                 $0.statusHistory = history.map { record in
                     .with {
                         $0.status = Self.wire(record)
@@ -478,7 +487,7 @@ public struct ControlService: Sendable {
         let latest = try await store.latestRevision()
         var response = Instancepoller_Control_V1_EventsResponse()
         response.latestRevision = latest
-        var page = Page(budget: Self.answerBudget)
+        var page = Page(budget: answerBudget)
         for event in found.prefix(limit) {
             var wire = Self.wire(event)
             if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire) }
@@ -518,28 +527,35 @@ public struct ControlService: Sendable {
         }
         let size = request.pageSize == 0 ? Self.defaultPageSize : min(Int(request.pageSize), Self.maxPageSize)
         var response = Instancepoller_Control_V1_ListMachinesResponse()
-        var page = Page(budget: Self.answerBudget)
-        // One more than a page: whether more follow.
-        let fetched: Int
-        if request.idsOnly {
-            let ids = try await store.machineIDs(after: after, limit: size + 1, filter: filter)
-            fetched = ids.count
-            for id in ids.prefix(size) {
-                let wire = ControlV1.Machine.with { $0.id = id }
-                guard page.take(Self.itemSize(wire)) else { break }
-                response.machines.append(wire)
+        var page = Page(budget: answerBudget)
+        // Read in chunks, so that a page cut early by bytes reads little
+        // more than it holds; one row past a chunk says whether more follow.
+        var more = false
+        var chunk = Self.firstReadChunk
+        filling: while response.machines.count < size {
+            let want = min(size - response.machines.count, chunk)
+            let wires: [ControlV1.Machine]
+            if request.idsOnly {
+                wires = try await store.machineIDs(after: after, limit: want + 1, filter: filter).map { id in .with { $0.id = id } }
+            } else {
+                wires = try await store.machines(after: after, limit: want + 1, filter: filter).map { Self.wire($0.machine, $0.schedule) }
             }
-        } else {
-            let listed = try await store.machines(after: after, limit: size + 1, filter: filter)
-            fetched = listed.count
-            for entry in listed.prefix(size) {
-                var wire = Self.wire(entry.machine, entry.schedule)
-                if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire) }
-                guard page.take(Self.itemSize(wire)) else { break }
+            more = wires.count > want
+            for var wire in wires.prefix(want) {
+                if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire, budget: page.budget) }
+                guard page.take(Self.itemSize(wire)) else {
+                    more = true
+                    break filling
+                }
                 response.machines.append(wire)
+                after = wire.id
             }
+            if !more { break }
+            // As many as the bytes left would hold at the sizes seen so far.
+            let average = max(1, page.used / max(1, response.machines.count))
+            chunk = min(Self.readChunk, max(1, (page.budget - page.used) / average + 1))
         }
-        if let last = response.machines.last, response.machines.count < fetched {
+        if more, let last = response.machines.last {
             response.nextPageToken = PageToken.issue(.machines, scope: scope, cursor: Array(last.id.utf8))
         }
         return response
@@ -590,7 +606,7 @@ public struct ControlService: Sendable {
     /// The bytes an answer has left for its items.
     struct Page {
         var budget: Int
-        private var used = 0
+        private(set) var used = 0
 
         init(budget: Int) { self.budget = budget }
 
@@ -613,13 +629,13 @@ public struct ControlService: Sendable {
 
     /// A machine cut to fit one answer: without its interfaces (said so),
     /// and with its texts shortened if that is not enough.
-    static func fitted(_ machine: ControlV1.Machine) -> ControlV1.Machine {
+    static func fitted(_ machine: ControlV1.Machine, budget: Int) -> ControlV1.Machine {
         var fitted = machine
-        if itemSize(fitted) > answerBudget {
+        if itemSize(fitted) > budget {
             fitted.interfaces = []
             fitted.interfacesOmitted = true
         }
-        if itemSize(fitted) > answerBudget {
+        if itemSize(fitted) > budget {
             fitted.pollError = shortened(fitted.pollError)
             fitted.agentMessage = shortened(fitted.agentMessage)
             fitted.status.message = shortened(fitted.status.message)
