@@ -221,7 +221,7 @@ let package = Package(
             dependencies: [
                 // Built so the tests can run them.
                 "InstancePollerCLI", "ProviderShimCLI",
-                "Controller", "Core", "TestSupport",
+                "Controller", "Core", "ProviderShim", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -8,8 +8,8 @@ import TestSupport
 /// The fleet-scale CLI end to end against a running controller: paged
 /// listing in every format, the controller's filters, bulk import and
 /// removal from files and stdin, and JSON that stays JSON whatever the
-/// machines hold.
-@Suite("Fleet CLI end to end")
+/// machines hold. One controller at a time: the suite runs beside the rest.
+@Suite("Fleet CLI end to end", .serialized)
 struct FleetCLITests {
     /// Five running instances c-1 … c-5, one address each.
     static func start(_ h: ControllerHarness) async throws -> ChildProcess {

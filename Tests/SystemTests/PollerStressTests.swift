@@ -1,6 +1,9 @@
 import Controller
 import Core
 import Foundation
+import Logging
+import ProviderShim
+import SwiftProtobuf
 import GRDB
 import Testing
 import TestSupport
@@ -113,19 +116,24 @@ struct PollerStressTests {
     @Test func aVanishedInstanceIsShownAsNotFoundInWatchShowAndTheHistory() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        // i-1 runs, then disappears a moment after the shim starts.
+        // i-1 runs until the test removes it from the cloud.
         let scenario = try h.scenario("cloud", """
             name: vanishing
             instances:
               - id: i-1
                 timeline:
                   - {at: 0s, state: running, raw_status: running, interfaces: [{device_index: 0, addresses: [{value: 10.3.0.1}]}]}
-                  - {at: 3s, gone: true}
             """)
         try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
         try await h.add("m1", provider: "cloud", instance: "i-1", agent: .pending)
         let controller = try await h.start()
         try await h.waitForMachines("m1 to be found running") { $0["m1"]?.addressValues == ["10.3.0.1"] }
+        // Through the fake cloud's control service, on the shim's socket.
+        let cloud = try await RPCClient.connect(
+            unixSocketPath: "\(h.runtimeDirectory)/cloud-1.sock", logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let removed = try await cloud.call(FakeCloudControl.removeInstance, .with { $0.id = "i-1" }, timeout: .seconds(10))
+        await cloud.close()
+        #expect(removed.removed)
         let gone = try await h.waitForMachines("m1 to be found gone") { $0["m1"]?.instanceStatus.isNotFound == true }
         #expect(gone["m1"]?.interfaces.isEmpty == true)
         #expect(gone["m1"]?.instanceStatus.message == "instance not found by the provider")

@@ -283,16 +283,12 @@ public struct ControlService: Sendable {
         }
     }
 
+    /// A named agent status (empty is a mistake here, not "none").
     static func agentStatus(_ text: String, field: String) throws -> Machine.AgentStatus {
-        guard let status = Machine.AgentStatus(rawValue: text) else {
-            throw RPCError(.invalidArgument, "\(field): unknown agent status \"\(text)\" (expected one of: \(Machine.AgentStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
-        }
-        return status
-    }
-
-    static func isPlain(_ text: String) -> Bool {
-        !text.isEmpty && text.count <= 256 && text.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_./:".unicodeScalars.contains($0)
+        switch MachineFields.agentStatus(text) {
+        case .success(let status) where !text.isEmpty: return status
+        case .success: throw RPCError(.invalidArgument, "\(field): an agent status is needed (none, pending, started, error or down)")
+        case .failure(let problem): throw RPCError(.invalidArgument, "\(field): \(problem)")
         }
     }
 
@@ -331,7 +327,7 @@ public struct ControlService: Sendable {
 
     private func setCredential(_ request: Instancepoller_Control_V1_SetCredentialRequest) async throws -> ControlV1.Credential {
         try await knownProvider(request.provider)
-        guard Self.isPlain(request.name) else { throw RPCError(.invalidArgument, "name: credential names use letters, digits, '-', '_' and '.'") }
+        if let problem = MachineFields.nameProblem(request.name, what: "credential") { throw RPCError(.invalidArgument, "name: \(problem)") }
         guard !request.authType.isEmpty else { throw RPCError(.invalidArgument, "auth_type: an auth type is needed, e.g. access-key") }
         guard !request.attributes.isEmpty else { throw RPCError(.invalidArgument, "attributes: a credential needs at least one attribute") }
         let credential = StoredCredential(
@@ -588,12 +584,7 @@ public struct ControlService: Sendable {
         case "none": filter.group = .untracked
         default: throw RPCError(.invalidArgument, "group: unknown poll group \(MachineFields.quoted(request.group)) (expected short, long or none)")
         }
-        if !request.agentStatus.isEmpty {
-            switch MachineFields.agentStatus(request.agentStatus) {
-            case .success(let status): filter.agentStatus = status
-            case .failure(let problem): throw RPCError(.invalidArgument, "agent_status: \(problem)")
-            }
-        }
+        if !request.agentStatus.isEmpty { filter.agentStatus = try agentStatus(request.agentStatus, field: "agent_status") }
         return filter
     }
 
