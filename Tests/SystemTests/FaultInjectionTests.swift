@@ -264,19 +264,21 @@ struct FaultInjectionTests {
         let baseline = ProcessTree.openDescriptors(of: controller.pid)
 
         let socket = "\(h.runtimeDirectory)/control.sock"
-        var drippers: [Int32] = []
+        var drippers = try await SocketFiles.connect(socket, count: connections)
         defer { for fd in drippers { close(fd) } }
-        for _ in 0..<connections {
-            drippers.append(try SocketFiles.connect(socket))
-        }
         // Each sends part of a frame header, a byte at a time, and never
         // finishes it.
-        for round in 0..<3 {
-            for fd in drippers {
-                var byte: UInt8 = round == 0 ? 0 : 0x10
-                #expect(send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) == 1)
+        let sent = await onOwnThread { [drippers] in
+            var sent = 0
+            for round in 0..<3 {
+                for fd in drippers {
+                    var byte: UInt8 = round == 0 ? 0 : 0x10
+                    if send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 { sent += 1 }
+                }
             }
+            return sent
         }
+        #expect(sent == 3 * connections)
         // The controller goes on: the CLI is answered and polling continues.
         // Connections are accepted in order, so once the CLI's is served
         // every dripper's is held too.
@@ -292,15 +294,20 @@ struct FaultInjectionTests {
 
         // Each dripper hangs up its side and waits for the controller to
         // close the connection (end of file, within 10 s).
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        for fd in drippers {
-            shutdown(fd, Int32(SHUT_WR))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var byte: UInt8 = 0
-            #expect(recv(fd, &byte, 1, 0) == 0, "the controller closed a dripper's connection")
-            close(fd)
+        let closedByController = await onOwnThread { [drippers] in
+            var closed = 0
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            for fd in drippers {
+                shutdown(fd, Int32(SHUT_WR))
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var byte: UInt8 = 0
+                if recv(fd, &byte, 1, 0) == 0 { closed += 1 }
+                close(fd)
+            }
+            return closed
         }
         drippers.removeAll()
+        #expect(closedByController == connections, "the controller closed every dripper's connection")
         let left = ProcessTree.openDescriptors(of: controller.pid) - baseline
         #expect(left <= 2, "the controller released the connections' descriptors (\(left) over the baseline)")
         #expect(controller.exitStatusIfExited == nil)
@@ -415,14 +422,14 @@ extension FaultInjectionTests {
         var metricsFDs: [Int32] = []
         var controlFDs: [Int32] = []
         defer { for fd in metricsFDs + controlFDs { close(fd) } }
-        for _ in 0..<metricsFlood { metricsFDs.append(try SocketFiles.connectTCP(port: port)) }
-        let refusedMetrics = SocketFiles.waitForPeerCloses(metricsFDs, count: metricsFlood - metricsCap)
+        metricsFDs = try await SocketFiles.connectTCP(port: port, count: metricsFlood)
+        let refusedMetrics = await SocketFiles.waitForPeerCloses(metricsFDs, count: metricsFlood - metricsCap)
         #expect(refusedMetrics.count == metricsFlood - metricsCap)
         #expect(try await h.cli(["status"]).status == 0, "the control socket is not affected")
 
         // Idle connections to the control socket: likewise.
-        for _ in 0..<controlFlood { controlFDs.append(try SocketFiles.connect("\(h.runtimeDirectory)/control.sock")) }
-        let refusedControl = SocketFiles.waitForPeerCloses(controlFDs, count: controlFlood - controlCap)
+        controlFDs = try await SocketFiles.connect("\(h.runtimeDirectory)/control.sock", count: controlFlood)
+        let refusedControl = await SocketFiles.waitForPeerCloses(controlFDs, count: controlFlood - controlCap)
         #expect(refusedControl.count == controlFlood - controlCap)
         let held = ProcessTree.openDescriptors(of: controller.pid) - baseline
         #expect(held <= controlCap + metricsCap + 8, "the controller holds at most the caps: \(held) descriptors over the baseline")
@@ -555,17 +562,17 @@ extension FaultInjectionTests {
         var head = ByteBuffer()
         head.writeFrameHeader(FrameHeader(dataLength: UInt32(FrameHeader.maxDataLength - 1), streamID: 1, type: .request))
         let frame = Array(head.readableBytesView) + [UInt8](repeating: 0x0A, count: FrameHeader.maxDataLength - 2)
-        var fds: [Int32] = []
+        let fds = try await SocketFiles.connect("\(h.runtimeDirectory)/control.sock", count: connections)
         defer { for fd in fds { close(fd) } }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        for _ in 0..<connections {
-            let fd = try SocketFiles.connect("\(h.runtimeDirectory)/control.sock")
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            fds.append(fd)
-            // Blocks while the controller reads; fails once it closes the connection.
-            _ = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        await onOwnThread { [fds, frame] in
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            for fd in fds {
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                // Blocks while the controller reads; fails once it closes the connection.
+                _ = frame.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
         }
-        let closed = SocketFiles.waitForPeerCloses(fds, count: connections - budget / FrameHeader.maxDataLength)
+        let closed = await SocketFiles.waitForPeerCloses(fds, count: connections - budget / FrameHeader.maxDataLength)
         let after = try #require(ProcessTree.residentBytes(of: controller.pid))
         let peak = try #require(ProcessTree.residentBytes(of: controller.pid, peak: true))
         #expect(closed.count >= connections - budget / FrameHeader.maxDataLength, "connections past the budget are closed")

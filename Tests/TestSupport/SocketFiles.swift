@@ -58,7 +58,33 @@ public enum SocketFiles {
     /// Waits (in poll(2), up to `limit`) until `count` of `descriptors`
     /// have been closed by their peer (end of file or reset); returns the
     /// ones closed. Reads and drops whatever else arrives.
-    public static func waitForPeerCloses(_ descriptors: [Int32], count: Int, limit: Duration = .seconds(20)) -> Set<Int32> {
+    public static func waitForPeerCloses(_ descriptors: [Int32], count: Int, limit: Duration = .seconds(20)) async -> Set<Int32> {
+        await onOwnThread { peerCloses(descriptors, count: count, limit: limit) }
+    }
+
+    /// `count` connections to the Unix socket at `path` (on a thread of
+    /// their own: each connect may block); all or, on a failure, none.
+    public static func connect(_ path: String, count: Int) async throws -> [Int32] {
+        try await onOwnThread { try connecting(count) { try connect(path) } }
+    }
+
+    /// `count` connections to 127.0.0.1:`port`, as ``connect(_:count:)``.
+    public static func connectTCP(port: Int, count: Int) async throws -> [Int32] {
+        try await onOwnThread { try connecting(count) { try connectTCP(port: port) } }
+    }
+
+    private static func connecting(_ count: Int, _ connect: () throws -> Int32) throws -> [Int32] {
+        var descriptors: [Int32] = []
+        do {
+            for _ in 0..<count { descriptors.append(try connect()) }
+        } catch {
+            for descriptor in descriptors { close(descriptor) }
+            throw error
+        }
+        return descriptors
+    }
+
+    private static func peerCloses(_ descriptors: [Int32], count: Int, limit: Duration) -> Set<Int32> {
         var closed = Set<Int32>()
         let deadline = ContinuousClock.now + limit
         var buffer = [UInt8](repeating: 0, count: 4096)
