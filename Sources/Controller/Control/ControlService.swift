@@ -486,8 +486,12 @@ public struct ControlService: Sendable {
         var page = Page(budget: answerBudget)
         for event in found.prefix(limit) {
             var wire = Self.wire(event)
-            if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire) }
-            guard page.take(Self.itemSize(wire)) else { break }
+            var size = Self.itemSize(wire)
+            if size > page.budget {
+                wire = Self.fitted(wire)
+                size = Self.itemSize(wire)
+            }
+            guard page.take(size) else { break }
             response.events.append(wire)
         }
         if let last = response.events.last, response.events.count < found.count {
@@ -538,8 +542,12 @@ public struct ControlService: Sendable {
             }
             more = wires.count > want
             for var wire in wires.prefix(want) {
-                if Self.itemSize(wire) > page.budget { wire = Self.fitted(wire, budget: page.budget) }
-                guard page.take(Self.itemSize(wire)) else {
+                var size = Self.itemSize(wire)
+                if size > page.budget {
+                    wire = Self.fitted(wire, budget: page.budget)
+                    size = Self.itemSize(wire)
+                }
+                guard page.take(size) else {
                     more = true
                     break filling
                 }
