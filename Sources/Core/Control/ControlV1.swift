@@ -32,6 +32,8 @@ public enum ControlV1 {
         service: serviceName, method: "SetAgentStatus")
     public static let setCredential = MethodDescriptor<Instancepoller_Control_V1_SetCredentialRequest, Instancepoller_Control_V1_SetCredentialResponse>(
         service: serviceName, method: "SetCredential")
+    public static let removeCredential = MethodDescriptor<Instancepoller_Control_V1_RemoveCredentialRequest, Instancepoller_Control_V1_RemoveCredentialResponse>(
+        service: serviceName, method: "RemoveCredential")
     public static let listCredentials = MethodDescriptor<Instancepoller_Control_V1_ListCredentialsRequest, Instancepoller_Control_V1_ListCredentialsResponse>(
         service: serviceName, method: "ListCredentials")
     public static let validateCredential = MethodDescriptor<Instancepoller_Control_V1_ValidateCredentialRequest, Instancepoller_Control_V1_ValidateCredentialResponse>(

@@ -564,6 +564,9 @@ public nonisolated struct Instancepoller_Control_V1_SetCredentialRequest: Sendab
 
   public var expiresUnixNano: Int64 = 0
 
+  /// An expiry in the past is refused (InvalidArgument) unless this is set.
+  public var allowExpired: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -588,6 +591,36 @@ public nonisolated struct Instancepoller_Control_V1_SetCredentialResponse: Senda
   public init() {}
 
   fileprivate var _credential: Instancepoller_Control_V1_Credential? = nil
+}
+
+public nonisolated struct Instancepoller_Control_V1_RemoveCredentialRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var provider: String = String()
+
+  public var name: String = String()
+
+  /// Remove it even while machines use it (they pause: no credential).
+  public var force: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_RemoveCredentialResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Machines that used it (only with force).
+  public var machines: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Instancepoller_Control_V1_ListCredentialsRequest: Sendable {
@@ -654,19 +687,33 @@ public nonisolated struct Instancepoller_Control_V1_ProviderInfo: Sendable {
 
   public var args: [String] = []
 
-  /// running, starting (between restarts), stopped.
+  /// running; starting (its first start); restarting (waiting to start
+  /// again after it stopped or failed: see next_start_unix_nano and
+  /// restarts); stopped.
   public var state: String = String()
 
   public var pid: Int32 = 0
 
   public var restarts: UInt32 = 0
 
-  /// Why the shim last stopped or failed to start.
+  /// Why the shim last stopped or failed to start; cleared once it has
+  /// served healthily since.
   public var lastProblem: String = String()
 
   public var shimName: String = String()
 
   public var shimVersion: String = String()
+
+  /// When last_problem happened (0: none).
+  public var lastProblemUnixNano: Int64 = 0
+
+  /// While restarting: when the next start is due.
+  public var nextStartUnixNano: Int64 = 0
+
+  /// The last swap that was refused (the old shim kept serving), and when.
+  public var lastRefusedSwap: String = String()
+
+  public var lastRefusedSwapUnixNano: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -708,6 +755,11 @@ public nonisolated struct Instancepoller_Control_V1_SwapProviderRequest: Sendabl
 
   /// Names of the controller's environment variables the shim may see.
   public var env: [String] = []
+
+  /// The directory the new shim runs in, where a relative command and
+  /// relative arguments are found (the CLI sends its own); default: the
+  /// config file's directory, as for configured shims.
+  public var workingDirectory: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1802,7 +1854,7 @@ nonisolated extension Instancepoller_Control_V1_Credential: SwiftProtobuf.Messag
 
 nonisolated extension Instancepoller_Control_V1_SetCredentialRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SetCredentialRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{1}name\0\u{3}auth_type\0\u{1}attributes\0\u{3}expires_unix_nano\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{1}name\0\u{3}auth_type\0\u{1}attributes\0\u{3}expires_unix_nano\0\u{3}allow_expired\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1815,6 +1867,7 @@ nonisolated extension Instancepoller_Control_V1_SetCredentialRequest: SwiftProto
       case 3: try { try decoder.decodeSingularStringField(value: &self.authType) }()
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.attributes) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.expiresUnixNano) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.allowExpired) }()
       default: break
       }
     }
@@ -1836,6 +1889,9 @@ nonisolated extension Instancepoller_Control_V1_SetCredentialRequest: SwiftProto
     if self.expiresUnixNano != 0 {
       try visitor.visitSingularInt64Field(value: self.expiresUnixNano, fieldNumber: 5)
     }
+    if self.allowExpired != false {
+      try visitor.visitSingularBoolField(value: self.allowExpired, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1845,6 +1901,7 @@ nonisolated extension Instancepoller_Control_V1_SetCredentialRequest: SwiftProto
     if lhs.authType != rhs.authType {return false}
     if lhs.attributes != rhs.attributes {return false}
     if lhs.expiresUnixNano != rhs.expiresUnixNano {return false}
+    if lhs.allowExpired != rhs.allowExpired {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1879,6 +1936,76 @@ nonisolated extension Instancepoller_Control_V1_SetCredentialResponse: SwiftProt
 
   public static func ==(lhs: Instancepoller_Control_V1_SetCredentialResponse, rhs: Instancepoller_Control_V1_SetCredentialResponse) -> Bool {
     if lhs._credential != rhs._credential {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_RemoveCredentialRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveCredentialRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{1}name\0\u{1}force\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.force) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if self.force != false {
+      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_RemoveCredentialRequest, rhs: Instancepoller_Control_V1_RemoveCredentialRequest) -> Bool {
+    if lhs.provider != rhs.provider {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.force != rhs.force {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_RemoveCredentialResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveCredentialResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}machines\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.machines) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.machines != 0 {
+      try visitor.visitSingularUInt32Field(value: self.machines, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_RemoveCredentialResponse, rhs: Instancepoller_Control_V1_RemoveCredentialResponse) -> Bool {
+    if lhs.machines != rhs.machines {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2005,7 +2132,7 @@ nonisolated extension Instancepoller_Control_V1_ValidateCredentialResponse: Swif
 
 nonisolated extension Instancepoller_Control_V1_ProviderInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProviderInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}cloud_type\0\u{1}command\0\u{1}args\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{3}last_problem\0\u{3}shim_name\0\u{3}shim_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}cloud_type\0\u{1}command\0\u{1}args\0\u{1}state\0\u{1}pid\0\u{1}restarts\0\u{3}last_problem\0\u{3}shim_name\0\u{3}shim_version\0\u{3}last_problem_unix_nano\0\u{3}next_start_unix_nano\0\u{3}last_refused_swap\0\u{3}last_refused_swap_unix_nano\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2023,6 +2150,10 @@ nonisolated extension Instancepoller_Control_V1_ProviderInfo: SwiftProtobuf.Mess
       case 8: try { try decoder.decodeSingularStringField(value: &self.lastProblem) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.shimName) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.shimVersion) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.lastProblemUnixNano) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.nextStartUnixNano) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.lastRefusedSwap) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.lastRefusedSwapUnixNano) }()
       default: break
       }
     }
@@ -2059,6 +2190,18 @@ nonisolated extension Instancepoller_Control_V1_ProviderInfo: SwiftProtobuf.Mess
     if !self.shimVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.shimVersion, fieldNumber: 10)
     }
+    if self.lastProblemUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastProblemUnixNano, fieldNumber: 11)
+    }
+    if self.nextStartUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.nextStartUnixNano, fieldNumber: 12)
+    }
+    if !self.lastRefusedSwap.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastRefusedSwap, fieldNumber: 13)
+    }
+    if self.lastRefusedSwapUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastRefusedSwapUnixNano, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2073,6 +2216,10 @@ nonisolated extension Instancepoller_Control_V1_ProviderInfo: SwiftProtobuf.Mess
     if lhs.lastProblem != rhs.lastProblem {return false}
     if lhs.shimName != rhs.shimName {return false}
     if lhs.shimVersion != rhs.shimVersion {return false}
+    if lhs.lastProblemUnixNano != rhs.lastProblemUnixNano {return false}
+    if lhs.nextStartUnixNano != rhs.nextStartUnixNano {return false}
+    if lhs.lastRefusedSwap != rhs.lastRefusedSwap {return false}
+    if lhs.lastRefusedSwapUnixNano != rhs.lastRefusedSwapUnixNano {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2129,7 +2276,7 @@ nonisolated extension Instancepoller_Control_V1_ListProvidersResponse: SwiftProt
 
 nonisolated extension Instancepoller_Control_V1_SwapProviderRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SwapProviderRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{1}command\0\u{1}args\0\u{1}env\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}provider\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}working_directory\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2141,6 +2288,7 @@ nonisolated extension Instancepoller_Control_V1_SwapProviderRequest: SwiftProtob
       case 2: try { try decoder.decodeSingularStringField(value: &self.command) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.args) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.env) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.workingDirectory) }()
       default: break
       }
     }
@@ -2159,6 +2307,9 @@ nonisolated extension Instancepoller_Control_V1_SwapProviderRequest: SwiftProtob
     if !self.env.isEmpty {
       try visitor.visitRepeatedStringField(value: self.env, fieldNumber: 4)
     }
+    if !self.workingDirectory.isEmpty {
+      try visitor.visitSingularStringField(value: self.workingDirectory, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2167,6 +2318,7 @@ nonisolated extension Instancepoller_Control_V1_SwapProviderRequest: SwiftProtob
     if lhs.command != rhs.command {return false}
     if lhs.args != rhs.args {return false}
     if lhs.env != rhs.env {return false}
+    if lhs.workingDirectory != rhs.workingDirectory {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
