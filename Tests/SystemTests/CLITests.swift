@@ -207,10 +207,10 @@ struct CLITests {
     }
 
     @Test(arguments: [
-        (["machines", "add"], "instancepoller: Missing expected argument '<id>' (see instancepoller --help)\n"),
-        (["machines", "frobnicate"], "instancepoller: Unexpected argument 'frobnicate' (see instancepoller --help)\n"),
-        (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller --help)\n"),
-        (["demo", "--duration", "0"], "instancepoller: --duration must be more than 0 and at most 86400 seconds (see instancepoller --help)\n"),
+        (["machines", "add"], "instancepoller: Missing expected argument '<id>' (see instancepoller machines add --help)\n"),
+        (["machines", "frobnicate"], "instancepoller: unknown subcommand \"frobnicate\" (machines has: add, remove, list, show, set-agent-status, import)\n"),
+        (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller status --help)\n"),
+        (["demo", "--duration", "0"], "instancepoller: --duration must be more than 0 and at most 86400 seconds (see instancepoller demo --help)\n"),
     ])
     func badArgumentsExitTwoWithOneLine(arguments: [String], expected: String) async throws {
         let h = try ControllerHarness()
