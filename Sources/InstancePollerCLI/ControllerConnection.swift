@@ -11,10 +11,16 @@ import Glibc
 /// Where the running controller is, and how to print answers: every command
 /// that talks to the controller takes these.
 struct ControllerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The controller's runtime directory (holds control.sock).", valueName: "DIR"))
+    @Option(help: ArgumentHelp(
+        "The controller's runtime directory (holds control.sock). Default: --config's runtime_directory, else "
+            + "$INSTANCEPOLLER_RUNTIME_DIR, else /run/instancepoller for root and $XDG_RUNTIME_DIR/instancepoller "
+            + "or /tmp/instancepoller-UID for other users.",
+        valueName: "DIR"))
     var runtimeDir: String?
 
-    @Option(help: ArgumentHelp("Read the runtime directory from this config file.", valueName: "FILE"))
+    @Option(help: ArgumentHelp(
+        "Read the runtime directory from this config file (only runtime_directory is used: other errors in it are a warning).",
+        valueName: "FILE"))
     var config: String?
 
     @Option(help: "Output: table (for people), json (for scripts) or jsonl (one JSON object per line, for pipelines).")
@@ -26,13 +32,19 @@ struct ControllerOptions: ParsableArguments {
     func runtimeDirectory() throws -> String {
         if let runtimeDir { return runtimeDir }
         if let config {
-            // The config may name credential files: they are read too.
-            try Hardening.apply()
+            // Only runtime_directory matters here: the rest is checked (no
+            // credential file is read) and its first error is a warning.
+            let reading: ControllerConfig.RuntimeDirectoryReading
             do {
-                return try ControllerConfig.load(path: config).runtimeDirectory
+                reading = try ControllerConfig.runtimeDirectory(configPath: config)
             } catch {
                 throw CLIError(.usage, "\(error)")
             }
+            if let problem = reading.problem {
+                let using = reading.named ? "using its runtime_directory" : "using the default runtime directory \(reading.path)"
+                Output.errorLine("instancepoller: warning: \(problem); \(using)")
+            }
+            return reading.path
         }
         if let fromEnvironment = ProcessInfo.processInfo.environment["INSTANCEPOLLER_RUNTIME_DIR"], !fromEnvironment.isEmpty {
             return fromEnvironment
@@ -49,7 +61,10 @@ struct ControllerOptions: ParsableArguments {
         do {
             return try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "instancepoller-cli") { _ in SwiftLogNoOpLogHandler() })
         } catch {
-            throw CLIError(.failure, "no controller answers on \(socket) (\(RPCError(from: error).message)); start one with `instancepoller run --config FILE`")
+            // "cannot connect to SOCKET: connection refused": the reason is enough here.
+            var reason = RPCError(from: error).message
+            if reason.hasPrefix("cannot connect to \(socket): ") { reason.removeFirst("cannot connect to \(socket): ".count) }
+            throw CLIError(.failure, "no controller answers on \(socket) (\(reason)); start one with `instancepoller run --config FILE`")
         }
     }
 
@@ -115,8 +130,28 @@ enum Output {
                 } else if written < 0, errno == EPIPE {
                     exit(141)
                 } else {
-                    FileHandle.standardError.write(Data("instancepoller: cannot write the output: \(String(cString: strerror(errno)))\n".utf8))
+                    errorLine("instancepoller: cannot write the output: \(String(cString: strerror(errno)))")
                     exit(1)
+                }
+            }
+        }
+    }
+
+    /// Writes one line to stderr with write(2). A stderr that is gone is
+    /// ignored: FileHandle's write would trap on EPIPE when SIGPIPE is
+    /// ignored (`instancepoller watch 2>&1 | head -1`).
+    static func errorLine(_ text: String) {
+        var text = text + "\n"
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written > 0 {
+                    offset += written
+                } else if written < 0, errno == EINTR {
+                    continue
+                } else {
+                    return
                 }
             }
         }
@@ -204,7 +239,7 @@ extension ControllerCommand {
         do {
             try await execute()
         } catch let error as CLIError {
-            FileHandle.standardError.write(Data("instancepoller: \(error.message)\n".utf8))
+            Output.errorLine("instancepoller: \(error.message)")
             throw ExitCode(error.kind == .usage ? 2 : 1)
         }
     }

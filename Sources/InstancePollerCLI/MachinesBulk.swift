@@ -218,7 +218,7 @@ enum BulkInput {
     /// the command's failure: "nothing imported: 3 problems in fleet.csv".
     static func refusal(_ problems: [String], truncated: Bool, what: String, in file: String) -> CLIError {
         for problem in problems.prefix(maxProblems) {
-            FileHandle.standardError.write(Data("instancepoller: \(problem)\n".utf8))
+            Output.errorLine("instancepoller: \(problem)")
         }
         let count = truncated || problems.count > maxProblems ? "more than \(min(problems.count, maxProblems)) problems" : "\(problems.count) problem\(problems.count == 1 ? "" : "s")"
         return CLIError(.usage, "\(what): \(count) in \(file)")

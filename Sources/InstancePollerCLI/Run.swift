@@ -55,6 +55,11 @@ struct Run: AsyncParsableCommand {
         let logger = Logger(label: "instancepoller") { LineLogHandler(label: $0, level: level, format: format) }
         do {
             try await ControllerRuntime.run(config: loaded, logger: logger, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ControllerRuntime.StartFailure {
+            // It never started (e.g. another controller holds the runtime
+            // directory): one line says why, not a log line and the same again.
+            FileHandle.standardError.write(Data("instancepoller: \(error)\n".utf8))
+            throw ExitCode(1)
         } catch {
             logger.critical("controller stopped: \(error)")
             FileHandle.standardError.write(Data("instancepoller: \(error)\n".utf8))

@@ -107,7 +107,11 @@ extension ControllerConfig {
 }
 
 extension YAMLReader {
-    func controllerConfig(_ root: Node, environment: [String: String]) throws(YAMLFileError) -> ControllerConfig {
+    /// - Parameter readingSecrets: false to check the config without
+    ///   reading credential files or the metrics bearer token file (their
+    ///   paths are taken as they are; a credential from a file gets no
+    ///   attributes): for a CLI command that only needs the runtime directory.
+    func controllerConfig(_ root: Node, environment: [String: String], readingSecrets: Bool = true) throws(YAMLFileError) -> ControllerConfig {
         let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits"])
         var config = ControllerConfig(
             file: file,
@@ -144,7 +148,9 @@ extension YAMLReader {
                 }
                 config.metricsAddress = text
             }
-            if let tokenNode = fields["bearer_token_file"] {
+            if let tokenNode = fields["bearer_token_file"], !readingSecrets {
+                config.metricsBearerTokenFile = try path(tokenNode, "metrics.bearer_token_file")
+            } else if let tokenNode = fields["bearer_token_file"] {
                 let token = try bearerToken(tokenNode, "metrics.bearer_token_file")
                 config.metricsBearerTokenFile = token.path
                 config.metricsBearerToken = token.token
@@ -163,7 +169,7 @@ extension YAMLReader {
         if let node = top["credentials"] {
             for (index, item) in try sequence(node, "credentials").enumerated() {
                 let place = "credentials[\(index)]"
-                let credential = try credential(item, place, providers: config.providers.map(\.name))
+                let credential = try credential(item, place, providers: config.providers.map(\.name), readingSecrets: readingSecrets)
                 if item["attributes"] != nil { config.hasInlineSecrets = true }
                 if config.credentials.contains(where: { $0.provider == credential.provider && $0.name == credential.name }) {
                     throw fail(item, place, "credential \(credential.provider)/\(credential.name) appears twice")
@@ -323,7 +329,7 @@ extension YAMLReader {
         return found
     }
 
-    func credential(_ node: Node, _ place: String, providers: [String]) throws(YAMLFileError) -> CredentialConfig {
+    func credential(_ node: Node, _ place: String, providers: [String], readingSecrets: Bool = true) throws(YAMLFileError) -> CredentialConfig {
         let fields = try mapping(node, place, allowed: ["provider", "name", "auth_type", "attributes", "file", "expires"])
         guard let providerNode = fields["provider"] else { throw fail(node, place, "a credential needs a provider") }
         let provider = try string(providerNode, "\(place).provider")
@@ -339,6 +345,9 @@ extension YAMLReader {
         switch (fields["attributes"], fields["file"]) {
         case (let inline?, nil):
             attributes = try stringMap(inline, "\(place).attributes")
+        case (nil, let fileNode?) where !readingSecrets:
+            _ = try path(fileNode, "\(place).file")
+            attributes = [:]
         case (nil, let fileNode?):
             attributes = try secretFile(fileNode, "\(place).file")
         case (_?, _?):

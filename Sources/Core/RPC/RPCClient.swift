@@ -3,6 +3,9 @@ internal import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
 internal import SwiftProtobuf
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// A ttrpc client on one Unix socket connection.
 ///
@@ -38,6 +41,13 @@ public final class RPCClient: Sendable {
     ///
     /// - Throws: `RPCError` Unavailable when nothing accepts the connection;
     ///   PermissionDenied when the server process fails `peerPolicy`.
+    /// Why a connect failed, as a person reads it: "connection refused",
+    /// not NIO's "connect(descriptor:addr:size:): Connection refused (errno: 111)".
+    static func reason(_ error: any Error) -> String {
+        guard let error = error as? IOError else { return "\(error)" }
+        return String(cString: strerror(error.errnoCode)).lowercased()
+    }
+
     public static func connect(
         unixSocketPath path: String,
         peerPolicy: PeerPolicy = .sameUserOrRoot,
@@ -57,7 +67,7 @@ public final class RPCClient: Sendable {
         do {
             channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
         } catch {
-            throw RPCError(.unavailable, "cannot connect to \(path): \(error)")
+            throw RPCError(.unavailable, "cannot connect to \(path): \(Self.reason(error))")
         }
         do {
             let peer: PeerCredentials
