@@ -6,7 +6,7 @@
 #include "CSystemShims.h"
 
 #ifdef __linux__
-int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd) {
+int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd, const char *directory) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -17,6 +17,8 @@ int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd
     posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
     posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
     posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    // glibc >= 2.29; the child fails with the chdir's errno before exec.
+    if (directory != NULL) posix_spawn_file_actions_addchdir_np(&actions, directory);
     // Every signal the controller ignores or handles starts as default in
     // the child (an ignored disposition would otherwise survive exec).
     sigset_t none, defaults;
@@ -70,6 +72,7 @@ const char *ip_spawn_step_name(int step) {
     case IP_SPAWN_STEP_SETRESUID: return "setresuid";
     case IP_SPAWN_STEP_CAPSET: return "capset";
     case IP_SPAWN_STEP_NO_NEW_PRIVS: return "prctl(PR_SET_NO_NEW_PRIVS)";
+    case IP_SPAWN_STEP_CHDIR: return "chdir";
     case IP_SPAWN_STEP_EXEC: return "execve";
     default: return "spawn";
     }
@@ -101,7 +104,7 @@ static int ip_close_range(unsigned int first, unsigned int last) {
 }
 
 int ip_spawn_as_user(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                     unsigned int uid, unsigned int gid, int *failed_step) {
+                     unsigned int uid, unsigned int gid, const char *directory, int *failed_step) {
     *failed_step = IP_SPAWN_STEP_NONE;
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) { *failed_step = IP_SPAWN_STEP_FORK; return -errno; }
@@ -155,6 +158,8 @@ int ip_spawn_as_user(const char *path, char *const argv[], char *const envp[], i
         memset(data, 0, sizeof data);
         if (syscall(SYS_capset, &header, data) != 0) ip_child_fail(fd, IP_SPAWN_STEP_CAPSET);
         if (prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0UL, 0UL, 0UL) != 0) ip_child_fail(fd, IP_SPAWN_STEP_NO_NEW_PRIVS);
+        // As the shim's user: a directory it may not enter is refused here.
+        if (directory != NULL && chdir(directory) != 0) ip_child_fail(fd, IP_SPAWN_STEP_CHDIR);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

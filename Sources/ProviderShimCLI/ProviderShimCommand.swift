@@ -71,6 +71,17 @@ struct Fake: AsyncParsableCommand {
         if epoch != nil, manualClock { throw ValidationError("--epoch and --manual-clock exclude each other") }
     }
 
+    /// A scenario that cannot be used, naming it by its absolute path (the
+    /// shim may run far from where the operator is):
+    /// `cannot read scenario /etc/ip/scenario.yaml: No such file or directory`,
+    /// or `/etc/ip/scenario.yaml:3:5: instances[0]: …`.
+    static func message(_ error: ScenarioError) -> String {
+        if error.line == 0, error.problem.hasPrefix(YAMLReader.cannotOpenProblem) {
+            return "cannot read scenario \(error.file): \(error.problem.dropFirst(YAMLReader.cannotOpenProblem.count))"
+        }
+        return "\(error)"
+    }
+
     @OptionGroup var shim: ShimOptions
 
     func run() async throws {
@@ -79,7 +90,7 @@ struct Fake: AsyncParsableCommand {
         do {
             loaded = try FakeScenario.load(path: scenario)
         } catch {
-            FileHandle.standardError.write(Data("provider-shim fake: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("provider-shim fake: \(Self.message(error))\n".utf8))
             throw ExitCode(2)
         }
         let clock: any FakeClock = manualClock ? ManualFakeClock() : epoch.map { WallFakeClock(epochSeconds: $0) } ?? WallFakeClock()

@@ -47,7 +47,8 @@ struct ControllerConfigTests {
         let demo = try #require(config.provider(named: "demo"))
         #expect(demo.shim.executable.hasSuffix("/provider-shim"))
         #expect(FileManager.default.isExecutableFile(atPath: demo.shim.executable))
-        #expect(demo.shim.arguments == ["fake", "--scenario", "scripts/scenarios/example.yaml"])
+        #expect(demo.shim.arguments == ["fake", "--scenario", "scenario.yaml"])
+        #expect(demo.shim.workingDirectory == directory, "the shim runs next to the config, where scenario.yaml is")
         #expect(demo.cloud.type == "fake")
         #expect(demo.cloud.name == "demo")
         #expect(config.credentials.map(\.name) == ["main"])
@@ -136,7 +137,9 @@ struct ControllerConfigTests {
                 cloud: {type: ec2, region: eu-west-1, endpoint: "http://127.0.0.1:5000", attributes: {vpc: v-1}}
             """, environment: ["HTTPS_PROXY": "http://proxy:3128", "AWS_SECRET_ACCESS_KEY": "nope", "PATH": "/bin"])
         let aws = try #require(config.provider(named: "aws"))
-        #expect(aws.shim == ShimCommand(executable: "/bin/true", arguments: ["ec2", "-v"], environment: ["HTTPS_PROXY": "http://proxy:3128"]))
+        #expect(aws.shim == ShimCommand(
+            executable: "/bin/true", arguments: ["ec2", "-v"], environment: ["HTTPS_PROXY": "http://proxy:3128"], workingDirectory: "/etc/ip"
+        ))
         #expect(aws.environmentAllowlist == ["HTTPS_PROXY", "NOT_SET"])
         #expect(aws.cloud.region == "eu-west-1")
         #expect(aws.cloud.endpoint == "http://127.0.0.1:5000")

@@ -121,7 +121,8 @@ final class TestCloud: CloudAccess, Sendable {
 }
 
 /// Providers by name for the poller's tests; ``serve(_:)`` says a
-/// provider's shim came back, as the supervised fleet does.
+/// provider's shim came back and ``swapped(_:)`` that it was swapped, as
+/// the supervised fleet does.
 final class TestRouter: ProviderRouter, Sendable {
     private let endpoints: [String: ProviderEndpoint]
     private let handler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
@@ -135,6 +136,15 @@ final class TestRouter: ProviderRouter, Sendable {
     }
 
     func serve(_ provider: String) { handler.withLockedValue { $0 }?(provider) }
+
+    private let swappedHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+
+    func whenProviderSwapped(_ handler: @escaping @Sendable (String) -> Void) {
+        swappedHandler.withLockedValue { $0 = handler }
+    }
+
+    /// Says a provider's shim was swapped for another backend, as the fleet does.
+    func swapped(_ provider: String) { swappedHandler.withLockedValue { $0 }?(provider) }
 }
 
 extension Machine {

@@ -27,18 +27,22 @@ public final class ChildProcess: Sendable {
     private let drained = TestEvent<Void>()
     private let outputComplete = NIOLockedValueBox(false)
 
-    /// Starts `executable` from the spawning thread.
-    public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> ChildProcess {
+    /// Starts `executable` from the spawning thread, in `workingDirectory`
+    /// (default: the test process's).
+    public static func spawn(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, workingDirectory: String? = nil
+    ) async throws -> ChildProcess {
         try await SpawnThread.shared.run {
-            try ChildProcess(executable, arguments, environment: environment)
+            try ChildProcess(executable, arguments, environment: environment, workingDirectory: workingDirectory)
         }
     }
 
-    private init(_ executable: String, _ arguments: [String], environment: [String: String]?) throws {
+    private init(_ executable: String, _ arguments: [String], environment: [String: String]?, workingDirectory: String?) throws {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment { process.environment = environment }
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory, isDirectory: true) }
         stdinPipe = Pipe()
         let stdoutPipe = Pipe()
         let stderrPipe = Pipe()

@@ -36,9 +36,10 @@ static inline int ip_wait_for_process_exit(int pid, int timeout_ms) {
 
 /// Starts `path` with `argv` and `envp` (NULL-terminated) in a process group
 /// of its own, with `in_fd`, `out_fd`, `err_fd` as its stdin, stdout and
-/// stderr, every other descriptor closed, and default signal handling.
-/// Returns the pid, or -errno. (In CSystemShims.c: it needs _GNU_SOURCE.)
-int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd);
+/// stderr, every other descriptor closed, and default signal handling,
+/// in `directory` (NULL: this process's). Returns the pid, or -errno.
+/// (In CSystemShims.c: it needs _GNU_SOURCE.)
+int ip_spawn(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd, const char *directory);
 
 /// pipe2(fds, O_CLOEXEC); 0 or -1 with errno.
 int ip_pipe_cloexec(int fds[2]);
@@ -63,6 +64,7 @@ enum {
     IP_SPAWN_STEP_CAPSET,
     IP_SPAWN_STEP_NO_NEW_PRIVS,
     IP_SPAWN_STEP_EXEC,
+    IP_SPAWN_STEP_CHDIR,
 };
 
 /// The system call a failed step names, e.g. "setresuid".
@@ -75,9 +77,11 @@ const char *ip_spawn_step_name(int step);
 /// inheritable capabilities cleared, and PR_SET_NO_NEW_PRIVS set. fork +
 /// execve, with only async-signal-safe calls in the child; a failure in the
 /// child (exec included) comes back through a close-on-exec pipe. Returns
-/// the pid, or -errno with `*failed_step` naming the step.
+/// the pid, or -errno with `*failed_step` naming the step. The child
+/// changes to `directory` (NULL: stays in this process's) as the new user,
+/// after dropping privileges.
 int ip_spawn_as_user(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                     unsigned int uid, unsigned int gid, int *failed_step);
+                     unsigned int uid, unsigned int gid, const char *directory, int *failed_step);
 #endif
 
 #endif

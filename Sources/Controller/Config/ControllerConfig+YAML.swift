@@ -181,10 +181,7 @@ extension YAMLReader {
     }
 
     /// The config file's directory, absolute.
-    var baseDirectory: String {
-        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-        return URL(fileURLWithPath: absolute).deletingLastPathComponent().standardizedFileURL.path
-    }
+    var baseDirectory: String { ControllerConfig.directory(of: file) }
 
     /// A path, made absolute against the config file's directory.
     func path(_ node: Node, _ place: String) throws(YAMLFileError) -> String {
@@ -288,7 +285,10 @@ extension YAMLReader {
         return ProviderConfig(
             name: name,
             shim: ShimCommand(
-                executable: executable, arguments: arguments, environment: ShimCommand.allowlisted(allowlist, from: environment), user: user
+                executable: executable, arguments: arguments, environment: ShimCommand.allowlisted(allowlist, from: environment), user: user,
+                // Its relative arguments are relative to this file, as the
+                // other paths in it are.
+                workingDirectory: baseDirectory
             ),
             environmentAllowlist: allowlist,
             cloud: cloud

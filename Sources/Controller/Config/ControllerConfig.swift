@@ -1,5 +1,6 @@
 public import Core
 public import Logging
+internal import Foundation
 
 /// The controller's configuration file (`instancepoller run --config FILE`),
 /// as read by ``load(path:environment:)``. See `config/example.yaml` for a
@@ -7,6 +8,11 @@ public import Logging
 public struct ControllerConfig: Sendable {
     /// The file it was read from.
     public var file: String
+    /// The file's directory, absolute: relative paths in the file are
+    /// relative to it, and configured shims run in it (so that a relative
+    /// argument such as `--scenario scenario.yaml` is found whatever the
+    /// controller's working directory).
+    public var directory: String
     /// The SQLite store file.
     public var storePath: String
     /// The store is in the default state directory, which the controller
@@ -40,12 +46,19 @@ public struct ControllerConfig: Sendable {
 
     public init(file: String, storePath: String, runtimeDirectory: String) {
         self.file = file
+        self.directory = Self.directory(of: file)
         self.storePath = storePath
         self.runtimeDirectory = runtimeDirectory
     }
 
     public func provider(named name: String) -> ProviderConfig? {
         providers.first { $0.name == name }
+    }
+
+    /// The absolute directory of `file` (relative to the working directory).
+    public static func directory(of file: String) -> String {
+        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+        return URL(fileURLWithPath: absolute).deletingLastPathComponent().standardizedFileURL.path
     }
 }
 

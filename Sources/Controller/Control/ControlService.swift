@@ -29,6 +29,9 @@ public struct ControlService: Sendable {
     let fleet: ProviderFleet
     let clock: any PollClock
     let environment: [String: String]
+    /// Where a swapped-in shim runs when the request names no directory:
+    /// the config file's (nil: the controller's working directory).
+    let shimDirectory: String?
     let logger: Logger
     /// Wakes every waiting `Events` call from one watcher of the store.
     public let eventsFeed: EventsFeed
@@ -42,10 +45,14 @@ public struct ControlService: Sendable {
     /// - Parameter maxEventsWait: the longest an `Events` long poll waits.
     /// - Parameter answerBudget: bytes the machines or events of one answer
     ///   may take (less only in tests).
+    /// - Parameter shimDirectory: where a swapped-in shim runs when the
+    ///   request names no directory (the config file's).
     public init(
         identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String],
-        eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), answerBudget: Int = defaultAnswerBudget, logger: Logger
+        eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), answerBudget: Int = defaultAnswerBudget,
+        shimDirectory: String? = nil, logger: Logger
     ) {
+        self.shimDirectory = shimDirectory
         self.maxEventsWait = maxEventsWait
         self.answerBudget = min(answerBudget, Self.defaultAnswerBudget)
         self.identity = identity
@@ -382,16 +389,21 @@ public struct ControlService: Sendable {
         return result
     }
 
-    static func wire(_ config: ProviderConfig, _ snapshot: ProviderSupervisor.Snapshot) -> ControlV1.ProviderInfo {
+    /// A provider as `ListProviders` and `Status` send it.
+    public static func wire(_ config: ProviderConfig, _ snapshot: ProviderSupervisor.Snapshot) -> ControlV1.ProviderInfo {
         .with {
             $0.name = config.name
             $0.cloudType = config.cloud.type
             $0.command = snapshot.command.executable
             $0.args = snapshot.command.arguments
-            $0.state = snapshot.pid == nil ? "starting" : "running"
+            $0.state = snapshot.state.rawValue
             $0.pid = snapshot.pid ?? 0
             $0.restarts = UInt32(clamping: snapshot.restarts)
             $0.lastProblem = snapshot.lastProblem ?? ""
+            $0.lastProblemUnixNano = snapshot.lastProblemAt?.nanosecondsSinceEpoch ?? 0
+            $0.nextStartUnixNano = snapshot.nextStart?.nanosecondsSinceEpoch ?? 0
+            $0.lastRefusedSwap = snapshot.lastRefusedSwap ?? ""
+            $0.lastRefusedSwapUnixNano = snapshot.lastRefusedSwapAt?.nanosecondsSinceEpoch ?? 0
             $0.shimName = snapshot.shimName
             $0.shimVersion = snapshot.shimVersion
         }
@@ -400,7 +412,8 @@ public struct ControlService: Sendable {
     private func swapProvider(_ request: Instancepoller_Control_V1_SwapProviderRequest) async throws -> Instancepoller_Control_V1_SwapProviderResponse {
         try await knownProvider(request.provider)
         guard !request.command.isEmpty else { throw RPCError(.invalidArgument, "command: the new shim's command is needed") }
-        let located = ShimCommand.locate(request.command, base: FileManager.default.currentDirectoryPath, path: environment["PATH"])
+        let directory = try swapDirectory(request.workingDirectory)
+        let located = ShimCommand.locate(request.command, base: directory, path: environment["PATH"])
         guard let executable = located.found else {
             throw RPCError(.invalidArgument, "command: no executable \"\(request.command)\" (looked \(located.looked))")
         }
@@ -412,7 +425,8 @@ public struct ControlService: Sendable {
         }
         // The new shim runs as the provider's configured user, as the old one did.
         config.shim = ShimCommand(
-            executable: executable, arguments: request.args, environment: ShimCommand.allowlisted(request.env, from: environment), user: config.shim.user
+            executable: executable, arguments: request.args, environment: ShimCommand.allowlisted(request.env, from: environment), user: config.shim.user,
+            workingDirectory: directory
         )
         config.environmentAllowlist = request.env
         do {
@@ -423,6 +437,20 @@ public struct ControlService: Sendable {
         }
         let info = await providers().first { $0.name == request.provider } ?? .init()
         return .with { $0.provider = info }
+    }
+
+    /// Where a swapped-in shim runs and its command is found: the
+    /// request's directory (the CLI sends its own), else the config file's.
+    private func swapDirectory(_ asked: String) throws -> String {
+        guard !asked.isEmpty else { return shimDirectory ?? FileManager.default.currentDirectoryPath }
+        guard asked.hasPrefix("/") else {
+            throw RPCError(.invalidArgument, "working_directory: \(TextEscaping.quoted(asked)) is not an absolute path")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: asked, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw RPCError(.invalidArgument, "working_directory: no directory \(TextEscaping.quoted(asked))")
+        }
+        return URL(fileURLWithPath: asked).standardizedFileURL.path
     }
 
     // MARK: - Status and events

@@ -52,10 +52,17 @@ public protocol ProviderRouter: Sendable {
     /// polls the machines that waited for it at once. Optional: a router
     /// whose providers never go away need not call it.
     func whenShimServes(_ handler: @escaping @Sendable (String) -> Void)
+    /// Calls `handler` with a provider's name each time its shim is swapped
+    /// for another backend (live, by `providers swap` or a reload), so that
+    /// the poller polls every machine of the provider at once instead of
+    /// showing the old backend's answers until each one's next poll.
+    /// Optional, like ``whenShimServes(_:)``.
+    func whenProviderSwapped(_ handler: @escaping @Sendable (String) -> Void)
 }
 
 extension ProviderRouter {
     public func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {}
+    public func whenProviderSwapped(_ handler: @escaping @Sendable (String) -> Void) {}
 }
 
 /// A fixed set of endpoints.

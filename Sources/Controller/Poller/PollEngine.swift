@@ -78,6 +78,7 @@ actor PollEngine {
         jitterSeed = config.jitterSeed
         let wakeup = self.wakeup
         providers.whenShimServes { provider in wakeup.signal(provider: provider) }
+        providers.whenProviderSwapped { provider in wakeup.swapped(provider: provider) }
     }
 
     func run() async throws {
@@ -109,7 +110,9 @@ actor PollEngine {
     @discardableResult
     func round() async throws -> Int {
         if !loaded { try await load() }
-        resumeServing(wakeup.take())
+        let signalled = wakeup.take()
+        resumeServing(signalled.serving.union(signalled.swapped))
+        pollSwappedNow(signalled.swapped)
         try await readEvents()
         return try await pollDue()
     }
@@ -156,6 +159,29 @@ actor PollEngine {
         for (key, pause) in pauses where pause.reason == .shimDown && providers.contains(key.provider) {
             pauses.removeValue(forKey: key)
             retries.removeValue(forKey: key)
+        }
+    }
+
+    /// Providers whose shim was swapped for another backend: every machine
+    /// of theirs is due now, whatever its group (a long-group machine would
+    /// otherwise show the old backend's answer for up to the long poll).
+    /// Groups and intervals stay; the poll's answer moves them as usual. A
+    /// throttle came from the old backend, so it no longer pauses them.
+    private func pollSwappedNow(_ providers: Set<String>) {
+        guard !providers.isEmpty else { return }
+        let now = clock.now
+        var counts: [String: Int] = [:]
+        for key in Array(schedules.keys) where providers.contains(key.provider) {
+            if pauses[key]?.reason == .throttled { pauses.removeValue(forKey: key) }
+            withSchedule(key) { schedule in
+                for id in Array(schedule.entries.keys) { schedule.makeDue(id, at: now) }
+                counts[key.provider, default: 0] += schedule.entries.count
+            }
+        }
+        for provider in providers.sorted() {
+            logger.info("provider swapped: its machines are polled now", metadata: [
+                "provider": "\(provider)", "machines": "\(counts[provider] ?? 0)",
+            ])
         }
     }
 

@@ -9,11 +9,13 @@ final class PollWakeup: Sendable {
     private struct State {
         /// Providers whose shim came back since the loop last looked.
         var providers: Set<String> = []
+        /// Providers whose shim was swapped since the loop last looked.
+        var swapped: Set<String> = []
         /// The store changed since the loop last looked.
         var storeChanged = false
         var waiter: CheckedContinuation<Void, Never>?
 
-        var pending: Bool { !providers.isEmpty || storeChanged }
+        var pending: Bool { !providers.isEmpty || !swapped.isEmpty || storeChanged }
     }
 
     private let state = Mutex(State())
@@ -21,6 +23,15 @@ final class PollWakeup: Sendable {
     func signal(provider: String) {
         let waiter = state.withLock { state in
             state.providers.insert(provider)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func swapped(provider: String) {
+        let waiter = state.withLock { state in
+            state.swapped.insert(provider)
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -36,15 +47,17 @@ final class PollWakeup: Sendable {
         waiter?.resume()
     }
 
-    /// The providers signalled since the last call (and forgets that the
-    /// store changed: the round about to run reads it).
-    func take() -> Set<String> {
+    /// The providers whose shim came back and those whose shim was
+    /// swapped since the last call (and forgets that the store changed: the
+    /// round about to run reads it).
+    func take() -> (serving: Set<String>, swapped: Set<String>) {
         state.withLock { state in
             defer {
                 state.providers = []
+                state.swapped = []
                 state.storeChanged = false
             }
-            return state.providers
+            return (state.providers, state.swapped)
         }
     }
 

@@ -116,7 +116,8 @@ public enum ControllerRuntime {
         }
         let control = ControlService(
             identity: .init(pid: getpid(), version: version, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
-            store: store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed, logger: logger
+            store: store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
+            shimDirectory: config.directory, logger: logger
         )
         var registry = RPCServiceRegistry()
         control.register(into: &registry)

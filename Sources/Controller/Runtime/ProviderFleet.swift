@@ -37,6 +37,8 @@ public actor ProviderFleet: ProviderRouter, Service {
     private nonisolated let routes = Mutex<[String: ProviderEndpoint]>([:])
     /// Told each time a provider's shim starts serving (the poller).
     private nonisolated let servingHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+    /// Told each time a provider's shim was swapped (the poller).
+    private nonisolated let swappedHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
 
     /// - Parameter credentials: where a swap finds the credentials to
     ///   validate through the new shim (nil: no validation).
@@ -66,6 +68,10 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     public nonisolated func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {
         servingHandler.withLockedValue { $0 = handler }
+    }
+
+    public nonisolated func whenProviderSwapped(_ handler: @escaping @Sendable (String) -> Void) {
+        swappedHandler.withLockedValue { $0 = handler }
     }
 
     /// The supervisor of `provider`, if it is configured.
@@ -193,7 +199,10 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     /// Swaps `provider`'s shim live to `config`'s command (and cloud): the
     /// new shim must hand-shake and accept every credential of the provider
-    /// that is not already marked invalid.
+    /// that is not already marked invalid. A refused swap is recorded by the
+    /// supervisor (its snapshot's last refused swap). Once the new shim and
+    /// cloud spec are in place, the poller is told, and polls every machine
+    /// of the provider at once.
     public func swap(_ provider: String, to config: ProviderConfig) async throws {
         guard let member = members[provider] else {
             throw ShimStartError(provider: provider, problem: "no such provider is configured", stderrTail: "")
@@ -202,6 +211,7 @@ public actor ProviderFleet: ProviderRouter, Service {
         try await member.supervisor.swap(to: config.shim, check: check)
         members[provider]?.config = config
         route(config, through: member.supervisor)
+        swappedHandler.withLockedValue { $0 }?(provider)
     }
 
     private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {

@@ -44,8 +44,15 @@ public actor ProviderSupervisor {
     private var backoff: Duration
     /// Starts after the first (a restart count).
     public private(set) var restarts = 0
-    /// Why the last start or run ended, for operators.
+    /// Why the last start or run ended, for operators; cleared once a
+    /// shim started after it has answered a health check serving.
     public private(set) var lastProblem: String?
+    /// When ``lastProblem`` happened.
+    public private(set) var lastProblemAt: Timestamp?
+    /// While waiting out the backoff: when the next start is due.
+    private var nextStart: Timestamp?
+    /// Why the last refused swap was refused (the old shim kept serving), and when.
+    public private(set) var lastRefusedSwap: (reason: String, at: Timestamp)?
 
     public init(
         provider: String,
@@ -82,9 +89,12 @@ public actor ProviderSupervisor {
             } else {
                 if needsRestart {
                     restarts += 1
+                    let due = clock.now + backoff
+                    nextStart = due
                     emit(.restarting(after: backoff))
                     logger.warning("restarting shim", metadata: ["provider": "\(provider)", "after": "\(backoff)", "why": "\(lastProblem ?? "")"])
-                    do { try await clock.sleep(until: clock.now + backoff) } catch { break }
+                    do { try await clock.sleep(until: due) } catch { break }
+                    nextStart = nil
                     backoff = min(backoff * 2, settings.maximumBackoff)
                     // A swap may have brought a shim in during the backoff.
                     if current != nil { continue }
@@ -93,7 +103,7 @@ public actor ProviderSupervisor {
                 do {
                     shim = try await launch(command)
                 } catch {
-                    lastProblem = "\(error)"
+                    problem("\(error)")
                     access.settle()
                     emit(.failedToStart(reason: "\(error)"))
                     logger.error("shim failed to start", metadata: ["provider": "\(provider)", "error": "\(error)"])
@@ -110,7 +120,7 @@ public actor ProviderSupervisor {
             if current?.process.pid != shim.process.pid { continue }
             access.route(to: nil)
             current = nil
-            lastProblem = ended
+            problem(ended)
             emit(.down(reason: ended))
             logger.warning("shim down", metadata: ["provider": "\(provider)", "why": "\(ended)"])
             await terminate(shim, graceful: false)
@@ -125,6 +135,21 @@ public actor ProviderSupervisor {
         }
         emit(.stopped)
         eventContinuation.finish()
+    }
+
+    private func problem(_ text: String) {
+        lastProblem = text
+        lastProblemAt = clock.now
+    }
+
+    /// A shim answered a health check serving: a problem from before it
+    /// started is over.
+    private func servedHealthily(pid: Int32) {
+        guard current?.process.pid == pid, lastProblem != nil else { return }
+        logger.info("shim serves healthily again; last problem cleared", metadata: ["provider": "\(provider)", "pid": "\(pid)"])
+        lastProblem = nil
+        lastProblemAt = nil
+        emit(.problemCleared(pid: pid))
     }
 
     private func launch(_ command: ShimCommand) async throws(ShimStartError) -> RunningShim {
@@ -153,16 +178,26 @@ public actor ProviderSupervisor {
     /// its calls in flight (bounded by the drain timeout), then stops it
     /// (`Shutdown`, SIGTERM, SIGKILL). If the new shim fails, the old one
     /// keeps serving and the error says why.
+    /// A refused swap is remembered (``lastRefusedSwap``) for operators.
     public func swap(to newCommand: ShimCommand, check: SwapCheck = { _ in }) async throws(ShimStartError) {
-        let new = try await launch(newCommand)
+        let new: RunningShim
+        do {
+            new = try await launch(newCommand)
+        } catch {
+            lastRefusedSwap = ("\(error)", clock.now)
+            throw error
+        }
         do {
             try await check(new.client)
         } catch {
             await terminate(new, graceful: false)
-            throw ShimStartError(provider: provider, problem: "the new shim failed its checks: \(error)", stderrTail: new.stderrTail.text)
+            let refusal = ShimStartError(provider: provider, problem: "the new shim failed its checks: \(error)", stderrTail: new.stderrTail.text)
+            lastRefusedSwap = ("\(refusal)", clock.now)
+            throw refusal
         }
         let old = current
         current = new
+        nextStart = nil
         command = newCommand
         access.route(to: new.client)
         emit(.swapped(pid: new.process.pid))
@@ -182,6 +217,9 @@ public actor ProviderSupervisor {
         case restarting(after: Duration)
         /// A new shim took over by a live swap.
         case swapped(pid: Int32)
+        /// A shim started after a problem answered its first health check
+        /// serving: the problem is cleared.
+        case problemCleared(pid: Int32)
         case stopped
     }
 
@@ -194,27 +232,47 @@ public actor ProviderSupervisor {
         case .started, .swapped: metrics?.shim(provider: provider, up: true)
         case .down, .failedToStart: metrics?.shim(provider: provider, up: false)
         case .restarting: metrics?.shimRestarted(provider: provider)
-        case .stopped: break
+        case .problemCleared, .stopped: break
         }
         eventContinuation.yield(event)
     }
 
     /// The shim as operators see it (`providers list`).
     public struct Snapshot: Sendable {
+        public enum State: String, Hashable, Sendable {
+            /// Its first start is under way.
+            case starting
+            /// A shim serves.
+            case running
+            /// It stopped or failed to start, and is waiting to start again
+            /// (``nextStart``) or starting again.
+            case restarting
+        }
+
         public var command: ShimCommand
+        public var state: State
         /// nil while no shim runs (between restarts).
         public var pid: Int32?
         public var shimName: String
         public var shimVersion: String
         public var restarts: Int
         public var lastProblem: String?
+        public var lastProblemAt: Timestamp?
+        /// While restarting: when the next start is due (nil while a start
+        /// is under way).
+        public var nextStart: Timestamp?
+        public var lastRefusedSwap: String?
+        public var lastRefusedSwapAt: Timestamp?
     }
 
     public var snapshot: Snapshot {
-        Snapshot(
-            command: command, pid: current?.process.pid,
+        let state: Snapshot.State = current != nil ? .running : (restarts == 0 && lastProblem == nil ? .starting : .restarting)
+        return Snapshot(
+            command: command, state: state, pid: current?.process.pid,
             shimName: current?.handshake.shimName ?? "", shimVersion: current?.handshake.shimVersion ?? "",
-            restarts: restarts, lastProblem: lastProblem
+            restarts: restarts, lastProblem: lastProblem, lastProblemAt: lastProblemAt,
+            nextStart: current == nil ? nextStart : nil,
+            lastRefusedSwap: lastRefusedSwap?.reason, lastRefusedSwapAt: lastRefusedSwap?.at
         )
     }
 
@@ -223,6 +281,8 @@ public actor ProviderSupervisor {
     private func watch(_ shim: RunningShim) async -> String {
         let clock = self.clock
         let settings = self.settings
+        let supervisor = self
+        let pid = shim.process.pid
         let decided = NIOLockedValueBox(false)
         let healthTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
         let reason = await withTaskCancellationHandler {
@@ -241,11 +301,16 @@ public actor ProviderSupervisor {
                 }
                 let health = Task {
                     var failures = 0
+                    var servedOnce = false
                     while !Task.isCancelled {
                         do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { break }
                         do {
                             let answer = try await shim.client.health(timeout: settings.healthTimeout)
                             failures = answer.status == .serving ? 0 : failures + 1
+                            if answer.status == .serving, !servedOnce {
+                                servedOnce = true
+                                await supervisor.servedHealthily(pid: pid)
+                            }
                         } catch {
                             failures += 1
                         }

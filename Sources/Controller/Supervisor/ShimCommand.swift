@@ -13,12 +13,21 @@ public struct ShimCommand: Hashable, Sendable {
     public var environment: [String: String]
     /// The user the shim runs as (`shim.user`); nil: the controller's.
     public var user: ShimUser?
+    /// The absolute directory the shim runs in, where its relative
+    /// arguments (e.g. a scenario file) are found: the config file's
+    /// directory for a configured shim, the CLI's for one swapped in by
+    /// `providers swap`. nil: the controller's working directory.
+    public var workingDirectory: String?
 
-    public init(executable: String, arguments: [String] = [], environment: [String: String] = [:], user: ShimUser? = nil) {
+    public init(
+        executable: String, arguments: [String] = [], environment: [String: String] = [:], user: ShimUser? = nil,
+        workingDirectory: String? = nil
+    ) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
         self.user = user
+        self.workingDirectory = workingDirectory
     }
 
     /// Whether starting it drops privileges: the controller is root and the

@@ -121,10 +121,13 @@ enum ShimSpawner {
                     if command.dropsPrivileges, let user = command.user {
                         ip_spawn_as_user(
                             command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1],
-                            user.uid, user.gid, &failedStep
+                            user.uid, user.gid, command.workingDirectory, &failedStep
                         )
                     } else {
-                        ip_spawn(command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1])
+                        ip_spawn(
+                            command.executable, argvPointers, envpPointers, stdinPipe[0], stdoutPipe[1], stderrPipe[1],
+                            command.workingDirectory
+                        )
                     }
                 }
             }
@@ -137,7 +140,8 @@ enum ShimSpawner {
                 close(stderrPipe[0])
                 let step = failedStep == 0 || failedStep == Int32(IP_SPAWN_STEP_EXEC) ? "" : " (\(String(cString: ip_spawn_step_name(failedStep))))"
                 let who = command.dropsPrivileges ? " as \(command.user.map { "\($0) gid \($0.gid)" } ?? "")" : ""
-                throw Failure(description: "cannot start \(command.executable)\(who)\(step): \(String(cString: strerror(-pid)))")
+                let place = command.workingDirectory.map { " in \($0)" } ?? ""
+                throw Failure(description: "cannot start \(command.executable)\(place)\(who)\(step): \(String(cString: strerror(-pid)))")
             }
             return SpawnedShim(pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0])
         }

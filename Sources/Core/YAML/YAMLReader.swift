@@ -44,9 +44,24 @@ public struct YAMLReader: Sendable {
     public static let maxFileBytes = 16 << 20
 
     /// Reads and parses the file at `path`, then hands its root to `read`.
+    /// Errors name the file by its absolute path (a relative `path` is
+    /// resolved against the working directory first), so that a message
+    /// from a process started elsewhere still says which file it read.
     public static func load<T>(path: String, _ read: (YAMLReader, Node) throws(YAMLFileError) -> T) throws(YAMLFileError) -> T {
-        try parse(readFile(path: path), file: path, read)
+        let file = absolute(path)
+        return try parse(readFile(path: file), file: file, read)
     }
+
+    /// `path` made absolute against the working directory (and tidied:
+    /// `.` and `..` resolved); an absolute path as it is.
+    public static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/" + path).standardizedFileURL.path
+    }
+
+    /// How a ``YAMLFileError`` from ``readFile(path:inspect:)`` begins when
+    /// the file could not be opened; the system's reason follows.
+    public static let cannotOpenProblem = "cannot read the file: "
 
     /// Reads the file at `path` through one descriptor: only a regular
     /// file of sane size (a FIFO, a device or /dev/stdin named by mistake
@@ -58,7 +73,7 @@ public struct YAMLReader: Sendable {
     ) throws(YAMLFileError) -> String {
         let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else {
-            throw YAMLFileError(file: path, problem: "cannot read the file: \(String(cString: strerror(errno)))")
+            throw YAMLFileError(file: path, problem: cannotOpenProblem + String(cString: strerror(errno)))
         }
         let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         var info = stat()
