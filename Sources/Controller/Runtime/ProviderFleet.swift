@@ -13,8 +13,8 @@ internal import Glibc
 ///
 /// ``apply(_:)`` brings the fleet to a new set of providers (config reload):
 /// new providers are started, removed ones stopped, and a provider whose
-/// shim command changed is swapped live, its credentials validated through
-/// the new shim first. When the service shuts down every shim is stopped
+/// shim command changed is swapped live, the credentials its machines use
+/// validated through the new shim first. When the service shuts down every shim is stopped
 /// (`Shutdown`, drain, SIGTERM, SIGKILL), all at once.
 public actor ProviderFleet: ProviderRouter, Service {
     private struct Member {
@@ -193,7 +193,8 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     /// Swaps `provider`'s shim live to `config`'s command (and cloud): the
     /// new shim must hand-shake and accept every credential of the provider
-    /// that is not already marked invalid.
+    /// that its machines use and that is not already marked invalid or
+    /// expired (one that no machine uses cannot block a swap).
     public func swap(_ provider: String, to config: ProviderConfig) async throws {
         guard let member = members[provider] else {
             throw ShimStartError(provider: provider, problem: "no such provider is configured", stderrTail: "")
@@ -207,9 +208,12 @@ public actor ProviderFleet: ProviderRouter, Service {
     private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {
         let credentials = self.credentials
         let timeout = callTimeout
+        let clock = self.clock
         return { client in
             guard let credentials else { return }
-            for stored in try await credentials.credentials(provider: provider) where stored.invalidReason == nil {
+            // Invalid or expired, the gate refuses it whatever the shim says.
+            for stored in try await credentials.credentialsInUse(provider: provider)
+            where stored.invalidReason == nil && !(stored.expiresAt.map { $0 <= clock.now } ?? false) {
                 let answer = try await client.validateCredential(cloud: cloud, credential: stored.wire, timeout: timeout)
                 guard answer.valid else {
                     throw SwapCheckFailure(description: "it says credential \(provider)/\(stored.name) is not valid: \(answer.reason)")
