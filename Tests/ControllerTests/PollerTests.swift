@@ -55,6 +55,8 @@ import TestSupport
 /// - Unauthenticated / PermissionDenied from Instances or NetworkInterfaces → invalidated with reason, all its machines paused
 ///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
 /// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
+/// - an invalid credential re-checked once a minute, cleared when valid; validated elsewhere; removed; expired
+///   → CredentialGateTests
 /// - secrets never logged → secretsNeverReachTheLogs
 /// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation
 @Suite("Poller (SPEC 6.2, 6.3)")
@@ -572,8 +574,9 @@ struct PollerTests {
             #expect(f.cloud.calls.map(\.method) == ["ValidateCredential"])
             #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "AuthFailure: key revoked")
             #expect(try await f.machine("m1").pollError == "credential invalid: AuthFailure: key revoked")
-            // Nothing more goes out with it until it changes.
-            try await f.tick(.seconds(60))
+            // Nothing more goes out with it until it changes or its re-check
+            // comes, a minute on (CredentialGateTests).
+            try await f.tick(.seconds(59))
             #expect(f.cloud.calls.count == 1)
         }
     }
@@ -607,8 +610,8 @@ struct PollerTests {
             #expect(try await f.store.credential(provider: "fake", name: "main")?.invalidReason == "AuthFailure: signature mismatch")
             #expect(try await f.machine("m2").pollError == "credential invalid: AuthFailure: signature mismatch")
             f.cloud.resetCalls()
-            try await f.tick(.seconds(60))
-            #expect(f.cloud.calls.isEmpty, "every machine using it is paused")
+            try await f.tick(.seconds(59))
+            #expect(f.cloud.calls.isEmpty, "every machine using it is paused (until its re-check, a minute on)")
         }
     }
 

@@ -7,7 +7,7 @@ import NIOConcurrencyHelpers
 /// database, a full disk), writing nothing.
 final class ProbeStore: MachineStore, Sendable {
     enum Operation: String, Hashable, Sendable {
-        case events, machine, machines, applyPoll, saveSchedule, schedule, credential, invalidateCredential, setInstanceStatus
+        case events, machine, machines, applyPoll, saveSchedule, schedule, credential, invalidateCredential, clearCredentialInvalid, setInstanceStatus
     }
 
     let inner: SQLiteMachineStore
@@ -140,4 +140,12 @@ final class ProbeStore: MachineStore, Sendable {
     func invalidateCredential(provider: String, name: String, reason: String) async throws {
         try await probe(.invalidateCredential) { try await inner.invalidateCredential(provider: provider, name: name, reason: reason) }
     }
+
+    @discardableResult
+    func clearCredentialInvalid(provider: String, name: String, source: MachineEvent.Source) async throws -> Bool {
+        try await probe(.clearCredentialInvalid) { try await inner.clearCredentialInvalid(provider: provider, name: name, source: source) }
+    }
+
+    func removeCredential(provider: String, name: String) async throws { try await inner.removeCredential(provider: provider, name: name) }
+    func credentialUse(provider: String) async throws -> [String: Int] { try await inner.credentialUse(provider: provider) }
 }

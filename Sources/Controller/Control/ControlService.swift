@@ -121,6 +121,7 @@ public struct ControlService: Sendable {
             let credentials = try await store.credentials().sorted { ($0.provider, $0.name) < ($1.provider, $1.name) }.map(Self.wire)
             return .with { $0.credentials = credentials }
         }
+        registry.register(ControlV1.removeCredential) { request, _ in try await removeCredential(request) }
         registry.register(ControlV1.validateCredential) { request, _ in try await validateCredential(request) }
         registry.register(ControlV1.listProviders) { _, _ in
             let providers = await providers()
@@ -178,14 +179,16 @@ public struct ControlService: Sendable {
     }
 
     /// Requests made machines, and every problem found on the way: bad
-    /// fields, an unconfigured provider, an id given twice, and (unless
-    /// `update`) an id in use.
+    /// fields, an unconfigured provider, a credential the provider does not
+    /// have, an id given twice, and (unless `update`) an id in use.
     private func checkedMachines(
         _ requests: [Instancepoller_Control_V1_AddMachineRequest], update: Bool
     ) async throws -> Checked<[Machine]> {
         var checked = Checked<[Machine]>(value: [])
         let configured = await fleet.providerNames
         let known = Set(configured)
+        var credentials: [String: Set<String>] = [:]
+        for credential in try await store.credentials() { credentials[credential.provider, default: []].insert(credential.name) }
         var first: [String: Int] = [:]
         let now = clock.now
         for (index, request) in requests.enumerated() {
@@ -200,7 +203,15 @@ public struct ControlService: Sendable {
             if !known.contains(request.provider) {
                 checked.add(index, "provider", "no provider \(MachineFields.quoted(request.provider)) is configured (configured: \(configured.joined(separator: ", ")))")
             }
-            if let problem = MachineFields.nameProblem(request.credential, what: "credential") { checked.add(index, "credential", problem) }
+            if let problem = MachineFields.nameProblem(request.credential, what: "credential") {
+                checked.add(index, "credential", problem)
+            } else if known.contains(request.provider), credentials[request.provider]?.contains(request.credential) != true {
+                let names = (credentials[request.provider] ?? []).sorted()
+                checked.add(index, "credential", """
+                    no credential \(MachineFields.quoted(request.credential)) for provider \(MachineFields.quoted(request.provider)) \
+                    (known: \(names.isEmpty ? "none" : names.joined(separator: ", ")))
+                    """)
+            }
             if let problem = MachineFields.instanceIDProblem(request.instanceID) { checked.add(index, "instance_id", problem) }
             let agent: Machine.AgentStatus
             switch MachineFields.agentStatus(request.agentStatus) {
@@ -337,6 +348,12 @@ public struct ControlService: Sendable {
         if let problem = MachineFields.nameProblem(request.name, what: "credential") { throw RPCError(.invalidArgument, "name: \(problem)") }
         guard !request.authType.isEmpty else { throw RPCError(.invalidArgument, "auth_type: an auth type is needed, e.g. access-key") }
         guard !request.attributes.isEmpty else { throw RPCError(.invalidArgument, "attributes: a credential needs at least one attribute") }
+        if request.expiresUnixNano != 0, !request.allowExpired {
+            let expiry = Timestamp(nanosecondsSinceEpoch: request.expiresUnixNano)
+            if expiry <= clock.now {
+                throw RPCError(.invalidArgument, "expires_unix_nano: \(expiry.rfc3339) is in the past; set allow_expired to set it anyway")
+            }
+        }
         let credential = StoredCredential(
             provider: request.provider, name: request.name, authType: request.authType, attributes: request.attributes,
             expiresAt: request.expiresUnixNano == 0 ? nil : Timestamp(nanosecondsSinceEpoch: request.expiresUnixNano)
@@ -358,6 +375,40 @@ public struct ControlService: Sendable {
         }
     }
 
+    /// Removes a credential; while machines name it only with `force`
+    /// (they stay, and pause: the gate finds no credential).
+    private func removeCredential(_ request: Instancepoller_Control_V1_RemoveCredentialRequest) async throws
+        -> Instancepoller_Control_V1_RemoveCredentialResponse
+    {
+        if let problem = MachineFields.nameProblem(request.provider, what: "provider") { throw RPCError(.invalidArgument, "provider: \(problem)") }
+        if let problem = MachineFields.nameProblem(request.name, what: "credential") { throw RPCError(.invalidArgument, "name: \(problem)") }
+        let label = "\(request.provider)/\(request.name)"
+        guard try await store.credential(provider: request.provider, name: request.name) != nil else {
+            throw RPCError(.notFound, "no credential \(label)")
+        }
+        let users = try await store.credentialUse(provider: request.provider)[request.name, default: 0]
+        if users > 0, !request.force {
+            throw RPCError(
+                .failedPrecondition,
+                "credential \(label) is used by \(users) machine\(users == 1 ? "" : "s"); remove \(users == 1 ? "it" : "them") first or pass --force")
+        }
+        do {
+            try await store.removeCredential(provider: request.provider, name: request.name)
+        } catch let error as StoreError where error.message.hasSuffix("does not exist") {
+            // Removed by someone else since the check.
+            throw RPCError(.notFound, "no credential \(label)")
+        }
+        if users > 0 {
+            logger.warning("credential removed; its machines are not polled until it is set again", metadata: ["credential": "\(label)", "machines": "\(users)"])
+        } else {
+            logger.info("credential removed", metadata: ["credential": "\(label)"])
+        }
+        return .with { $0.machines = UInt32(clamping: users) }
+    }
+
+    /// Asks the provider's shim now; a credential marked invalid that it
+    /// finds valid has its mark cleared, and its paused machines are polled
+    /// again at once.
     private func validateCredential(_ request: Instancepoller_Control_V1_ValidateCredentialRequest) async throws
         -> Instancepoller_Control_V1_ValidateCredentialResponse
     {
@@ -372,6 +423,11 @@ public struct ControlService: Sendable {
             answer = try await endpoint.access.validateCredential(stored.wire, cloud: endpoint.cloud)
         } catch let down as ShimUnavailable {
             throw RPCError(.unavailable, "\(down)")
+        }
+        if answer.valid, stored.invalidReason != nil {
+            if try await store.clearCredentialInvalid(provider: request.provider, name: request.name, source: .external) {
+                logger.info("credential valid again", metadata: ["credential": "\(request.provider)/\(request.name)"])
+            }
         }
         return .with {
             $0.valid = answer.valid

@@ -377,11 +377,14 @@ extension PollEngine {
         }
         if let reason = stored.invalidReason {
             invalid[key] = reason
+            if rechecks[key] == nil { rechecks[key] = now + Self.credentialRecheck }
             return .refused(reason, calls: 0)
         }
         if let expiry = stored.expiresAt, expiry <= now {
-            invalid[key] = "expired at \(expiry)"
-            return .refused("expired at \(expiry)", calls: 0)
+            // Not re-checked: only setting it again helps.
+            let reason = "expired at \(expiry.rfc3339)"
+            invalid[key] = reason
+            return .refused(reason, calls: 0)
         }
         let credential = stored.wire
         let verdict: ProviderV1.ValidateCredentialResponse
@@ -399,12 +402,77 @@ extension PollEngine {
         return .usable(credential, calls: 1)
     }
 
-    /// Marks the credential invalid: in the store first, then here.
+    /// Marks the credential invalid: in the store first, then here; it is
+    /// asked about again in ``credentialRecheck``.
     private func invalidate(_ key: CredentialKey, reason: String) async throws {
         try await credentials.invalidate(provider: key.provider, name: key.credential, reason: reason)
         invalid[key] = reason
+        rechecks[key] = clock.now + Self.credentialRecheck
         metrics?.credential(provider: key.provider, name: key.credential, valid: false)
         logger.warning("credential invalidated", metadata: ["credential": "\(key)", "reason": "\(reason)"])
+    }
+
+    /// Asks the shims again about the invalid credentials whose re-check is
+    /// due and whose machines wait (not while their pair is paused or has a
+    /// batch in flight). One found valid has its mark cleared in the store
+    /// first, then here, and its paused machines are polled in this round;
+    /// one still invalid, or that could not be asked, is asked again in
+    /// ``credentialRecheck``. Returns the calls made.
+    func recheckInvalidCredentials() async throws -> Int {
+        let now = clock.now
+        var calls = 0
+        for (key, at) in rechecks where at <= now {
+            guard invalid[key] != nil, schedules[key] != nil, let endpoint = providers.endpoint(for: key.provider) else {
+                // Nothing waits for it: forgotten, so that the next batch
+                // reads the store's mark again (and asks for a re-check).
+                rechecks.removeValue(forKey: key)
+                invalid.removeValue(forKey: key)
+                continue
+            }
+            if isPaused(key, at: now) || inFlight.contains(key) { continue }
+            rechecks[key] = now + Self.credentialRecheck
+            guard let stored = try await credentials.credential(provider: key.provider, name: key.credential) else {
+                // Gone: the gate says so on the next batch.
+                invalid.removeValue(forKey: key)
+                rechecks.removeValue(forKey: key)
+                continue
+            }
+            if let expiry = stored.expiresAt, expiry <= now {
+                rechecks.removeValue(forKey: key)
+                continue
+            }
+            if stored.invalidReason != nil {
+                let verdict: ProviderV1.ValidateCredentialResponse
+                do {
+                    calls += 1
+                    verdict = try await measured(key, "ValidateCredential") {
+                        try await endpoint.access.validateCredential(stored.wire, cloud: endpoint.cloud)
+                    }
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    logger.debug("credential still invalid", metadata: ["credential": "\(key)", "error": "\(RPCError(from: error))"])
+                    continue
+                }
+                guard verdict.valid else {
+                    logger.debug("credential still invalid", metadata: ["credential": "\(key)", "reason": "\(verdict.reason)"])
+                    continue
+                }
+                do {
+                    try await credentials.clearInvalid(provider: key.provider, name: key.credential)
+                } catch let error as CancellationError {
+                    throw error
+                } catch {
+                    // Not remembered: asked again at the next re-check.
+                    logger.error("could not clear a credential's invalid mark", metadata: ["credential": "\(key)", "error": "\(error)"])
+                    continue
+                }
+            }
+            credentialUsable(key, now: now)
+            metrics?.credential(provider: key.provider, name: key.credential, valid: true)
+            logger.info("credential valid again", metadata: ["credential": "\(key)"])
+        }
+        return calls
     }
 
     /// What a failed cloud call means for the batch and the pair.

@@ -40,8 +40,17 @@ actor PollEngine {
     var inFlight: Set<CredentialKey> = []
     /// Providers whose shim was found down (logged once until it answers).
     var shimDown: Set<String> = []
-    /// Credentials the gate found invalid, until they change.
+    /// Credentials the gate found invalid, until they change or are found
+    /// valid again.
     var invalid: [CredentialKey: String] = [:]
+    /// When each invalid credential is next asked about again (not the
+    /// expired ones: only setting them again helps).
+    var rechecks: [CredentialKey: Timestamp] = [:]
+
+    /// How often an invalid credential whose machines wait is validated
+    /// again through its shim: a credential that failed for a while (an
+    /// outage of the cloud's auth, a key rotated back) clears itself.
+    static let credentialRecheck: Duration = .seconds(60)
 
     /// How soon a pair whose shim is down, or whose write failed, is first
     /// tried again (the short poll, if that is shorter); each further try
@@ -114,7 +123,8 @@ actor PollEngine {
         resumeServing(signalled.serving.union(signalled.swapped))
         pollSwappedNow(signalled.swapped)
         try await readEvents()
-        return try await pollDue()
+        let checks = try await recheckInvalidCredentials()
+        return try await checks + pollDue()
     }
 
     // MARK: - Sleeping
@@ -128,6 +138,7 @@ actor PollEngine {
         for pause in pauses.values { wake = min(wake, pause.until) }
         for key in Array(schedules.keys) where pauses[key] == nil && !inFlight.contains(key) {
             if let next = schedules[key]?.nextDue { wake = min(wake, next) }
+            if let recheck = rechecks[key] { wake = min(wake, recheck) }
         }
         return wake
     }
@@ -315,7 +326,18 @@ actor PollEngine {
                     forget(event.machineID)
                     removed.append(event.machineID)
                 case .credentialSet:
-                    credentialChanged(event.credential, now: now)
+                    if let key = Self.credentialKey(event.credential) {
+                        credentialUsable(key, now: now)
+                        logger.info("credential updated", metadata: ["credential": "\(key)"])
+                    }
+                case .credentialValidated:
+                    // Found valid by someone else (`credentials validate`).
+                    if let key = Self.credentialKey(event.credential) {
+                        credentialUsable(key, now: now)
+                        logger.info("credential valid again", metadata: ["credential": "\(key)"])
+                    }
+                case .credentialRemoved:
+                    if let key = Self.credentialKey(event.credential) { credentialRemoved(key, now: now) }
                 case .machinePolled, .instanceStatusChanged, .addressesChanged, .agentStatusChanged, .credentialInvalidated:
                     break
                 }
@@ -329,19 +351,33 @@ actor PollEngine {
         }
     }
 
-    /// An updated credential: forget the gate's verdict, so the next batch
-    /// validates it, and poll its paused machines at once.
-    private func credentialChanged(_ name: String, now: Timestamp) {
-        let parts = name.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return }
-        let key = CredentialKey(provider: parts[0], credential: parts[1])
+    /// "provider/name" of a credential event.
+    static func credentialKey(_ label: String) -> CredentialKey? {
+        let parts = label.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        return CredentialKey(provider: parts[0], credential: parts[1])
+    }
+
+    /// An updated credential, or one found valid again: forget the gate's
+    /// verdict, so the next batch validates it, and poll its paused machines
+    /// at once.
+    func credentialUsable(_ key: CredentialKey, now: Timestamp) {
         invalid.removeValue(forKey: key)
+        rechecks.removeValue(forKey: key)
         for machine in machines.values where machine.key == key && machine.pollError?.hasPrefix("credential invalid") == true {
             withSchedule(key) { schedule in
                 schedule.resetToShort(machine.id, now: now)
                 schedule.makeDue(machine.id, at: now)
             }
         }
-        logger.info("credential updated", metadata: ["credential": "\(key)"])
+    }
+
+    /// A removed credential: its machines stay and pause. They are made due
+    /// now so that the gate records why at once (no cloud call is made).
+    private func credentialRemoved(_ key: CredentialKey, now: Timestamp) {
+        invalid.removeValue(forKey: key)
+        rechecks.removeValue(forKey: key)
+        for machine in machines.values where machine.key == key { schedules[key]?.makeDue(machine.id, at: now) }
+        logger.notice("credential removed; its machines are not polled until it is set again", metadata: ["credential": "\(key)"])
     }
 }

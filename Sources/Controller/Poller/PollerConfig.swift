@@ -67,6 +67,13 @@ public protocol CredentialAPI: Sendable {
     /// Every credential of `provider`.
     func credentials(provider: String) async throws -> [StoredCredential]
     func invalidate(provider: String, name: String, reason: String) async throws
+    /// The credentials of `provider` that its machines use (a swap
+    /// validates only these: one nobody uses cannot block it).
+    func credentialsInUse(provider: String) async throws -> [StoredCredential]
+    /// Clears the invalid mark of a credential found valid again; false
+    /// when it was not marked.
+    @discardableResult
+    func clearInvalid(provider: String, name: String) async throws -> Bool
 }
 
 /// The credential API on the machine store.
@@ -84,5 +91,15 @@ public struct StoreCredentialAPI: CredentialAPI {
 
     public func invalidate(provider: String, name: String, reason: String) async throws {
         try await store.invalidateCredential(provider: provider, name: name, reason: reason)
+    }
+
+    public func credentialsInUse(provider: String) async throws -> [StoredCredential] {
+        let used = try await store.credentialUse(provider: provider)
+        return try await store.credentials().filter { $0.provider == provider && used[$0.name, default: 0] > 0 }
+    }
+
+    @discardableResult
+    public func clearInvalid(provider: String, name: String) async throws -> Bool {
+        try await store.clearCredentialInvalid(provider: provider, name: name, source: .poller)
     }
 }

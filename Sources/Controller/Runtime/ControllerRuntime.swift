@@ -241,15 +241,25 @@ final class ConfigReloader: Sendable {
             logger.error("credentials not reloaded: \(error)")
         }
         let changes = await fleet.apply(config.providers)
+        var refused: [String] = []
         for change in changes {
             if case .swapRefused = change {
                 logger.error("\(change)")
+                refused.append("\(change)")
             } else {
                 logger.info("\(change)")
             }
         }
         // A refused swap keeps the old command, so the next reload tries again.
         current.withLock { $0 = config }
-        logger.info("config reloaded", metadata: ["changes": "\(changes.count)"])
+        let applied = changes.count - refused.count
+        if refused.isEmpty {
+            logger.info("config reloaded", metadata: ["changes": "\(applied)"])
+        } else {
+            // Not a success: say what did not change, and why.
+            logger.error(
+                "config reloaded in part; \(TextEscaping.oneLine(refused.joined(separator: "; ")))",
+                metadata: ["changes": "\(applied)", "refused": "\(refused.count)"])
+        }
     }
 }

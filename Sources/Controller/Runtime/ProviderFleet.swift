@@ -13,8 +13,8 @@ internal import Glibc
 ///
 /// ``apply(_:)`` brings the fleet to a new set of providers (config reload):
 /// new providers are started, removed ones stopped, and a provider whose
-/// shim command changed is swapped live, its credentials validated through
-/// the new shim first. When the service shuts down every shim is stopped
+/// shim command changed is swapped live, the credentials its machines use
+/// validated through the new shim first. When the service shuts down every shim is stopped
 /// (`Shutdown`, drain, SIGTERM, SIGKILL), all at once.
 public actor ProviderFleet: ProviderRouter, Service {
     private struct Member {
@@ -199,10 +199,11 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     /// Swaps `provider`'s shim live to `config`'s command (and cloud): the
     /// new shim must hand-shake and accept every credential of the provider
-    /// that is not already marked invalid. A refused swap is recorded by the
-    /// supervisor (its snapshot's last refused swap). Once the new shim and
-    /// cloud spec are in place, the poller is told, and polls every machine
-    /// of the provider at once.
+    /// that its machines use and that is not already marked invalid or
+    /// expired (one that no machine uses cannot block a swap). A refused
+    /// swap is recorded by the supervisor (its snapshot's last refused
+    /// swap). Once the new shim and cloud spec are in place, the poller is
+    /// told, and polls every machine of the provider at once.
     public func swap(_ provider: String, to config: ProviderConfig) async throws {
         guard let member = members[provider] else {
             throw ShimStartError(provider: provider, problem: "no such provider is configured", stderrTail: "")
@@ -217,9 +218,12 @@ public actor ProviderFleet: ProviderRouter, Service {
     private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {
         let credentials = self.credentials
         let timeout = callTimeout
+        let clock = self.clock
         return { client in
             guard let credentials else { return }
-            for stored in try await credentials.credentials(provider: provider) where stored.invalidReason == nil {
+            // Invalid or expired, the gate refuses it whatever the shim says.
+            for stored in try await credentials.credentialsInUse(provider: provider)
+            where stored.invalidReason == nil && !(stored.expiresAt.map { $0 <= clock.now } ?? false) {
                 let answer = try await client.validateCredential(cloud: cloud, credential: stored.wire, timeout: timeout)
                 guard answer.valid else {
                     throw SwapCheckFailure(description: "it says credential \(provider)/\(stored.name) is not valid: \(answer.reason)")

@@ -76,6 +76,13 @@ public struct MachineEvent: Hashable, Sendable {
         case agentStatusChanged = "agent-status-changed"
         case credentialSet = "credential-set"
         case credentialInvalidated = "credential-invalidated"
+        /// A credential marked invalid was found valid again (by the poll
+        /// engine's re-check, source .poller, or `credentials validate`,
+        /// source .external): its mark is cleared (old value: the reason).
+        case credentialValidated = "credential-validated"
+        /// A credential was removed (`credentials remove`); new value: how
+        /// many machines still named it.
+        case credentialRemoved = "credential-removed"
     }
 
     /// Who made the change. The poller's own writes must not wake it.
@@ -224,6 +231,17 @@ public protocol MachineStore: Sendable {
     /// Marks a credential invalid with the reason (source .poller, kind
     /// .credentialInvalidated).
     func invalidateCredential(provider: String, name: String, reason: String) async throws
+    /// Clears a credential's invalid mark: it was found valid again (kind
+    /// .credentialValidated, from `source`). Returns false, writing
+    /// nothing, when it was not marked; throws when it does not exist.
+    @discardableResult
+    func clearCredentialInvalid(provider: String, name: String, source: MachineEvent.Source) async throws -> Bool
+    /// Removes a credential (source .external, kind .credentialRemoved);
+    /// machines that name it stay. Throws when it does not exist.
+    func removeCredential(provider: String, name: String) async throws
+    /// The credentials `provider`'s machines name, each with how many
+    /// machines name it (stored or not).
+    func credentialUse(provider: String) async throws -> [String: Int]
 }
 
 /// Changes from outside the poller, as ``MachineStore/externalEvents(after:limit:)`` reads them.

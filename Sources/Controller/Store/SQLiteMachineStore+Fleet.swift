@@ -60,6 +60,18 @@ extension SQLiteMachineStore {
         }
     }
 
+    public func credentialUse(provider: String) async throws -> [String: Int] {
+        try await read("counting the credentials of provider \(provider)'s machines") { db in
+            var use: [String: Int] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT credential, count(*) FROM machines WHERE provider = ? GROUP BY credential", arguments: [provider])
+            {
+                use[try row.decode(String.self, atIndex: 0)] = try row.decode(Int.self, atIndex: 1)
+            }
+            return use
+        }
+    }
+
     public func summary(now: Timestamp) async throws -> FleetSummary {
         try await read("counting machines") { db in
             var summary = FleetSummary()

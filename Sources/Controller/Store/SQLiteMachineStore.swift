@@ -479,6 +479,43 @@ public final class SQLiteMachineStore: MachineStore {
         didChange()
     }
 
+    @discardableResult
+    public func clearCredentialInvalid(provider: String, name: String, source: MachineEvent.Source) async throws -> Bool {
+        let now = clock.now
+        let label = "\(provider)/\(name)"
+        let cleared = try await write("clearing the invalid mark of credential \(label)") { db -> Bool in
+            guard let row = try Row.fetchOne(
+                db, sql: "SELECT invalid_reason FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name])
+            else {
+                throw StoreError("credential \(label) does not exist")
+            }
+            guard let reason = try row.decode(String?.self, forColumn: "invalid_reason") else { return false }
+            try db.execute(
+                sql: "UPDATE credentials SET invalid_reason = NULL WHERE provider = ? AND name = ?", arguments: [provider, name])
+            try Self.appendEvent(db, .credentialValidated, source, credential: label, at: now, old: reason)
+            return true
+        }
+        if cleared {
+            logger.debug("credential invalid mark cleared", metadata: ["credential": "\(label)"])
+            didChange()
+        }
+        return cleared
+    }
+
+    public func removeCredential(provider: String, name: String) async throws {
+        let now = clock.now
+        let label = "\(provider)/\(name)"
+        try await write("removing credential \(label)") { db in
+            try db.execute(sql: "DELETE FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name])
+            if db.changesCount == 0 { throw StoreError("credential \(label) does not exist") }
+            let users = try Int.fetchOne(
+                db, sql: "SELECT count(*) FROM machines WHERE provider = ? AND credential = ?", arguments: [provider, name]) ?? 0
+            try Self.appendEvent(db, .credentialRemoved, .external, credential: label, at: now, new: users == 0 ? "" : "\(users) machines")
+        }
+        logger.debug("credential removed", metadata: ["credential": "\(label)"])
+        didChange()
+    }
+
     // MARK: Access
 
     /// One write transaction; any failure but our own StoreError (or a
