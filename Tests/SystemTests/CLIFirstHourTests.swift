@@ -113,17 +113,12 @@ struct CLIFirstHourTests {
             var ends: [Int32] = [0, 0]
             guard pipe(&ends) == 0 else { throw POSIXError(.EIO) }
             close(ends[0])
-            let writer = FileHandle(fileDescriptor: ends[1], closeOnDealloc: true)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["--ignore-signal=PIPE", BuiltProducts.path(of: "instancepoller")] + arguments
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = writer
-            process.standardError = writer
-            try process.run()
-            try writer.close()
-            process.waitUntilExit()
-            return (process.terminationReason == .uncaughtSignal, process.terminationStatus)
+            defer { close(ends[1]) }
+            let nothing = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            defer { close(nothing) }
+            return try ChildProcess.runToEnd(
+                "/usr/bin/env", ["--ignore-signal=PIPE", BuiltProducts.path(of: "instancepoller")] + arguments,
+                stdin: nothing, stdout: ends[1], stderr: ends[1])
         }
     }
 

@@ -1,3 +1,4 @@
+import CSystemShims
 import Core
 import Foundation
 import NIOConcurrencyHelpers
@@ -5,17 +6,22 @@ import NIOConcurrencyHelpers
 /// A program run by a test: stdin is a pipe (closing it is how the contract
 /// tells a child to go), stdout is read line by line, stderr is kept.
 ///
-/// Start one with ``spawn(_:_:environment:)``: every child is spawned from
-/// one long-lived thread (Linux sends a child's parent-death signal when the
-/// *thread* that spawned it exits, and Swift's pool threads come and go), and
-/// its pipes are close-on-exec so that children started side by side do not
-/// inherit each other's pipe ends (which would hide a closed stdin or stdout).
-/// Output is read by plain blocking threads, not `FileHandle`'s
-/// readabilityHandler, whose dispatch source can outlive its descriptor and
-/// crash the process.
+/// Start one with ``spawn(_:_:environment:workingDirectory:)``: every child
+/// is spawned from one long-lived thread (Linux sends a child's parent-death
+/// signal when the *thread* that spawned it exits, and Swift's pool threads
+/// come and go) with `ip_spawn` (posix_spawn: its own process group, signals
+/// at their defaults, every descriptor but its three pipe ends closed), so
+/// children started side by side never inherit each other's pipe ends.
+/// Foundation's `Process` is not used: to close descriptors it lists
+/// `/proc/self/fd` and copies each entry whole, which reads past the end of
+/// the listing's buffer now and then and crashed the test process while
+/// other tests held thousands of descriptors. Output is read and the child
+/// reaped by plain blocking threads.
 public final class ChildProcess: Sendable {
-    private let process: Process
-    private let stdinPipe: Pipe
+    public let pid: Int32
+    private let name: String
+    /// The write end of the child's stdin, until closed.
+    private let stdinWriter: NIOLockedValueBox<Int32?>
     private let lines: AsyncStream<String>
     private let stderrData = NIOLockedValueBox(Data())
     /// stderr, line by line, with waits for a matching line.
@@ -28,7 +34,8 @@ public final class ChildProcess: Sendable {
     private let outputComplete = NIOLockedValueBox(false)
 
     /// Starts `executable` from the spawning thread, in `workingDirectory`
-    /// (default: the test process's).
+    /// (default: the test process's), with `environment` (default: the test
+    /// process's).
     public static func spawn(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, workingDirectory: String? = nil
     ) async throws -> ChildProcess {
@@ -37,43 +44,52 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    public struct SpawnError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
     private init(_ executable: String, _ arguments: [String], environment: [String: String]?, workingDirectory: String?) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory, isDirectory: true) }
-        stdinPipe = Pipe()
-        let stdoutPipe = Pipe()
-        let stderrPipe = Pipe()
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
-        for pipe in [stdinPipe, stdoutPipe, stderrPipe] {
-            for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
-                _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
-            }
+        // A write to a child's closed stdin must fail, not end the tests.
+        signal(SIGPIPE, SIG_IGN)
+        name = URL(fileURLWithPath: executable).lastPathComponent
+        var input: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1]
+        var errors: [Int32] = [-1, -1]
+        guard ip_pipe_cloexec(&input) == 0 else { throw SpawnError(description: "pipe: \(String(cString: strerror(errno)))") }
+        guard ip_pipe_cloexec(&output) == 0 else {
+            input.forEach { close($0) }
+            throw SpawnError(description: "pipe: \(String(cString: strerror(errno)))")
         }
+        guard ip_pipe_cloexec(&errors) == 0 else {
+            (input + output).forEach { close($0) }
+            throw SpawnError(description: "pipe: \(String(cString: strerror(errno)))")
+        }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let variables = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let envp = variables.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        let spawned = ip_spawn(executable, argv, envp, input[0], output[1], errors[1], workingDirectory)
+        // The child's ends are the child's.
+        [input[0], output[1], errors[1]].forEach { close($0) }
+        guard spawned > 0 else {
+            [input[1], output[0], errors[0]].forEach { close($0) }
+            throw SpawnError(description: "cannot start \(executable): \(String(cString: strerror(-spawned)))")
+        }
+        pid = spawned
+        stdinWriter = NIOLockedValueBox(input[1])
 
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         lines = stream
         let exited = self.exited
         let exitStatus = self.exitStatus
-        process.terminationHandler = { process in
-            exitStatus.withLockedValue { $0 = process.terminationStatus }
-            exited.signal(process.terminationStatus)
+        DetachedThread.run {
+            var status: Int32 = 0
+            while waitpid(spawned, &status, 0) < 0 && errno == EINTR {}
+            // As a shell reports it: the exit code, or the signal's number.
+            let code = status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
+            exitStatus.withLockedValue { $0 = code }
+            exited.signal(code)
         }
-        // A child starts with its parent thread's signal mask, and this
-        // process blocks SIGTERM, SIGINT and SIGHUP (signal handling through
-        // dispatch sources): unblock everything for the spawn, as the
-        // controller's own spawner does, so a child sees signals as it would
-        // when started from a shell.
-        var everything = sigset_t()
-        var saved = sigset_t()
-        sigemptyset(&everything)
-        pthread_sigmask(SIG_SETMASK, &everything, &saved)
-        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-        try process.run()
 
         let stdoutText = self.stdoutText
         let stderrData = self.stderrData
@@ -83,12 +99,10 @@ public final class ChildProcess: Sendable {
         let pipeClosed: @Sendable () -> Void = {
             if openPipes.withLockedValue({ count in count -= 1; return count }) == 0 { drained.signal() }
         }
-        // Each reader keeps its Pipe, and so the descriptor, alive to EOF.
-        let stdoutReader = PipeReader(stdoutPipe)
-        let stderrReader = PipeReader(stderrPipe)
+        let (stdoutFD, stderrFD) = (output[0], errors[0])
         DetachedThread.run {
             var pending: [UInt8] = []
-            stdoutReader.readToEnd { chunk in
+            PipeReader.readToEnd(stdoutFD) { chunk in
                 stdoutText.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
                 pending.append(contentsOf: chunk)
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
@@ -100,7 +114,7 @@ public final class ChildProcess: Sendable {
             pipeClosed()
         }
         DetachedThread.run {
-            stderrReader.readToEnd { chunk in
+            PipeReader.readToEnd(stderrFD) { chunk in
                 stderrData.withLockedValue { $0.append(contentsOf: chunk) }
                 stderrLines.append(chunk)
             }
@@ -109,7 +123,23 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    public var pid: Int32 { process.processIdentifier }
+    /// Runs `executable` to its end with the given descriptors as its stdin,
+    /// stdout and stderr, blocking the calling thread (call it through
+    /// `onOwnThread`): whether a signal ended it, and its exit status or
+    /// signal number.
+    public static func runToEnd(
+        _ executable: String, _ arguments: [String], stdin: Int32, stdout: Int32, stderr: Int32
+    ) throws -> (signaled: Bool, status: Int32) {
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        let pid = ip_spawn(executable, argv, envp, stdin, stdout, stderr, nil)
+        guard pid > 0 else { throw SpawnError(description: "cannot start \(executable): \(String(cString: strerror(-pid)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signaled = status & 0x7f != 0
+        return (signaled, signaled ? status & 0x7f : (status >> 8) & 0xff)
+    }
 
     /// The exit status, or nil while the child runs.
     public var exitStatusIfExited: Int32? { exitStatus.withLockedValue { $0 } }
@@ -117,7 +147,7 @@ public final class ChildProcess: Sendable {
     /// The next line the child printed on stdout.
     public func nextLine(_ limit: Duration = .seconds(30)) async throws -> String? {
         let lines = self.lines
-        return try await withTimeout(limit, "a line from \(process.executableURL?.lastPathComponent ?? "child")") {
+        return try await withTimeout(limit, "a line from \(name)") {
             var iterator = lines.makeAsyncIterator()
             return await iterator.next()
         }
@@ -127,24 +157,37 @@ public final class ChildProcess: Sendable {
     public var stdout: String { stdoutText.withLockedValue { $0 } }
     public var stderr: String { String(decoding: stderrData.withLockedValue { $0 }, as: UTF8.self) }
 
-    /// Writes to the child's stdin.
+    /// Writes to the child's stdin (nothing once it is closed, or the child
+    /// stopped reading it).
     public func writeStdin(_ text: String) {
-        try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(text.utf8))
+        stdinWriter.withLockedValue { fd in
+            guard let fd else { return }
+            var bytes = Array(text.utf8)[...]
+            while !bytes.isEmpty {
+                let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                if written < 0, errno == EINTR { continue }
+                if written <= 0 { return }
+                bytes = bytes.dropFirst(written)
+            }
+        }
     }
 
     /// Closes the child's stdin: under the shim contract, "the parent is gone".
     public func closeStdin() {
-        try? stdinPipe.fileHandleForWriting.close()
+        stdinWriter.withLockedValue { fd in
+            if let open = fd { close(open) }
+            fd = nil
+        }
     }
 
-    public func terminate() { process.terminate() }
-    public func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
+    public func terminate() { Foundation.kill(pid, SIGTERM) }
+    public func kill() { Foundation.kill(pid, SIGKILL) }
 
     /// Waits for the child to exit and returns its status.
     @discardableResult
     public func waitForExit(_ limit: Duration = .seconds(30)) async throws -> Int32 {
         if let status = exitStatus.withLockedValue({ $0 }) { return status }
-        return try await exited.wait(limit, "\(process.executableURL?.lastPathComponent ?? "child") to exit")
+        return try await exited.wait(limit, "\(name) to exit")
     }
 
     /// Waits until stdout and stderr have been read to the end (the child
@@ -159,12 +202,10 @@ public final class ChildProcess: Sendable {
 }
 
 /// A pipe's read end, read with blocking `read` on a plain thread.
-struct PipeReader: @unchecked Sendable {
-    let pipe: Pipe
-    init(_ pipe: Pipe) { self.pipe = pipe }
-
-    func readToEnd(_ chunk: ([UInt8]) -> Void) {
-        let fd = pipe.fileHandleForReading.fileDescriptor
+enum PipeReader {
+    /// Reads `fd` to end of file, then closes it.
+    static func readToEnd(_ fd: Int32, _ chunk: ([UInt8]) -> Void) {
+        defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let count = read(fd, &buffer, buffer.count)
