@@ -118,22 +118,32 @@ enum Output {
     /// process ends at once, quietly, with status 141 as a shell reports a
     /// command ended by SIGPIPE.
     static func write(_ text: String) {
+        switch writeAll(STDOUT_FILENO, text) {
+        case nil: return
+        case EPIPE: exit(141)
+        case let code?:
+            errorLine("instancepoller: cannot write the output: \(String(cString: strerror(code)))")
+            exit(1)
+        }
+    }
+
+    /// Writes all of `text` to `fd` with write(2); nil, or the errno of the
+    /// write that failed.
+    private static func writeAll(_ fd: Int32, _ text: String) -> Int32? {
         var text = text
-        text.withUTF8 { bytes in
+        return text.withUTF8 { bytes -> Int32? in
             var offset = 0
             while offset < bytes.count {
-                let written = Glibc.write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
                 if written > 0 {
                     offset += written
                 } else if written < 0, errno == EINTR {
                     continue
-                } else if written < 0, errno == EPIPE {
-                    exit(141)
                 } else {
-                    errorLine("instancepoller: cannot write the output: \(String(cString: strerror(errno)))")
-                    exit(1)
+                    return written < 0 ? errno : EIO
                 }
             }
+            return nil
         }
     }
 
@@ -141,20 +151,7 @@ enum Output {
     /// ignored: FileHandle's write would trap on EPIPE when SIGPIPE is
     /// ignored (`instancepoller watch 2>&1 | head -1`).
     static func errorLine(_ text: String) {
-        var text = text + "\n"
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written > 0 {
-                    offset += written
-                } else if written < 0, errno == EINTR {
-                    continue
-                } else {
-                    return
-                }
-            }
-        }
+        _ = writeAll(STDERR_FILENO, text + "\n")
     }
 
     /// Prints a table: columns padded to their widest cell.

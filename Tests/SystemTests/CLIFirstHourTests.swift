@@ -229,33 +229,6 @@ struct CLIFirstHourTests {
 
     // MARK: - Item 8: usage errors, a config with mistakes, one line
 
-    @Test(arguments: [
-        (["machines", "add"], "instancepoller: Missing expected argument '<id>' (see instancepoller machines add --help)\n"),
-        (["machines", "add", "m1", "--provider", "p"],
-         "instancepoller: Missing expected argument '--credential <credential>' (see instancepoller machines add --help)\n"),
-        (["machines", "bogus"],
-         "instancepoller: unknown subcommand \"bogus\" (machines has: add, remove, list, show, set-agent-status, import)\n"),
-        (["status", "--format", "yaml"],
-         "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller status --help)\n"),
-        (["watch", "--after", "1", "--last", "2"], "instancepoller: give --after or --last, not both (see instancepoller watch --help)\n"),
-        (["machines", "add", "-dash", "--provider", "p", "--credential", "c"],
-         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
-        (["machines", "remove", "-dash"],
-         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
-        (["machines", "show", "-dash"],
-         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
-        (["machines", "set-agent-status", "-dash", "started"],
-         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
-    ])
-    func usageErrorsSayWhatAndWhereToLookInOneLine(arguments: [String], expected: String) async throws {
-        let h = try ControllerHarness()
-        defer { h.remove() }
-        let result = try await h.cli(arguments, runtimeDir: false)
-        #expect(result.status == 2)
-        #expect(result.stderr == expected)
-        #expect(result.stdout.isEmpty)
-    }
-
     @Test func anUnknownTopLevelSubcommandListsTheCommands() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }

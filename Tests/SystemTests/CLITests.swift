@@ -213,6 +213,18 @@ struct CLITests {
         (["machines", "frobnicate"], "instancepoller: unknown subcommand \"frobnicate\" (machines has: add, remove, list, show, set-agent-status, import)\n"),
         (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller status --help)\n"),
         (["demo", "--duration", "0"], "instancepoller: --duration must be more than 0 and at most 86400 seconds (see instancepoller demo --help)\n"),
+        // Issue 17: usage errors point to the subcommand; an id that looks like an option.
+        (["machines", "add", "m1", "--provider", "p"],
+         "instancepoller: Missing expected argument '--credential <credential>' (see instancepoller machines add --help)\n"),
+        (["watch", "--after", "1", "--last", "2"], "instancepoller: give --after or --last, not both (see instancepoller watch --help)\n"),
+        (["machines", "add", "-dash", "--provider", "p", "--credential", "c"],
+         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
+        (["machines", "remove", "-dash"],
+         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
+        (["machines", "show", "-dash"],
+         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
+        (["machines", "set-agent-status", "-dash", "started"],
+         "instancepoller: \"-dash\" looks like an option; to use it as a machine id, put -- before it (after the options)\n"),
     ])
     func badArgumentsExitTwoWithOneLine(arguments: [String], expected: String) async throws {
         let h = try ControllerHarness()
