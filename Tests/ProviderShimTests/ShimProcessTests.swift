@@ -182,7 +182,9 @@ struct ShimProcessTests {
         parent.kill()
         // Without the parent-death signal it would never end (its stdin
         // stays open); the bound only keeps a loaded machine from failing it.
-        #expect(await ProcessWatch.waitForExit(pid: pid, limit: .seconds(10)), "shim \(pid) outlived its parent")
+        let ended = await ProcessWatch.waitForExit(pid: pid, limit: .seconds(10))
+        // (What the shim said, and the state it is in, if it did not end.)
+        #expect(ended, "shim \(pid) outlived its parent; state: \(ProcessTree.status(of: pid)); its stderr: \(parent.stderr)")
         // Gone gracefully: a default SIGTERM death would leave the socket.
         #expect(!FileManager.default.fileExists(atPath: socketPath))
     }

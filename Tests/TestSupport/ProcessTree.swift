@@ -33,6 +33,15 @@ public enum ProcessTree {
     }
 
     /// Whether `pid` still exists (and is not a zombie).
+    /// The State, PPid and SigBlk/SigIgn/SigCgt lines of /proc/PID/status,
+    /// for a failure message.
+    public static func status(of pid: Int32) -> String {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return "gone" }
+        return text.split(separator: "\n").filter {
+            ["State:", "PPid:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:", "Threads:"].contains { prefix in $0.hasPrefix(prefix) }
+        }.joined(separator: "; ")
+    }
+
     public static func isAlive(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")")
