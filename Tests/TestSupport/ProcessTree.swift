@@ -37,9 +37,8 @@ public enum ProcessTree {
     /// for a failure message.
     public static func status(of pid: Int32) -> String {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return "gone" }
-        return text.split(separator: "\n").filter {
-            ["State:", "PPid:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:", "Threads:"].contains { prefix in $0.hasPrefix(prefix) }
-        }.joined(separator: "; ")
+        let wanted = ["State:", "PPid:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:", "Threads:"]
+        return text.split(separator: "\n").filter { line in wanted.contains { line.hasPrefix($0) } }.joined(separator: "; ")
     }
 
     public static func isAlive(_ pid: Int32) -> Bool {
