@@ -63,6 +63,19 @@ struct ControllerHarness: Sendable {
         """
     }
 
+    /// A provider entry whose shim says `problem` on stderr and exits with
+    /// `status` at once: a build that cannot start.
+    static func failingProvider(_ name: String, problem: String, status: Int) -> String {
+        """
+          \(name):
+            shim:
+              command: /bin/sh
+              args: ["-c", "echo '\(problem)' >&2; exit \(status)"]
+            cloud:
+              type: fake
+        """
+    }
+
     /// A provider entry running the C shim fixture.
     func cProvider(_ name: String, binary: String) -> String {
         """

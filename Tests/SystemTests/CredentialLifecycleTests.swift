@@ -193,14 +193,7 @@ struct CredentialLifecycleTests {
 
         // A refused swap is not a reload that succeeded: the summary says which and why, counting only what changed.
         before = controller.stderrLines.lines.count
-        let broken = """
-              cloud:
-                shim:
-                  command: /bin/sh
-                  args: ["-c", "echo 'bad build' >&2; exit 3"]
-                cloud:
-                  type: fake
-            """
+        let broken = ControllerHarness.failingProvider("cloud", problem: "bad build", status: 3)
         try h.writeConfig(providers: [broken])
         kill(controller.pid, SIGHUP)
         reloaded = try await controller.stderrLines.waitForLine(containing: "config reloaded", from: before)

@@ -62,14 +62,7 @@ struct SupervisionTests {
         let h = try ControllerHarness()
         defer { h.remove() }
         let scenario = try h.scenario("good", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
-        let broken = """
-              broken:
-                shim:
-                  command: /bin/sh
-                  args: ["-c", "echo 'cloud SDK exploded: no region' >&2; exit 7"]
-                cloud:
-                  type: fake
-            """
+        let broken = ControllerHarness.failingProvider("broken", problem: "cloud SDK exploded: no region", status: 7)
         try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario), broken])
         let controller = try await h.start()
         try await h.add("good-1", provider: "cloud", instance: "c-1")
@@ -257,14 +250,7 @@ struct ControllerRefusalTests {
         #expect(bad.line.contains("config.yaml:3:"), "the error names the file and line: \(bad.line)")
 
         // A new shim that dies at start: the swap is refused, the old shim serves on.
-        let broken = """
-              cloud:
-                shim:
-                  command: /bin/sh
-                  args: ["-c", "echo 'bad build' >&2; exit 3"]
-                cloud:
-                  type: fake
-            """
+        let broken = ControllerHarness.failingProvider("cloud", problem: "bad build", status: 3)
         try h.writeConfig(providers: [broken])
         kill(controller.pid, SIGHUP)
         let refused = try await controller.stderrLines.waitForLine(containing: "swap refused", from: bad.index)
