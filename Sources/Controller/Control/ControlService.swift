@@ -570,12 +570,12 @@ public struct ControlService: Sendable {
         var page = Page(budget: answerBudget)
         for event in found.prefix(limit) {
             var wire = Self.wire(event)
-            var size = Self.itemSize(wire)
-            if size > page.budget {
+            var bytes = Self.itemSize(wire)
+            if bytes > page.budget {
                 wire = Self.fitted(wire)
-                size = Self.itemSize(wire)
+                bytes = Self.itemSize(wire)
             }
-            guard page.take(size) else { break }
+            guard page.take(bytes) else { break }
             response.events.append(wire)
         }
         if let last = response.events.last, response.events.count < found.count {
@@ -626,12 +626,12 @@ public struct ControlService: Sendable {
             }
             more = wires.count > want
             for var wire in wires.prefix(want) {
-                var size = Self.itemSize(wire)
-                if size > page.budget {
+                var bytes = Self.itemSize(wire)
+                if bytes > page.budget {
                     wire = Self.fitted(wire, budget: page.budget)
-                    size = Self.itemSize(wire)
+                    bytes = Self.itemSize(wire)
                 }
-                guard page.take(size) else {
+                guard page.take(bytes) else {
                     more = true
                     break filling
                 }
