@@ -16,6 +16,9 @@ struct FakeShimFixture {
     let shutdownRequested: TestEvent<Void>
 
     static let cloudSpec = ProviderV1.CloudSpec.with { $0.type = "fake"; $0.region = "local" }
+    /// How long a call may wait for its answer: only a bound on a lost
+    /// answer (the suite can load a 2-core machine for seconds at a time).
+    static let callLimit: Duration = .seconds(30)
     static let main = ProviderV1.Credential.with {
         $0.name = "ctl-main"
         $0.authType = "access-key"

@@ -14,17 +14,17 @@ struct FakeShimTests {
 
     @Test func allSixMethodsAnswer() async throws {
         try await F.with { f in
-            let hello = try await f.client.handshake(controllerVersion: "test", timeout: .seconds(5))
+            let hello = try await f.client.handshake(controllerVersion: "test", timeout: F.callLimit)
             #expect(hello.shimName == "fake" && hello.protocolVersion == 1 && hello.cloudTypes == ["fake"])
-            #expect(try await f.client.health(timeout: .seconds(5)).status == .serving)
-            #expect(try await f.client.validateCredential(cloud: F.cloudSpec, credential: F.main, timeout: .seconds(5)).valid)
+            #expect(try await f.client.health(timeout: F.callLimit).status == .serving)
+            #expect(try await f.client.validateCredential(cloud: F.cloudSpec, credential: F.main, timeout: F.callLimit).valid)
             f.clock.advance(by: .seconds(8))
-            let instances = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1", "i-x"], timeout: .seconds(5))
+            let instances = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1", "i-x"], timeout: F.callLimit)
             #expect(instances.map(\.found) == [true, false])
             #expect(instances[0].status.state == .running)
-            let interfaces = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: .seconds(5))
+            let interfaces = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: F.callLimit)
             #expect(interfaces[0].interfaces[0].addresses[0].value == "10.0.1.10")
-            try await f.client.shutdown(drainTimeout: .seconds(1), timeout: .seconds(5))
+            try await f.client.shutdown(drainTimeout: .seconds(1), timeout: F.callLimit)
             try await f.shutdownRequested.wait()
         }
     }
@@ -32,7 +32,7 @@ struct FakeShimTests {
     @Test func aControllerOfferingNoCommonVersionIsRefusedWithBothLists() async throws {
         try await F.with { f in
             await #expect(throws: RPCError(.failedPrecondition, "shim fake speaks protocol versions [1]; the controller offered [2, 3]")) {
-                _ = try await f.client.handshake(controllerVersion: "future", versions: [2, 3], timeout: .seconds(5))
+                _ = try await f.client.handshake(controllerVersion: "future", versions: [2, 3], timeout: F.callLimit)
             }
         }
     }
@@ -40,15 +40,15 @@ struct FakeShimTests {
     @Test func authFailureWindowInvalidatesThenRecovers() async throws {
         try await F.with { f in
             f.clock.advance(by: .seconds(60))
-            let verdict = try await f.client.validateCredential(cloud: F.cloudSpec, credential: F.main, timeout: .seconds(5))
+            let verdict = try await f.client.validateCredential(cloud: F.cloudSpec, credential: F.main, timeout: F.callLimit)
             #expect(!verdict.valid && verdict.reason.hasPrefix("AuthFailure"))
             let error = await rpcError {
-                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: .seconds(5))
+                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: F.callLimit)
             }
             #expect(error?.code == .unauthenticated)
             #expect(error?.message.contains("fake-secret-key") == false)
             f.clock.advance(by: .seconds(10))
-            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: .seconds(5))[0].found)
+            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: F.callLimit)[0].found)
         }
     }
 
@@ -57,7 +57,7 @@ struct FakeShimTests {
             var wrong = F.main
             wrong.attributes["secret-key"] = "hunter2"
             let error = await rpcError {
-                _ = try await f.client.instances(cloud: F.cloudSpec, credential: wrong, ids: ["i-db-1"], timeout: .seconds(5))
+                _ = try await f.client.instances(cloud: F.cloudSpec, credential: wrong, ids: ["i-db-1"], timeout: F.callLimit)
             }
             #expect(error?.code == .unauthenticated)
             #expect(error?.message.contains("hunter2") == false)
@@ -68,12 +68,12 @@ struct FakeShimTests {
         try await F.with { f in
             f.clock.advance(by: .seconds(41))
             let error = await rpcError {
-                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: .seconds(5))
+                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: F.callLimit)
             }
             #expect(error?.code == .resourceExhausted)
             #expect(error?.retryAfter == .seconds(2))
             // Other methods are not throttled.
-            let interfaces = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: .seconds(5))
+            let interfaces = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-db-1"], timeout: F.callLimit)
             #expect(interfaces[0].found)
         }
     }
@@ -84,18 +84,18 @@ struct FakeShimTests {
                 $0.fault = .with { $0.kind = .unavailable; $0.methods = ["Instances"]; $0.message = "region down" }
             })
             await #expect(throws: RPCError(.unavailable, "region down")) {
-                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: .seconds(5))
+                _ = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: F.callLimit)
             }
             _ = try await f.control.call(FakeCloudControl.injectFault, .with {
                 $0.fault = .with { $0.kind = .permissionDenied; $0.methods = ["NetworkInterfaces"] }
             })
             let denied = await rpcError {
-                _ = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: .seconds(5))
+                _ = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: F.callLimit)
             }
             #expect(denied?.code == .permissionDenied)
             let cleared = try await f.control.call(FakeCloudControl.clearFaults, .with { $0.faultIds = [unavailable.faultID] })
             #expect(cleared.cleared == 1)
-            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: .seconds(5))[0].found)
+            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-1"], timeout: F.callLimit)[0].found)
             #expect(try await f.control.call(FakeCloudControl.clearFaults, .init()).cleared == 1)
             // An unknown method name is refused.
             let bad = await rpcError {
@@ -112,7 +112,7 @@ struct FakeShimTests {
             })
             let start = ContinuousClock.now
             // The deadline only bounds a lost answer: a loaded machine may be slow to give it.
-            _ = try await f.client.health(timeout: .seconds(30))
+            _ = try await f.client.health(timeout: F.callLimit)
             #expect(ContinuousClock.now - start >= .milliseconds(200))
         }
     }
@@ -126,11 +126,11 @@ struct FakeShimTests {
                     $0.interfaces = [.with { $0.macAddress = "02:00:00:00:09:09"; $0.addresses = [.with { $0.value = "10.9.9.9" }] }]
                 }
             })
-            let found = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-9", "i-8"], timeout: .seconds(5))
+            let found = try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-9", "i-8"], timeout: F.callLimit)
             #expect(found.map(\.found) == [true, false])
-            _ = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-9"], timeout: .seconds(5))
+            _ = try await f.client.networkInterfaces(cloud: F.cloudSpec, credential: F.main, ids: ["i-9"], timeout: F.callLimit)
             #expect(try await f.control.call(FakeCloudControl.removeInstance, .with { $0.id = "i-9" }).removed)
-            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-9"], timeout: .seconds(5))[0].found == false)
+            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-9"], timeout: F.callLimit)[0].found == false)
 
             let calls = try await f.control.call(FakeCloudControl.getCalls, .with { $0.reset = true })
             #expect(calls.counts.map { "\($0.method)=\($0.count)" } == ["Instances=2", "NetworkInterfaces=1"])
@@ -142,10 +142,10 @@ struct FakeShimTests {
 
     @Test func manualClockMovesOnlyWhenAdvanced() async throws {
         try await F.with { f in
-            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: .seconds(5))[0].status.state == .allocating)
+            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: F.callLimit)[0].status.state == .allocating)
             let now = try await f.control.call(FakeCloudControl.advanceClock, .with { $0.byNano = Duration.seconds(8).totalNanoseconds })
             #expect(now.nowNano == Duration.seconds(8).totalNanoseconds)
-            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: .seconds(5))[0].status.state == .running)
+            #expect(try await f.client.instances(cloud: F.cloudSpec, credential: F.main, ids: ["i-web-1"], timeout: F.callLimit)[0].status.state == .running)
         }
     }
 
