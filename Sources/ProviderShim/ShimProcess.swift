@@ -100,9 +100,17 @@ public enum ShimProcess {
 
         watchStdin { stop.yield(.stdinClosed) }
         #if os(Linux)
-        if getppid() == 1 {
+        let parent = getppid()
+        if parent == 1 {
             // The parent died before the death signal was armed.
             stop.yield(.stdinClosed)
+        } else {
+            // A third guard, which does not depend on a signal arriving: a
+            // thread waits on a pidfd of the parent. (In the suite the death
+            // signal was once not acted on: the shim lived on, reparented.)
+            DetachedThread.run {
+                if ip_wait_for_process_exit(parent, -1) == 1 { stop.yield(.stdinClosed) }
+            }
         }
         #endif
 
