@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "instancepoller-fuzz", targets: ["InstancePollerFuzz"]),
         .library(name: "Core", targets: ["Core"]),
         .library(name: "Controller", targets: ["Controller"]),
+        .library(name: "ControlAPI", targets: ["ControlAPI"]),
         .library(name: "ProviderShim", targets: ["ProviderShim"]),
     ],
     dependencies: [
@@ -37,25 +38,60 @@ let package = Package(
     targets: [
         // Linux calls that Swift's Glibc module does not expose.
         .target(name: "CSystemShims"),
-        // Wire protocol, generated protobuf types, RPC client and server.
+        // The contract and nothing else: frames, envelopes, the RPC client and
+        // server, the Unix transport and its peer checks, the generated ttrpc
+        // and provider types, and the shim-contract constants. A shim written
+        // in Swift by a third party imports this alone.
         .target(
             name: "Core",
             dependencies: [
-                "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // What the controller, the shims and the CLI share beside the contract:
+        // the log line format, the YAML reader, process hardening, malloc
+        // tuning and a thread helper.
+        .target(
+            name: "Support",
+            dependencies: [
+                "CSystemShims",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strictSettings
         ),
-        // The controller: talks to provider shims.
+        // The control service's types and method descriptors, shared by the
+        // controller and the CLI.
+        .target(
+            name: "ControlAPI",
+            dependencies: [
+                "Core",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The Echo service the RPC tests and scripts/bench-rpc call.
+        .target(
+            name: "Echo",
+            dependencies: [
+                "Core",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The controller: domain model, store, poll engine, shim supervision,
+        // control service, metrics, runtime.
         .target(
             name: "Controller",
             dependencies: [
                 "Core",
+                "ControlAPI",
+                "Support",
                 "CSystemShims",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -71,11 +107,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // The shim SDK: serves the provider contract; built-in backends.
+        // The shim SDK: serves the provider contract under the shim process
+        // contract around a backend.
         .target(
             name: "ProviderShim",
             dependencies: [
                 "Core",
+                "Support",
                 "CSystemShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -83,8 +121,35 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The fake cloud backend (scenario files, a control service), for the
+        // demo and the tests.
+        .target(
+            name: "FakeProvider",
+            dependencies: [
+                "ProviderShim",
+                "Core",
+                "Support",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Yams", package: "Yams"),
-                // The ec2 backend: EC2 Query API over HTTPS, Signature V4.
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The ec2 backend: EC2 Query API over HTTPS, Signature V4.
+        .target(
+            name: "EC2Provider",
+            dependencies: [
+                "ProviderShim",
+                "Core",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -94,9 +159,13 @@ let package = Package(
             name: "InstancePollerCLI",
             dependencies: [
                 "Controller",
+                "ControlAPI",
                 "Core",
-                // The demo serves its fake clouds from this same binary.
+                "Support",
+                // The demo serves its fake clouds from this same binary (and
+                // links no real cloud backend).
                 "ProviderShim",
+                "FakeProvider",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -107,9 +176,12 @@ let package = Package(
             name: "ProviderShimCLI",
             dependencies: [
                 "ProviderShim",
+                "FakeProvider",
+                "EC2Provider",
+                "Core",
+                "Support",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                "Core",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -120,6 +192,8 @@ let package = Package(
             name: "RPCBench",
             dependencies: [
                 "Core",
+                "Echo",
+                "Support",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -133,7 +207,7 @@ let package = Package(
         .executableTarget(
             name: "FleetBench",
             dependencies: [
-                "Controller", "Core", "ProviderShim",
+                "Controller", "ControlAPI", "Core", "Support", "ProviderShim", "FakeProvider",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -147,7 +221,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "Core", "Controller", "ProviderShim",
+                "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -167,6 +241,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "Core",
+                "Support",
                 "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -180,6 +255,8 @@ let package = Package(
             name: "CoreTests",
             dependencies: [
                 "Core",
+                "Echo",
+                "Support",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -195,7 +272,7 @@ let package = Package(
             dependencies: [
                 // Built so supervisor tests can start the real provider-shim.
                 "ProviderShimCLI",
-                "Controller", "ProviderShim", "Core", "TestSupport",
+                "Controller", "ControlAPI", "ProviderShim", "FakeProvider", "Core", "Support", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 // The store tests look under the store at the raw file.
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -205,7 +282,7 @@ let package = Package(
         .testTarget(
             name: "ProviderShimTests",
             dependencies: [
-                "ProviderShim", "Controller", "Core", "TestSupport",
+                "ProviderShim", "FakeProvider", "EC2Provider", "Controller", "Core", "Support", "TestSupport",
                 // Built so the process-contract tests can run the real binary.
                 "ProviderShimCLI",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -221,7 +298,7 @@ let package = Package(
             dependencies: [
                 // Built so the tests can run them.
                 "InstancePollerCLI", "ProviderShimCLI",
-                "Controller", "Core", "ProviderShim", "TestSupport",
+                "Controller", "ControlAPI", "Core", "Support", "ProviderShim", "FakeProvider", "TestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -233,7 +310,7 @@ let package = Package(
         // Replays the committed fuzz corpus and every regression input.
         .testTarget(
             name: "FuzzTests",
-            dependencies: ["FuzzTargets", "Core", "Controller", "ProviderShim", "TestSupport"],
+            dependencies: ["FuzzTargets", "Core", "Support", "Controller", "ProviderShim", "TestSupport"],
             swiftSettings: strictSettings
         ),
         // Interop with containerd's Go ttrpc; Go sources in Tests/Fixtures/go.
@@ -241,10 +318,13 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "ProviderShim",
+                "FakeProvider",
                 // Built so interop tests can run the real provider-shim binary.
                 "ProviderShimCLI",
                 "Controller",
                 "Core",
+                "Echo",
+                "Support",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -6,6 +6,7 @@ import GRDB
 import Logging
 import ProviderShim
 import SwiftProtobuf
+import FakeProvider
 
 /// `fleet-bench`: the real controller (`instancepoller run`) with
 /// `provider-shim fake` serving N machines that are running with two

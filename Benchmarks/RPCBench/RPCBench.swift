@@ -5,6 +5,8 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOConcurrencyHelpers
+import Support
+import Echo
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +29,7 @@ struct RPCBench: AsyncParsableCommand {
         var socket: String
 
         func run() async throws {
-            MallocTuning.tuneForLargeFrames()
+            MallocTuning.tune(for: .largeFrames)
             var registry = RPCServiceRegistry()
             EchoService.register(into: &registry)
             let server = try await RPCServer.bind(
@@ -65,7 +67,7 @@ struct RPCBench: AsyncParsableCommand {
         }
 
         func run() async throws {
-            MallocTuning.tuneForLargeFrames()
+            MallocTuning.tune(for: .largeFrames)
             let client = try await RPCClient.connect(unixSocketPath: socket, logger: Logger(label: "rpc-bench"))
             var request = EchoService.Request()
             request.payload = Data((0..<payload).map { UInt8(truncatingIfNeeded: $0) })

@@ -1,6 +1,8 @@
 internal import Controller
 internal import Core
 internal import ProviderShim
+internal import Support
+internal import FakeProvider
 
 /// The YAML documents an operator or a test writes: the controller's config
 /// and the fake cloud's scenario.

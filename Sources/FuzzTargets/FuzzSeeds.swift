@@ -1,6 +1,7 @@
 internal import Core
 internal import NIOCore
 internal import SwiftProtobuf
+internal import ControlAPI
 
 /// The binary seeds of the committed corpus (`Fuzz/corpus`), written by
 /// `instancepoller-fuzz seeds DIR`: well-formed calls of every provider

@@ -1,4 +1,4 @@
-internal import Controller
+@_spi(Testing) internal import Controller
 internal import Core
 internal import Foundation
 internal import Logging
@@ -6,6 +6,8 @@ internal import NIOCore
 internal import NIOPosix
 internal import ProviderShim
 internal import SwiftProtobuf
+internal import ControlAPI
+internal import FakeProvider
 
 #if canImport(Glibc)
 internal import Glibc

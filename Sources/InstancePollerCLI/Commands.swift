@@ -3,6 +3,7 @@ import Controller
 import Core
 import Foundation
 import SwiftProtobuf
+import ControlAPI
 
 // MARK: - status
 

@@ -4,6 +4,8 @@ import Core
 import Foundation
 import Logging
 import SwiftProtobuf
+import Support
+import ControlAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -185,8 +187,7 @@ enum Output {
     /// `value` as a JSON string, quotes, backslashes and control characters
     /// escaped.
     static func jsonString(_ value: String) -> String {
-        // Google.Protobuf.StringValue prints as a bare JSON string.
-        (try? Google_Protobuf_StringValue(value).jsonString()) ?? "\"\""
+        TextEscaping.json(value)
     }
 
     static let jsonOptions: JSONEncodingOptions = {

@@ -5,6 +5,9 @@ import Foundation
 import Logging
 import ProviderShim
 import SwiftProtobuf
+import Support
+import ControlAPI
+import FakeProvider
 
 /// `instancepoller demo`: the whole system on a built-in fleet, no set-up.
 ///
@@ -38,7 +41,7 @@ struct Demo: AsyncParsableCommand {
             FileHandle.standardError.write(Data("instancepoller demo: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        MallocTuning.tuneForController()
+        MallocTuning.tune(for: .controller)
         let directory: String
         do {
             directory = try DemoFleet.makeDirectory()
@@ -398,18 +401,10 @@ struct DemoFakeShim: AsyncParsableCommand {
     @Option var epoch: Double
 
     func run() async throws {
-        MallocTuning.tuneForLargeFrames()
-        let loaded: FakeScenario
-        do {
-            loaded = try FakeScenario.load(path: scenario)
-        } catch {
-            FileHandle.standardError.write(Data("instancepoller _fake-shim: \(error)\n".utf8))
-            throw ExitCode(2)
-        }
         let options = ShimProcess.Options(
             environment: ProcessInfo.processInfo.environment,
             logger: Logger(label: "fake") { LineLogHandler(label: $0, level: .info) }
         )
-        throw ExitCode(await FakeShim.run(scenario: loaded, clock: WallFakeClock(epochSeconds: epoch), options: options))
+        throw ExitCode(await FakeShim.main(command: "instancepoller _fake-shim", scenarioPath: scenario, clock: WallFakeClock(epochSeconds: epoch), options: options))
     }
 }

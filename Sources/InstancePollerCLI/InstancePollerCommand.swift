@@ -1,4 +1,5 @@
 import ArgumentParser
+import Core
 import Controller
 import Foundation
 
@@ -23,7 +24,7 @@ struct InstancePollerCommand: AsyncParsableCommand {
             Exit status: 0 success; 1 failure; 2 usage error (each failure with one line on stderr saying \
             what was wrong); 141 when the output's reader went away (e.g. `| head`).
             """,
-        version: "0.1.0",
+        version: ProductVersion.current,
         subcommands: [Run.self, Demo.self, Status.self, Machines.self, Credentials.self, Providers.self, Watch.self, DemoFakeShim.self]
     )
 

@@ -3,6 +3,7 @@ import Controller
 import Core
 import Foundation
 import SwiftProtobuf
+import ControlAPI
 
 /// `--input-format`: a ``MachineFileFormat`` as an option's value.
 enum InputFormat: String, ExpressibleByArgument, CaseIterable {

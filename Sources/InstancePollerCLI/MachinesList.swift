@@ -3,6 +3,7 @@ import Controller
 import Core
 import Foundation
 import SwiftProtobuf
+import ControlAPI
 
 /// `machines list`: the fleet page by page, printed as it comes, so that
 /// memory stays flat however many machines there are.

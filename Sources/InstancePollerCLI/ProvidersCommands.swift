@@ -3,6 +3,8 @@ import Controller
 import Core
 import Foundation
 import SwiftProtobuf
+import Support
+import ControlAPI
 
 // MARK: - providers
 

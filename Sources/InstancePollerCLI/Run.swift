@@ -3,6 +3,7 @@ import Controller
 import Core
 import Foundation
 import Logging
+import Support
 
 /// `instancepoller run`: the controller, until SIGTERM or SIGINT.
 struct Run: AsyncParsableCommand {
@@ -38,7 +39,7 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data("instancepoller: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        MallocTuning.tuneForController()
+        MallocTuning.tune(for: .controller)
         let loaded: ControllerConfig
         do {
             loaded = try ControllerConfig.load(path: config)

@@ -4,6 +4,7 @@ internal import CSystemShims
 internal import NIOConcurrencyHelpers
 internal import ServiceLifecycle
 internal import UnixSignals
+public import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -18,12 +19,7 @@ internal import Glibc
 /// processes.
 public enum ShimProcess {
     /// The environment variable naming the socket to listen on.
-    public static let socketVariable = "INSTANCEPOLLER_SOCKET"
-
-    /// The one line a shim prints on stdout once it listens.
-    public static func handshakeLine(socketPath: String) -> String {
-        "instancepoller-shim|1|unix|\(socketPath)|ttrpc"
-    }
+    static let socketVariable = ShimContract.socketVariable
 
     /// Exit statuses.
     public enum ExitStatus {
@@ -95,7 +91,7 @@ public enum ShimProcess {
             printError("\(backend.identity.name): cannot listen: \(error)")
             return ExitStatus.failed
         }
-        printLine(handshakeLine(socketPath: socketPath))
+        printLine(ShimContract.handshakeLine(socketPath: socketPath))
         logger.info("serving", metadata: ["shim": "\(backend.identity.name)", "socket": "\(socketPath)"])
 
         watchStdin { stop.yield(.stdinClosed) }
@@ -152,7 +148,8 @@ public enum ShimProcess {
         writeAll(1, &bytes)
     }
 
-    static func printError(_ line: String) {
+    /// Writes one line to stderr, whole (a shim's one-line failures).
+    public static func printError(_ line: String) {
         var bytes = Array((line + "\n").utf8)
         writeAll(2, &bytes)
     }

@@ -5,6 +5,9 @@ import Logging
 import ProviderShim
 import AsyncHTTPClient
 import NIOPosix
+import Support
+import FakeProvider
+import EC2Provider
 
 /// `provider-shim`: the built-in provider backends, one per subcommand, each
 /// serving the provider contract on INSTANCEPOLLER_SOCKET.
@@ -18,7 +21,7 @@ struct ProviderShimCommand: AsyncParsableCommand {
             and stdin as a pipe; the shim prints one handshake line on stdout and logs to stderr. \
             See proto/PROTOCOL.md.
             """,
-        version: "0.1.0",
+        version: ProductVersion.current,
         subcommands: [Fake.self, EC2.self]
     )
 }
@@ -71,30 +74,11 @@ struct Fake: AsyncParsableCommand {
         if epoch != nil, manualClock { throw ValidationError("--epoch and --manual-clock exclude each other") }
     }
 
-    /// A scenario that cannot be used, naming it by its absolute path (the
-    /// shim may run far from where the operator is):
-    /// `cannot read scenario /etc/ip/scenario.yaml: No such file or directory`,
-    /// or `/etc/ip/scenario.yaml:3:5: instances[0]: …`.
-    static func message(_ error: ScenarioError) -> String {
-        if error.line == 0, error.problem.hasPrefix(YAMLReader.cannotOpenProblem) {
-            return "cannot read scenario \(error.file): \(error.problem.dropFirst(YAMLReader.cannotOpenProblem.count))"
-        }
-        return "\(error)"
-    }
-
     @OptionGroup var shim: ShimOptions
 
     func run() async throws {
-        MallocTuning.tuneForLargeFrames()
-        let loaded: FakeScenario
-        do {
-            loaded = try FakeScenario.load(path: scenario)
-        } catch {
-            FileHandle.standardError.write(Data("provider-shim fake: \(Self.message(error))\n".utf8))
-            throw ExitCode(2)
-        }
         let clock: any FakeClock = manualClock ? ManualFakeClock() : epoch.map { WallFakeClock(epochSeconds: $0) } ?? WallFakeClock()
-        let status = await FakeShim.run(scenario: loaded, clock: clock, options: shim.options("fake"))
+        let status = await FakeShim.main(command: "provider-shim fake", scenarioPath: scenario, clock: clock, options: shim.options("fake"))
         throw ExitCode(status)
     }
 }
@@ -124,7 +108,7 @@ struct EC2: AsyncParsableCommand {
     }
 
     func run() async throws {
-        MallocTuning.tuneForLargeFrames()
+        MallocTuning.tune(for: .largeFrames)
         let options = shim.options("ec2")
         let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         var settings = EC2Client.Settings()

@@ -1,8 +1,10 @@
-import Controller
+@_spi(Testing) import Controller
+import ControlAPI
 import Core
 import Foundation
 import Testing
 import TestSupport
+import Support
 
 /// What a CLI command reads from a config (`--config FILE`): only its
 /// runtime directory; the rest is checked without reading secrets, and its

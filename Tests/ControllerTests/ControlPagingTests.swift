@@ -1,11 +1,13 @@
 import Core
+import Support
 import Foundation
 import Logging
 import NIOCore
 import SwiftProtobuf
 import Testing
+import ControlAPI
 
-@testable import Controller
+@_spi(Testing) @testable import Controller
 
 /// The control service's listings a page at a time: paging boundaries, the
 /// byte cut that keeps every answer under the frame limit, filters, tokens,

@@ -1,10 +1,13 @@
-import Controller
+@_spi(Testing) import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import ProviderShim
 import SwiftProtobuf
 import Testing
 import TestSupport
+import FakeProvider
 
 /// Supervision of real shim processes (SPEC §6.4); time between checks and
 /// restarts runs on a manual clock.

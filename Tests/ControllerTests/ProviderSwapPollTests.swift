@@ -1,4 +1,6 @@
-import Controller
+@_spi(Testing) import Controller
+import Support
+import ControlAPI
 import Core
 import Testing
 import TestSupport

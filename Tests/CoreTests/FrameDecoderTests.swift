@@ -1,4 +1,5 @@
 import Core
+import Support
 import NIOCore
 import NIOTestUtils
 import Testing

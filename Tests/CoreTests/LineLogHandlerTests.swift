@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Testing
 import TestSupport
+import Support
 
 /// Log lines as operators read them: human key=value or one JSON object.
 @Suite("Line log handler")

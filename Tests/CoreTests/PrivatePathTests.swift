@@ -1,4 +1,5 @@
 import Core
+import Support
 import Foundation
 import Testing
 import TestSupport

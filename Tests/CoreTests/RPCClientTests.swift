@@ -1,10 +1,12 @@
 import Core
+import Support
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
 import TestSupport
+import Echo
 
 @Suite("RPC client")
 struct RPCClientTests {

@@ -1,8 +1,10 @@
 import Core
+import Support
 import Foundation
 import Logging
 import NIOCore
 import TestSupport
+import Echo
 
 /// A server on a private temporary socket with the Echo service and a few
 /// test methods, and helpers to reach it.

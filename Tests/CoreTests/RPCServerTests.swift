@@ -1,10 +1,12 @@
 import Core
+import Support
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 import TestSupport
+import Echo
 
 /// Every status path of the server, driven over a real socket with raw
 /// frames so that malformed input can be sent.

@@ -1,10 +1,12 @@
 import Core
+import Support
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import Testing
 import TestSupport
+import Echo
 
 @Suite("Unix sockets and peers")
 struct UnixSocketTests {

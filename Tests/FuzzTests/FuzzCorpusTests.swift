@@ -3,6 +3,7 @@ import Foundation
 import FuzzTargets
 import Testing
 import TestSupport
+import Support
 
 /// The fuzz targets' committed inputs, replayed on every test run: the seed
 /// corpus (`Fuzz/corpus/TARGET`) and each input that once broke a property

@@ -1,10 +1,12 @@
 import Core
+import Support
 import Foundation
 import Logging
 import NIOCore
 import SwiftProtobuf
 import Testing
 import TestSupport
+import Echo
 
 /// Both directions against containerd's Go ttrpc 1.1.1: the Go client calls
 /// the Swift server, and the Swift client calls the Go server, including an

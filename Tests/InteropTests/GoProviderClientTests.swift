@@ -1,10 +1,13 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import ProviderShim
 import SwiftProtobuf
 import Testing
 import TestSupport
+import FakeProvider
 
 /// containerd's Go ttrpc client calling all six provider methods of the real
 /// `provider-shim fake` binary.

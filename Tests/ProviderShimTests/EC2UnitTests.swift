@@ -1,8 +1,10 @@
 import Core
+import Support
 import Foundation
-@testable import ProviderShim
+import ProviderShim
 import SwiftProtobuf
 import Testing
+@testable import EC2Provider
 
 /// The EC2 backend's pure parts: Signature V4 against AWS's published test
 /// vector, endpoint rules, error-code mapping, state mapping, XML reading.

@@ -1,7 +1,9 @@
 import Core
+import Support
 import ProviderShim
 import SwiftProtobuf
 import Testing
+import FakeProvider
 
 /// The fake cloud's engine on a manual clock: no waiting, exact times.
 @Suite("Fake cloud timelines and faults")

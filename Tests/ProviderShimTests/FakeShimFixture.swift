@@ -1,10 +1,13 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import Logging
 import ProviderShim
 import SwiftProtobuf
 import TestSupport
+import FakeProvider
 
 /// The fake backend served in-process under the shim SDK, on a manual clock.
 struct FakeShimFixture {

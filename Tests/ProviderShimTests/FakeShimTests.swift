@@ -1,10 +1,13 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import ProviderShim
 import SwiftProtobuf
 import Testing
 import TestSupport
+import FakeProvider
 
 /// The fake backend over the wire, through the SDK and the typed client,
 /// and the FakeCloud control service.

@@ -1,7 +1,9 @@
 import Core
+import Support
 import Foundation
 import ProviderShim
 import Testing
+import FakeProvider
 
 @Suite("Scenario files")
 struct ScenarioParserTests {

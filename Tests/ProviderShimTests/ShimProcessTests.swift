@@ -1,10 +1,13 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import ProviderShim
 import SwiftProtobuf
 import Testing
 import TestSupport
+import FakeProvider
 
 /// The shim process contract with the real `provider-shim fake` binary.
 @Suite("provider-shim process contract")

@@ -1,4 +1,5 @@
 import Controller
+import Support
 import Core
 import Foundation
 import Logging
@@ -6,6 +7,8 @@ import ProviderShim
 import SwiftProtobuf
 import Testing
 import TestSupport
+import ControlAPI
+import FakeProvider
 
 /// A credential's life through the real CLI and controller: set (an expiry
 /// in the past is refused unless allowed), used by machines (an unknown one

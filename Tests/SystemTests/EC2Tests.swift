@@ -1,4 +1,6 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import Logging

@@ -1,4 +1,5 @@
 import Controller
+import Support
 import Core
 import Foundation
 import GRDB
@@ -7,6 +8,7 @@ import NIOCore
 import SwiftProtobuf
 import Testing
 import TestSupport
+import ControlAPI
 
 /// Faults injected into the real processes: shims and the controller killed
 /// at random points, a shim that hangs, a flood of dripping clients, and

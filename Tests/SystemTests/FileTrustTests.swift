@@ -1,8 +1,10 @@
 import Controller
+import ControlAPI
 import Core
 import Foundation
 import Testing
 import TestSupport
+import Support
 
 /// What a local adversary can do with the controller's files: another uid
 /// (65534, nobody, through setpriv) plants directories, links and files

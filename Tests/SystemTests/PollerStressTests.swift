@@ -1,4 +1,6 @@
 import Controller
+import Support
+import ControlAPI
 import Core
 import Foundation
 import Logging
@@ -7,6 +9,7 @@ import SwiftProtobuf
 import GRDB
 import Testing
 import TestSupport
+import FakeProvider
 
 /// The poll engine in the real controller while a cloud or a shim is in
 /// trouble, and what an operator then sees through the CLI.

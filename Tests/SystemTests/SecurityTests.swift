@@ -1,9 +1,11 @@
 import Controller
+import Support
 import Core
 import Foundation
 import NIOCore
 import Testing
 import TestSupport
+import ControlAPI
 
 /// Who may reach the controller and its shims, and where secrets may go:
 /// owner-only files and sockets, other users refused on both sockets by

@@ -2,6 +2,7 @@ import CSystemShims
 import Core
 import Foundation
 import NIOConcurrencyHelpers
+import Support
 
 /// A program run by a test: stdin is a pipe (closing it is how the contract
 /// tells a child to go), stdout is read line by line, stderr is kept.

@@ -1,4 +1,5 @@
 import Core
+import Support
 
 /// Runs blocking work (a flood of connects, a wait on descriptors, a send
 /// that waits for the peer) on a thread of its own. On one of Swift's

@@ -1,6 +1,7 @@
 public import Core
 internal import Foundation
 internal import Yams
+public import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif

@@ -1,6 +1,7 @@
 public import Core
 internal import Foundation
 internal import Yams
+public import Support
 
 extension ControllerConfig {
     /// Where a config puts the controller's runtime directory, read for a

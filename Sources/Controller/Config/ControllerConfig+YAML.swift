@@ -2,6 +2,7 @@ public import Core
 internal import Foundation
 internal import Logging
 internal import Yams
+public import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif

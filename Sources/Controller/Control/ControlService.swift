@@ -2,6 +2,8 @@ public import Core
 public import Logging
 internal import Foundation
 internal import SwiftProtobuf
+public import Support
+public import ControlAPI
 
 /// Serves `instancepoller.control.v1.Controller` (the CLI's API) over the
 /// store and the provider fleet. Requests are checked field by field

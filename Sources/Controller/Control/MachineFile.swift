@@ -1,6 +1,7 @@
 public import Core
 public import Foundation
 internal import Yams
+public import Support
 
 /// The shapes of the file that `instancepoller machines import FILE|-`
 /// and `machines remove --file FILE|-` read.

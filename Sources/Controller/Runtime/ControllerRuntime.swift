@@ -3,6 +3,8 @@ public import Logging
 internal import ServiceLifecycle
 internal import UnixSignals
 internal import Synchronization
+internal import Support
+internal import ControlAPI
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -31,7 +33,7 @@ public enum ControllerRuntime {
         public var fleet: ProviderFleet
     }
 
-    public static let version = "0.1.0"
+    public static let version = ProductVersion.current
 
     /// Runs until SIGTERM or SIGINT, or until `until` returns.
     ///

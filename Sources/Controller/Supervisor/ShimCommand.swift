@@ -1,3 +1,4 @@
+internal import Core
 internal import Foundation
 #if canImport(Glibc)
 internal import Glibc
@@ -52,7 +53,7 @@ public struct ShimCommand: Hashable, Sendable {
     /// Whether `name` may be allowlisted: a plain variable name, and not
     /// the socket variable the controller sets itself.
     public static func isPassable(_ name: String) -> Bool {
-        !name.isEmpty && !name.contains("=") && name != "INSTANCEPOLLER_SOCKET"
+        !name.isEmpty && !name.contains("=") && name != ShimContract.socketVariable
     }
 
     /// The allowlisted variables' values from `environment` (those it has).

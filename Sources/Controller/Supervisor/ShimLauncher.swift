@@ -131,7 +131,6 @@ public enum ShimLauncher {
             // Stopped while it started (the controller is shutting down):
             // the reader gave up, the shim did not close its stdout.
             try Task.checkCancellation()
-            let expected = "instancepoller-shim|1|unix|\(socketPath)|ttrpc"
             guard let line else {
                 // Closed its stdout: it is exiting, or should be (bounded, so
                 // that a shim that closed stdout and lives on cannot hang us).
@@ -140,8 +139,8 @@ public enum ShimLauncher {
                 }
                 throw failure("exited with status \(status) before its handshake line", tail)
             }
-            guard line == expected else {
-                throw failure("bad handshake line \"\(line)\" (expected \"\(expected)\")", tail)
+            if let problem = ShimContract.checkHandshakeLine(line, socketPath: socketPath) {
+                throw failure(problem.description, tail)
             }
             let client: ProviderClient
             do {

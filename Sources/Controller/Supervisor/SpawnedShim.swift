@@ -2,6 +2,7 @@ internal import CSystemShims
 internal import Core
 internal import NIOPosix
 internal import NIOConcurrencyHelpers
+internal import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -104,7 +105,7 @@ enum ShimSpawner {
 
     static func spawn(_ command: ShimCommand, socketPath: String) async throws -> SpawnedShim {
         var environment = command.environment
-        environment[ShimProcessEnvironment.socketVariable] = socketPath
+        environment[ShimContract.socketVariable] = socketPath
         let argv = [command.executable] + command.arguments
         let envp = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         return try await SpawnThread.run {
@@ -153,12 +154,6 @@ enum ShimSpawner {
         defer { for pointer in pointers { free(pointer) } }
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
-}
-
-/// The shim contract's environment variable (kept here so the controller
-/// does not depend on the shim SDK).
-enum ShimProcessEnvironment {
-    static let socketVariable = "INSTANCEPOLLER_SOCKET"
 }
 
 /// The one thread shims are spawned from, for the life of the process (a

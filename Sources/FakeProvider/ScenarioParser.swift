@@ -1,5 +1,6 @@
 public import Core
 internal import Yams
+public import Support
 
 /// A scenario file that cannot be used: names the file, the line and column,
 /// the place in the document (e.g. `instances[2].timeline[1].state`), and

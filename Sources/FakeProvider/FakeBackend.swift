@@ -1,4 +1,5 @@
 public import Core
+public import ProviderShim
 internal import SwiftProtobuf
 public import Logging
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ public struct FakeBackend: ProviderBackend {
     public var identity: ShimIdentity {
         ShimIdentity(
             name: "fake",
-            version: "0.1.0",
+            version: ProductVersion.current,
             cloudTypes: cloud.scenario.cloudTypes,
             capabilities: .with {
                 $0.maxBatchSize = cloud.scenario.maxBatchSize

@@ -1,3 +1,6 @@
+public import Core
+public import Foundation
+
 /// The conformance service `instancepoller.testing.v1.Echo`
 /// (proto/instancepoller/testing/v1/echo.proto), served by the interop tests
 /// and scripts/bench-rpc with the same semantics as the Go fixture in

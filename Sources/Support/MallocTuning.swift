@@ -10,8 +10,28 @@ internal import CSystemShims
 /// Call once at process start, from a binary's entry point (a library does
 /// not change its host's allocator).
 public enum MallocTuning {
+    /// What a process does with memory, which decides how much freed heap
+    /// it keeps for reuse.
+    public enum Profile: Sendable {
+        /// The controller: its frames are small (a batch's answer is tens of
+        /// KiB), and what it frees after a sweep should go back to the
+        /// kernel soon, so it holds at most 4 MiB of freed heap (peak RSS at
+        /// 100 000 machines: 151 → 140 MiB, scripts/bench).
+        case controller
+        /// Shims and the RPC benchmark, which move frames up to 4 MiB: up to
+        /// 32 MiB of freed heap stays for reuse.
+        case largeFrames
+
+        var trimThreshold: Int32 {
+            switch self {
+            case .controller: 4 << 20
+            case .largeFrames: 32 << 20
+            }
+        }
+    }
+
+    /// Blocks up to 8 MiB are served from the heap, not fresh mmaps.
     public static let mmapThreshold: Int32 = 8 << 20
-    public static let trimThreshold: Int32 = 32 << 20
 
     /// At most this many malloc arenas. glibc's default (8 per core) lets
     /// every event-loop and pool thread fragment its own heap; two keep the
@@ -19,24 +39,10 @@ public enum MallocTuning {
     /// (scripts/bench: 164 → 151 MiB) with no measurable cost in speed.
     public static let arenaMax: Int32 = 2
 
-    /// The controller's settings: its frames are small (a batch's answer is
-    /// tens of KiB), and what it frees after a sweep should go back to the
-    /// kernel soon, so it holds at most 4 MiB of freed heap (peak RSS at
-    /// 100 000 machines: 151 → 140 MiB, scripts/bench), in two arenas.
-    public static let controllerTrimThreshold: Int32 = 4 << 20
-
-    public static func tuneForController() {
+    public static func tune(for profile: Profile) {
         #if os(Linux)
         _ = ip_mallopt(IP_M_MMAP_THRESHOLD, mmapThreshold)
-        _ = ip_mallopt(IP_M_TRIM_THRESHOLD, controllerTrimThreshold)
-        _ = ip_mallopt(IP_M_ARENA_MAX, arenaMax)
-        #endif
-    }
-
-    public static func tuneForLargeFrames() {
-        #if os(Linux)
-        _ = ip_mallopt(IP_M_MMAP_THRESHOLD, mmapThreshold)
-        _ = ip_mallopt(IP_M_TRIM_THRESHOLD, trimThreshold)
+        _ = ip_mallopt(IP_M_TRIM_THRESHOLD, profile.trimThreshold)
         _ = ip_mallopt(IP_M_ARENA_MAX, arenaMax)
         #endif
     }

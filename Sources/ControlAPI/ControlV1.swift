@@ -1,3 +1,6 @@
+public import Core
+public import Foundation
+
 /// The control API, `instancepoller.control.v1.Controller`
 /// (proto/instancepoller/control/v1/control.proto): what the CLI calls on a
 /// running controller, over `control.sock` in its runtime directory.

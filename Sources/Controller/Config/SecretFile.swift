@@ -1,3 +1,4 @@
+internal import Core
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,3 +1,4 @@
+internal import Core
 /// A point in wall-clock time, in nanoseconds since the Unix epoch.
 ///
 /// Schedules are stored with these, so that a restarted controller resumes

@@ -1,4 +1,5 @@
 public import Core
+public import ProviderShim
 internal import Foundation
 public import Logging
 internal import NIOConcurrencyHelpers
@@ -30,7 +31,7 @@ public struct EC2Backend: ProviderBackend {
     }
 
     public var identity: ShimIdentity {
-        ShimIdentity(name: "ec2", version: "0.1.0", cloudTypes: ["ec2"], capabilities: .with {
+        ShimIdentity(name: "ec2", version: ProductVersion.current, cloudTypes: ["ec2"], capabilities: .with {
             $0.maxBatchSize = 200
             $0.credentialCache = true
         })

@@ -1,3 +1,5 @@
+public import Core
+
 /// A machine record: who runs it and where, and the cloud's truth about it
 /// as last polled (SPEC §6.1).
 public struct Machine: Hashable, Sendable {

@@ -44,8 +44,8 @@ public struct LineLogHandler: LogHandler {
             line = "\(time) \(event.level) \(event.message)"
             for key in merged.keys.sorted() { line += " \(key)=\(Self.quoted("\(merged[key]!)"))" }
         case .json:
-            line = "{\"time\":\(Self.json(time)),\"level\":\(Self.json("\(event.level)")),\"label\":\(Self.json(label)),\"message\":\(Self.json("\(event.message)"))"
-            for key in merged.keys.sorted() { line += ",\(Self.json(key)):\(Self.json("\(merged[key]!)"))" }
+            line = "{\"time\":\(TextEscaping.json(time)),\"level\":\(TextEscaping.json("\(event.level)")),\"label\":\(TextEscaping.json(label)),\"message\":\(TextEscaping.json("\(event.message)"))"
+            for key in merged.keys.sorted() { line += ",\(TextEscaping.json(key)):\(TextEscaping.json("\(merged[key]!)"))" }
             line += "}"
         }
         line += "\n"
@@ -65,24 +65,7 @@ public struct LineLogHandler: LogHandler {
     /// quotes, so `key=value` pairs stay parseable.
     static func quoted(_ value: String) -> String {
         if !value.isEmpty, !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) { return value }
-        return json(value)
-    }
-
-    static func json(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20:
-                out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        return TextEscaping.json(value)
     }
 
     /// UTC with milliseconds, e.g. 2026-11-24T22:13:25.123Z.
