@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The package's target graph, as SwiftPM itself reads it
+/// (`swift package describe`): Core is the contract and nothing else, and the
+/// controller binary links no real cloud backend (docs/DESIGN.md §2).
+@Suite("Package graph")
+struct PackageGraphTests {
+    struct Target: Decodable {
+        var name: String
+        var target_dependencies: [String]?
+        var product_dependencies: [String]?
+    }
+
+    struct Description: Decodable {
+        var targets: [Target]
+    }
+
+    /// What the HTTPS client and its TLS and crypto stack bring in.
+    static let cloudClientProducts: Set<String> = ["AsyncHTTPClient", "Crypto", "NIOSSL", "NIOHTTP2"]
+
+    static func describe() async throws -> [String: Target] {
+        let swift = try #require(
+            (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+                .map { "\($0)/swift" }.first { FileManager.default.isExecutableFile(atPath: $0) },
+            "swift is not on PATH"
+        )
+        let scratch = try TemporaryDirectory()
+        defer { scratch.remove() }
+        // Its own scratch path, so it never waits for the build lock of the
+        // `swift test` running this.
+        let process = try await ChildProcess.spawn(
+            swift, ["package", "--package-path", BuiltProducts.repositoryRoot, "--scratch-path", scratch.path, "describe", "--type", "json"]
+        )
+        let (stdout, stderr) = try await process.output(.seconds(60))
+        #expect(try await process.waitForExit() == 0, "swift package describe: \(stderr)")
+        let description = try JSONDecoder().decode(Description.self, from: Data(stdout.utf8))
+        return Dictionary(uniqueKeysWithValues: description.targets.map { ($0.name, $0) })
+    }
+
+    /// Every target `name` depends on, itself included, and every product
+    /// they take from other packages.
+    static func closure(of name: String, in targets: [String: Target]) -> (targets: Set<String>, products: Set<String>) {
+        var seen: Set<String> = []
+        var products: Set<String> = []
+        var queue = [name]
+        while let next = queue.popLast() {
+            guard seen.insert(next).inserted, let target = targets[next] else { continue }
+            products.formUnion(target.product_dependencies ?? [])
+            queue += target.target_dependencies ?? []
+        }
+        return (seen, products)
+    }
+
+    @Test func coreDependsOnlyOnWhatTheContractNeeds() async throws {
+        let targets = try await Self.describe()
+        let core = try #require(targets["Core"])
+        #expect(Set(core.target_dependencies ?? []).isSubset(of: ["CSystemShims"]))
+        #expect(Set(core.product_dependencies ?? []).isSubset(of: ["NIOCore", "NIOPosix", "NIOConcurrencyHelpers", "SwiftProtobuf", "Logging"]))
+    }
+
+    @Test func theControllerBinaryAndTheShimSDKLinkNoCloudClient() async throws {
+        let targets = try await Self.describe()
+        for name in ["InstancePollerCLI", "ProviderShim", "Controller"] {
+            let (reached, products) = Self.closure(of: name, in: targets)
+            #expect(reached.contains("Core"), "\(name) should reach Core")
+            #expect(!reached.contains("EC2Provider"), "\(name) reaches the EC2 backend")
+            #expect(products.isDisjoint(with: Self.cloudClientProducts), "\(name) links \(products.intersection(Self.cloudClientProducts).sorted())")
+        }
+        // The shim binary has every backend: the check above can fail.
+        let (reached, products) = Self.closure(of: "ProviderShimCLI", in: targets)
+        #expect(reached.contains("EC2Provider"))
+        #expect(products.contains("AsyncHTTPClient"))
+    }
+}
