@@ -5,7 +5,7 @@ public import Logging
 internal import NIOConcurrencyHelpers
 internal import SwiftProtobuf
 
-/// `provider-shim ec2`: the provider contract on Amazon EC2 (SPEC 7).
+/// `provider-shim ec2`: the provider contract on Amazon EC2 (docs/DESIGN.md §7.2).
 ///
 /// - Instances: DescribeInstances with an `instance-id` filter (unknown ids
 ///   are simply absent, unlike `InstanceId.N`), every page followed.

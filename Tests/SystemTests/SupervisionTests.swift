@@ -6,7 +6,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// SPEC 6.4 with the real binaries as processes: `instancepoller run`
+/// docs/DESIGN.md §6.4 with the real binaries as processes: `instancepoller run`
 /// supervising `provider-shim fake` and the C shim fixture.
 @Suite("Shim supervision with the real binaries")
 struct SupervisionTests {

@@ -1,7 +1,7 @@
 public import Core
 
 /// A machine record: who runs it and where, and the cloud's truth about it
-/// as last polled (SPEC §6.1).
+/// as last polled (docs/DESIGN.md §6.1).
 public struct Machine: Hashable, Sendable {
     public enum Life: String, Hashable, Sendable, CaseIterable {
         case alive, dying, dead
