@@ -1,5 +1,5 @@
 public import Prometheus
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 
 /// The controller's Prometheus metrics (docs/DESIGN.md §6.6), in one registry that the
 /// metrics endpoint serves. Labels never carry a secret: provider and
@@ -20,7 +20,7 @@ internal import Synchronization
 /// | `instancepoller_server_limit_hits_total` | server, limit (connections, idle_timeout, frame_timeout, request_memory, backpressure, peer, header_timeout, header_size, unauthorized) |
 public final class ControllerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    private let scrapeHooks = Mutex<[@Sendable () -> Void]>([])
+    private let scrapeHooks = NIOLockedValueBox<[@Sendable () -> Void]>([])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -29,13 +29,13 @@ public final class ControllerMetrics: Sendable {
     /// The text exposition format; gauges read at scrape time are
     /// refreshed first.
     public func render() -> String {
-        for hook in scrapeHooks.withLock({ $0 }) { hook() }
+        for hook in scrapeHooks.withLockedValue({ $0 }) { hook() }
         return registry.emitToString()
     }
 
     /// Runs `hook` before each render, e.g. to set gauges from a server.
     public func onScrape(_ hook: @escaping @Sendable () -> Void) {
-        scrapeHooks.withLock { $0.append(hook) }
+        scrapeHooks.withLockedValue { $0.append(hook) }
     }
 
     private static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {

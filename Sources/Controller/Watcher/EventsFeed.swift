@@ -1,5 +1,5 @@
 public import Core
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 
 /// Wakes the control API's `Events` long polls from one ``MachineWatcher``:
 /// however many calls wait, the store's log is read once per interval (and
@@ -12,7 +12,7 @@ internal import Synchronization
 public final class EventsFeed: Sendable {
     private let store: any MachineStore
     private let watcher: MachineWatcher
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     private struct Waiter {
         var after: Int64
@@ -42,18 +42,18 @@ public final class EventsFeed: Sendable {
     }
 
     /// Calls waiting now.
-    public var waiting: Int { state.withLock { $0.waiters.count } }
+    public var waiting: Int { state.withLockedValue { $0.waiters.count } }
 
     /// Returns once the log holds a revision after `revision`, or when the
     /// calling task is cancelled (bound it with `firstWithin`).
     public func wait(after revision: Int64) async {
-        let id = state.withLock { state in
+        let id = state.withLockedValue { state in
             defer { state.nextID &+= 1 }
             return state.nextID
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { state -> Bool in
+                let ready = state.withLockedValue { state -> Bool in
                     if Task.isCancelled { return true }
                     if let seen = state.seen, seen > revision { return true }
                     state.waiters[id] = Waiter(after: revision, continuation: continuation)
@@ -63,7 +63,7 @@ public final class EventsFeed: Sendable {
                 if ready { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { state in
+            let waiter = state.withLockedValue { state in
                 let waiter = state.waiters.removeValue(forKey: id)
                 if state.waiters.isEmpty { stopReader(&state) }
                 return waiter
@@ -101,7 +101,7 @@ public final class EventsFeed: Sendable {
 
     /// The log reached `revision`: wakes the calls waiting for less.
     private func deliver(_ revision: Int64, generation: UInt64) {
-        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let ready = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
             guard state.generation == generation, state.reader != nil else { return [] }
             state.seen = max(state.seen ?? revision, revision)
             let woken = state.waiters.filter { $0.value.after < revision }
@@ -113,7 +113,7 @@ public final class EventsFeed: Sendable {
     }
 
     private func release(generation: UInt64) {
-        let all = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let all = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
             guard state.generation == generation else { return [] }
             defer {
                 state.waiters = [:]

@@ -1,5 +1,5 @@
 public import Core
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 
 /// The store's events log as batches of events, in revision order.
 ///
@@ -24,7 +24,7 @@ public final class MachineWatcher: Sendable {
     private let clock: any PollClock
     private let interval: Duration
     private let batchLimit: Int
-    private let nudges = Mutex(Nudges())
+    private let nudges = NIOLockedValueBox(Nudges())
 
     /// Nudges are counted, so that one that comes while the log is being
     /// read is not lost: the reader then does not sleep.
@@ -47,7 +47,7 @@ public final class MachineWatcher: Sendable {
     /// Makes every waiting reader look at the log now instead of at its
     /// next interval.
     public func nudge() {
-        let waiters = nudges.withLock { nudges in
+        let waiters = nudges.withLockedValue { nudges in
             nudges.count &+= 1
             defer { nudges.waiters = [:] }
             return Array(nudges.waiters.values)
@@ -104,7 +104,7 @@ public final class MachineWatcher: Sendable {
         }
     }
 
-    private var nudgeCount: UInt64 { nudges.withLock { $0.count } }
+    private var nudgeCount: UInt64 { nudges.withLockedValue { $0.count } }
 
     /// Returns after one interval, or at once if nudged since `seen`.
     private func waitForNextLook(nudgedSince seen: UInt64) async throws {
@@ -119,13 +119,13 @@ public final class MachineWatcher: Sendable {
     }
 
     private func waitForNudge(after seen: UInt64) async throws {
-        let id = nudges.withLock { nudges in
+        let id = nudges.withLockedValue { nudges in
             defer { nudges.nextWaiter &+= 1 }
             return nudges.nextWaiter
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let outcome: Result<Void, any Error>? = nudges.withLock { nudges in
+                let outcome: Result<Void, any Error>? = nudges.withLockedValue { nudges in
                     if Task.isCancelled { return .failure(CancellationError()) }
                     if nudges.count != seen { return .success(()) }
                     nudges.waiters[id] = continuation
@@ -134,7 +134,7 @@ public final class MachineWatcher: Sendable {
                 if let outcome { continuation.resume(with: outcome) }
             }
         } onCancel: {
-            let waiter = nudges.withLock { $0.waiters.removeValue(forKey: id) }
+            let waiter = nudges.withLockedValue { $0.waiters.removeValue(forKey: id) }
             waiter?.resume(throwing: CancellationError())
         }
     }
