@@ -1,6 +1,5 @@
-public import Core
+internal import Core
 public import Logging
-internal import NIOConcurrencyHelpers
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -277,57 +276,40 @@ public actor ProviderSupervisor {
     }
 
     /// Returns why the shim stopped serving: it exited, or failed health
-    /// checks in a row.
+    /// checks in a row (whichever comes first; the other wait is
+    /// cancelled), or "stopped" when the supervisor is cancelled.
     private func watch(_ shim: RunningShim) async -> String {
-        let clock = self.clock
-        let settings = self.settings
-        let supervisor = self
-        let pid = shim.process.pid
-        let decided = NIOLockedValueBox(false)
-        let healthTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
-        let reason = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-                let decide: @Sendable (String) -> Void = { reason in
-                    let first = decided.withLockedValue { done in defer { done = true }; return !done }
-                    guard first else { return }
-                    healthTask.withLockedValue { $0?.cancel() }
-                    continuation.resume(returning: reason)
-                }
-                // Unstructured: waiting for the exit cannot be cancelled, and
-                // must not hold up a cancelled supervisor.
-                Task {
-                    let status = await shim.process.waitForExit()
-                    decide("exited with status \(status)")
-                }
-                let health = Task {
-                    var failures = 0
-                    var servedOnce = false
-                    while !Task.isCancelled {
-                        do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { break }
-                        do {
-                            let answer = try await shim.client.health(timeout: settings.healthTimeout)
-                            failures = answer.status == .serving ? 0 : failures + 1
-                            if answer.status == .serving, !servedOnce {
-                                servedOnce = true
-                                await supervisor.servedHealthily(pid: pid)
-                            }
-                        } catch {
-                            failures += 1
-                        }
-                        if failures >= settings.failedChecksBeforeRestart {
-                            decide("failed \(failures) health checks in a row")
-                            return
-                        }
-                    }
-                    decide("stopped")
-                }
-                healthTask.withLockedValue { $0 = health }
-                if decided.withLockedValue({ $0 }) { health.cancel() }
-            }
-        } onCancel: {
-            healthTask.withLockedValue { $0?.cancel() }
+        await withTaskGroup(of: String?.self) { group in
+            group.addTask { await shim.process.exitUnlessCancelled().map { "exited with status \($0)" } }
+            group.addTask { await self.checkHealth(of: shim) }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? "stopped"
         }
-        return reason
+    }
+
+    /// Checks the shim's health every interval until it fails enough
+    /// checks in a row (returns why) or the task is cancelled (nil).
+    private nonisolated func checkHealth(of shim: RunningShim) async -> String? {
+        var failures = 0
+        var servedOnce = false
+        while !Task.isCancelled {
+            do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { return nil }
+            do {
+                let answer = try await shim.client.health(timeout: settings.healthTimeout)
+                failures = answer.status == .serving ? 0 : failures + 1
+                if answer.status == .serving, !servedOnce {
+                    servedOnce = true
+                    await servedHealthily(pid: shim.process.pid)
+                }
+            } catch {
+                failures += 1
+            }
+            if failures >= settings.failedChecksBeforeRestart {
+                return "failed \(failures) health checks in a row"
+            }
+        }
+        return nil
     }
 
     /// Stops a shim: `Shutdown` and a bounded drain when `graceful` (else
