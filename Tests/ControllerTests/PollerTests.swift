@@ -58,7 +58,7 @@ import TestSupport
 ///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
 /// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
 /// - an invalid credential re-checked once a minute, cleared when valid; validated elsewhere; removed; expired
-///   → CredentialGateTests
+///   → CredentialGateTests; a credential event's "provider/name" read into its key once → theKeyOfACredentialEventIsReadFromItsLabelOnce
 /// - secrets never logged → secretsNeverReachTheLogs
 /// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation
 @Suite("Poller (SPEC 6.2, 6.3)")

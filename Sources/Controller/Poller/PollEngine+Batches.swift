@@ -372,7 +372,7 @@ extension PollEngine {
 
     private func gate(_ key: CredentialKey, endpoint: ProviderEndpoint, now: Timestamp) async throws -> GateVerdict {
         if let reason = invalid[key] { return .refused(reason, calls: 0) }
-        guard let stored = try await credentials.credential(provider: key.provider, name: key.credential) else {
+        guard let stored = try await credentials.credential(key) else {
             return .refused("credential \(key) does not exist", calls: 0)
         }
         if let reason = stored.invalidReason {
@@ -398,17 +398,17 @@ extension PollEngine {
             try await invalidate(key, reason: verdict.reason)
             return .refused(verdict.reason, calls: 1)
         }
-        metrics?.credential(provider: key.provider, name: key.credential, valid: true)
+        metrics?.credential(provider: key.provider, name: key.name, valid: true)
         return .usable(credential, calls: 1)
     }
 
     /// Marks the credential invalid: in the store first, then here; it is
     /// asked about again in ``credentialRecheck``.
     private func invalidate(_ key: CredentialKey, reason: String) async throws {
-        try await credentials.invalidate(provider: key.provider, name: key.credential, reason: reason)
+        try await credentials.invalidate(key, reason: reason)
         invalid[key] = reason
         rechecks[key] = clock.now + Self.credentialRecheck
-        metrics?.credential(provider: key.provider, name: key.credential, valid: false)
+        metrics?.credential(provider: key.provider, name: key.name, valid: false)
         logger.warning("credential invalidated", metadata: ["credential": "\(key)", "reason": "\(reason)"])
     }
 
@@ -431,7 +431,7 @@ extension PollEngine {
             }
             if isPaused(key, at: now) || inFlight.contains(key) { continue }
             rechecks[key] = now + Self.credentialRecheck
-            guard let stored = try await credentials.credential(provider: key.provider, name: key.credential) else {
+            guard let stored = try await credentials.credential(key) else {
                 // Gone: the gate says so on the next batch.
                 invalid.removeValue(forKey: key)
                 rechecks.removeValue(forKey: key)
@@ -459,7 +459,7 @@ extension PollEngine {
                     continue
                 }
                 do {
-                    try await credentials.clearInvalid(provider: key.provider, name: key.credential)
+                    try await credentials.clearInvalid(key)
                 } catch let error as CancellationError {
                     throw error
                 } catch {
@@ -469,7 +469,7 @@ extension PollEngine {
                 }
             }
             credentialUsable(key, now: now)
-            metrics?.credential(provider: key.provider, name: key.credential, valid: true)
+            metrics?.credential(provider: key.provider, name: key.name, valid: true)
             logger.info("credential valid again", metadata: ["credential": "\(key)"])
         }
         return calls

@@ -261,7 +261,7 @@ actor PollEngine {
     /// scheduled, marked running; otherwise scheduled in its pair (reset
     /// to the short group when `reset`). Its record must be in `machines`.
     private func place(_ machine: Machine, now: Timestamp, reset: Bool) async throws {
-        let key = CredentialKey(provider: machine.provider, credential: machine.credential)
+        let key = machine.credentialKey
         if machine.life == .dead {
             untrack(machine.id, from: key)
             machines.removeValue(forKey: machine.id)
@@ -316,7 +316,7 @@ actor PollEngine {
                         continue
                     }
                     let before = machines[machine.id]
-                    if let before, before.key.provider != machine.provider || before.key.credential != machine.credential {
+                    if let before, before.key != machine.credentialKey {
                         untrack(machine.id, from: before.key)
                     }
                     machines[machine.id] = TrackedMachine(machine)
@@ -326,18 +326,18 @@ actor PollEngine {
                     forget(event.machineID)
                     removed.append(event.machineID)
                 case .credentialSet:
-                    if let key = Self.credentialKey(event.credential) {
+                    if let key = CredentialKey(label: event.credential) {
                         credentialUsable(key, now: now)
                         logger.info("credential updated", metadata: ["credential": "\(key)"])
                     }
                 case .credentialValidated:
                     // Found valid by someone else (`credentials validate`).
-                    if let key = Self.credentialKey(event.credential) {
+                    if let key = CredentialKey(label: event.credential) {
                         credentialUsable(key, now: now)
                         logger.info("credential valid again", metadata: ["credential": "\(key)"])
                     }
                 case .credentialRemoved:
-                    if let key = Self.credentialKey(event.credential) { credentialRemoved(key, now: now) }
+                    if let key = CredentialKey(label: event.credential) { credentialRemoved(key, now: now) }
                 case .machinePolled, .instanceStatusChanged, .addressesChanged, .agentStatusChanged, .credentialInvalidated:
                     break
                 }
@@ -349,13 +349,6 @@ actor PollEngine {
             revision = read.through
             if events.count < 1000 { return }
         }
-    }
-
-    /// "provider/name" of a credential event.
-    static func credentialKey(_ label: String) -> CredentialKey? {
-        let parts = label.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return nil }
-        return CredentialKey(provider: parts[0], credential: parts[1])
     }
 
     /// An updated credential, or one found valid again: forget the gate's

@@ -225,7 +225,7 @@ public actor ProviderFleet: ProviderRouter, Service {
             where stored.invalidReason == nil && !(stored.expiresAt.map { $0 <= clock.now } ?? false) {
                 let answer = try await client.validateCredential(cloud: cloud, credential: stored.wire, timeout: timeout)
                 guard answer.valid else {
-                    throw SwapCheckFailure(description: "it says credential \(provider)/\(stored.name) is not valid: \(answer.reason)")
+                    throw SwapCheckFailure(description: "it says credential \(stored.key) is not valid: \(answer.reason)")
                 }
             }
         }
