@@ -35,7 +35,10 @@ import TestSupport
 /// - no instance id → skipped, bumped; batch carries only provisioned ids → unprovisionedIsSkippedAndBumpedAndTheBatchHasOnlyProvisionedIDs
 /// - one Instances + one NetworkInterfaces per batch → oneInstancesAndOneNetworkInterfacesCallPerBatch
 /// - none found → no NetworkInterfaces call → noneFoundMeansNoNetworkInterfacesCallAndBackoff
-/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn, aShortAnswerFromTheProviderIsAnErrorNotASilentSkip
+/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn
+/// - answers align with the ids asked (one per id, in order), checked by one function for both calls → aShortAnswerFromTheProviderIsAnErrorNotASilentSkip,
+///   anInstancesAnswerOutOfOrderIsAnErrorNotAMixUp, aNetworkInterfacesAnswerThatDoesNotAlignIsAnError;
+///   misalignmentNamesTheCountOrTheFirstResultOutOfPlace, misalignedResultsAreRejected (ProviderClientTests)
 /// - machines of an unconfigured provider → error recorded, the rest polled → machinesOfAnUnconfiguredProviderRecordAnErrorAndTheRestArePolled
 /// - at most max ids per call (ceil(N/max) calls) → batchesHoldAtMostMaxIDs
 /// - batches kept apart per credential and sent with it → batchesAreKeptApartPerCredentialAndSentWithIt

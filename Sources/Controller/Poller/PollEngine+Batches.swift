@@ -228,25 +228,27 @@ extension PollEngine {
         } catch {
             return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "Instances", now: now))
         }
-        guard instances.count == ids.count else {
-            // Results are index-aligned with the ids: anything else cannot be
-            // matched to the machines.
-            let message = "Instances failed: the provider answered \(instances.count) results for \(ids.count) ids"
-            logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "Instances", "error": "\(message)"])
-            try await fail(key, batch, message, now: now)
-            return .done(BatchOutcome(calls: calls, next: .go, result: "error"))
+        // Matched to the machines by place (see CloudAccess): an answer
+        // that does not align cannot be.
+        if let problem = ProviderV1.InstanceResult.misalignment(instances, asked: ids) {
+            return .done(try await misaligned(calls: calls, key: key, batch: batch, method: "Instances", problem: problem, now: now))
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
         if !foundIDs.isEmpty {
+            let interfaces: [ProviderV1.InstanceInterfaces]
             do {
                 calls += 1
-                for result in try await measured(key, "NetworkInterfaces", { try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential) }) {
-                    interfacesByID[result.instanceID] = result
+                interfaces = try await measured(key, "NetworkInterfaces") {
+                    try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential)
                 }
             } catch {
                 return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "NetworkInterfaces", now: now))
             }
+            if let problem = ProviderV1.InstanceInterfaces.misalignment(interfaces, asked: foundIDs) {
+                return .done(try await misaligned(calls: calls, key: key, batch: batch, method: "NetworkInterfaces", problem: problem, now: now))
+            }
+            for result in interfaces { interfacesByID[result.instanceID] = result }
         }
         return .answered(Answers(calls: calls, instances: instances, interfaces: interfacesByID, at: clock.now))
     }
@@ -512,6 +514,15 @@ extension PollEngine {
             try await fail(key, batch, "\(method) failed: \(rpc)", now: now)
             return BatchOutcome(calls: calls, next: .go, result: "error")
         }
+    }
+
+    /// An answer that breaks the alignment rule: an error on the batch.
+    private func misaligned(
+        calls: Int, key: CredentialKey, batch: [TrackedMachine], method: String, problem: String, now: Timestamp
+    ) async throws -> BatchOutcome {
+        logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "\(method)", "error": "\(problem)"])
+        try await fail(key, batch, "\(method) failed: \(problem)", now: now)
+        return BatchOutcome(calls: calls, next: .go, result: "error")
     }
 
     /// Records an error on every machine of a batch and bumps them: written
