@@ -6,7 +6,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Starting real shim processes under the contract (SPEC §5, §6.4).
+/// Starting real shim processes under the contract (proto/PROTOCOL.md §5, `docs/DESIGN.md` §6.4).
 @Suite("Shim launcher")
 struct ShimLauncherTests {
     static let fake = ShimCommand(
