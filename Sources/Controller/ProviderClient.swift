@@ -2,7 +2,10 @@ public import Core
 public import Logging
 
 /// The controller's typed client of one provider shim
-/// (`instancepoller.provider.v1.Provider`) over one connection.
+/// (`instancepoller.provider.v1.Provider`) over one connection: the one
+/// place that spells each call (its descriptor, its request, its deadline
+/// and how its answer or failure maps to an error). The poller reaches it
+/// through ``SupervisedCloudAccess``, which routes to the live shim's client.
 ///
 /// Every method throws `RPCError`: the shim's status (e.g. Unauthenticated,
 /// PermissionDenied, ResourceExhausted with ``RPCError/retryAfter``), or
@@ -58,7 +61,7 @@ public struct ProviderClient: Sendable {
         return try await connection.call(ProviderV1.validateCredential, request, timeout: timeout)
     }
 
-    /// Instance status for `ids`; results are index-aligned with `ids`.
+    /// Instance status for `ids`: one result per id, in the order asked.
     ///
     /// - Throws: `RPCError` Internal when the shim answers with results that
     ///   are not aligned with the ids asked for.
@@ -73,11 +76,13 @@ public struct ProviderClient: Sendable {
         request.credential = credential
         request.instanceIds = ids
         let response = try await connection.call(ProviderV1.instances, request, timeout: timeout)
-        try Self.checkAligned(response.results.map(\.instanceID), with: ids, method: "Instances")
+        try Self.checkAligned(response.results, with: ids, method: "Instances")
         return response.results
     }
 
-    /// Network interfaces for `ids`; results are index-aligned with `ids`.
+    /// Network interfaces for `ids`: one result per id, in the order asked.
+    ///
+    /// - Throws: `RPCError` Internal, as ``instances(cloud:credential:ids:timeout:)``.
     public func networkInterfaces(
         cloud: ProviderV1.CloudSpec,
         credential: ProviderV1.Credential,
@@ -89,7 +94,7 @@ public struct ProviderClient: Sendable {
         request.credential = credential
         request.instanceIds = ids
         let response = try await connection.call(ProviderV1.networkInterfaces, request, timeout: timeout)
-        try Self.checkAligned(response.results.map(\.instanceID), with: ids, method: "NetworkInterfaces")
+        try Self.checkAligned(response.results, with: ids, method: "NetworkInterfaces")
         return response.results
     }
 
@@ -99,12 +104,11 @@ public struct ProviderClient: Sendable {
         _ = try await connection.call(ProviderV1.shutdown, request, timeout: timeout)
     }
 
-    static func checkAligned(_ answered: [String], with asked: [String], method: String) throws(RPCError) {
-        guard answered.count == asked.count else {
-            throw RPCError(.internal, "\(method) answered \(answered.count) results for \(asked.count) ids")
-        }
-        for (index, (got, want)) in zip(answered, asked).enumerated() where got != want {
-            throw RPCError(.internal, "\(method) result \(index) is for \(got), expected \(want)")
+    /// A shim that breaks the alignment rule of ``CloudAccess`` answered
+    /// nothing usable: Internal, saying how.
+    private static func checkAligned<Answer: InstanceAnswer>(_ answers: [Answer], with asked: [String], method: String) throws(RPCError) {
+        if let problem = Answer.misalignment(answers, asked: asked) {
+            throw RPCError(.internal, "\(method): \(problem)")
         }
     }
 }

@@ -155,6 +155,14 @@ struct CredentialGateTests {
         }
     }
 
+    @Test func theKeyOfACredentialEventIsReadFromItsLabelOnce() {
+        let key = CredentialKey(provider: "aws", name: "prod/eu")
+        #expect(CredentialKey(label: "aws/prod/eu") == key, "the name keeps its slashes")
+        #expect(key.description == "aws/prod/eu")
+        #expect(CredentialKey(label: "aws") == nil)
+        #expect(StoredCredential(provider: "aws", name: "prod/eu", authType: "access-key", attributes: [:]).key == key)
+    }
+
     @Test func aRemovedCredentialPausesItsMachinesWithAClearErrorAndNoCall() async throws {
         try await PollerTests.with { f in
             f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])

@@ -341,17 +341,48 @@ extension PollerTests {
         }
     }
 
+    /// m1 and m2, running with an address each, added; `spoil` breaks the
+    /// cloud's answers; then their first poll.
+    static func pollTwo(_ f: Fixture, answering spoil: (TestCloud) -> Void) async throws {
+        f.cloud.set("i-m1", .running, addresses: ["10.0.0.1"])
+        f.cloud.set("i-m2", .running, addresses: ["10.0.0.2"])
+        try await f.add("m1")
+        try await f.add("m2")
+        try await f.tick()
+        spoil(f.cloud)
+        try await f.tick(.seconds(3))
+    }
+
     @Test func aShortAnswerFromTheProviderIsAnErrorNotASilentSkip() async throws {
         try await Self.with { f in
-            f.cloud.set("i-m1", .running)
-            f.cloud.set("i-m2", .running)
-            try await f.add("m1")
-            try await f.add("m2")
-            try await f.tick()
-            f.cloud.answerFewer(1)
-            try await f.tick(.seconds(3))
+            try await Self.pollTwo(f) { $0.answerFewer(1) }
             #expect(try await f.machine("m2").pollError == "Instances failed: the provider answered 1 results for 2 ids")
             #expect(try await f.entry("m1")?.interval == .seconds(6) && f.cloud.calls("Instances").count == 1)
+        }
+    }
+
+    @Test func anInstancesAnswerOutOfOrderIsAnErrorNotAMixUp() async throws {
+        try await Self.with { f in
+            try await Self.pollTwo(f) { $0.answerReversed(in: "Instances") }
+            for id in ["m1", "m2"] {
+                let machine = try await f.machine(id)
+                #expect(machine.pollError == "Instances failed: result 0 is for i-m2, expected i-m1")
+                #expect(machine.instanceStatus.rawStatus.isEmpty, "no status from an answer about another instance")
+                #expect(try await f.entry(id)?.interval == .seconds(6))
+            }
+            #expect(f.cloud.calls("NetworkInterfaces").isEmpty)
+        }
+    }
+
+    @Test func aNetworkInterfacesAnswerThatDoesNotAlignIsAnError() async throws {
+        try await Self.with { f in
+            try await Self.pollTwo(f) { $0.answerFewer(1, in: "NetworkInterfaces") }
+            for id in ["m1", "m2"] {
+                let machine = try await f.machine(id)
+                #expect(machine.pollError == "NetworkInterfaces failed: the provider answered 1 results for 2 ids")
+                #expect(machine.addresses.isEmpty && machine.instanceStatus.rawStatus.isEmpty, "nothing of the batch is written")
+                #expect(try await f.entry(id)?.interval == .seconds(6))
+            }
         }
     }
 }

@@ -35,7 +35,12 @@ import TestSupport
 /// - no instance id → skipped, bumped; batch carries only provisioned ids → unprovisionedIsSkippedAndBumpedAndTheBatchHasOnlyProvisionedIDs
 /// - one Instances + one NetworkInterfaces per batch → oneInstancesAndOneNetworkInterfacesCallPerBatch
 /// - none found → no NetworkInterfaces call → noneFoundMeansNoNetworkInterfacesCallAndBackoff
-/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn, aShortAnswerFromTheProviderIsAnErrorNotASilentSkip
+/// - provider error → machines bumped, error recorded, engine alive → providerErrorBumpsTheBatchRecordsItAndTheEngineGoesOn
+/// - answers align with the ids asked (one per id, in order), checked by one function for both calls → aShortAnswerFromTheProviderIsAnErrorNotASilentSkip,
+///   anInstancesAnswerOutOfOrderIsAnErrorNotAMixUp, aNetworkInterfacesAnswerThatDoesNotAlignIsAnError;
+///   misalignmentNamesTheCountOrTheFirstResultOutOfPlace, misalignedResultsAreRejected (ProviderClientTests)
+/// - what a failure means, decided without the engine (invalidate, throttle, record, retry 1 s … cap, write failed)
+///   → FailurePolicyTests (decides: one row per rule; aShortPollBelowOneSecondStartsTheRetriesThere)
 /// - machines of an unconfigured provider → error recorded, the rest polled → machinesOfAnUnconfiguredProviderRecordAnErrorAndTheRestArePolled
 /// - at most max ids per call (ceil(N/max) calls) → batchesHoldAtMostMaxIDs
 /// - batches kept apart per credential and sent with it → batchesAreKeptApartPerCredentialAndSentWithIt
@@ -58,10 +63,10 @@ import TestSupport
 ///   → unauthenticatedOrPermissionDeniedInvalidatesWithTheReason
 /// - updated credential → validated, paused machines polled at once → anUpdatedCredentialIsValidatedAndPausedMachinesArePolledAtOnce
 /// - an invalid credential re-checked once a minute, cleared when valid; validated elsewhere; removed; expired
-///   → CredentialGateTests
+///   → CredentialGateTests; a credential event's "provider/name" read into its key once → theKeyOfACredentialEventIsReadFromItsLabelOnce
 /// - secrets never logged → secretsNeverReachTheLogs
 /// - the service loop runs on the clock and stops on cancellation → runPollsAsTheClockMovesAndEndsOnCancellation
-@Suite("Poller (SPEC 6.2, 6.3)")
+@Suite("Poller (docs/DESIGN.md §6.2, §6.3)")
 struct PollerTests {
     struct Fixture {
         let directory: TemporaryDirectory

@@ -147,6 +147,16 @@ struct ProviderClientTests {
         }
     }
 
+    @Test func misalignmentNamesTheCountOrTheFirstResultOutOfPlace() {
+        let results: [ProviderV1.InstanceResult] = ["i-2", "i-1"].map { id in .with { $0.instanceID = id } }
+        #expect(ProviderV1.InstanceResult.misalignment(results, asked: ["i-1", "i-2", "i-3"]) == "the provider answered 2 results for 3 ids")
+        #expect(ProviderV1.InstanceResult.misalignment(results, asked: ["i-1", "i-2"]) == "result 0 is for i-2, expected i-1")
+        #expect(ProviderV1.InstanceResult.misalignment(results, asked: ["i-2", "i-1"]) == nil)
+        let interfaces: [ProviderV1.InstanceInterfaces] = ["i-1", "i-3"].map { id in .with { $0.instanceID = id } }
+        #expect(ProviderV1.InstanceInterfaces.misalignment(interfaces, asked: ["i-1", "i-2"]) == "result 1 is for i-3, expected i-2")
+        #expect(ProviderV1.InstanceInterfaces.misalignment([], asked: []) == nil)
+    }
+
     @Test func misalignedResultsAreRejected() async throws {
         try await Self.withProvider(StaticProvider(misalign: true)) { client in
             await #expect {

@@ -19,11 +19,19 @@ final class TestCloud: CloudAccess, Sendable {
         var calls: [Call] = []
         var failures: [String: any Error & Sendable] = [:]  // method → error, until cleared
         var validity: (valid: Bool, reason: String) = (true, "")
-        /// Instances answers leave out this many results (a broken shim).
-        var shortBy = 0
+        /// Answers of a method leave out this many results (a broken shim).
+        var shortBy: [String: Int] = [:]
+        /// Answers of these methods come in the reverse order (a broken shim).
+        var reversed: Set<String> = []
         var inFlight = 0
         var maxInFlight = 0
         var callWaiters: [(method: String, count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+
+        /// The ids `method` answers for, in its answer's order.
+        func answered(_ ids: [String], _ method: String) -> [String] {
+            let kept = Array(ids.dropLast(shortBy[method, default: 0]))
+            return reversed.contains(method) ? kept.reversed() : kept
+        }
     }
 
     private let state = NIOLockedValueBox(State())
@@ -42,7 +50,8 @@ final class TestCloud: CloudAccess, Sendable {
     func remove(_ id: String) { state.withLockedValue { _ = $0.instances.removeValue(forKey: id) } }
     func fail(_ method: String, with error: (any Error & Sendable)?) { state.withLockedValue { $0.failures[method] = error } }
     func setValidity(_ valid: Bool, reason: String = "") { state.withLockedValue { $0.validity = (valid, reason) } }
-    func answerFewer(_ count: Int) { state.withLockedValue { $0.shortBy = count } }
+    func answerFewer(_ count: Int, in method: String = "Instances") { state.withLockedValue { $0.shortBy[method] = count } }
+    func answerReversed(in method: String) { state.withLockedValue { _ = $0.reversed.insert(method) } }
 
     var calls: [Call] { state.withLockedValue { $0.calls } }
     func calls(_ method: String) -> [Call] { calls.filter { $0.method == method } }
@@ -93,7 +102,7 @@ final class TestCloud: CloudAccess, Sendable {
         await Task.yield()
         await gate.pass()
         return state.withLockedValue { state in
-            ids.dropLast(state.shortBy).map { id in
+            state.answered(ids, "Instances").map { id in
                 .with {
                     $0.instanceID = id
                     if let instance = state.instances[id] {
@@ -109,7 +118,7 @@ final class TestCloud: CloudAccess, Sendable {
         try enter("NetworkInterfaces", ids, credential)
         defer { leave() }
         return state.withLockedValue { state in
-            ids.map { id in
+            state.answered(ids, "NetworkInterfaces").map { id in
                 .with {
                     $0.instanceID = id
                     if let instance = state.instances[id] {

@@ -1,17 +1,51 @@
 public import Core
 
 /// What the poller needs of a provider (Juju's "environ"): the three cloud
-/// calls. In production a provider shim answers them through
-/// ``ShimCloudAccess``; unit tests use an in-memory cloud.
+/// calls. In production ``SupervisedCloudAccess`` answers them through the
+/// provider's live shim (its ``ProviderClient``); unit tests use an
+/// in-memory cloud.
 ///
-/// Methods throw `RPCError` with the contract's codes.
+/// Methods throw `RPCError` with the contract's codes, or
+/// ``ShimUnavailable`` when no shim serves the provider.
+///
+/// **Results align with the ids asked**: ``instances(_:cloud:credential:)``
+/// and ``networkInterfaces(_:cloud:credential:)`` answer one result per id,
+/// in the order asked, each carrying its id (`docs/DESIGN.md` §4). The
+/// caller checks it (``InstanceAnswer/misalignment(_:asked:)``) and treats
+/// an answer that breaks it as a failed call.
 public protocol CloudAccess: Sendable {
     func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws
         -> ProviderV1.ValidateCredentialResponse
+    /// One result per id of `ids`, in that order.
     func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
         -> [ProviderV1.InstanceResult]
+    /// One result per id of `ids`, in that order.
     func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
         -> [ProviderV1.InstanceInterfaces]
+}
+
+/// A provider's answer about one instance id: what the alignment rule of
+/// ``CloudAccess`` is checked on.
+public protocol InstanceAnswer {
+    var instanceID: String { get }
+}
+
+extension ProviderV1.InstanceResult: InstanceAnswer {}
+extension ProviderV1.InstanceInterfaces: InstanceAnswer {}
+
+extension InstanceAnswer {
+    /// What breaks the alignment rule in `answers` to the ids `asked` (a
+    /// count that differs, or a result for another id than the one asked
+    /// at its place), or nil when they align.
+    public static func misalignment(_ answers: [Self], asked: [String]) -> String? {
+        guard answers.count == asked.count else {
+            return "the provider answered \(answers.count) results for \(asked.count) ids"
+        }
+        for (index, (answer, id)) in zip(answers, asked).enumerated() where answer.instanceID != id {
+            return "result \(index) is for \(answer.instanceID), expected \(id)"
+        }
+        return nil
+    }
 }
 
 /// The provider's shim is not serving (it exited and is being restarted, or
@@ -70,33 +104,4 @@ public struct StaticProviderRouter: ProviderRouter {
     public var endpoints: [String: ProviderEndpoint]
     public init(_ endpoints: [String: ProviderEndpoint]) { self.endpoints = endpoints }
     public func endpoint(for provider: String) -> ProviderEndpoint? { endpoints[provider] }
-}
-
-/// A provider shim as ``CloudAccess``, each call bounded by `timeout`.
-public struct ShimCloudAccess: CloudAccess {
-    public let client: ProviderClient
-    public let timeout: Duration
-
-    public init(client: ProviderClient, timeout: Duration = .seconds(30)) {
-        self.client = client
-        self.timeout = timeout
-    }
-
-    public func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws
-        -> ProviderV1.ValidateCredentialResponse
-    {
-        try await client.validateCredential(cloud: cloud, credential: credential, timeout: timeout)
-    }
-
-    public func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
-        -> [ProviderV1.InstanceResult]
-    {
-        try await client.instances(cloud: cloud, credential: credential, ids: ids, timeout: timeout)
-    }
-
-    public func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws
-        -> [ProviderV1.InstanceInterfaces]
-    {
-        try await client.networkInterfaces(cloud: cloud, credential: credential, ids: ids, timeout: timeout)
-    }
 }

@@ -2,9 +2,11 @@ internal import Core
 internal import Logging
 internal import SwiftProtobuf
 
-/// Polling the due machines: batches per (provider, credential), the
-/// credential gate, and what each answer or failure means (README, "The
-/// poll engine").
+/// Polling the due machines: each pair's batches (at most max ids per
+/// call, one call in flight per pair), the calls behind the credential gate
+/// (`PollEngine+CredentialGate.swift`), and writing each batch's results
+/// before they are remembered. A failed batch goes to the failure policy
+/// (`PollEngine+Failures.swift`).
 extension PollEngine {
     func pollDue() async throws -> Int {
         let now = clock.now
@@ -126,7 +128,7 @@ extension PollEngine {
                     switch outcome.next {
                     case .go: continue
                     case .stop: break batches
-                    case .failRest(let message): refusal = message
+                    case .fail(let message): refusal = message
                     }
                 case .answered(let answers):
                     calls += answers.calls
@@ -147,19 +149,10 @@ extension PollEngine {
         }
     }
 
-    private struct BatchOutcome {
-        enum Next {
-            /// On to the pair's next batch.
-            case go
-            /// Stop the pair's remaining batches (throttled, shim down):
-            /// they stay due and are polled when the pause ends.
-            case stop
-            /// The remaining batches fail with this error, without a call.
-            case failRest(String)
-        }
-
+    struct BatchOutcome {
         var calls: Int
-        var next: Next
+        /// What the pair's remaining batches do.
+        var next: FailureDecision.Rest
         /// For the metrics: ok, error, credential_invalid, throttled, shim_down.
         var result: String
     }
@@ -192,31 +185,16 @@ extension PollEngine {
     private func fetch(_ key: CredentialKey, _ batch: [TrackedMachine]) async throws -> Step {
         let now = clock.now
         guard let endpoint = providers.endpoint(for: key.provider) else {
-            let message = "provider \(key.provider) is not configured"
-            try await fail(key, batch, message, now: now)
-            return .done(BatchOutcome(calls: 0, next: .failRest(message), result: "error"))
+            return .done(try await handle(.notConfigured(provider: key.provider), key, batch, calls: 0, now: now))
         }
-        // The credential gate: exists, not marked invalid, not expired, and
-        // the shim says it is usable.
         let credential: ProviderV1.Credential
-        var calls = 0
-        do {
-            switch try await gate(key, endpoint: endpoint, now: now) {
-            case .usable(let usable, let validateCalls):
-                credential = usable
-                calls += validateCalls
-            case .refused(let reason, let validateCalls):
-                logger.debug("batch refused by the credential gate", metadata: ["credential": "\(key)", "machines": "\(batch.count)"])
-                let message = "credential invalid: \(reason)"
-                try await fail(key, batch, message, now: now)
-                return .done(BatchOutcome(calls: validateCalls, next: .failRest(message), result: "credential_invalid"))
-            }
-        } catch let error as CancellationError {
-            throw error
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            return .done(try await handleCallError(calls: 1, error, key: key, batch: batch, method: "ValidateCredential", now: now))
+        var calls: Int
+        switch try await gate(key, endpoint: endpoint, now: now) {
+        case .usable(let usable, let validateCalls):
+            credential = usable
+            calls = validateCalls
+        case .refused(let failure, let validateCalls):
+            return .done(try await handle(failure, key, batch, calls: validateCalls, now: now))
         }
 
         let ids = batch.map(\.instanceID)
@@ -226,27 +204,29 @@ extension PollEngine {
             calls += 1
             instances = try await measured(key, "Instances") { try await endpoint.access.instances(ids, cloud: endpoint.cloud, credential: credential) }
         } catch {
-            return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "Instances", now: now))
+            return .done(try await handle(Self.failure(error, method: "Instances"), key, batch, calls: calls, now: now))
         }
-        guard instances.count == ids.count else {
-            // Results are index-aligned with the ids: anything else cannot be
-            // matched to the machines.
-            let message = "Instances failed: the provider answered \(instances.count) results for \(ids.count) ids"
-            logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "Instances", "error": "\(message)"])
-            try await fail(key, batch, message, now: now)
-            return .done(BatchOutcome(calls: calls, next: .go, result: "error"))
+        // Matched to the machines by place (see CloudAccess): an answer
+        // that does not align cannot be.
+        if let problem = ProviderV1.InstanceResult.misalignment(instances, asked: ids) {
+            return .done(try await handle(.misaligned(method: "Instances", problem: problem), key, batch, calls: calls, now: now))
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
         if !foundIDs.isEmpty {
+            let interfaces: [ProviderV1.InstanceInterfaces]
             do {
                 calls += 1
-                for result in try await measured(key, "NetworkInterfaces", { try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential) }) {
-                    interfacesByID[result.instanceID] = result
+                interfaces = try await measured(key, "NetworkInterfaces") {
+                    try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential)
                 }
             } catch {
-                return .done(try await handleCallError(calls: calls, error, key: key, batch: batch, method: "NetworkInterfaces", now: now))
+                return .done(try await handle(Self.failure(error, method: "NetworkInterfaces"), key, batch, calls: calls, now: now))
             }
+            if let problem = ProviderV1.InstanceInterfaces.misalignment(interfaces, asked: foundIDs) {
+                return .done(try await handle(.misaligned(method: "NetworkInterfaces", problem: problem), key, batch, calls: calls, now: now))
+            }
+            for result in interfaces { interfacesByID[result.instanceID] = result }
         }
         return .answered(Answers(calls: calls, instances: instances, interfaces: interfacesByID, at: clock.now))
     }
@@ -311,15 +291,6 @@ extension PollEngine {
         }
     }
 
-    /// A write of the pair failed (the store is busy or full): pause it.
-    private func storeFailed(_ key: CredentialKey, _ batch: [TrackedMachine], _ error: any Error) {
-        let wait = pauseToRetry(key, .storeFailed, now: clock.now)
-        logger.error(
-            "could not write a batch's results; its machines are polled again shortly",
-            metadata: ["credential": "\(key)", "machines": "\(batch.count)", "retry": "\(wait)", "error": "\(error)"])
-        metrics?.batchPolled(provider: key.provider, size: batch.count, result: "store_error")
-    }
-
     static var noInterfacesHash: Int { [ProviderV1.NetworkInterface]().hashValue }
 
     /// Status and address changes at info, as Juju logs them.
@@ -341,7 +312,7 @@ extension PollEngine {
     }
 
     /// Runs one provider call, counting it and its latency by result.
-    private func measured<T>(_ key: CredentialKey, _ method: String, _ call: () async throws -> T) async throws -> T {
+    func measured<T>(_ key: CredentialKey, _ method: String, _ call: () async throws -> T) async throws -> T {
         guard let metrics else { return try await call() }
         let start = ContinuousClock.now
         do {
@@ -363,155 +334,6 @@ extension PollEngine {
             name += character.lowercased()
         }
         return name
-    }
-
-    private enum GateVerdict {
-        case usable(ProviderV1.Credential, calls: Int)
-        case refused(String, calls: Int)
-    }
-
-    private func gate(_ key: CredentialKey, endpoint: ProviderEndpoint, now: Timestamp) async throws -> GateVerdict {
-        if let reason = invalid[key] { return .refused(reason, calls: 0) }
-        guard let stored = try await credentials.credential(provider: key.provider, name: key.credential) else {
-            return .refused("credential \(key) does not exist", calls: 0)
-        }
-        if let reason = stored.invalidReason {
-            invalid[key] = reason
-            if rechecks[key] == nil { rechecks[key] = now + Self.credentialRecheck }
-            return .refused(reason, calls: 0)
-        }
-        if let expiry = stored.expiresAt, expiry <= now {
-            // Not re-checked: only setting it again helps.
-            let reason = "expired at \(expiry.rfc3339)"
-            invalid[key] = reason
-            return .refused(reason, calls: 0)
-        }
-        let credential = stored.wire
-        let verdict: ProviderV1.ValidateCredentialResponse
-        do {
-            verdict = try await measured(key, "ValidateCredential") { try await endpoint.access.validateCredential(credential, cloud: endpoint.cloud) }
-        } catch let error as RPCError where error.code == .unauthenticated || error.code == .permissionDenied {
-            try await invalidate(key, reason: error.message)
-            return .refused(error.message, calls: 1)
-        }
-        guard verdict.valid else {
-            try await invalidate(key, reason: verdict.reason)
-            return .refused(verdict.reason, calls: 1)
-        }
-        metrics?.credential(provider: key.provider, name: key.credential, valid: true)
-        return .usable(credential, calls: 1)
-    }
-
-    /// Marks the credential invalid: in the store first, then here; it is
-    /// asked about again in ``credentialRecheck``.
-    private func invalidate(_ key: CredentialKey, reason: String) async throws {
-        try await credentials.invalidate(provider: key.provider, name: key.credential, reason: reason)
-        invalid[key] = reason
-        rechecks[key] = clock.now + Self.credentialRecheck
-        metrics?.credential(provider: key.provider, name: key.credential, valid: false)
-        logger.warning("credential invalidated", metadata: ["credential": "\(key)", "reason": "\(reason)"])
-    }
-
-    /// Asks the shims again about the invalid credentials whose re-check is
-    /// due and whose machines wait (not while their pair is paused or has a
-    /// batch in flight). One found valid has its mark cleared in the store
-    /// first, then here, and its paused machines are polled in this round;
-    /// one still invalid, or that could not be asked, is asked again in
-    /// ``credentialRecheck``. Returns the calls made.
-    func recheckInvalidCredentials() async throws -> Int {
-        let now = clock.now
-        var calls = 0
-        for (key, at) in rechecks where at <= now {
-            guard invalid[key] != nil, schedules[key] != nil, let endpoint = providers.endpoint(for: key.provider) else {
-                // Nothing waits for it: forgotten, so that the next batch
-                // reads the store's mark again (and asks for a re-check).
-                rechecks.removeValue(forKey: key)
-                invalid.removeValue(forKey: key)
-                continue
-            }
-            if isPaused(key, at: now) || inFlight.contains(key) { continue }
-            rechecks[key] = now + Self.credentialRecheck
-            guard let stored = try await credentials.credential(provider: key.provider, name: key.credential) else {
-                // Gone: the gate says so on the next batch.
-                invalid.removeValue(forKey: key)
-                rechecks.removeValue(forKey: key)
-                continue
-            }
-            if let expiry = stored.expiresAt, expiry <= now {
-                rechecks.removeValue(forKey: key)
-                continue
-            }
-            if stored.invalidReason != nil {
-                let verdict: ProviderV1.ValidateCredentialResponse
-                do {
-                    calls += 1
-                    verdict = try await measured(key, "ValidateCredential") {
-                        try await endpoint.access.validateCredential(stored.wire, cloud: endpoint.cloud)
-                    }
-                } catch let error as CancellationError {
-                    throw error
-                } catch {
-                    logger.debug("credential still invalid", metadata: ["credential": "\(key)", "error": "\(RPCError(from: error))"])
-                    continue
-                }
-                guard verdict.valid else {
-                    logger.debug("credential still invalid", metadata: ["credential": "\(key)", "reason": "\(verdict.reason)"])
-                    continue
-                }
-                do {
-                    try await credentials.clearInvalid(provider: key.provider, name: key.credential)
-                } catch let error as CancellationError {
-                    throw error
-                } catch {
-                    // Not remembered: asked again at the next re-check.
-                    logger.error("could not clear a credential's invalid mark", metadata: ["credential": "\(key)", "error": "\(error)"])
-                    continue
-                }
-            }
-            credentialUsable(key, now: now)
-            metrics?.credential(provider: key.provider, name: key.credential, valid: true)
-            logger.info("credential valid again", metadata: ["credential": "\(key)"])
-        }
-        return calls
-    }
-
-    /// What a failed cloud call means for the batch and the pair.
-    private func handleCallError(
-        calls: Int, _ error: any Error, key: CredentialKey, batch: [TrackedMachine], method: String, now: Timestamp
-    ) async throws -> BatchOutcome {
-        if error is CancellationError { throw error }
-        if let down = error as? ShimUnavailable {
-            // Not the cloud's answer: the machines keep their schedule (still
-            // due) and are polled once the shim is back.
-            pauseToRetry(key, .shimDown, now: now)
-            if down.starting {
-                logger.debug("waiting for the provider's shim to start", metadata: ["provider": "\(key.provider)"])
-            } else if !shimDown.contains(key.provider) {
-                shimDown.insert(key.provider)
-                logger.warning("provider unavailable; machines keep their schedule", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
-            } else {
-                logger.debug("provider still unavailable", metadata: ["provider": "\(key.provider)", "why": "\(down.reason)"])
-            }
-            return BatchOutcome(calls: calls, next: .stop, result: "shim_down")
-        }
-        let rpc = RPCError(from: error)
-        switch rpc.code {
-        case .unauthenticated, .permissionDenied:
-            try await invalidate(key, reason: rpc.message)
-            let message = "credential invalid: \(rpc.message)"
-            try await fail(key, batch, message, now: now)
-            return BatchOutcome(calls: calls, next: .failRest(message), result: "credential_invalid")
-        case .resourceExhausted:
-            // Throttled: give the cloud room; the machines' own backoff stays.
-            let pauseFor = rpc.retryAfter ?? settings.shortPollCap
-            pause(key, until: now + pauseFor, .throttled)
-            logger.notice("throttled", metadata: ["credential": "\(key)", "method": "\(method)", "pause": "\(pauseFor)"])
-            return BatchOutcome(calls: calls, next: .stop, result: "throttled")
-        default:
-            logger.warning("provider call failed", metadata: ["credential": "\(key)", "method": "\(method)", "error": "\(rpc)"])
-            try await fail(key, batch, "\(method) failed: \(rpc)", now: now)
-            return BatchOutcome(calls: calls, next: .go, result: "error")
-        }
     }
 
     /// Records an error on every machine of a batch and bumps them: written

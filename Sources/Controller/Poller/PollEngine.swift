@@ -1,9 +1,16 @@
 internal import Core
 internal import Logging
 
-/// The poll engine behind ``Poller``: the loop, the machines it tracks,
-/// and the events log it follows. Polling the due machines is in
-/// `PollEngine+Batches.swift`.
+/// The poll engine behind ``Poller``. Its rooms:
+/// - here: its state, the loop, sleeping, pauses and the pairs' schedules;
+/// - `PollEngine+Events.swift`: loading, reading the events log and
+///   applying the store's changes to what it tracks;
+/// - `PollEngine+Batches.swift`: building each pair's batches, the calls,
+///   and writing their results;
+/// - `PollEngine+CredentialGate.swift`: the gate before every batch and the
+///   once-a-minute re-check of invalid credentials;
+/// - `FailurePolicy.swift`: what a failed batch means, decided without the
+///   engine; `PollEngine+Failures.swift` applies the decision.
 ///
 /// Two rules hold throughout:
 /// - **Write first, then remember.** Memory (statuses, interface hashes,
@@ -30,11 +37,12 @@ actor PollEngine {
     /// One schedule per pair (see the type's comment).
     var schedules: [CredentialKey: PollSchedule] = [:]
     var machines: [String: TrackedMachine] = [:]
-    private var revision: Int64 = 0
-    private var loaded = false
+    /// The events log's revision read through.
+    var revision: Int64 = 0
+    var loaded = false
     private let jitterSeed: UInt64
     /// Pairs that are not polled until a time, and why.
-    var pauses: [CredentialKey: Pause] = [:]
+    var pauses: [CredentialKey: PairPause] = [:]
     /// Pairs with a batch in flight: another round leaves them alone, so
     /// there is never more than one call in flight per pair.
     var inFlight: Set<CredentialKey> = []
@@ -47,33 +55,12 @@ actor PollEngine {
     /// expired ones: only setting them again helps).
     var rechecks: [CredentialKey: Timestamp] = [:]
 
-    /// How often an invalid credential whose machines wait is validated
-    /// again through its shim: a credential that failed for a while (an
-    /// outage of the cloud's auth, a key rotated back) clears itself.
-    static let credentialRecheck: Duration = .seconds(60)
-
-    /// How soon a pair whose shim is down, or whose write failed, is first
-    /// tried again (the short poll, if that is shorter); each further try
-    /// waits twice as long, up to the short-poll cap, until a batch of the
-    /// pair goes through. A shim that serves again wakes the loop at once,
-    /// so the waiting machines never wait for the retry.
-    static let retryPause: Duration = .seconds(1)
-    /// Failed tries in a row per pair (shim down, store failed).
+    /// What each failed batch means.
+    let failurePolicy: FailurePolicy
+    /// Failed tries in a row per pair (shim down, store failed): how long
+    /// the next retry waits (``FailurePolicy/retryWait(after:)``), until a
+    /// batch of the pair goes through.
     var retries: [CredentialKey: Int] = [:]
-
-    struct Pause {
-        enum Reason {
-            /// ResourceExhausted: the retry-after hint, or the short-poll cap.
-            case throttled
-            /// The provider's shim is down or still starting.
-            case shimDown
-            /// The batch's results could not be written.
-            case storeFailed
-        }
-
-        var until: Timestamp
-        var reason: Reason
-    }
 
     init(config: PollerConfig) {
         clock = config.clock!
@@ -82,6 +69,7 @@ actor PollEngine {
         credentials = config.credentials!
         logger = config.logger!
         settings = config.settings
+        failurePolicy = FailurePolicy(settings: config.settings)
         watchInterval = config.watchInterval
         metrics = config.metrics
         jitterSeed = config.jitterSeed
@@ -147,22 +135,6 @@ actor PollEngine {
         pauses[key].map { $0.until > now } ?? false
     }
 
-    func pause(_ key: CredentialKey, until: Timestamp, _ reason: Pause.Reason) {
-        pauses[key] = Pause(until: until, reason: reason)
-    }
-
-    /// Pauses a pair that is to be tried again (its shim is down, its write
-    /// failed): 1 s, 2 s, 4 s … the short-poll cap; returns the pause.
-    @discardableResult
-    func pauseToRetry(_ key: CredentialKey, _ reason: Pause.Reason, now: Timestamp) -> Duration {
-        let first = min(settings.shortPoll, Self.retryPause)
-        let tries = retries[key, default: 0]
-        retries[key] = tries + 1
-        let wait = min(first * Double(1 << min(tries, 20)), max(settings.shortPollCap, first))
-        pause(key, until: now + wait, reason)
-        return wait
-    }
-
     /// Shims that serve again: their pairs are polled now, not at the
     /// retry.
     private func resumeServing(_ providers: Set<String>) {
@@ -206,7 +178,7 @@ actor PollEngine {
         return body(&schedules[key]!)
     }
 
-    private func seed(for key: CredentialKey) -> UInt64 {
+    func seed(for key: CredentialKey) -> UInt64 {
         // FNV-1a: stable across runs, unlike Hasher.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in key.description.utf8 {
@@ -220,164 +192,8 @@ actor PollEngine {
         machines[machineID].flatMap { schedules[$0.key]?.entry(machineID) }
     }
 
-    private func untrack(_ machineID: String, from key: CredentialKey) {
+    func untrack(_ machineID: String, from key: CredentialKey) {
         schedules[key]?.untrack(machineID)
         if schedules[key]?.entries.isEmpty == true { schedules.removeValue(forKey: key) }
-    }
-
-    // MARK: - Loading and events
-
-    private func load() async throws {
-        let now = clock.now
-        revision = try await store.latestRevision()
-        var saved = try await store.schedule()
-        let savedCount = saved.count
-        let all = try await store.machines()
-        for machine in all { machines[machine.id] = TrackedMachine(machine) }
-        var resumed: [CredentialKey: [ScheduleEntry]] = [:]
-        var removing: [String] = []
-        for entry in saved {
-            guard let machine = machines[entry.machineID] else {
-                removing.append(entry.machineID)
-                continue
-            }
-            resumed[machine.key, default: []].append(entry)
-        }
-        // At 100 000 machines each copy of the schedule is megabytes: keep one.
-        saved = []
-        for key in Array(resumed.keys) {
-            guard let entries = resumed.removeValue(forKey: key) else { continue }
-            schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: entries)
-        }
-        for machine in all { try await place(machine, now: now, reset: false) }
-        var entries: [ScheduleEntry] = []
-        for schedule in schedules.values { entries.append(contentsOf: schedule.entries.values) }
-        try await store.saveSchedule(entries, removing: removing)
-        loaded = true
-        logger.info("poller started", metadata: ["machines": "\(all.count)", "resumed": "\(savedCount - removing.count)"])
-    }
-
-    /// Puts a machine where it belongs: dead → forgotten; manual → not
-    /// scheduled, marked running; otherwise scheduled in its pair (reset
-    /// to the short group when `reset`). Its record must be in `machines`.
-    private func place(_ machine: Machine, now: Timestamp, reset: Bool) async throws {
-        let key = CredentialKey(provider: machine.provider, credential: machine.credential)
-        if machine.life == .dead {
-            untrack(machine.id, from: key)
-            machines.removeValue(forKey: machine.id)
-            return
-        }
-        if machine.manual {
-            untrack(machine.id, from: key)
-            // Juju's rule: a manual machine not running is set running;
-            // one already running is left as it is.
-            if machine.instanceStatus.state != .running {
-                let status = InstanceStatusRecord(state: .running, rawStatus: "running", message: Self.manualMessage, updatedAt: now)
-                try await store.setInstanceStatus(machineID: machine.id, status)
-                machines[machine.id]?.instanceStatus = status
-                logger.info(
-                    "instance status changed from \(machine.instanceStatus.summary) to \(status.summary)",
-                    metadata: ["machine": "\(machine.id)"])
-            }
-            return
-        }
-        withSchedule(key) { schedule in
-            if reset {
-                schedule.resetToShort(machine.id, now: now)
-            } else {
-                schedule.track(machine.id, now: now)
-            }
-        }
-    }
-
-    static let manualMessage = "Manually provisioned machine"
-
-    private func forget(_ machineID: String) {
-        if let machine = machines.removeValue(forKey: machineID) { untrack(machineID, from: machine.key) }
-    }
-
-    /// Reads the events log after the last revision seen. Only changes from
-    /// outside count (the store leaves the poller's own out); the revision
-    /// moves on only once the schedule changes they caused are written, so
-    /// a failed write reads them again.
-    private func readEvents() async throws {
-        while true {
-            let read = try await store.externalEvents(after: revision, limit: 1000)
-            let events = read.events
-            let now = clock.now
-            var touched: [String] = []
-            var removed: [String] = []
-            for event in events {
-                switch event.kind {
-                case .machineAdded, .machineChanged:
-                    guard let machine = try await store.machine(id: event.machineID) else {
-                        forget(event.machineID)
-                        removed.append(event.machineID)
-                        continue
-                    }
-                    let before = machines[machine.id]
-                    if let before, before.key.provider != machine.provider || before.key.credential != machine.credential {
-                        untrack(machine.id, from: before.key)
-                    }
-                    machines[machine.id] = TrackedMachine(machine)
-                    try await place(machine, now: now, reset: before?.isResetBy(machine) ?? false)
-                    if entry(machine.id) != nil { touched.append(machine.id) } else { removed.append(machine.id) }
-                case .machineRemoved:
-                    forget(event.machineID)
-                    removed.append(event.machineID)
-                case .credentialSet:
-                    if let key = Self.credentialKey(event.credential) {
-                        credentialUsable(key, now: now)
-                        logger.info("credential updated", metadata: ["credential": "\(key)"])
-                    }
-                case .credentialValidated:
-                    // Found valid by someone else (`credentials validate`).
-                    if let key = Self.credentialKey(event.credential) {
-                        credentialUsable(key, now: now)
-                        logger.info("credential valid again", metadata: ["credential": "\(key)"])
-                    }
-                case .credentialRemoved:
-                    if let key = Self.credentialKey(event.credential) { credentialRemoved(key, now: now) }
-                case .machinePolled, .instanceStatusChanged, .addressesChanged, .agentStatusChanged, .credentialInvalidated:
-                    break
-                }
-            }
-            let entries = touched.compactMap { entry($0) }
-            if !entries.isEmpty || !removed.isEmpty {
-                try await store.saveSchedule(entries, removing: removed)
-            }
-            revision = read.through
-            if events.count < 1000 { return }
-        }
-    }
-
-    /// "provider/name" of a credential event.
-    static func credentialKey(_ label: String) -> CredentialKey? {
-        let parts = label.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return nil }
-        return CredentialKey(provider: parts[0], credential: parts[1])
-    }
-
-    /// An updated credential, or one found valid again: forget the gate's
-    /// verdict, so the next batch validates it, and poll its paused machines
-    /// at once.
-    func credentialUsable(_ key: CredentialKey, now: Timestamp) {
-        invalid.removeValue(forKey: key)
-        rechecks.removeValue(forKey: key)
-        for machine in machines.values where machine.key == key && machine.pollError?.hasPrefix("credential invalid") == true {
-            withSchedule(key) { schedule in
-                schedule.resetToShort(machine.id, now: now)
-                schedule.makeDue(machine.id, at: now)
-            }
-        }
-    }
-
-    /// A removed credential: its machines stay and pause. They are made due
-    /// now so that the gate records why at once (no cloud call is made).
-    private func credentialRemoved(_ key: CredentialKey, now: Timestamp) {
-        invalid.removeValue(forKey: key)
-        rechecks.removeValue(forKey: key)
-        for machine in machines.values where machine.key == key { schedules[key]?.makeDue(machine.id, at: now) }
-        logger.notice("credential removed; its machines are not polled until it is set again", metadata: ["credential": "\(key)"])
     }
 }

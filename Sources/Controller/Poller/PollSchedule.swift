@@ -1,6 +1,6 @@
 public import Core
 
-/// The poll schedule as a pure state machine (SPEC §6.2): which machines are
+/// The poll schedule as a pure state machine (`docs/DESIGN.md` §6.2): which machines are
 /// due, and where each goes after a poll. No I/O and no clock of its own:
 /// every method takes `now`, so tests drive it exactly.
 public struct PollSchedule: Sendable {

@@ -1,4 +1,4 @@
-/// The schedule's knobs (SPEC §6.2), all configurable.
+/// The schedule's knobs (`docs/DESIGN.md` §6.2), all configurable.
 public struct PollSettings: Hashable, Sendable {
     /// First interval of the short group.
     public var shortPoll: Duration

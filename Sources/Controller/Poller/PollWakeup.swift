@@ -1,5 +1,5 @@
 internal import Core
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 
 /// Wakes the poll loop before its deadline: when a provider's shim serves
 /// again, so that the machines waiting for it are polled at once instead of
@@ -18,10 +18,10 @@ final class PollWakeup: Sendable {
         var pending: Bool { !providers.isEmpty || !swapped.isEmpty || storeChanged }
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     func signal(provider: String) {
-        let waiter = state.withLock { state in
+        let waiter = state.withLockedValue { state in
             state.providers.insert(provider)
             defer { state.waiter = nil }
             return state.waiter
@@ -30,7 +30,7 @@ final class PollWakeup: Sendable {
     }
 
     func swapped(provider: String) {
-        let waiter = state.withLock { state in
+        let waiter = state.withLockedValue { state in
             state.swapped.insert(provider)
             defer { state.waiter = nil }
             return state.waiter
@@ -39,7 +39,7 @@ final class PollWakeup: Sendable {
     }
 
     func storeChanged() {
-        let waiter = state.withLock { state in
+        let waiter = state.withLockedValue { state in
             state.storeChanged = true
             defer { state.waiter = nil }
             return state.waiter
@@ -51,7 +51,7 @@ final class PollWakeup: Sendable {
     /// swapped since the last call (and forgets that the store changed: the
     /// round about to run reads it).
     func take() -> (serving: Set<String>, swapped: Set<String>) {
-        state.withLock { state in
+        state.withLockedValue { state in
             defer {
                 state.providers = []
                 state.swapped = []
@@ -65,7 +65,7 @@ final class PollWakeup: Sendable {
     /// store change is signalled (at once if one already was). Throws
     /// CancellationError when the task is cancelled.
     func wait(until deadline: Timestamp, on clock: any PollClock) async throws {
-        if state.withLock({ $0.pending }) { return }
+        if state.withLockedValue({ $0.pending }) { return }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await clock.sleep(until: deadline) }
             group.addTask { await self.signalled() }
@@ -77,7 +77,7 @@ final class PollWakeup: Sendable {
     private func signalled() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
+                let now = state.withLockedValue { state -> Bool in
                     if state.pending || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
@@ -85,7 +85,7 @@ final class PollWakeup: Sendable {
                 if now { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { state in
+            let waiter = state.withLockedValue { state in
                 defer { state.waiter = nil }
                 return state.waiter
             }

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 public import Logging
 
 /// Everything the poller needs, checked by ``validate()`` which names the
@@ -63,17 +63,15 @@ public struct PollerConfig: Sendable {
 
 /// Reading and invalidating credentials (Juju's credential API).
 public protocol CredentialAPI: Sendable {
-    func credential(provider: String, name: String) async throws -> StoredCredential?
-    /// Every credential of `provider`.
-    func credentials(provider: String) async throws -> [StoredCredential]
-    func invalidate(provider: String, name: String, reason: String) async throws
+    func credential(_ key: CredentialKey) async throws -> StoredCredential?
+    func invalidate(_ key: CredentialKey, reason: String) async throws
     /// The credentials of `provider` that its machines use (a swap
     /// validates only these: one nobody uses cannot block it).
     func credentialsInUse(provider: String) async throws -> [StoredCredential]
     /// Clears the invalid mark of a credential found valid again; false
     /// when it was not marked.
     @discardableResult
-    func clearInvalid(provider: String, name: String) async throws -> Bool
+    func clearInvalid(_ key: CredentialKey) async throws -> Bool
 }
 
 /// The credential API on the machine store.
@@ -81,16 +79,12 @@ public struct StoreCredentialAPI: CredentialAPI {
     public let store: any MachineStore
     public init(store: any MachineStore) { self.store = store }
 
-    public func credential(provider: String, name: String) async throws -> StoredCredential? {
-        try await store.credential(provider: provider, name: name)
+    public func credential(_ key: CredentialKey) async throws -> StoredCredential? {
+        try await store.credential(provider: key.provider, name: key.name)
     }
 
-    public func credentials(provider: String) async throws -> [StoredCredential] {
-        try await store.credentials().filter { $0.provider == provider }
-    }
-
-    public func invalidate(provider: String, name: String, reason: String) async throws {
-        try await store.invalidateCredential(provider: provider, name: name, reason: reason)
+    public func invalidate(_ key: CredentialKey, reason: String) async throws {
+        try await store.invalidateCredential(provider: key.provider, name: key.name, reason: reason)
     }
 
     public func credentialsInUse(provider: String) async throws -> [StoredCredential] {
@@ -99,7 +93,7 @@ public struct StoreCredentialAPI: CredentialAPI {
     }
 
     @discardableResult
-    public func clearInvalid(provider: String, name: String) async throws -> Bool {
-        try await store.clearCredentialInvalid(provider: provider, name: name, source: .poller)
+    public func clearInvalid(_ key: CredentialKey) async throws -> Bool {
+        try await store.clearCredentialInvalid(provider: key.provider, name: key.name, source: .poller)
     }
 }

@@ -1,19 +1,5 @@
 internal import Core
 
-/// A (provider, credential) pair: the unit of batching, gating, throttling
-/// and scheduling.
-public struct CredentialKey: Hashable, Sendable, CustomStringConvertible {
-    public var provider: String
-    public var credential: String
-
-    public init(provider: String, credential: String) {
-        self.provider = provider
-        self.credential = credential
-    }
-
-    public var description: String { "\(provider)/\(credential)" }
-}
-
 /// A machine as the poll engine keeps it: what scheduling and change
 /// detection need, with the interfaces only as their hash (the store holds
 /// them), so 100 000 machines stay small.
@@ -34,7 +20,7 @@ struct TrackedMachine: Sendable {
 
     init(_ machine: Machine) {
         id = machine.id
-        key = CredentialKey(provider: machine.provider, credential: machine.credential)
+        key = machine.credentialKey
         instanceID = machine.instanceID
         life = machine.life
         manual = machine.manual
@@ -56,8 +42,8 @@ struct TrackedMachine: Sendable {
     /// life, instance id, provider, credential, the manual flag, or an agent
     /// start. An agent going down or into error is not one.
     func isResetBy(_ machine: Machine) -> Bool {
-        machine.life != life || machine.instanceID != instanceID || machine.provider != key.provider
-            || machine.credential != key.credential || machine.manual != manual || machine.agentStartedAt != agentStartedAt
+        machine.life != life || machine.instanceID != instanceID || machine.credentialKey != key
+            || machine.manual != manual || machine.agentStartedAt != agentStartedAt
     }
 
     /// Whether `interfaces` carry any address (shadow addresses count).

@@ -2,7 +2,6 @@ public import Core
 public import Logging
 public import ServiceLifecycle
 internal import NIOConcurrencyHelpers
-internal import Synchronization
 internal import SwiftProtobuf
 #if canImport(Glibc)
 internal import Glibc
@@ -34,7 +33,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     private var initial: [ProviderConfig]
     private var stopping = false
     /// What the poller reads, without waiting for the actor.
-    private nonisolated let routes = Mutex<[String: ProviderEndpoint]>([:])
+    private nonisolated let routes = NIOLockedValueBox<[String: ProviderEndpoint]>([:])
     /// Told each time a provider's shim starts serving (the poller).
     private nonisolated let servingHandler = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
     /// Told each time a provider's shim was swapped (the poller).
@@ -63,7 +62,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     }
 
     public nonisolated func endpoint(for provider: String) -> ProviderEndpoint? {
-        routes.withLock { $0[provider] }
+        routes.withLockedValue { $0[provider] }
     }
 
     public nonisolated func whenShimServes(_ handler: @escaping @Sendable (String) -> Void) {
@@ -121,12 +120,12 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     /// New calls to `config`'s provider go to its supervised shim, with its cloud spec.
     private func route(_ config: ProviderConfig, through supervisor: ProviderSupervisor) {
-        routes.withLock { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: supervisor.access) }
+        routes.withLockedValue { $0[config.name] = ProviderEndpoint(cloud: config.cloud, access: supervisor.access) }
     }
 
     private func stop(_ name: String) async {
         guard let member = members.removeValue(forKey: name) else { return }
-        routes.withLock { _ = $0.removeValue(forKey: name) }
+        routes.withLockedValue { _ = $0.removeValue(forKey: name) }
         member.task.cancel()
         await member.task.value
     }
@@ -137,7 +136,7 @@ public actor ProviderFleet: ProviderRouter, Service {
         await withTaskGroup(of: Void.self) { group in
             for name in all {
                 guard let member = members.removeValue(forKey: name) else { continue }
-                routes.withLock { _ = $0.removeValue(forKey: name) }
+                routes.withLockedValue { _ = $0.removeValue(forKey: name) }
                 member.task.cancel()
                 group.addTask { await member.task.value }
             }
@@ -226,7 +225,7 @@ public actor ProviderFleet: ProviderRouter, Service {
             where stored.invalidReason == nil && !(stored.expiresAt.map { $0 <= clock.now } ?? false) {
                 let answer = try await client.validateCredential(cloud: cloud, credential: stored.wire, timeout: timeout)
                 guard answer.valid else {
-                    throw SwapCheckFailure(description: "it says credential \(provider)/\(stored.name) is not valid: \(answer.reason)")
+                    throw SwapCheckFailure(description: "it says credential \(stored.key) is not valid: \(answer.reason)")
                 }
             }
         }

@@ -1,11 +1,10 @@
-public import Core
+internal import Core
 public import Logging
-internal import NIOConcurrencyHelpers
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-/// How shims are watched and restarted (SPEC §6.4).
+/// How shims are watched and restarted (`docs/DESIGN.md` §6.4).
 public struct SupervisionSettings: Hashable, Sendable {
     public var healthInterval: Duration = .seconds(5)
     public var healthTimeout: Duration = .seconds(2)
@@ -277,57 +276,40 @@ public actor ProviderSupervisor {
     }
 
     /// Returns why the shim stopped serving: it exited, or failed health
-    /// checks in a row.
+    /// checks in a row (whichever comes first; the other wait is
+    /// cancelled), or "stopped" when the supervisor is cancelled.
     private func watch(_ shim: RunningShim) async -> String {
-        let clock = self.clock
-        let settings = self.settings
-        let supervisor = self
-        let pid = shim.process.pid
-        let decided = NIOLockedValueBox(false)
-        let healthTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
-        let reason = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-                let decide: @Sendable (String) -> Void = { reason in
-                    let first = decided.withLockedValue { done in defer { done = true }; return !done }
-                    guard first else { return }
-                    healthTask.withLockedValue { $0?.cancel() }
-                    continuation.resume(returning: reason)
-                }
-                // Unstructured: waiting for the exit cannot be cancelled, and
-                // must not hold up a cancelled supervisor.
-                Task {
-                    let status = await shim.process.waitForExit()
-                    decide("exited with status \(status)")
-                }
-                let health = Task {
-                    var failures = 0
-                    var servedOnce = false
-                    while !Task.isCancelled {
-                        do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { break }
-                        do {
-                            let answer = try await shim.client.health(timeout: settings.healthTimeout)
-                            failures = answer.status == .serving ? 0 : failures + 1
-                            if answer.status == .serving, !servedOnce {
-                                servedOnce = true
-                                await supervisor.servedHealthily(pid: pid)
-                            }
-                        } catch {
-                            failures += 1
-                        }
-                        if failures >= settings.failedChecksBeforeRestart {
-                            decide("failed \(failures) health checks in a row")
-                            return
-                        }
-                    }
-                    decide("stopped")
-                }
-                healthTask.withLockedValue { $0 = health }
-                if decided.withLockedValue({ $0 }) { health.cancel() }
-            }
-        } onCancel: {
-            healthTask.withLockedValue { $0?.cancel() }
+        await withTaskGroup(of: String?.self) { group in
+            group.addTask { await shim.process.exitUnlessCancelled().map { "exited with status \($0)" } }
+            group.addTask { await self.checkHealth(of: shim) }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? "stopped"
         }
-        return reason
+    }
+
+    /// Checks the shim's health every interval until it fails enough
+    /// checks in a row (returns why) or the task is cancelled (nil).
+    private nonisolated func checkHealth(of shim: RunningShim) async -> String? {
+        var failures = 0
+        var servedOnce = false
+        while !Task.isCancelled {
+            do { try await clock.sleep(until: clock.now + settings.healthInterval) } catch { return nil }
+            do {
+                let answer = try await shim.client.health(timeout: settings.healthTimeout)
+                failures = answer.status == .serving ? 0 : failures + 1
+                if answer.status == .serving, !servedOnce {
+                    servedOnce = true
+                    await servedHealthily(pid: shim.process.pid)
+                }
+            } catch {
+                failures += 1
+            }
+            if failures >= settings.failedChecksBeforeRestart {
+                return "failed \(failures) health checks in a row"
+            }
+        }
+        return nil
     }
 
     /// Stops a shim: `Shutdown` and a bounded drain when `graceful` (else
@@ -355,76 +337,5 @@ public actor ProviderSupervisor {
     private static func exited(_ shim: RunningShim, within limit: Duration) async -> Bool {
         if shim.process.exitStatus != nil { return true }
         return await firstWithin(limit) { await shim.process.waitForExit() } != nil
-    }
-}
-
-/// The poller's way into a supervised provider: each call goes to the live
-/// shim; while none is, calls fail at once with Unavailable.
-public final class SupervisedCloudAccess: CloudAccess {
-    public let provider: String
-    private let client = NIOLockedValueBox<ProviderClient?>(nil)
-    private let timeout: Duration
-
-    init(provider: String, timeout: Duration) {
-        self.provider = provider
-        self.timeout = timeout
-    }
-
-    /// Whether a shim has served or failed yet (before that, "starting").
-    private let settled = NIOLockedValueBox(false)
-    private let servingHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
-
-    /// Calls `handler` each time a shim starts serving (start, restart, swap).
-    public func whenServing(_ handler: @escaping @Sendable () -> Void) {
-        servingHandler.withLockedValue { $0 = handler }
-    }
-
-    func route(to client: ProviderClient?) {
-        self.client.withLockedValue { $0 = client }
-        if client != nil {
-            settle()
-            servingHandler.withLockedValue { $0 }?()
-        }
-    }
-
-    /// A first start failed: from now on a missing shim is a problem.
-    func settle() { settled.withLockedValue { $0 = true } }
-
-    private func live() throws(ShimUnavailable) -> ProviderClient {
-        guard let client = client.withLockedValue({ $0 }) else {
-            if !settled.withLockedValue({ $0 }) {
-                throw ShimUnavailable(provider: provider, reason: "its shim is starting", starting: true)
-            }
-            throw ShimUnavailable(provider: provider, reason: "no shim is running (it is being restarted)")
-        }
-        return client
-    }
-
-    /// Runs `call` on the live shim. A call that lost the race with a swap
-    /// (it went to the old shim as that one stopped) runs again on the new
-    /// one, so a swap fails no call. A call cut off because its shim died
-    /// throws ``ShimUnavailable``.
-    private func onLiveShim<T>(_ call: (ShimCloudAccess) async throws -> T) async throws -> T {
-        let first = try live()
-        do {
-            return try await call(ShimCloudAccess(client: first, timeout: timeout))
-        } catch let error as RPCError where error.code == .unavailable && !first.connection.isActive {
-            guard let now = client.withLockedValue({ $0 }), now.connection !== first.connection else {
-                throw ShimUnavailable(provider: provider, reason: "the shim went away during the call (\(error.message))")
-            }
-            return try await call(ShimCloudAccess(client: now, timeout: timeout))
-        }
-    }
-
-    public func validateCredential(_ credential: ProviderV1.Credential, cloud: ProviderV1.CloudSpec) async throws -> ProviderV1.ValidateCredentialResponse {
-        try await onLiveShim { try await $0.validateCredential(credential, cloud: cloud) }
-    }
-
-    public func instances(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceResult] {
-        try await onLiveShim { try await $0.instances(ids, cloud: cloud, credential: credential) }
-    }
-
-    public func networkInterfaces(_ ids: [String], cloud: ProviderV1.CloudSpec, credential: ProviderV1.Credential) async throws -> [ProviderV1.InstanceInterfaces] {
-        try await onLiveShim { try await $0.networkInterfaces(ids, cloud: cloud, credential: credential) }
     }
 }

@@ -169,11 +169,7 @@ public enum ShimLauncher {
             process.signalGroup(SIGKILL)
             _ = await process.waitForExit()
             // A descendant outside the group could hold stderr open: bound it.
-            Task {
-                try? await Task.sleep(for: .seconds(1))
-                tail.finish()
-            }
-            await tail.waitUntilFinished()
+            if await firstWithin(.seconds(1), { await tail.waitUntilFinished() }) == nil { tail.finish() }
             UnixSocket.remove(socketPath)
             if var startError = error as? ShimStartError {
                 startError.stderrTail = tail.text

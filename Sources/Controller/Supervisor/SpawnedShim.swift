@@ -18,7 +18,13 @@ public final class SpawnedShim: Sendable {
     /// Lines the shim logged on stderr.
     public let stderrLines: AsyncStream<String>
     private let stdinFD: NIOLockedValueBox<Int32?>
-    private let exit = NIOLockedValueBox<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+    private struct Exit {
+        var status: Int32?
+        var waiters: [UInt64: CheckedContinuation<Int32?, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+
+    private let exit = NIOLockedValueBox(Exit())
 
     fileprivate init(pid: Int32, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32) {
         self.pid = pid
@@ -31,10 +37,10 @@ public final class SpawnedShim: Sendable {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             // Exit status, or 128 + signal as shells report it.
             let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-            let waiters = exit.withLockedValue { state -> [CheckedContinuation<Int32, Never>] in
+            let waiters = exit.withLockedValue { state -> [CheckedContinuation<Int32?, Never>] in
                 state.status = code
-                defer { state.waiters = [] }
-                return state.waiters
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
             }
             for waiter in waiters { waiter.resume(returning: code) }
         }
@@ -65,15 +71,42 @@ public final class SpawnedShim: Sendable {
     /// The exit status (128 + signal for a signal), once it has exited.
     public var exitStatus: Int32? { exit.withLockedValue { $0.status } }
 
-    /// Waits for the process to exit and returns its status.
+    /// Waits for the process to exit and returns its status (however long
+    /// that takes: bound it with `firstWithin`).
     public func waitForExit() async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let status = exit.withLockedValue { state -> Int32? in
-                if let status = state.status { return status }
-                state.waiters.append(continuation)
-                return nil
+        // Not cancellable, so it always ends with a status.
+        await waitForExit(cancellable: false) ?? -1
+    }
+
+    /// Waits for the process to exit and returns its status, or nil as
+    /// soon as the calling task is cancelled (for a structured race).
+    public func exitUnlessCancelled() async -> Int32? {
+        await waitForExit(cancellable: true)
+    }
+
+    private func waitForExit(cancellable: Bool) async -> Int32? {
+        let id = exit.withLockedValue { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Int32?, Never>) in
+                enum Now { case exited(Int32), cancelled, waiting }
+                let now = exit.withLockedValue { state -> Now in
+                    if let status = state.status { return .exited(status) }
+                    if cancellable, Task.isCancelled { return .cancelled }
+                    state.waiters[id] = continuation
+                    return .waiting
+                }
+                switch now {
+                case .exited(let status): continuation.resume(returning: status)
+                case .cancelled: continuation.resume(returning: nil)
+                case .waiting: break
+                }
             }
-            if let status { continuation.resume(returning: status) }
+        } onCancel: {
+            guard cancellable else { return }
+            exit.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume(returning: nil)
         }
     }
 
