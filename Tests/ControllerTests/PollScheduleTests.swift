@@ -4,11 +4,7 @@ import ControlAPI
 import Core
 import Testing
 
-<<<<<<< HEAD
 /// The schedule rules of docs/DESIGN.md §6.2 on the pure state machine, with exact times.
-=======
-/// The schedule rules of `docs/DESIGN.md` §6.2 on the pure state machine, with exact times.
->>>>>>> h-d
 @Suite("Poll schedule rules")
 struct PollScheduleTests {
     static let t0 = Timestamp(nanosecondsSinceEpoch: 1_000_000_000_000)

@@ -9,11 +9,7 @@ import Testing
 import TestSupport
 import FakeProvider
 
-<<<<<<< HEAD
 /// Supervision of real shim processes (docs/DESIGN.md §6.4); time between checks and
-=======
-/// Supervision of real shim processes (`docs/DESIGN.md` §6.4); time between checks and
->>>>>>> h-d
 /// restarts runs on a manual clock.
 @Suite("Provider supervisor")
 struct ProviderSupervisorTests {
