@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import GRDB
 
 /// The fleet a page at a time, and its counts: what the control API lists
