@@ -166,7 +166,7 @@ public struct ControlService: Sendable {
         let counts: ImportCounts
         do {
             counts = try await store.importMachines(machines, update: request.update)
-        } catch let error as StoreError where error.message.hasSuffix("already exists") {
+        } catch let error as StoreError where error.kind == .alreadyExists {
             // Added by someone else since the check.
             throw RPCError(.alreadyExists, error.message)
         }
@@ -396,7 +396,7 @@ public struct ControlService: Sendable {
         }
         do {
             try await store.removeCredential(provider: request.provider, name: request.name)
-        } catch let error as StoreError where error.message.hasSuffix("does not exist") {
+        } catch let error as StoreError where error.kind == .notFound {
             // Removed by someone else since the check.
             throw RPCError(.notFound, "no credential \(label)")
         }

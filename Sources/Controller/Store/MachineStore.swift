@@ -3,7 +3,12 @@
 /// for a shared PostgreSQL store.
 ///
 /// Every change appends to the events log in the same transaction. Methods
-/// throw `StoreError` with a message naming what was wrong.
+/// throw `StoreError`: its message names what was wrong, and its kind what
+/// that means (``StoreError/noMachine(_:)`` and
+/// ``StoreError/noCredential(provider:name:)`` for what is not there,
+/// ``StoreError/machineExists(_:)`` for a taken id, unavailable for a
+/// database that is busy or failing, …). Every store raises the same kinds
+/// for the same failures: the control API's codes come from them.
 public protocol MachineStore: Sendable {
     // Machines: changes from outside the poller (source .external).
     func addMachine(_ machine: Machine) async throws

@@ -49,7 +49,7 @@ extension SQLiteMachineStore {
             try db.execute(
                 sql: "UPDATE credentials SET invalid_reason = ? WHERE provider = ? AND name = ?",
                 arguments: [reason, provider, name])
-            if db.changesCount == 0 { throw StoreError("credential \(label) does not exist") }
+            if db.changesCount == 0 { throw StoreError.noCredential(provider: provider, name: name) }
             try Self.appendEvent(db, .credentialInvalidated, .poller, credential: label, at: now)
         }
         logger.debug("credential invalidated", metadata: ["credential": "\(label)", "reason": "\(reason)"])
@@ -64,7 +64,7 @@ extension SQLiteMachineStore {
             guard let row = try Row.fetchOne(
                 db, sql: "SELECT invalid_reason FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name])
             else {
-                throw StoreError("credential \(label) does not exist")
+                throw StoreError.noCredential(provider: provider, name: name)
             }
             guard let reason = try row.decode(String?.self, forColumn: "invalid_reason") else { return false }
             try db.execute(
@@ -84,7 +84,7 @@ extension SQLiteMachineStore {
         let label = "\(provider)/\(name)"
         try await write("removing credential \(label)") { db in
             try db.execute(sql: "DELETE FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name])
-            if db.changesCount == 0 { throw StoreError("credential \(label) does not exist") }
+            if db.changesCount == 0 { throw StoreError.noCredential(provider: provider, name: name) }
             let users = try Int.fetchOne(
                 db, sql: "SELECT count(*) FROM machines WHERE provider = ? AND credential = ?", arguments: [provider, name]) ?? 0
             try Self.appendEvent(db, .credentialRemoved, .external, credential: label, at: now, new: users == 0 ? "" : "\(users) machines")
@@ -102,7 +102,7 @@ extension SQLiteMachineStore {
             attributes = try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
         } catch {
             // Not the error: it may quote the secrets.
-            throw StoreError("credential \(provider)/\(name) has unreadable attributes")
+            throw StoreError(.internal, "credential \(provider)/\(name) has unreadable attributes")
         }
         let expiresAt: Int64? = try row.decode(forColumn: "expires_at")
         return StoredCredential(
@@ -120,7 +120,7 @@ extension SQLiteMachineStore {
         do {
             return String(decoding: try encoder.encode(attributes), as: UTF8.self)
         } catch {
-            throw StoreError("cannot encode the attributes of credential \(credential)")
+            throw StoreError(.internal, "cannot encode the attributes of credential \(credential)")
         }
     }
 }

@@ -48,7 +48,7 @@ extension SQLiteMachineStore {
         let kindName: String = try row.decode(forColumn: "kind")
         let sourceName: String = try row.decode(forColumn: "source")
         guard let kind = MachineEvent.Kind(rawValue: kindName), let source = MachineEvent.Source(rawValue: sourceName) else {
-            throw StoreError("event \(revision) has an unknown kind '\(kindName)' or source '\(sourceName)'")
+            throw StoreError(.internal, "event \(revision) has an unknown kind '\(kindName)' or source '\(sourceName)'")
         }
         return MachineEvent(
             revision: revision,

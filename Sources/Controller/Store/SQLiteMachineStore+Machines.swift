@@ -26,7 +26,7 @@ extension SQLiteMachineStore {
             var counts = ImportCounts()
             for (machine, interfaces) in encoded {
                 if try Self.exists(db, machineID: machine.id) {
-                    guard update else { throw StoreError("machine \(machine.id) already exists") }
+                    guard update else { throw StoreError.machineExists(machine.id) }
                     if try Self.update(db, machine, keepingLife: true, at: now) {
                         counts.updated += 1
                     } else {
@@ -83,7 +83,7 @@ extension SQLiteMachineStore {
                 db.cachedStatement(sql: "SELECT provider, credential, instance_id, life, manual, agent_status FROM machines WHERE id = ?"),
                 arguments: [machine.id])
         else {
-            throw StoreError("machine \(machine.id) does not exist")
+            throw StoreError.noMachine(machine.id)
         }
         let agentBefore: String = try row.decode(forColumn: "agent_status")
         let lifeBefore: String = try row.decode(forColumn: "life")
@@ -113,7 +113,7 @@ extension SQLiteMachineStore {
         let now = clock.now
         let (machine, changed) = try await write("setting the agent status of machine \(machineID)") { db -> (Machine, Bool) in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM machines WHERE id = ?", arguments: [machineID]) else {
-                throw StoreError("machine \(machineID) does not exist")
+                throw StoreError.noMachine(machineID)
             }
             let before = try Self.machine(from: row)
             // A repeated `started` is news: the agent started again.
@@ -144,7 +144,7 @@ extension SQLiteMachineStore {
         try await write(what) { db in
             for id in ids {
                 try db.cachedStatement(sql: "DELETE FROM machines WHERE id = ?").execute(arguments: [id])
-                if db.changesCount == 0 { throw StoreError("machine \(id) does not exist") }
+                if db.changesCount == 0 { throw StoreError.noMachine(id) }
                 try db.cachedStatement(sql: "DELETE FROM schedule WHERE machine_id = ?").execute(arguments: [id])
                 try db.cachedStatement(sql: "DELETE FROM status_history WHERE machine_id = ?").execute(arguments: [id])
                 try Self.appendEvent(db, .machineRemoved, .external, machineID: id, at: now)
@@ -185,11 +185,11 @@ extension SQLiteMachineStore {
         let id: String = try row.decode(forColumn: "id")
         let lifeName: String = try row.decode(forColumn: "life")
         guard let life = Machine.Life(rawValue: lifeName) else {
-            throw StoreError("machine \(id) has an unknown life '\(lifeName)'")
+            throw StoreError(.internal, "machine \(id) has an unknown life '\(lifeName)'")
         }
         let agentName: String = try row.decode(forColumn: "agent_status")
         guard let agentStatus = Machine.AgentStatus(rawValue: agentName) else {
-            throw StoreError("machine \(id) has an unknown agent status '\(agentName)'")
+            throw StoreError(.internal, "machine \(id) has an unknown agent status '\(agentName)'")
         }
         return Machine(
             id: id,
@@ -224,7 +224,7 @@ extension SQLiteMachineStore {
             let bytes: Data = try ProviderV1.InstanceInterfaces.with { $0.interfaces = interfaces }.serializedBytes()
             return bytes
         } catch {
-            throw StoreError("cannot encode the interfaces of machine \(machineID): \(error)")
+            throw StoreError(.internal, "cannot encode the interfaces of machine \(machineID): \(error)")
         }
     }
 
@@ -237,7 +237,7 @@ extension SQLiteMachineStore {
         do {
             return try ProviderV1.InstanceInterfaces(serializedBytes: data).interfaces
         } catch {
-            throw StoreError("machine \(machineID) has unreadable interfaces: \(error)")
+            throw StoreError(.internal, "machine \(machineID) has unreadable interfaces: \(error)")
         }
     }
 }

@@ -96,7 +96,7 @@ extension SQLiteMachineStore {
         let now = clock.now
         try await write("setting the instance status of machine \(machineID)") { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM machines WHERE id = ?", arguments: [machineID]) else {
-                throw StoreError("machine \(machineID) does not exist")
+                throw StoreError.noMachine(machineID)
             }
             let before = try Self.status(from: row)
             var written = status
@@ -193,7 +193,7 @@ extension SQLiteMachineStore {
         let id: String = try row.decode(forColumn: "machine_id")
         let groupName: String = try row.decode(forColumn: "grp")
         guard let group = ScheduleEntry.Group(rawValue: groupName) else {
-            throw StoreError("schedule entry of machine \(id) has an unknown group '\(groupName)'")
+            throw StoreError(.internal, "schedule entry of machine \(id) has an unknown group '\(groupName)'")
         }
         return ScheduleEntry(
             machineID: id,

@@ -25,11 +25,15 @@ public final class SQLiteMachineStore: MachineStore {
     /// Opens (creating it if needed) the database at `path` and brings its
     /// schema up to date. `createDirectory`: its directory is created
     /// private (0700) when missing, as the default state directory is.
-    public convenience init(path: String, createDirectory: Bool = false, clock: any PollClock, logger: Logger) throws {
+    /// `busyTimeout`: how long a write waits for another connection's write
+    /// lock before it fails as ``StoreError/Kind/unavailable``.
+    public convenience init(
+        path: String, createDirectory: Bool = false, busyTimeout: Duration = .seconds(10), clock: any PollClock, logger: Logger
+    ) throws {
         try Self.prepareFile(path, createDirectory: createDirectory)
         var configuration = Configuration()
         // Another process may hold the write lock for a moment.
-        configuration.busyMode = .timeout(10)
+        configuration.busyMode = .timeout(Double(busyTimeout.totalNanoseconds) / 1e9)
         // Memory: at most two pooled readers, and a 2 MiB page cache per
         // connection (SQLite's default is 8 MiB each); the OS page cache
         // keeps the file hot anyway.
@@ -39,7 +43,7 @@ public final class SQLiteMachineStore: MachineStore {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
-            throw StoreError("cannot open database \(path): \(error)")
+            throw StoreError(Self.kind(of: error), "cannot open database \(path): \(error)")
         }
         try self.init(writer: pool, path: path, clock: clock, logger: logger)
     }
@@ -51,7 +55,7 @@ public final class SQLiteMachineStore: MachineStore {
         do {
             queue = try DatabaseQueue()
         } catch {
-            throw StoreError("cannot open an in-memory database: \(error)")
+            throw StoreError(Self.kind(of: error), "cannot open an in-memory database: \(error)")
         }
         return try SQLiteMachineStore(writer: queue, path: ":memory:", clock: clock, logger: logger)
     }
@@ -64,7 +68,7 @@ public final class SQLiteMachineStore: MachineStore {
         do {
             try Self.migrator.migrate(writer)
         } catch {
-            throw StoreError("cannot migrate database \(path): \(error)")
+            throw StoreError(Self.kind(of: error), "cannot migrate database \(path): \(error)")
         }
         logger.debug("machine store opened", metadata: ["path": "\(path)"])
     }
@@ -81,7 +85,7 @@ public final class SQLiteMachineStore: MachineStore {
         do {
             try writer.close()
         } catch {
-            throw StoreError("cannot close database \(path): \(error)")
+            throw StoreError(Self.kind(of: error), "cannot close database \(path): \(error)")
         }
         logger.debug("machine store closed", metadata: ["path": "\(path)"])
     }
@@ -106,12 +110,37 @@ public final class SQLiteMachineStore: MachineStore {
         } catch let error as CancellationError {
             throw error
         } catch {
-            throw StoreError("\(what) in \(path): \(error)")
+            throw StoreError(Self.kind(of: error), "\(what) in \(path): \(error)")
         }
     }
 
     func didChange() {
         changeHandler.withLock { $0 }?()
+    }
+
+    /// What a failure of SQLite means for the caller: a lock held past the
+    /// busy timeout or a failed or full disk may pass if tried again
+    /// (unavailable); a unique key already taken is a duplicate; another
+    /// constraint, or a file that is read-only, cannot be opened or is
+    /// refused, is a failed precondition; too big a value an invalid
+    /// argument; anything else (or a failure that is not SQLite's) internal.
+    static func kind(of error: any Error) -> StoreError.Kind {
+        guard let error = error as? DatabaseError else { return .internal }
+        switch error.resultCode {
+        case .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_PROTOCOL:
+            return .unavailable
+        case .SQLITE_CONSTRAINT:
+            switch error.extendedResultCode {
+            case .SQLITE_CONSTRAINT_PRIMARYKEY, .SQLITE_CONSTRAINT_UNIQUE: return .alreadyExists
+            default: return .failedPrecondition
+            }
+        case .SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH:
+            return .failedPrecondition
+        case .SQLITE_TOOBIG:
+            return .invalidArgument
+        default:
+            return .internal
+        }
     }
 }
 
