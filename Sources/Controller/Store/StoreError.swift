@@ -59,6 +59,6 @@ extension StoreError: RPCErrorConvertible {
         case .failedPrecondition: .failedPrecondition
         case .internal: .internal
         }
-        return RPCError(code, message, cause: self)
+        return RPCError(code, message)
     }
 }
