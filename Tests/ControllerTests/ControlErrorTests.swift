@@ -1,7 +1,6 @@
 import Core
 import ControlAPI
 import Foundation
-import GRDB
 import Logging
 import SwiftProtobuf
 import Testing
@@ -132,13 +131,9 @@ import TestSupport
     @Test func aStoreBusyPastItsTimeoutIsUnavailable() async throws {
         try await Self.with { s in
             try await s.store.addMachine(Machine(id: "m1", provider: "cloud", credential: "main"))
-            var configuration = Configuration()
-            configuration.allowsUnsafeTransactions = true
-            let other = try DatabaseQueue(path: s.store.path, configuration: configuration)
-            try await other.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+            let lock = try await HeldWriteLock(path: s.store.path)
             let failure = try #require(await s.failure(ControlV1.removeMachine, .with { $0.id = "m1" }))
-            try await other.writeWithoutTransaction { db in try db.execute(sql: "ROLLBACK") }
-            try other.close()
+            try await lock.release()
             #expect(failure.code == .unavailable, "\(failure)")
             #expect(failure.message.hasPrefix("removing machine m1 in \(s.store.path): "), "\(failure)")
             #expect(await s.failure(ControlV1.removeMachine, .with { $0.id = "m1" }) == nil, "tried again once the lock is free, it passes")

@@ -35,6 +35,26 @@ struct StoreFixture {
     func remove() { directory.remove() }
 }
 
+/// Another process's writer in the middle of a transaction: a connection to
+/// the file at `path` that takes the write lock and holds it until
+/// ``release()``.
+struct HeldWriteLock {
+    private let queue: DatabaseQueue
+
+    init(path: String) async throws {
+        var configuration = Configuration()
+        // The transaction stays open between the calls.
+        configuration.allowsUnsafeTransactions = true
+        queue = try DatabaseQueue(path: path, configuration: configuration)
+        try await queue.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+    }
+
+    func release() async throws {
+        try await queue.writeWithoutTransaction { db in try db.execute(sql: "ROLLBACK") }
+        try queue.close()
+    }
+}
+
 @Suite("SQLite machine store")
 struct SQLiteMachineStoreTests {
     static let interfaces: [ProviderV1.NetworkInterface] = [
@@ -286,11 +306,7 @@ struct SQLiteMachineStoreTests {
         let fixture = try StoreFixture()
         defer { fixture.remove() }
         let store = try SQLiteMachineStore(path: fixture.path, busyTimeout: .milliseconds(50), clock: fixture.clock, logger: fixture.logs.logger())
-        // Another process's writer, holding the write lock across calls.
-        var configuration = Configuration()
-        configuration.allowsUnsafeTransactions = true
-        let other = try DatabaseQueue(path: fixture.path, configuration: configuration)
-        try await other.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+        let lock = try await HeldWriteLock(path: fixture.path)
 
         let busy = try #require(await #expect(throws: StoreError.self) { try await store.addMachine(Self.machine("m1")) })
         #expect(busy.kind == .unavailable)
@@ -299,8 +315,7 @@ struct SQLiteMachineStoreTests {
         let rpc = RPCError(from: busy)
         #expect(rpc.code == .unavailable && rpc.code.isRetryable)
 
-        try await other.writeWithoutTransaction { db in try db.execute(sql: "ROLLBACK") }
-        try other.close()
+        try await lock.release()
         try await store.addMachine(Self.machine("m1"))
         #expect(try await store.machine(id: "m1") == Self.machine("m1"), "once the lock is free, the same write passes")
     }
