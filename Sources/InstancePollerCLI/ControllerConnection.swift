@@ -82,8 +82,7 @@ struct ControllerOptions: ParsableArguments {
         do {
             return try await client.call(method, request, timeout: .seconds(60))
         } catch {
-            let rpc = RPCError(from: error)
-            throw CLIError(rpc.code == .invalidArgument ? .usage : .failure, rpc.message)
+            throw CLIError(RPCError(from: error))
         }
     }
 }
@@ -105,6 +104,14 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
+    }
+
+    /// A failed call: usage when the request was wrong (InvalidArgument),
+    /// else failure. One that may pass if tried again (Unavailable,
+    /// ResourceExhausted, …) says so after its message, with its code.
+    init(_ rpc: RPCError) {
+        let retry = rpc.code.isRetryable ? " (\(rpc.code): try again later)" : ""
+        self.init(rpc.code == .invalidArgument ? .usage : .failure, rpc.message + retry)
     }
     var description: String { message }
 }

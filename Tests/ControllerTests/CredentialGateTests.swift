@@ -214,7 +214,7 @@ struct CredentialStoreTests {
         #expect(try await store.machine(id: "a") != nil)
         let last = try #require(try await store.events(after: 0, limit: 100).last)
         #expect(last.kind == .credentialRemoved && last.source == .external && last.credential == "aws/prod" && last.newValue == "1 machines")
-        await #expect(throws: StoreError("credential aws/prod does not exist")) { try await store.removeCredential(provider: "aws", name: "prod") }
+        await #expect(throws: StoreError(.notFound, "no credential aws/prod")) { try await store.removeCredential(provider: "aws", name: "prod") }
     }
 
     @Test func clearingTheInvalidMarkWritesOnlyWhenThereIsOne() async throws {
@@ -228,7 +228,7 @@ struct CredentialStoreTests {
         #expect(try await store.credential(provider: "aws", name: "prod")?.invalidReason == nil)
         let last = try #require(try await store.events(after: 0, limit: 100).last)
         #expect(last.kind == .credentialValidated && last.source == .poller && last.oldValue == "revoked")
-        await #expect(throws: StoreError("credential aws/none does not exist")) {
+        await #expect(throws: StoreError(.notFound, "no credential aws/none")) {
             try await store.clearCredentialInvalid(provider: "aws", name: "none", source: .poller)
         }
     }

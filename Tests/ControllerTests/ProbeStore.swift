@@ -66,7 +66,7 @@ final class ProbeStore: MachineStore, Sendable {
             failures[operation] = left - 1
             return true
         }
-        if fails { throw StoreError("\(operation.rawValue) in probe.db: database is locked (injected)") }
+        if fails { throw StoreError(.unavailable, "\(operation.rawValue) in probe.db: database is locked (injected)") }
         return try await body()
     }
 

@@ -35,6 +35,26 @@ struct StoreFixture {
     func remove() { directory.remove() }
 }
 
+/// Another process's writer in the middle of a transaction: a connection to
+/// the file at `path` that takes the write lock and holds it until
+/// ``release()``.
+struct HeldWriteLock {
+    private let queue: DatabaseQueue
+
+    init(path: String) async throws {
+        var configuration = Configuration()
+        // The transaction stays open between the calls.
+        configuration.allowsUnsafeTransactions = true
+        queue = try DatabaseQueue(path: path, configuration: configuration)
+        try await queue.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+    }
+
+    func release() async throws {
+        try await queue.writeWithoutTransaction { db in try db.execute(sql: "ROLLBACK") }
+        try queue.close()
+    }
+}
+
 @Suite("SQLite machine store")
 struct SQLiteMachineStoreTests {
     static let interfaces: [ProviderV1.NetworkInterface] = [
@@ -261,21 +281,43 @@ struct SQLiteMachineStoreTests {
         let revision = try await store.latestRevision()
 
         let duplicate = await #expect(throws: StoreError.self) { try await store.addMachine(Self.machine("m-dup")) }
-        #expect(duplicate?.message == "machine m-dup already exists")
+        #expect(duplicate == StoreError(.alreadyExists, "machine \"m-dup\" already exists"))
         let unknown = await #expect(throws: StoreError.self) { try await store.updateMachine(Self.machine("m-ghost")) }
         #expect(unknown?.message.contains("m-ghost") == true)
+        #expect(unknown?.kind == .notFound)
         let removed = await #expect(throws: StoreError.self) { try await store.removeMachine(id: "m-gone") }
         #expect(removed?.message.contains("m-gone") == true)
+        #expect(removed?.kind == .notFound)
         let status = await #expect(throws: StoreError.self) {
             try await store.setInstanceStatus(machineID: "m-none", Self.running)
         }
         #expect(status?.message.contains("m-none") == true)
+        #expect(status?.kind == .notFound)
         let credential = await #expect(throws: StoreError.self) {
             try await store.invalidateCredential(provider: "aws", name: "nope", reason: "x")
         }
         #expect(credential?.message.contains("aws/nope") == true)
+        #expect(credential?.kind == .notFound)
         // A failed change logs nothing.
         #expect(try await store.latestRevision() == revision)
+    }
+
+    @Test func aWriterHoldingTheLockPastTheBusyTimeoutMakesAWriteUnavailable() async throws {
+        let fixture = try StoreFixture()
+        defer { fixture.remove() }
+        let store = try SQLiteMachineStore(path: fixture.path, busyTimeout: .milliseconds(50), clock: fixture.clock, logger: fixture.logs.logger())
+        let lock = try await HeldWriteLock(path: fixture.path)
+
+        let busy = try #require(await #expect(throws: StoreError.self) { try await store.addMachine(Self.machine("m1")) })
+        #expect(busy.kind == .unavailable)
+        #expect(busy.message.hasPrefix("adding machine m1 in \(fixture.path): "), "\(busy)")
+        #expect(busy.message.contains("database is locked"), "\(busy)")
+        let rpc = RPCError(from: busy)
+        #expect(rpc.code == .unavailable && rpc.code.isRetryable)
+
+        try await lock.release()
+        try await store.addMachine(Self.machine("m1"))
+        #expect(try await store.machine(id: "m1") == Self.machine("m1"), "once the lock is free, the same write passes")
     }
 
     // MARK: Polled truth
@@ -337,7 +379,7 @@ struct SQLiteMachineStoreTests {
         defer { fixture.remove() }
         let store = try fixture.open()
         try await store.addMachines([Self.machine("m1"), Self.machine("m2")])
-        await #expect(throws: StoreError("machine m1 already exists")) {
+        await #expect(throws: StoreError(.alreadyExists, "machine \"m1\" already exists")) {
             try await store.addMachines([Self.machine("m3"), Self.machine("m1")])
         }
         #expect(try await store.machines().map(\.id).sorted() == ["m1", "m2"], "m3 rolled back with the rest")

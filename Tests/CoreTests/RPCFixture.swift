@@ -51,6 +51,11 @@ struct RPCFixture {
             struct Oops: Error, CustomStringConvertible { var description: String { "oops in handler" } }
             throw Oops()
         }
+        // Throws an error that chooses its own status, with a secret in
+        // what it holds beside its message.
+        registry.register(service: service, method: "ThrowConvertible") { _, _ in
+            throw ChoosingError(code: .unavailable, message: "the database is busy", held: "secret-in-the-cause")
+        }
         // Reports who called.
         registry.register(service: service, method: "Peer") { _, context in
             RPCResponse(payload: ByteBuffer(string: "\(context.peer?.pid ?? -1) \(context.peer?.uid ?? 9999)"))
@@ -102,4 +107,15 @@ struct RPCFixture {
         request.failMessage = message
         return request
     }
+}
+
+/// An error that says which status it is, and holds something (`held`)
+/// that must never leave the process.
+struct ChoosingError: RPCErrorConvertible, CustomStringConvertible {
+    var code: RPCStatusCode
+    var message: String
+    var held: String
+
+    var rpcError: RPCError { RPCError(code, message) }
+    var description: String { "\(message) (holding \(held))" }
 }

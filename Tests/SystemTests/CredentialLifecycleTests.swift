@@ -95,6 +95,23 @@ struct CredentialLifecycleTests {
         #expect(try await h.stop(controller) == 0)
     }
 
+    @Test func aValidationWhileTheShimIsDownIsAFailureWorthRetrying() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        try h.writeConfig(providers: [ControllerHarness.failingProvider("broken", problem: "cloud SDK exploded", status: 7)])
+        let controller = try await h.start()
+        #expect(try await Self.set(h, "broken", "main", token: "letmein").status == 0)
+
+        let result = try await h.cli(["credentials", "validate", "broken", "main"])
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        // One line: the shim's state, then that it is Unavailable and worth a retry.
+        #expect(result.stderr.hasPrefix("instancepoller: provider broken: "), "\(result.stderr)")
+        #expect(result.stderr.hasSuffix(" (Unavailable: try again later)\n"), "\(result.stderr)")
+        #expect(result.stderr.filter { $0 == "\n" }.count == 1, "\(result.stderr)")
+        #expect(try await h.stop(controller) == 0)
+    }
+
     @Test func machinesAddAndImportRefuseACredentialTheProviderDoesNotHave() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }

@@ -88,7 +88,7 @@ public struct ControlService: Sendable {
             return .with { $0.machine = machine }
         }
         registry.register(ControlV1.removeMachine) { request, _ in
-            _ = try await existingMachine(request.id)
+            try Self.requireMachineID(request.id)
             try await store.removeMachine(id: request.id)
             logger.info("machine removed", metadata: ["machine": "\(request.id)"])
             return .init()
@@ -111,7 +111,7 @@ public struct ControlService: Sendable {
         }
         registry.register(ControlV1.setAgentStatus) { request, _ in
             let status = try Self.agentStatus(request.agentStatus, field: "agent_status")
-            _ = try await existingMachine(request.id)
+            try Self.requireMachineID(request.id)
             let machine = try await store.reportAgentStatus(machineID: request.id, status)
             return .with { $0.machine = Self.wire(machine, nil) }
         }
@@ -135,21 +135,24 @@ public struct ControlService: Sendable {
 
     // MARK: - Machines
 
-    private func existingMachine(_ id: String) async throws -> Machine {
-        try await listedMachine(id).0
+    /// A request that names one machine must name one; whether it exists is
+    /// the store's to say (NotFound).
+    private static func requireMachineID(_ id: String) throws {
+        guard !id.isEmpty else { throw RPCError(.invalidArgument, "id: a machine id is needed") }
     }
 
     /// The machine and its schedule entry, or NotFound.
     private func listedMachine(_ id: String) async throws -> (Machine, ScheduleEntry?) {
-        guard !id.isEmpty else { throw RPCError(.invalidArgument, "id: a machine id is needed") }
+        try Self.requireMachineID(id)
         guard let listed = try await store.machines(after: "", limit: 1, filter: MachineFilter(id: id)).first else {
-            throw RPCError(.notFound, "no machine \(MachineFields.quoted(id))")
+            throw StoreError.noMachine(id)
         }
         return (listed.machine, listed.schedule)
     }
 
+    /// One machine: a taken id is the store's to refuse (AlreadyExists).
     private func addMachine(_ request: Instancepoller_Control_V1_AddMachineRequest) async throws -> ControlV1.Machine {
-        let machine = try await checkedMachines([request], update: false).get(field: nil)[0]
+        let machine = try await checkedMachines([request], reportingTaken: false).get(field: nil)[0]
         try await store.addMachine(machine)
         logger.info("machine added", metadata: ["machine": "\(machine.id)", "provider": "\(machine.provider)"])
         return Self.wire(machine, nil)
@@ -160,16 +163,12 @@ public struct ControlService: Sendable {
         guard request.machines.count <= Self.maxBatch else {
             throw RPCError(.invalidArgument, "machines: at most \(Self.maxBatch) per call (got \(request.machines.count)); send them in several calls")
         }
-        let checked = try await checkedMachines(request.machines, update: request.update)
+        // Every taken id is a problem of its own, for validate-only too; one
+        // added by someone else since is the store's to refuse.
+        let checked = try await checkedMachines(request.machines, reportingTaken: !request.update)
         if request.validateOnly { return .with { $0.problems = checked.problems } }
         let machines = try checked.get(field: "machines")
-        let counts: ImportCounts
-        do {
-            counts = try await store.importMachines(machines, update: request.update)
-        } catch let error as StoreError where error.message.hasSuffix("already exists") {
-            // Added by someone else since the check.
-            throw RPCError(.alreadyExists, error.message)
-        }
+        let counts = try await store.importMachines(machines, update: request.update)
         logger.info("machines added", metadata: [
             "count": "\(machines.count)", "added": "\(counts.added)", "updated": "\(counts.updated)", "unchanged": "\(counts.unchanged)",
         ])
@@ -182,9 +181,9 @@ public struct ControlService: Sendable {
 
     /// Requests made machines, and every problem found on the way: bad
     /// fields, an unconfigured provider, a credential the provider does not
-    /// have, an id given twice, and (unless `update`) an id in use.
+    /// have, an id given twice, and (when `reportingTaken`) an id in use.
     private func checkedMachines(
-        _ requests: [Instancepoller_Control_V1_AddMachineRequest], update: Bool
+        _ requests: [Instancepoller_Control_V1_AddMachineRequest], reportingTaken: Bool
     ) async throws -> Checked<[Machine]> {
         var checked = Checked<[Machine]>(value: [])
         let configured = await fleet.providerNames
@@ -230,7 +229,7 @@ public struct ControlService: Sendable {
                 agentStartedAt: agent == .started ? now : nil
             ))
         }
-        if !update {
+        if reportingTaken {
             let existing = try await store.existingMachineIDs(checked.value.map(\.id))
             for (index, request) in requests.enumerated() where existing.contains(request.id) && first[request.id] == index {
                 checked.add(index, "id", "machine \(MachineFields.quoted(request.id)) already exists", code: .alreadyExists)
@@ -288,10 +287,7 @@ public struct ControlService: Sendable {
         func get(field: String?) throws -> Value {
             guard let first = problems.first else { return value }
             let more = problems.count > 1 ? " (and \(problems.count - 1) more problem\(problems.count > 2 ? "s" : ""))" : ""
-            guard let field else {
-                // One machine: a bad field is named; "already exists" says it all.
-                throw RPCError(code, code == .invalidArgument ? "\(first.field): \(first.problem)" : first.problem)
-            }
+            guard let field else { throw RPCError(code, "\(first.field): \(first.problem)") }
             throw RPCError(code, "\(field)[\(first.index)].\(first.field): \(first.problem)\(more)")
         }
     }
@@ -385,21 +381,19 @@ public struct ControlService: Sendable {
         if let problem = MachineFields.nameProblem(request.provider, what: "provider") { throw RPCError(.invalidArgument, "provider: \(problem)") }
         if let problem = MachineFields.nameProblem(request.name, what: "credential") { throw RPCError(.invalidArgument, "name: \(problem)") }
         let label = "\(request.provider)/\(request.name)"
-        guard try await store.credential(provider: request.provider, name: request.name) != nil else {
-            throw RPCError(.notFound, "no credential \(label)")
-        }
         let users = try await store.credentialUse(provider: request.provider)[request.name, default: 0]
         if users > 0, !request.force {
+            // The rule is for a credential there is: one that is gone is
+            // NotFound, whoever still names it.
+            guard try await store.credential(provider: request.provider, name: request.name) != nil else {
+                throw StoreError.noCredential(provider: request.provider, name: request.name)
+            }
             throw RPCError(
                 .failedPrecondition,
                 "credential \(label) is used by \(users) machine\(users == 1 ? "" : "s"); remove \(users == 1 ? "it" : "them") first or pass --force")
         }
-        do {
-            try await store.removeCredential(provider: request.provider, name: request.name)
-        } catch let error as StoreError where error.message.hasSuffix("does not exist") {
-            // Removed by someone else since the check.
-            throw RPCError(.notFound, "no credential \(label)")
-        }
+        // NotFound from the store when there is no such credential.
+        try await store.removeCredential(provider: request.provider, name: request.name)
         if users > 0 {
             logger.warning("credential removed; its machines are not polled until it is set again", metadata: ["credential": "\(label)", "machines": "\(users)"])
         } else {
@@ -415,17 +409,13 @@ public struct ControlService: Sendable {
         -> Instancepoller_Control_V1_ValidateCredentialResponse
     {
         guard let stored = try await store.credential(provider: request.provider, name: request.name) else {
-            throw RPCError(.notFound, "no credential \(request.provider)/\(request.name)")
+            throw StoreError.noCredential(provider: request.provider, name: request.name)
         }
         guard let endpoint = fleet.endpoint(for: request.provider) else {
             throw RPCError(.failedPrecondition, "provider \(request.provider) is not configured")
         }
-        let answer: ProviderV1.ValidateCredentialResponse
-        do {
-            answer = try await endpoint.access.validateCredential(stored.wire, cloud: endpoint.cloud)
-        } catch let down as ShimUnavailable {
-            throw RPCError(.unavailable, "\(down)")
-        }
+        // A shim that is down is Unavailable (ShimUnavailable says so).
+        let answer = try await endpoint.access.validateCredential(stored.wire, cloud: endpoint.cloud)
         if answer.valid, stored.invalidReason != nil {
             if try await store.clearCredentialInvalid(provider: request.provider, name: request.name, source: .external) {
                 logger.info("credential valid again", metadata: ["credential": "\(request.provider)/\(request.name)"])
@@ -491,7 +481,10 @@ public struct ControlService: Sendable {
             try await fleet.swap(request.provider, to: config)
         } catch {
             logger.error("swap refused, the old shim keeps serving", metadata: ["provider": "\(request.provider)", "why": "\(error)"])
-            throw RPCError(.failedPrecondition, "swap refused, the old shim keeps serving: \(error)")
+            // FailedPrecondition: the refusal (a ShimStartError) says so.
+            var refusal = RPCError(from: error)
+            refusal.message = "swap refused, the old shim keeps serving: \(refusal.message)"
+            throw refusal
         }
         let info = await providers().first { $0.name == request.provider } ?? .init()
         return .with { $0.provider = info }

@@ -66,6 +66,11 @@ public struct ShimUnavailable: Error, Hashable, Sendable, CustomStringConvertibl
     public var description: String { "provider \(provider): \(reason)" }
 }
 
+extension ShimUnavailable: RPCErrorConvertible {
+    /// Unavailable: the shim is expected back, so a retry may pass.
+    public var rpcError: RPCError { RPCError(.unavailable, description) }
+}
+
 /// A configured provider: its cloud and how to reach it.
 public struct ProviderEndpoint: Sendable {
     public var cloud: ProviderV1.CloudSpec

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import GRDB
 
 /// The fleet a page at a time, and its counts: what the control API lists
@@ -20,7 +20,7 @@ extension SQLiteMachineStore {
                 var entry: ScheduleEntry?
                 if let group: String = row["s_grp"] {
                     guard let parsed = ScheduleEntry.Group(rawValue: group) else {
-                        throw StoreError("machine \(machine.id) has an unknown poll group '\(group)'")
+                        throw StoreError(.internal, "machine \(machine.id) has an unknown poll group '\(group)'")
                     }
                     entry = ScheduleEntry(
                         machineID: machine.id, group: parsed, interval: .nanoseconds(try row.decode(Int64.self, forColumn: "s_interval_ns")),

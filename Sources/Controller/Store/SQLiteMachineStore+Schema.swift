@@ -113,7 +113,7 @@ extension SQLiteMachineStore {
             } else {
                 var info = stat()
                 guard stat(directory, &info) == 0 else {
-                    throw StoreError("cannot use store directory \(directory): \(describe(errno: errno))")
+                    throw StoreError(.failedPrecondition, "cannot use store directory \(directory): \(describe(errno: errno))")
                 }
                 try PrivatePath.checkNoForeignWriters(directory: directory, info)
             }
@@ -126,7 +126,7 @@ extension SQLiteMachineStore {
                 try PrivatePath.checkPrivateFile(path + "-journal", journal)
             }
         } catch let problem as PrivatePath.Problem {
-            throw StoreError("store \(problem)")
+            throw StoreError(.failedPrecondition, "store \(problem)")
         }
     }
 

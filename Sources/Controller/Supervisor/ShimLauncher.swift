@@ -82,6 +82,12 @@ public struct ShimStartError: Error, Hashable, Sendable, CustomStringConvertible
     }
 }
 
+extension ShimStartError: RPCErrorConvertible {
+    /// FailedPrecondition: the command or the shim must be fixed first (a
+    /// refused swap leaves the old shim serving).
+    public var rpcError: RPCError { RPCError(.failedPrecondition, description) }
+}
+
 /// Starts a provider's shim under the contract of PROTOCOL.md §5: scrubbed
 /// environment, stdin a pipe, its own process group; reads the handshake
 /// line (bounded by the startup timeout); connects, refusing a socket that
