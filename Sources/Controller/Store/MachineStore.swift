@@ -1,4 +1,4 @@
-/// The machine store the poll engine needs (SPEC §6.1). SQLite through GRDB
+/// The machine store the poll engine needs (docs/DESIGN.md §6.1). SQLite through GRDB
 /// is the embedded default (`SQLiteMachineStore`); the protocol leaves room
 /// for a shared PostgreSQL store.
 ///

@@ -4,7 +4,7 @@ internal import GRDB
 internal import Synchronization
 
 /// The embedded machine store: one SQLite file in WAL mode, through GRDB
-/// (SPEC §6.1).
+/// (docs/DESIGN.md §6.1).
 ///
 /// Each change and its entry in the events log are written in one
 /// transaction, begun IMMEDIATE so that writers never interleave: revisions

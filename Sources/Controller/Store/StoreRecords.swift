@@ -2,7 +2,7 @@ public import Core
 
 // The values the machine store keeps and answers with.
 
-/// Where a machine stands in the poll schedule (SPEC §6.2). Persisted, so a
+/// Where a machine stands in the poll schedule (docs/DESIGN.md §6.2.2). Persisted, so a
 /// restarted controller resumes instead of polling everything at 3 s.
 public struct ScheduleEntry: Hashable, Sendable {
     public enum Group: String, Hashable, Sendable {
