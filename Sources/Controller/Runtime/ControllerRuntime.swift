@@ -140,13 +140,19 @@ public enum ControllerRuntime {
         }
         let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
-        // Shut down in reverse order: the poller stops first, then the shims.
+        // Shut down in reverse order: the control server stops accepting and
+        // drains first, then the poller stops, then the shims.
         var groupConfig = ServiceGroupConfiguration(
-            services: [.init(service: fleet), .init(service: poller)],
+            services: [
+                .init(service: fleet), .init(service: poller),
+                .init(service: RPCServerService(server: controlServer, drainTimeout: config.supervision.drainTimeout)),
+            ],
             logger: logger
         )
-        // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
-        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
+        // Each stop is bounded: the control server's drain and hang-up
+        // grace, then the shims' drain and their SIGTERM and SIGKILL graces.
+        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + .seconds(2)
+            + config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
         let group = ServiceGroup(configuration: groupConfig)
         let signalHandler = Task {
             for await signal in signals {
@@ -179,7 +185,6 @@ public enum ControllerRuntime {
         } catch {
             failure = error
         }
-        await controlServer.close()
         await metricsServer?.close()
         if let failure { throw failure }
         logger.info("controller stopped")
