@@ -140,18 +140,16 @@ public enum ControllerRuntime {
         }
         let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
 
-        // Shut down in reverse order: the control server stops accepting and
-        // drains first, then the poller stops, then the shims.
-        var groupConfig = ServiceGroupConfiguration(
-            services: [
-                .init(service: fleet), .init(service: poller),
-                .init(service: RPCServerService(server: controlServer, drainTimeout: config.supervision.drainTimeout)),
-            ],
-            logger: logger
-        )
+        // Shut down in reverse order: the servers stop accepting and drain
+        // first, then the poller stops, then the shims.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: fleet), .init(service: poller)]
+        if let metricsServer { services.append(.init(service: metricsServer)) }
+        services.append(.init(service: RPCServerService(server: controlServer, drainTimeout: config.supervision.drainTimeout)))
+        var groupConfig = ServiceGroupConfiguration(services: services, logger: logger)
         // Each stop is bounded: the control server's drain and hang-up
-        // grace, then the shims' drain and their SIGTERM and SIGKILL graces.
-        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + .seconds(2)
+        // grace, the metrics server's grace, then the shims' drain and their
+        // SIGTERM and SIGKILL graces.
+        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + .seconds(2) + MetricsServer.hangUpGrace
             + config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
         let group = ServiceGroup(configuration: groupConfig)
         let signalHandler = Task {
@@ -185,7 +183,6 @@ public enum ControllerRuntime {
         } catch {
             failure = error
         }
-        await metricsServer?.close()
         if let failure { throw failure }
         logger.info("controller stopped")
     }
