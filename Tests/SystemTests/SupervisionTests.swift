@@ -195,6 +195,36 @@ struct SupervisionTests {
         #expect(try await h.store.machines().count == 2)
     }
 
+    /// A reload that names other providers stops the removed one's shim
+    /// and supervises the new one's, which the stop at the end takes down
+    /// with the rest.
+    @Test func aReloadStartsANewProviderAndStopsARemovedOne() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("old", scenario: scenario)])
+        let controller = try await h.start()
+        let oldShim = try #require(try await h.waitForShims(controller, count: 1).first)
+        let before = controller.stderrLines.lines.count
+
+        try h.writeConfig(providers: [h.fakeProvider("new", scenario: scenario)])
+        kill(controller.pid, SIGHUP)
+        let reloaded = try await controller.stderrLines.waitForLine(containing: "config reloaded", from: before)
+        #expect(logValue("changes", in: reloaded.line) == "2", "\(reloaded.line)")
+        let lines = controller.stderrLines.lines[before...]
+        #expect(lines.contains { $0.contains("provider old: stopped") })
+        #expect(lines.contains { $0.contains("provider new: started") })
+        #expect(await ProcessWatch.waitForExit(pid: oldShim, limit: .seconds(10)), "the removed provider's shim was stopped")
+        let newShim = try #require(try await h.waitForShims(controller, count: 1, from: before).first)
+        try await h.add("m1", provider: "new", instance: "c-1")
+        try await h.waitForMachines("the new provider's machine to be polled") { $0["m1"]?.addressValues == ["10.1.0.1"] }
+        #expect(ProcessTree.children(of: controller.pid) == [newShim])
+
+        #expect(try await h.stop(controller) == 0)
+        #expect(!ProcessTree.isAlive(newShim), "the new provider's shim is stopped with the rest")
+        #expect(h.processesOfThisTest().isEmpty)
+    }
+
     /// A SIGTERM while the controller is still starting (the control socket
     /// is bound, the group may not run yet) is neither fatal nor lost: it
     /// stops cleanly, whichever side of the group's own trap it falls on.
