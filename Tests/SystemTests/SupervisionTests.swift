@@ -3,6 +3,7 @@ import Support
 import ControlAPI
 import Core
 import Foundation
+import SwiftProtobuf
 import Testing
 import TestSupport
 
@@ -223,6 +224,40 @@ struct SupervisionTests {
         #expect(try await h.stop(controller) == 0)
         #expect(!ProcessTree.isAlive(newShim), "the new provider's shim is stopped with the rest")
         #expect(h.processesOfThisTest().isEmpty)
+    }
+
+    /// An `Events` long poll (what `watch` waits in) does not hold the stop:
+    /// the control server drains for two seconds at most, then cuts it off.
+    @Test func anEventsLongPollDoesNotHoldTheStop() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let controller = try await h.start()
+        let client = try await RawConnection(unixSocketPath: "\(h.runtimeDirectory)/\(ControlV1.socketName)")
+        // Frames are served in order: once Status is answered, the poll
+        // (nothing after this revision, 30 s to wait) is in flight.
+        let poll = Instancepoller_Control_V1_EventsRequest.with {
+            $0.afterRevision = 1 << 40
+            $0.waitNano = Duration.seconds(30).totalNanoseconds
+        }
+        try await client.sendRequest(
+            RequestEnvelope(service: ControlV1.serviceName, method: "Events", payload: try poll.serializedBuffer()), streamID: 1
+        )
+        try await client.sendRequest(
+            RequestEnvelope(
+                service: ControlV1.serviceName, method: "Status", payload: try Instancepoller_Control_V1_StatusRequest().serializedBuffer()
+            ),
+            streamID: 3
+        )
+        let status = try await client.nextResponse()
+        #expect(status.streamID == 3 && status.1.error == nil)
+
+        let stopping = ContinuousClock.now
+        #expect(try await h.stop(controller) == 0)
+        let took = ContinuousClock.now - stopping
+        #expect(took < .seconds(9), "the stop took \(took): it waited for the poll")
+        #expect(try await client.next() == nil, "the poll was cut off, not answered")
     }
 
     /// A SIGTERM while the controller is still starting (the control socket

@@ -17,7 +17,7 @@ internal import Glibc
 ///
 /// - SIGTERM / SIGINT: the group shuts down gracefully in reverse order:
 ///   the servers stop accepting, let the calls in flight finish (the
-///   control server within the supervision drain timeout) and close; the
+///   control server's for up to ``controlDrain``) and close; the
 ///   poller stops scheduling (calls in flight are cancelled); every shim
 ///   is stopped (`Shutdown`, bounded drain, SIGTERM, SIGKILL); the store
 ///   closes. Then the sockets are removed.
@@ -40,6 +40,13 @@ public enum ControllerRuntime {
     }
 
     public static let version = ProductVersion.current
+
+    /// How long the control server lets its calls in flight finish when the
+    /// controller stops. A control call is a store transaction or a look at
+    /// the fleet; only a swap or an `Events` long poll (`watch`) takes
+    /// longer, and neither is worth holding the stop for: the swap is
+    /// cancelled (the shims stop next anyway), the watcher is cut off.
+    static let controlDrain: Duration = .seconds(2)
 
     /// Every control client and shim connection is a descriptor, and the
     /// usual soft limit (1 024) is low for a busy controller: raise it to the
@@ -166,7 +173,7 @@ public enum ControllerRuntime {
         add("poller", poller)
         add("signals", SignalService(signals: signals, reloader: reloader, group: handle, logger: logger))
         if let metricsServer { add("metrics", metricsServer) }
-        add("control", RPCServerService(server: controlServer, drainTimeout: config.supervision.drainTimeout))
+        add("control", RPCServerService(server: controlServer, drainTimeout: controlDrain))
         var services = chain.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: $0.name) }
         let started = Started(controlSocket: controlSocket, metricsAddress: metricsServer?.address, fleet: fleet)
         services.append(.init(
@@ -188,7 +195,7 @@ public enum ControllerRuntime {
         // grace, the metrics server's grace, then the shims' drain and their
         // SIGTERM and SIGKILL graces.
         let supervision = config.supervision
-        groupConfig.maximumGracefulShutdownDuration = supervision.drainTimeout + .seconds(2) + MetricsServer.hangUpGrace
+        groupConfig.maximumGracefulShutdownDuration = controlDrain + .seconds(2) + MetricsServer.hangUpGrace
             + supervision.drainTimeout + supervision.exitGrace * 3 + .seconds(5)
         let group = ServiceGroup(configuration: groupConfig)
         handle.set(group)
