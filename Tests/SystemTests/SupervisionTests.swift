@@ -196,14 +196,22 @@ struct SupervisionTests {
         #expect(try await h.store.machines().count == 2)
     }
 
+    /// Writes a config with one fake provider whose cloud runs instance
+    /// c-1 at 10.1.0.1; returns the scenario's path.
+    @discardableResult
+    static func oneCloud(_ h: ControllerHarness, provider: String = "cloud", settings: String = ControllerHarness.fastSettings) throws -> String {
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider(provider, scenario: scenario)], settings: settings)
+        return scenario
+    }
+
     /// A reload that names other providers stops the removed one's shim
     /// and supervises the new one's, which the stop at the end takes down
     /// with the rest.
     @Test func aReloadStartsANewProviderAndStopsARemovedOne() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
-        try h.writeConfig(providers: [h.fakeProvider("old", scenario: scenario)])
+        let scenario = try Self.oneCloud(h, provider: "old")
         let controller = try await h.start()
         let oldShim = try #require(try await h.waitForShims(controller, count: 1).first)
         let before = controller.stderrLines.lines.count
@@ -231,8 +239,7 @@ struct SupervisionTests {
     @Test func anEventsLongPollDoesNotHoldTheStop() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
-        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        try Self.oneCloud(h)
         let controller = try await h.start()
         let client = try await RawConnection(unixSocketPath: "\(h.runtimeDirectory)/\(ControlV1.socketName)")
         // Frames are served in order: once Status is answered, the poll
@@ -266,8 +273,7 @@ struct SupervisionTests {
     @Test func aSigtermDuringTheStartStopsTheControllerCleanly() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
-        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        try Self.oneCloud(h)
         let controller = try await ChildProcess.spawn(
             BuiltProducts.path(of: "instancepoller"), ["run", "--config", h.configPath, "--log-level", "debug"]
         )
@@ -287,11 +293,7 @@ struct SupervisionTests {
     @Test func theServicesStartInDependencyOrderAndStopInReverse() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
-        try h.writeConfig(
-            providers: [h.fakeProvider("cloud", scenario: scenario)],
-            settings: ControllerHarness.fastSettings + "\nmetrics:\n  address: 127.0.0.1:0"
-        )
+        try Self.oneCloud(h, settings: ControllerHarness.fastSettings + "\nmetrics:\n  address: 127.0.0.1:0")
         let controller = try await h.start()
         try await h.add("m1", provider: "cloud", instance: "c-1")
         try await h.waitForMachines("the machine to be polled through the shim") { $0["m1"]?.addressValues == ["10.1.0.1"] }
