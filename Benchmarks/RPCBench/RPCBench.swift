@@ -41,8 +41,7 @@ struct RPCBench: AsyncParsableCommand {
             fflush(nil)
             // Exit when stdin closes (the script that started us is gone).
             let stdinClosed = Thread { var byte: UInt8 = 0; while read(0, &byte, 1) > 0 {} }
-            await stdinClosed.wait()
-            await server.close()
+            try await server.serving { await stdinClosed.wait() }
         }
     }
 

@@ -178,6 +178,14 @@ struct ShimService: Service {
     let logger: Logger
 
     func run() async {
+        await withDiscardingTaskGroup { group in
+            // The server's accept loop; it ends once the server is closed.
+            group.addTask { await server.run() }
+            await stopServer()
+        }
+    }
+
+    private func stopServer() async {
         let stop = self.stop
         let reason = await withGracefulShutdownHandler {
             var reasons = stops.makeAsyncIterator()

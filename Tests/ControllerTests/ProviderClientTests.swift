@@ -87,16 +87,16 @@ struct ProviderClientTests {
         registry.register(provider: provider)
         let logs = LogCapture()
         let server = try await RPCServer.bind(unixSocketPath: directory.file("shim.sock"), registry: registry, logger: logs.logger())
-        let client = try await ProviderClient.connect(socketPath: server.socketPath, logger: logs.logger())
-        do {
-            try await body(client)
-        } catch {
+        try await server.serving {
+            let client = try await ProviderClient.connect(socketPath: server.socketPath, logger: logs.logger())
+            do {
+                try await body(client)
+            } catch {
+                await client.connection.close()
+                throw error
+            }
             await client.connection.close()
-            await server.close()
-            throw error
         }
-        await client.connection.close()
-        await server.close()
     }
 
     static let cloud = ProviderV1.CloudSpec.with { $0.type = "static"; $0.region = "local" }

@@ -18,14 +18,19 @@ struct RPCFixture {
     let hangCancelled: TestEvent<String>
     /// Signalled each time a `Hang` handler starts.
     let hangStarted: TestEvent<String>
+    /// Signalled when a `Held` handler starts; it answers once ``releaseHeld`` is.
+    let heldStarted: TestEvent<String>
+    let releaseHeld: TestEvent<Void>
 
     var socketPath: String { server.socketPath }
 
-    static func start(configuration: RPCServer.Configuration = .init()) async throws -> RPCFixture {
+    private static func bind(configuration: RPCServer.Configuration) async throws -> RPCFixture {
         let directory = try TemporaryDirectory()
         let logs = LogCapture()
         let hangCancelled = TestEvent<String>()
         let hangStarted = TestEvent<String>()
+        let heldStarted = TestEvent<String>()
+        let releaseHeld = TestEvent<Void>()
         var registry = RPCServiceRegistry()
         EchoService.register(into: &registry)
         // Waits until cancelled; reports start and cancellation.
@@ -35,6 +40,12 @@ struct RPCFixture {
             await waitUntilCancelled()
             hangCancelled.signal(marker)
             throw CancellationError()
+        }
+        // Answers (its payload) once the test releases it.
+        registry.register(service: service, method: "Held") { payload, _ in
+            heldStarted.signal(String(buffer: payload))
+            try await releaseHeld.wait(.seconds(60), "the test to release a held call")
+            return RPCResponse(payload: payload)
         }
         // Answers with response metadata.
         registry.register(service: service, method: "Meta") { payload, context in
@@ -67,23 +78,19 @@ struct RPCFixture {
             logger: logs.logger(label: "server")
         )
         return RPCFixture(
-            directory: directory, server: server, logs: logs, hangCancelled: hangCancelled, hangStarted: hangStarted
+            directory: directory, server: server, logs: logs, hangCancelled: hangCancelled, hangStarted: hangStarted,
+            heldStarted: heldStarted, releaseHeld: releaseHeld
         )
     }
 
-    /// Runs `body` with a started fixture and always stops it afterwards.
+    /// Runs `body` with a serving fixture and always closes it afterwards.
     static func with(
         configuration: RPCServer.Configuration = .init(),
         _ body: (RPCFixture) async throws -> Void
     ) async throws {
-        let fixture = try await start(configuration: configuration)
-        do {
-            try await body(fixture)
-        } catch {
-            await fixture.stop()
-            throw error
-        }
-        await fixture.stop()
+        let fixture = try await bind(configuration: configuration)
+        defer { fixture.directory.remove() }
+        try await fixture.server.serving { try await body(fixture) }
     }
 
     func client(peerPolicy: PeerPolicy = .sameUserOrRoot) async throws -> RPCClient {
@@ -92,11 +99,6 @@ struct RPCFixture {
 
     func raw() async throws -> RawConnection {
         try await RawConnection(unixSocketPath: socketPath)
-    }
-
-    func stop() async {
-        await server.close()
-        directory.remove()
     }
 
     static func echoRequest(_ payload: [UInt8] = [], delay: Duration = .zero, fail: RPCStatusCode? = nil, message: String = "") -> EchoService.Request {

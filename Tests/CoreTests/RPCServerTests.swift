@@ -412,3 +412,88 @@ struct RPCServerLimitTests {
         }
     }
 }
+
+/// Stopping a server: the accept loop owns every connection, so a stop
+/// leaves none open; a graceful one answers what is in flight first.
+@Suite("RPC server shutdown")
+struct RPCServerShutdownTests {
+    static func call(_ method: String, _ marker: String) -> RequestEnvelope {
+        RequestEnvelope(service: RPCFixture.service, method: method, payload: ByteBuffer(string: marker))
+    }
+
+    @Test func aGracefulShutdownAnswersTheCallsInFlightRefusesNewOnesAndLeavesNoConnectionOpen() async throws {
+        try await RPCFixture.with { fixture in
+            let (answered, hanging, idle) = (try await fixture.raw(), try await fixture.raw(), try await fixture.raw())
+            try await idle.sendRequest(try RPCServerTests.echoEnvelope(), streamID: 1)
+            #expect(try await idle.nextResponse().1.error == nil)
+            try await answered.sendRequest(Self.call("Held", "answered"), streamID: 1)
+            try await hanging.sendRequest(Self.call("Hang", "hanging"), streamID: 1)
+            #expect(try await fixture.heldStarted.wait() == "answered")
+            #expect(try await fixture.hangStarted.wait() == "hanging")
+            let path = fixture.socketPath
+            #expect(try await SocketFiles.sockets(namedBy: path) == 4, "the listener and three connections")
+            #expect(fixture.server.connectionCount == 3)
+
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await fixture.server.shutdown(drainTimeout: .seconds(60), hangUpGrace: .seconds(60)) }
+                // Draining once the listener is closed: a new call is refused...
+                try await fixture.server.closeFuture.get()
+                try await idle.sendRequest(try RPCServerTests.echoEnvelope(), streamID: 3)
+                let refused = try await idle.nextResponse()
+                #expect(refused.streamID == 3 && refused.1.error == RPCError(.unavailable, "the server is shutting down"))
+                // ...and one in flight is answered.
+                fixture.releaseHeld.signal()
+                let (streamID, response) = try await answered.nextResponse()
+                #expect(streamID == 1 && response.error == nil && String(buffer: response.payload) == "answered")
+                // A call that never ends holds the drain until close() cuts it short.
+                await fixture.server.close()
+                #expect(try await fixture.hangCancelled.wait() == "hanging")
+                try await group.waitForAll()
+            }
+            for connection in [answered, hanging, idle] {
+                try await withTimeout(.seconds(10), "the server to close each connection") { try await connection.closeFuture.get() }
+            }
+            #expect(fixture.server.connectionCount == 0)
+            #expect(fixture.server.limitStats.connections == 0)
+            #expect(fixture.server.callsInFlight == 0)
+            #expect(try await SocketFiles.sockets(namedBy: path) == 0, "no listener and no connection left")
+            #expect(!FileManager.default.fileExists(atPath: path))
+        }
+    }
+
+    @Test func aGracefulShutdownEndsAsSoonAsTheClientsHaveHungUp() async throws {
+        try await RPCFixture.with { fixture in
+            let client = try await fixture.raw()
+            try await client.sendRequest(Self.call("Held", "last"), streamID: 1)
+            #expect(try await fixture.heldStarted.wait() == "last")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // Neither bound is reached: the answer goes out, the client leaves.
+                group.addTask {
+                    try await withTimeout(.seconds(20), "the shutdown to end once the client hung up") {
+                        await fixture.server.shutdown(drainTimeout: .seconds(60), hangUpGrace: .seconds(60))
+                    }
+                }
+                try await fixture.server.closeFuture.get()
+                fixture.releaseHeld.signal()
+                #expect(try await client.nextResponse().1.error == nil)
+                await client.close()
+                try await group.waitForAll()
+            }
+            #expect(fixture.server.connectionCount == 0)
+            #expect(try await SocketFiles.sockets(namedBy: fixture.socketPath) == 0)
+        }
+    }
+
+    @Test func aServerThatNeverRanClosesAtOnceAndRemovesItsSocket() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("idle.sock")
+        let server = try await RPCServer.bind(unixSocketPath: path, registry: RPCServiceRegistry(), logger: LogCapture().logger())
+        #expect(try await SocketFiles.sockets(namedBy: path) == 1)
+        try await withTimeout(.seconds(10), "close") { await server.close() }
+        // run() after a close returns at once.
+        try await withTimeout(.seconds(10), "run after close") { await server.run() }
+        #expect(try await SocketFiles.sockets(namedBy: path) == 0)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+}

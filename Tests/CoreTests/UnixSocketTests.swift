@@ -42,10 +42,11 @@ struct UnixSocketTests {
         var registry = RPCServiceRegistry()
         EchoService.register(into: &registry)
         let second = try await RPCServer.bind(unixSocketPath: path, registry: registry, logger: LogCapture().logger())
-        let client = try await RPCClient.connect(unixSocketPath: path, logger: LogCapture().logger())
-        #expect(try await client.call(EchoService.echo, RPCFixture.echoRequest([1])).payload == Data([1]))
-        await client.close()
-        await second.close()
+        try await second.serving {
+            let client = try await RPCClient.connect(unixSocketPath: path, logger: LogCapture().logger())
+            #expect(try await client.call(EchoService.echo, RPCFixture.echoRequest([1])).payload == Data([1]))
+            await client.close()
+        }
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 

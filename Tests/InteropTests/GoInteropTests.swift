@@ -28,8 +28,7 @@ struct GoInteropTests {
         let server = try await RPCServer.bind(unixSocketPath: directory.file("swift.sock"), registry: registry, logger: logs.logger())
 
         let child = try await ChildProcess.spawn(client, ["-socket", server.socketPath, "-mode", "interop"])
-        let status = try await child.waitForExit(.seconds(120))
-        await server.close()
+        let status = try await server.serving { try await child.waitForExit(.seconds(120)) }
 
         let lines = try await child.output().stdout.split(separator: "\n").map(String.init)
         for check in Self.checks {

@@ -46,20 +46,20 @@ struct FakeShimFixture {
         })
         FakeCloudControl.register(cloud, into: &registry)
         let server = try await RPCServer.bind(unixSocketPath: directory.file("fake.sock"), registry: registry, logger: logs.logger())
-        let client = try await ProviderClient.connect(socketPath: server.socketPath, logger: logs.logger())
-        let fixture = FakeShimFixture(
-            directory: directory, server: server, client: client, cloud: cloud, clock: clock, shutdownRequested: shutdownRequested
-        )
         defer { directory.remove() }
-        do {
-            try await body(fixture)
-        } catch {
+        try await server.serving {
+            let client = try await ProviderClient.connect(socketPath: server.socketPath, logger: logs.logger())
+            let fixture = FakeShimFixture(
+                directory: directory, server: server, client: client, cloud: cloud, clock: clock, shutdownRequested: shutdownRequested
+            )
+            do {
+                try await body(fixture)
+            } catch {
+                await client.connection.close()
+                throw error
+            }
             await client.connection.close()
-            await server.close()
-            throw error
         }
-        await client.connection.close()
-        await server.close()
     }
 
     var control: RPCClient { client.connection }

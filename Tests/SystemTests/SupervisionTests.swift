@@ -3,6 +3,7 @@ import Support
 import ControlAPI
 import Core
 import Foundation
+import SwiftProtobuf
 import Testing
 import TestSupport
 
@@ -188,10 +189,148 @@ struct SupervisionTests {
         _ = try await controller.output()
         let log = controller.stderrLines.lines
         #expect(log.contains { $0.contains("shutting down") && $0.contains("reason=shutdownCall") }, "the fake shim was asked to shut down")
-        #expect(log.contains { $0.contains("all shims stopped") })
-        let stopped = try #require(log.firstIndex { $0.contains("controller stopped") })
-        #expect(log[stopped...].contains { $0.contains("machine store closed") }, "the store is closed last")
+        let shimsStopped = try #require(log.firstIndex { $0.contains("all shims stopped") })
+        let storeClosed = try #require(log.firstIndex { $0.contains("machine store closed") })
+        #expect(shimsStopped < storeClosed, "the store is closed last")
+        #expect(log[storeClosed...].contains { $0.contains("controller stopped") })
         #expect(try await h.store.machines().count == 2)
+    }
+
+    /// Writes a config with one fake provider whose cloud runs instance
+    /// c-1 at 10.1.0.1; returns the scenario's path.
+    @discardableResult
+    static func oneCloud(_ h: ControllerHarness, provider: String = "cloud", settings: String = ControllerHarness.fastSettings) throws -> String {
+        let scenario = try h.scenario("a", ControllerHarness.runningInstances([("c-1", "10.1.0.1")]))
+        try h.writeConfig(providers: [h.fakeProvider(provider, scenario: scenario)], settings: settings)
+        return scenario
+    }
+
+    /// A reload that names other providers stops the removed one's shim
+    /// and supervises the new one's, which the stop at the end takes down
+    /// with the rest.
+    @Test func aReloadStartsANewProviderAndStopsARemovedOne() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try Self.oneCloud(h, provider: "old")
+        let controller = try await h.start()
+        let oldShim = try #require(try await h.waitForShims(controller, count: 1).first)
+        let before = controller.stderrLines.lines.count
+
+        try h.writeConfig(providers: [h.fakeProvider("new", scenario: scenario)])
+        kill(controller.pid, SIGHUP)
+        let reloaded = try await controller.stderrLines.waitForLine(containing: "config reloaded", from: before)
+        #expect(logValue("changes", in: reloaded.line) == "2", "\(reloaded.line)")
+        let lines = controller.stderrLines.lines[before...]
+        #expect(lines.contains { $0.contains("provider old: stopped") })
+        #expect(lines.contains { $0.contains("provider new: started") })
+        #expect(await ProcessWatch.waitForExit(pid: oldShim, limit: .seconds(10)), "the removed provider's shim was stopped")
+        let newShim = try #require(try await h.waitForShims(controller, count: 1, from: before).first)
+        try await h.add("m1", provider: "new", instance: "c-1")
+        try await h.waitForMachines("the new provider's machine to be polled") { $0["m1"]?.addressValues == ["10.1.0.1"] }
+        #expect(ProcessTree.children(of: controller.pid) == [newShim])
+
+        #expect(try await h.stop(controller) == 0)
+        #expect(!ProcessTree.isAlive(newShim), "the new provider's shim is stopped with the rest")
+        #expect(h.processesOfThisTest().isEmpty)
+    }
+
+    /// An `Events` long poll (what `watch` waits in) does not hold the stop:
+    /// the control server drains for two seconds at most, then cuts it off.
+    @Test func anEventsLongPollDoesNotHoldTheStop() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        try Self.oneCloud(h)
+        let controller = try await h.start()
+        let client = try await RawConnection(unixSocketPath: "\(h.runtimeDirectory)/\(ControlV1.socketName)")
+        // Frames are served in order: once Status is answered, the poll
+        // (nothing after this revision, 30 s to wait) is in flight.
+        let poll = Instancepoller_Control_V1_EventsRequest.with {
+            $0.afterRevision = 1 << 40
+            $0.waitNano = Duration.seconds(30).totalNanoseconds
+        }
+        try await client.sendRequest(
+            RequestEnvelope(service: ControlV1.serviceName, method: "Events", payload: try poll.serializedBuffer()), streamID: 1
+        )
+        try await client.sendRequest(
+            RequestEnvelope(
+                service: ControlV1.serviceName, method: "Status", payload: try Instancepoller_Control_V1_StatusRequest().serializedBuffer()
+            ),
+            streamID: 3
+        )
+        let status = try await client.nextResponse()
+        #expect(status.streamID == 3 && status.1.error == nil)
+
+        let stopping = ContinuousClock.now
+        #expect(try await h.stop(controller) == 0)
+        let took = ContinuousClock.now - stopping
+        #expect(took < .seconds(9), "the stop took \(took): it waited for the poll")
+        #expect(try await client.next() == nil, "the poll was cut off, not answered")
+    }
+
+    /// A SIGTERM while the controller is still starting (the control socket
+    /// is bound, the group may not run yet) is neither fatal nor lost: it
+    /// stops cleanly, whichever side of the group's own trap it falls on.
+    @Test func aSigtermDuringTheStartStopsTheControllerCleanly() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        try Self.oneCloud(h)
+        let controller = try await ChildProcess.spawn(
+            BuiltProducts.path(of: "instancepoller"), ["run", "--config", h.configPath, "--log-level", "debug"]
+        )
+        defer { if controller.exitStatusIfExited == nil { controller.kill() } }
+        try await controller.stderrLines.waitForLine(containing: "listening")
+        controller.terminate()
+        #expect(try await controller.waitForExit(.seconds(30)) == 0)
+        _ = try await controller.output()
+        #expect(controller.stderrLines.lines.last?.contains("controller stopped") == true, "\(controller.stderrLines.lines.suffix(5))")
+        #expect(h.runtimeEntries().isEmpty, "sockets and lock removed: \(h.runtimeEntries())")
+        #expect(h.processesOfThisTest().isEmpty, "no shim outlives the controller")
+    }
+
+    /// The controller is one service group: each service starts once the one
+    /// before it has (the store first, the control server last) and they
+    /// stop in reverse, the servers first and the store last.
+    @Test func theServicesStartInDependencyOrderAndStopInReverse() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        try Self.oneCloud(h, settings: ControllerHarness.fastSettings + "\nmetrics:\n  address: 127.0.0.1:0")
+        let controller = try await h.start()
+        try await h.add("m1", provider: "cloud", instance: "c-1")
+        try await h.waitForMachines("the machine to be polled through the shim") { $0["m1"]?.addressValues == ["10.1.0.1"] }
+        // A client of each server that has sent nothing: the stop closes both.
+        let serving = try await controller.stderrLines.waitForLine(containing: "serving metrics")
+        let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+        let idle = try await SocketFiles.connect("\(h.runtimeDirectory)/control.sock", count: 1) + SocketFiles.connectTCP(port: port, count: 1)
+        defer { for descriptor in idle { close(descriptor) } }
+        #expect(try await h.stop(controller) == 0)
+        #expect(await SocketFiles.waitForPeerCloses(idle, count: idle.count) == Set(idle), "the servers closed their idle connections")
+        _ = try await controller.output()
+        let log = controller.stderrLines.lines
+        func services(_ message: String) -> [String] {
+            log.filter { $0.contains(" \(message) ") }.compactMap { logValue("service", in: $0) }
+        }
+        let order = ["store", "shims", "poller", "signals", "metrics", "control"]
+        #expect(services("starting service") == order)
+        #expect(services("stopping service") == order.reversed())
+        #expect(services("service stopped") == order.reversed())
+        // Each starts after the one before it, and stops before it begins to stop.
+        let index = { (message: String, service: String) in
+            log.firstIndex { $0.contains(" \(message) ") && logValue("service", in: $0) == service }
+        }
+        let started = try #require(log.firstIndex { $0.contains("controller started") })
+        #expect(order.allSatisfy { (index("starting service", $0) ?? .max) < started }, "everything started before it says so")
+        for (earlier, later) in zip(order, order.dropFirst()) {
+            let laterStopped = try #require(index("service stopped", later))
+            let earlierStopping = try #require(index("stopping service", earlier))
+            #expect(laterStopped < earlierStopping, "\(later) stopped before \(earlier) began to stop")
+        }
+        // The shims stop with their service; the store closes with its own.
+        let shimsStopped = try #require(log.firstIndex { $0.contains("all shims stopped") })
+        #expect(try #require(index("stopping service", "shims")) < shimsStopped)
+        #expect(shimsStopped < (try #require(index("service stopped", "shims"))))
+        let storeClosed = try #require(log.firstIndex { $0.contains("machine store closed") })
+        #expect(try #require(index("stopping service", "store")) < storeClosed)
+        #expect(storeClosed < (try #require(index("service stopped", "store"))))
     }
 
     @Test func afterKillNineEveryShimExitsAndARestartCleansUpAndGoesOn() async throws {

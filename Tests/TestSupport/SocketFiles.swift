@@ -101,6 +101,28 @@ public enum SocketFiles {
         return closed
     }
 
+    /// How many sockets the kernel names by `path`: a listener bound to it
+    /// and every connection it accepted that is still open (from
+    /// /proc/net/unix; on a thread of its own).
+    public static func sockets(namedBy path: String) async throws -> Int {
+        try await onOwnThread {
+            // Read to the end: a /proc file has no size to go by.
+            let descriptor = open("/proc/net/unix", O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            defer { close(descriptor) }
+            var table: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = read(descriptor, &buffer, buffer.count)
+                if count < 0, errno == EINTR { continue }
+                guard count >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+                if count == 0 { break }
+                table += buffer[0..<count]
+            }
+            return String(decoding: table, as: UTF8.self).split(separator: "\n").filter { $0.hasSuffix(" " + path) }.count
+        }
+    }
+
     /// The permission bits of a file, e.g. 0o600.
     public static func mode(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! NSNumber).intValue

@@ -1,5 +1,6 @@
 public import Core
 public import Logging
+public import ServiceLifecycle
 internal import NIOCore
 internal import NIOHTTP1
 internal import NIOPosix
@@ -13,8 +14,14 @@ internal import Foundation
 /// Bounded like the control socket (see ``Limits``): open connections, idle
 /// time, the time and size of a request head; hits are counted in
 /// `instancepoller_server_limit_hits_total{server="metrics"}`.
-public final class MetricsServer: Sendable {
-    private let channel: any Channel
+///
+/// A service: ``bind(host:port:metrics:limits:bearerToken:logger:)``
+/// listens, ``run()`` serves (one task group, each connection's life a
+/// child task) until the service group shuts down, then stops accepting,
+/// gives open connections ``hangUpGrace`` to finish their answer and hang
+/// up, and closes the rest.
+public final class MetricsServer: Service, Sendable {
+    private let loop: AcceptLoop
     private let counters: ServerLimitCounters
     /// The bound address, e.g. "127.0.0.1:9464" (port 0 in the config picks a free one).
     public let address: String
@@ -63,9 +70,12 @@ public final class MetricsServer: Sendable {
             let stats = counters.stats
             metrics.server("metrics", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
         }
+        let loop = AcceptLoop()
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 128)
+            // Nothing is accepted before run() starts its accept loop.
+            .serverChannelOption(.autoRead, value: false)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let peer: Logger.Metadata = ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"]
@@ -85,6 +95,7 @@ public final class MetricsServer: Sendable {
                     try pipeline.addHandler(RequestHeadGuard(limits: limits, counters: counters, peer: peer, logger: logger))
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandler(MetricsHandler(metrics: metrics, token: bearerToken, counters: counters, peer: peer, logger: logger))
+                    guard loop.adopt(channel) else { throw Unusable(description: "the metrics server is stopping") }
                 }
             }
         let channel: any Channel
@@ -93,23 +104,40 @@ public final class MetricsServer: Sendable {
         } catch {
             throw Unusable(description: "cannot serve metrics on \(host):\(port): \(error)")
         }
+        loop.listening(on: channel)
         let bound = channel.localAddress
         let address = "\(bound?.ipAddress ?? host):\(bound?.port ?? port)"
         logger.info("serving metrics", metadata: ["address": "http://\(address)/metrics", "bearer_token": "\(bearerToken == nil ? "off" : "required")"])
-        return MetricsServer(channel: channel, address: address, counters: counters)
+        return MetricsServer(loop: loop, address: address, counters: counters)
     }
 
-    private init(channel: any Channel, address: String, counters: ServerLimitCounters) {
-        self.channel = channel
+    private init(loop: AcceptLoop, address: String, counters: ServerLimitCounters) {
+        self.loop = loop
         self.address = address
         self.counters = counters
     }
 
+    /// What a graceful stop gives open connections: an answer is written in
+    /// the read that brought its request, and the connection then closes,
+    /// so this only bounds a client that sends its request late or never.
+    public static let hangUpGrace: Duration = .milliseconds(500)
+
     /// Open connections and the limits hit so far.
     public var limitStats: ServerLimitStats { counters.stats }
 
+    /// Serves until the service group shuts down gracefully (then stops as
+    /// described above) or the task is cancelled (then closes at once).
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.loop.run() }
+            try? await gracefulShutdown()
+            await loop.stop(.graceful(drain: .zero, hangUpGrace: Self.hangUpGrace))
+        }
+    }
+
+    /// Stops listening and closes every connection; returns once closed.
     public func close() async {
-        try? await channel.close()
+        await loop.stop(.immediate)
     }
 }
 

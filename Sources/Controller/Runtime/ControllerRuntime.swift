@@ -2,19 +2,25 @@ internal import Core
 public import Logging
 internal import ServiceLifecycle
 internal import UnixSignals
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 internal import Support
 internal import ControlAPI
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-/// The controller process (`instancepoller run`): the runtime directory, the
-/// store, the supervised shims and the poller, wired as one service group.
+/// The controller process (`instancepoller run`): the runtime directory, then
+/// one service group — the store, the supervised shims, the poller, the
+/// signal handler, the metrics server (if configured) and the control
+/// server, started in that order, each once the one before it has started,
+/// and stopped in reverse (docs/DESIGN.md §6.4.6).
 ///
-/// - SIGTERM / SIGINT: stop scheduling (the poller ends first; calls in
-///   flight are cancelled), stop every shim (`Shutdown`, bounded drain,
-///   SIGTERM, SIGKILL), remove the sockets, close the store.
+/// - SIGTERM / SIGINT: the group shuts down gracefully in reverse order:
+///   the servers stop accepting, let the calls in flight finish (the
+///   control server's for up to ``controlDrain``) and close; the
+///   poller stops scheduling (calls in flight are cancelled); every shim
+///   is stopped (`Shutdown`, bounded drain, SIGTERM, SIGKILL); the store
+///   closes. Then the sockets are removed.
 /// - SIGHUP: read the config file again (one reload at a time); swap shims whose command changed,
 ///   start new providers, stop removed ones, update credentials. A config
 ///   with an error changes nothing and the error is logged.
@@ -35,12 +41,13 @@ public enum ControllerRuntime {
 
     public static let version = ProductVersion.current
 
-    /// Runs until SIGTERM or SIGINT, or until `until` returns.
-    ///
-    /// - Parameters:
-    ///   - environment: where the shims' allowlisted variables come from
-    ///     (swaps through the control API read it too).
-    ///   - onStarted: called once everything serves.
+    /// How long the control server lets its calls in flight finish when the
+    /// controller stops. A control call is a store transaction or a look at
+    /// the fleet; only a swap or an `Events` long poll (`watch`) takes
+    /// longer, and neither is worth holding the stop for: the swap is
+    /// cancelled (the shims stop next anyway), the watcher is cut off.
+    static let controlDrain: Duration = .seconds(2)
+
     /// Every control client and shim connection is a descriptor, and the
     /// usual soft limit (1 024) is low for a busy controller: raise it to the
     /// hard limit, as Go's runtime does for its programs. Shims inherit it.
@@ -56,6 +63,17 @@ public enum ControllerRuntime {
         }
     }
 
+    /// Runs until SIGTERM or SIGINT, or until `until` returns.
+    ///
+    /// - Parameters:
+    ///   - environment: where the shims' allowlisted variables come from
+    ///     (swaps through the control API read it too).
+    ///   - onStarted: called once everything serves; cancelled when the
+    ///     controller stops.
+    ///   - until: when it returns, the controller stops (cancelled if it
+    ///     stops first).
+    /// - Throws: ``StartFailure`` when it could not start (nothing runs
+    ///   then); a service's error otherwise.
     public static func run(
         config: ControllerConfig,
         logger: Logger,
@@ -76,33 +94,37 @@ public enum ControllerRuntime {
         }
         defer { runtime.close() }
         let clock = SystemPollClock()
-        let store: SQLiteMachineStore
+        let store: StoreService
         do {
-            store = try SQLiteMachineStore(path: config.storePath, createDirectory: config.storeDirectoryIsDefault, clock: clock, logger: logger)
+            store = StoreService(
+                store: try SQLiteMachineStore(path: config.storePath, createDirectory: config.storeDirectoryIsDefault, clock: clock, logger: logger),
+                logger: logger
+            )
         } catch {
             throw StartFailure(description: "\(error)")
         }
-        defer {
-            do { try store.close() } catch { logger.error("\(error)") }
-        }
-        try await syncCredentials(config.credentials, into: store, logger: logger)
+        // Closed by its service; here when the group never ran.
+        defer { store.close() }
+        try await syncCredentials(config.credentials, into: store.store, logger: logger)
 
         let metrics = ControllerMetrics()
-        let credentials = StoreCredentialAPI(store: store)
+        let credentials = StoreCredentialAPI(store: store.store)
         let fleet = ProviderFleet(
             providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
             settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, metrics: metrics, logger: logger
         )
         let poller = try Poller(config: PollerConfig(
-            clock: clock, store: store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
+            clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
         ))
         // One watcher of the store wakes every waiting `Events` call.
-        let eventsFeed = EventsFeed(store: store, clock: clock)
+        let eventsFeed = EventsFeed(store: store.store, clock: clock)
         // This process's changes (the control API, a reload) are read at once.
-        store.setChangeHandler {
+        store.store.setChangeHandler {
             poller.storeChanged()
             eventsFeed.nudge()
         }
+        // Both servers listen before the group runs, so that a socket that
+        // cannot be had is a start failure; they serve once started.
         let metricsServer: MetricsServer?
         if let address = config.metricsAddress, let parsed = MetricsAddress.parse(address) {
             do {
@@ -118,7 +140,7 @@ public enum ControllerRuntime {
         }
         let control = ControlService(
             identity: .init(pid: getpid(), version: version, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
-            store: store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
+            store: store.store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
             shimDirectory: config.directory, logger: logger
         )
         var registry = RPCServiceRegistry()
@@ -138,50 +160,46 @@ public enum ControllerRuntime {
             let stats = controlServer.limitStats
             metrics.server("control", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
         }
-        let reloader = ConfigReloader(config: config, fleet: fleet, store: store, logger: logger)
+        let handle = GroupHandle()
+        let reloader = ConfigReloader(config: config, fleet: fleet, store: store.store, logger: logger)
 
-        // Shut down in reverse order: the poller stops first, then the shims.
-        var groupConfig = ServiceGroupConfiguration(
-            services: [.init(service: fleet), .init(service: poller)],
-            logger: logger
-        )
-        // Each stop is bounded: the drain, then SIGTERM and SIGKILL graces.
-        groupConfig.maximumGracefulShutdownDuration = config.supervision.drainTimeout + config.supervision.exitGrace * 3 + .seconds(5)
-        let group = ServiceGroup(configuration: groupConfig)
-        let signalHandler = Task {
-            for await signal in signals {
-                if signal == .sighup {
-                    await reloader.reload()
-                } else {
-                    logger.info("stopping", metadata: ["signal": "\(signal)"])
-                    await group.triggerGracefulShutdown()
-                }
-            }
+        // In dependency order; the group stops them in reverse.
+        var chain: [RuntimeService] = []
+        func add(_ name: String, _ service: any Service) {
+            chain.append(RuntimeService(name: name, base: service, after: chain.last?.started, logger: logger))
         }
-        defer { signalHandler.cancel() }
-        let untilTask = until.map { until in
-            Task {
-                await until()
-                if !Task.isCancelled { await group.triggerGracefulShutdown() }
-            }
-        }
-        defer { untilTask?.cancel() }
-        logger.info("controller started", metadata: [
-            "pid": "\(getpid())", "providers": "\(config.providers.map(\.name).joined(separator: ","))",
-            "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)", "control": "\(controlSocket)",
-        ])
+        add("store", store)
+        add("shims", fleet)
+        add("poller", poller)
+        add("signals", SignalService(signals: signals, reloader: reloader, group: handle, logger: logger))
+        if let metricsServer { add("metrics", metricsServer) }
+        add("control", RPCServerService(server: controlServer, drainTimeout: controlDrain))
+        var services = chain.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: $0.name) }
         let started = Started(controlSocket: controlSocket, metricsAddress: metricsServer?.address, fleet: fleet)
-        let announce = Task { await onStarted(started) }
-        defer { announce.cancel() }
-        var failure: (any Error)?
-        do {
-            try await group.run()
-        } catch {
-            failure = error
+        services.append(.init(
+            service: AnnounceService(
+                after: chain.last!.started, started: started,
+                metadata: [
+                    "pid": "\(getpid())", "providers": "\(config.providers.map(\.name).joined(separator: ","))",
+                    "store": "\(config.storePath)", "runtime_directory": "\(runtime.path)", "control": "\(controlSocket)",
+                ],
+                onStarted: onStarted, logger: logger
+            ),
+            serviceName: "announce"
+        ))
+        if let until {
+            services.append(.init(service: UntilService(until: until), successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "until"))
         }
-        await controlServer.close()
-        await metricsServer?.close()
-        if let failure { throw failure }
+        var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // Each stop is bounded: the control server's drain and hang-up
+        // grace, the metrics server's grace, then the shims' drain and their
+        // SIGTERM and SIGKILL graces.
+        let supervision = config.supervision
+        groupConfig.maximumGracefulShutdownDuration = controlDrain + .seconds(2) + MetricsServer.hangUpGrace
+            + supervision.drainTimeout + supervision.exitGrace * 3 + .seconds(5)
+        let group = ServiceGroup(configuration: groupConfig)
+        handle.set(group)
+        try await group.run()
         logger.info("controller stopped")
     }
 
@@ -203,20 +221,20 @@ public enum ControllerRuntime {
 
 /// Reloads the config file (on SIGHUP).
 final class ConfigReloader: Sendable {
-    private let current: Mutex<ControllerConfig>
+    private let current: NIOLockedValueBox<ControllerConfig>
     let fleet: ProviderFleet
     let store: any MachineStore
     let logger: Logger
 
     init(config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, logger: Logger) {
-        self.current = Mutex(config)
+        self.current = NIOLockedValueBox(config)
         self.fleet = fleet
         self.store = store
         self.logger = logger
     }
 
     func reload() async {
-        let old = current.withLock { $0 }
+        let old = current.withLockedValue { $0 }
         logger.info("reloading the config", metadata: ["file": "\(old.file)"])
         let config: ControllerConfig
         do {
@@ -253,7 +271,7 @@ final class ConfigReloader: Sendable {
             }
         }
         // A refused swap keeps the old command, so the next reload tries again.
-        current.withLock { $0 = config }
+        current.withLockedValue { $0 = config }
         let applied = changes.count - refused.count
         if refused.isEmpty {
             logger.info("config reloaded", metadata: ["changes": "\(applied)"])

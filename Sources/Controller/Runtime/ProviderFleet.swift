@@ -19,7 +19,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     private struct Member {
         var config: ProviderConfig
         let supervisor: ProviderSupervisor
-        let task: Task<Void, Never>
+        let supervision: Supervision
     }
 
     private let runtimeDirectory: String
@@ -32,6 +32,8 @@ public actor ProviderFleet: ProviderRouter, Service {
     private var members: [String: Member] = [:]
     private var initial: [ProviderConfig]
     private var stopping = false
+    /// Members' supervisions on their way into ``run()``'s task group.
+    private nonisolated let launches = AsyncStream.makeStream(of: Supervision.self)
     /// What the poller reads, without waiting for the actor.
     private nonisolated let routes = NIOLockedValueBox<[String: ProviderEndpoint]>([:])
     /// Told each time a provider's shim starts serving (the poller).
@@ -93,11 +95,20 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     /// Starts every provider's shim and keeps them supervised until the
     /// service group shuts down (or the task is cancelled), then stops them.
+    /// Each provider's supervision, from the start or a reload, is a child
+    /// task of this.
     public func run() async throws {
         for config in initial { start(config) }
         initial = []
-        try? await gracefulShutdown()
-        await stopAll()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                try? await gracefulShutdown()
+                await self.stopAll()
+            }
+            for await supervision in launches.stream {
+                group.addTask { await supervision.run() }
+            }
+        }
     }
 
     private func start(_ config: ProviderConfig) {
@@ -113,8 +124,9 @@ public actor ProviderFleet: ProviderRouter, Service {
         )
         let name = config.name
         supervisor.access.whenServing { [servingHandler] in servingHandler.withLockedValue { $0 }?(name) }
-        let task = Task { await supervisor.run() }
-        members[config.name] = Member(config: config, supervisor: supervisor, task: task)
+        let supervision = Supervision(supervisor)
+        members[config.name] = Member(config: config, supervisor: supervisor, supervision: supervision)
+        launches.continuation.yield(supervision)
         route(config, through: supervisor)
     }
 
@@ -126,8 +138,7 @@ public actor ProviderFleet: ProviderRouter, Service {
     private func stop(_ name: String) async {
         guard let member = members.removeValue(forKey: name) else { return }
         routes.withLockedValue { _ = $0.removeValue(forKey: name) }
-        member.task.cancel()
-        await member.task.value
+        await member.supervision.stop()
     }
 
     private func stopAll() async {
@@ -137,11 +148,12 @@ public actor ProviderFleet: ProviderRouter, Service {
             for name in all {
                 guard let member = members.removeValue(forKey: name) else { continue }
                 routes.withLockedValue { _ = $0.removeValue(forKey: name) }
-                member.task.cancel()
-                group.addTask { await member.task.value }
+                group.addTask { await member.supervision.stop() }
             }
         }
         logger.info("all shims stopped")
+        // No more supervisions: run()'s group ends once these have.
+        launches.continuation.finish()
     }
 
     /// What a reload did to one provider.
@@ -229,6 +241,50 @@ public actor ProviderFleet: ProviderRouter, Service {
                 }
             }
         }
+    }
+}
+
+/// One provider's supervision, run as a child task of ``ProviderFleet/run()``
+/// until stopped (the supervisor then stops its shim).
+final class Supervision: Sendable {
+    private enum State { case waiting, running, ended }
+
+    private let supervisor: ProviderSupervisor
+    private let state = NIOLockedValueBox(State.waiting)
+    private let stopRequested = AsyncStream.makeStream(of: Void.self)
+    private let ended = Latch()
+
+    init(_ supervisor: ProviderSupervisor) {
+        self.supervisor = supervisor
+    }
+
+    /// Supervises until ``stop()`` (or cancelled); at most once.
+    func run() async {
+        let starts = state.withLockedValue { state in
+            guard state == .waiting else { return false }
+            state = .running
+            return true
+        }
+        guard starts else { return }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.supervisor.run() }
+            for await _ in stopRequested.stream {}
+            group.cancelAll()
+        }
+        state.withLockedValue { $0 = .ended }
+        ended.open()
+    }
+
+    /// Stops the supervision; returns once the supervisor has stopped.
+    func stop() async {
+        let running = state.withLockedValue { state in
+            guard state == .waiting else { return true }
+            // Never ran (its launch was dropped by a cancelled fleet).
+            state = .ended
+            return false
+        }
+        stopRequested.continuation.finish()
+        if running { await ended.wait() } else { ended.open() }
     }
 }
 

@@ -1,7 +1,7 @@
 internal import Core
 public import Logging
 internal import GRDB
-internal import Synchronization
+internal import NIOConcurrencyHelpers
 
 /// The embedded machine store: one SQLite file in WAL mode, through GRDB
 /// (docs/DESIGN.md §6.1).
@@ -20,7 +20,7 @@ public final class SQLiteMachineStore: MachineStore {
     let writer: any DatabaseWriter
     let clock: any PollClock
     let logger: Logger
-    private let changeHandler = Mutex<(@Sendable () -> Void)?>(nil)
+    private let changeHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// Opens (creating it if needed) the database at `path` and brings its
     /// schema up to date. `createDirectory`: its directory is created
@@ -77,7 +77,7 @@ public final class SQLiteMachineStore: MachineStore {
     /// e.g. to nudge a ``MachineWatcher`` so that this process's own changes
     /// are seen at once. Changes from other processes are not reported here.
     public func setChangeHandler(_ handler: (@Sendable () -> Void)?) {
-        changeHandler.withLock { $0 = handler }
+        changeHandler.withLockedValue { $0 = handler }
     }
 
     /// Closes the database (checkpointing the WAL). Later calls fail.
@@ -115,7 +115,7 @@ public final class SQLiteMachineStore: MachineStore {
     }
 
     func didChange() {
-        changeHandler.withLock { $0 }?()
+        changeHandler.withLockedValue { $0 }?()
     }
 
     /// What a failure of SQLite means for the caller: a lock held past the

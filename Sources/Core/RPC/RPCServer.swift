@@ -1,5 +1,4 @@
 public import Logging
-internal import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
 
@@ -11,6 +10,13 @@ public import NIOPosix
 /// Each connection serves many calls at once; see ``RPCServiceRegistry``.
 /// The peer is checked again before each request (the process must still
 /// exist and its current uids be allowed).
+///
+/// ``bind(unixSocketPath:registry:configuration:eventLoopGroup:logger:)``
+/// listens; ``run()`` serves: its accept loop is one task group, each
+/// connection's life a child task of it, and it returns once the listener
+/// and every connection are closed (``shutdown(drainTimeout:hangUpGrace:)``,
+/// ``close()``, or cancellation). Until `run()` starts, connections wait in
+/// the listen backlog. ``serving(_:)`` runs it around a scope.
 ///
 /// What clients may hold is bounded by ``ServerLimits``: connections, idle
 /// time, the time to finish a frame, calls in flight per connection and the
@@ -42,25 +48,19 @@ public final class RPCServer: Sendable {
 
     public let socketPath: String
     private let listener: any Channel
-    private let connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>
+    private let loop: AcceptLoop
     private let calls: InFlightCalls
     private let counters: ServerLimitCounters
 
-    private init(
-        socketPath: String,
-        listener: any Channel,
-        connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>,
-        calls: InFlightCalls,
-        counters: ServerLimitCounters
-    ) {
+    private init(socketPath: String, listener: any Channel, loop: AcceptLoop, calls: InFlightCalls, counters: ServerLimitCounters) {
         self.socketPath = socketPath
         self.listener = listener
-        self.connections = connections
+        self.loop = loop
         self.calls = calls
         self.counters = counters
     }
 
-    /// Starts serving `registry` on `unixSocketPath`.
+    /// Listens on `unixSocketPath` for `registry`'s calls; ``run()`` serves them.
     ///
     /// - Throws: ``UnixSocket/PathError`` when the path is too long, its
     ///   directory is not private, or a non-socket file is in the way;
@@ -76,13 +76,15 @@ public final class RPCServer: Sendable {
         try UnixSocket.checkSocketDirectory(forSocket: path)
         try UnixSocket.removeStale(path)
 
-        let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
         let calls = InFlightCalls()
+        let loop = AcceptLoop(calls: calls) { UnixSocket.remove(path) }
         let policy = configuration.peerPolicy
         let limits = configuration.limits
         let counters = ServerLimitCounters(server: path, onHit: configuration.onLimitHit)
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: 256)
+            // Nothing is accepted before run() starts its accept loop.
+            .serverChannelOption(.autoRead, value: false)
             .childChannelOption(.recvAllocator, value: RPCServer.receiveAllocator)
             .childChannelInitializer { channel in
                 PeerCredentials.of(channel).flatMapThrowing { peer in
@@ -110,10 +112,10 @@ public final class RPCServer: Sendable {
                         to: channel, registry: registry, calls: calls, configuration: configuration, peer: peer,
                         connectionGuard: connectionGuard, logger: logger
                     )
-                    let id = ObjectIdentifier(channel)
-                    connections.withLockedValue { $0[id] = channel }
-                    channel.closeFuture.whenComplete { _ in
-                        _ = connections.withLockedValue { $0.removeValue(forKey: id) }
+                    // Its life is a child task of run()'s accept loop; once
+                    // the server stops, nothing would own it.
+                    guard loop.adopt(channel) else {
+                        throw RPCError(.unavailable, "the server is shutting down")
                     }
                 }
             }
@@ -129,8 +131,17 @@ public final class RPCServer: Sendable {
             try? await listener.close()
             throw error
         }
+        loop.listening(on: listener)
         logger.debug("listening", metadata: ["socket": "\(path)", "services": "\(registry.serviceNames)"])
-        return RPCServer(socketPath: path, listener: listener, connections: connections, calls: calls, counters: counters)
+        return RPCServer(socketPath: path, listener: listener, loop: loop, calls: calls, counters: counters)
+    }
+
+    /// Serves until ``shutdown(drainTimeout:hangUpGrace:)`` or ``close()``
+    /// (cancelled: as `close()`), then returns once the listener and every
+    /// connection are closed and the socket file is removed. Runs once: a
+    /// second call, or one after the server was closed, returns at once.
+    public func run() async {
+        await loop.run()
     }
 
     /// Serves `registry` on one channel that is already connected and
@@ -184,7 +195,7 @@ public final class RPCServer: Sendable {
     )
 
     /// Open connections.
-    public var connectionCount: Int { connections.withLockedValue { $0.count } }
+    public var connectionCount: Int { counters.stats.connections }
 
     /// Calls being served, across connections.
     public var callsInFlight: Int { calls.count }
@@ -195,31 +206,40 @@ public final class RPCServer: Sendable {
     /// Graceful shutdown: stops listening, refuses new calls with
     /// Unavailable, lets the calls in flight finish for up to `drainTimeout`,
     /// then closes (cancelling what is left) and removes the socket file.
+    /// Returns once ``run()`` has.
     ///
     /// Once idle it gives clients up to `hangUpGrace` to close their
     /// connections first: closing right after an answer races containerd's
     /// Go ttrpc 1.1.1 client, which can then report "ttrpc: closed" for a
-    /// call it was answered.
+    /// call it was answered. Cancelled, it closes at once (``close()``).
     public func shutdown(drainTimeout: Duration, hangUpGrace: Duration = .seconds(1)) async {
-        calls.startDraining()
-        try? await listener.close()
-        await calls.waitUntilIdle(limit: drainTimeout)
-        let open = connections.withLockedValue { Array($0.values) }
-        _ = await firstWithin(hangUpGrace) {
-            for channel in open { try? await channel.closeFuture.get() }
-        }
-        await close()
+        await loop.stop(.graceful(drain: drainTimeout, hangUpGrace: hangUpGrace))
     }
 
     /// Stops listening, closes every connection (cancelling the calls in
-    /// flight) and removes the socket file.
+    /// flight) and removes the socket file; returns once ``run()`` has.
+    /// During a graceful shutdown it cuts the drain short.
     public func close() async {
-        try? await listener.close()
-        let open = connections.withLockedValue { Array($0.values) }
-        for channel in open {
-            try? await channel.close()
+        await loop.stop(.immediate)
+    }
+
+    /// Runs ``run()`` while `body` runs, then closes the server (cancelling
+    /// calls still in flight): for a server whose life is one scope.
+    public func serving<T>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
+            group.addTask { await self.run() }
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body())
+            } catch {
+                result = .failure(error)
+            }
+            await close()
+            return try result.get()
         }
-        UnixSocket.remove(socketPath)
     }
 
     /// Completes when the listening socket closes.
