@@ -61,7 +61,7 @@ import TestSupport
     static func with(_ body: (Served) async throws -> Void) async throws {
         let served = try await Served()
         do {
-            try await body(served)
+            try await served.server.serving { try await body(served) }
         } catch {
             await served.close()
             throw error
