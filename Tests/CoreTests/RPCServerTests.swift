@@ -283,9 +283,11 @@ struct RPCServerLimitTests {
         let budget = 6 << 20
         let configuration = Self.limits {
             $0.bufferedRequestMemory = budget
-            // Those within the budget are closed by this instead (long
-            // enough for all twelve to arrive on a loaded machine).
-            $0.frameTimeout = .seconds(5)
+            // Those within the budget are closed by this instead: long
+            // enough for all twelve to arrive while the whole suite loads
+            // two cores (5 s was not: every connection timed out before the
+            // budget was reached).
+            $0.frameTimeout = .seconds(15)
         }
         try await RPCFixture.with(configuration: configuration) { fixture in
             // Twelve connections each announce a 4 MiB - 1 frame and send 1 MiB of it.
@@ -301,7 +303,7 @@ struct RPCServerLimitTests {
                 connections.append(raw)
             }
             for raw in connections {
-                try await withTimeout(.seconds(10), "each connection to be closed") { try await raw.closeFuture.get() }
+                try await withTimeout(.seconds(30), "each connection to be closed") { try await raw.closeFuture.get() }
             }
             // The server's side of the last close, which gives its bytes back.
             try await Self.waitForOpen(fixture, 0)
