@@ -330,7 +330,7 @@ extension YAMLReader {
         return found
     }
 
-    func credential(_ node: Node, _ place: String, providers: [String], readingSecrets: Bool = true) throws(YAMLFileError) -> CredentialConfig {
+    func credential(_ node: Node, _ place: String, providers: [String], readingSecrets: Bool = true) throws(YAMLFileError) -> StoredCredential {
         let fields = try mapping(node, place, allowed: ["provider", "name", "auth_type", "attributes", "file", "expires"])
         guard let providerNode = fields["provider"] else { throw fail(node, place, "a credential needs a provider") }
         let provider = try string(providerNode, "\(place).provider")
@@ -364,7 +364,7 @@ extension YAMLReader {
             }
             expires = Timestamp(nanosecondsSinceEpoch: Int64(date.timeIntervalSince1970 * 1e9))
         }
-        return CredentialConfig(provider: provider, name: name, authType: authType, attributes: attributes, expiresAt: expires)
+        return StoredCredential(provider: provider, name: name, authType: authType, attributes: attributes, expiresAt: expires)
     }
 
     /// A credential's attributes from their own YAML file, which only its

@@ -37,7 +37,7 @@ public struct ControllerConfig: Sendable {
     public var supervision = SupervisionSettings()
     /// In file order.
     public var providers: [ProviderConfig] = []
-    public var credentials: [CredentialConfig] = []
+    public var credentials: [StoredCredential] = []
     /// Some credential's attributes are written in the file itself.
     public var hasInlineSecrets = false
     /// Problems worth a warning that do not stop the controller, one line
@@ -87,26 +87,3 @@ public struct ProviderConfig: Hashable, Sendable {
     }
 }
 
-/// A credential named in the config. Its attributes are secrets: the
-/// description lists only their names.
-public struct CredentialConfig: Hashable, Sendable, CustomStringConvertible {
-    public var provider: String
-    public var name: String
-    public var authType: String
-    public var attributes: [String: String]
-    public var expiresAt: Timestamp?
-
-    public init(provider: String, name: String, authType: String, attributes: [String: String], expiresAt: Timestamp? = nil) {
-        self.provider = provider
-        self.name = name
-        self.authType = authType
-        self.attributes = attributes
-        self.expiresAt = expiresAt
-    }
-
-    public var stored: StoredCredential {
-        StoredCredential(provider: provider, name: name, authType: authType, attributes: attributes, expiresAt: expiresAt)
-    }
-
-    public var description: String { stored.description }
-}

@@ -205,7 +205,7 @@ public enum ControllerRuntime {
 
     /// Sets the config's credentials that differ from the store's (a
     /// changed credential is validated again before its next batch).
-    static func syncCredentials(_ credentials: [CredentialConfig], into store: any MachineStore, logger: Logger) async throws {
+    static func syncCredentials(_ credentials: [StoredCredential], into store: any MachineStore, logger: Logger) async throws {
         for credential in credentials {
             let stored = try await store.credential(provider: credential.provider, name: credential.name)
             if let stored, stored.authType == credential.authType, stored.attributes == credential.attributes,
@@ -213,7 +213,7 @@ public enum ControllerRuntime {
             {
                 continue
             }
-            try await store.setCredential(credential.stored)
+            try await store.setCredential(credential)
             logger.info("credential set from the config", metadata: ["credential": "\(credential.provider)/\(credential.name)"])
         }
     }

@@ -21,29 +21,13 @@ public struct RunningShim: Sendable {
 public final class StderrTail: Sendable {
     private let lines = NIOLockedValueBox<[String]>([])
     private let limit: Int
-    private let ended = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let ended = Latch()
     init(limit: Int = 20) { self.limit = limit }
 
     /// The shim's stderr closed (it exited): the tail is complete.
-    func finish() {
-        let waiters = ended.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
-            state.done = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
+    func finish() { ended.open() }
 
-    func waitUntilFinished() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = ended.withLockedValue { state -> Bool in
-                if state.done { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
-        }
-    }
+    func waitUntilFinished() async { await ended.wait() }
 
     func append(_ line: String) {
         lines.withLockedValue { lines in

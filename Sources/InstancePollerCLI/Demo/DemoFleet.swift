@@ -97,7 +97,7 @@ enum DemoFleet {
                     $0.name = cloud
                 }
             ))
-            config.credentials.append(CredentialConfig(
+            config.credentials.append(StoredCredential(
                 provider: cloud, name: "main", authType: "access-key",
                 attributes: ["access-key": "AKIA\(cloud.uppercased())", "secret-key": "\(cloud)-secret"]
             ))
