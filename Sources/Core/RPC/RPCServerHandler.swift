@@ -41,6 +41,11 @@ final class RPCServerHandler: ChannelDuplexHandler {
     /// In ``resumeIfPossible()``: a call answered at once while serving the
     /// queue must not start a nested round.
     private var draining = false
+    /// Between a read's first `channelRead` and its `channelReadComplete`:
+    /// answers are written then and flushed together at the read's end.
+    private var reading = false
+    /// Answers written and not flushed yet.
+    private var unflushed = false
 
     init(
         registry: RPCServiceRegistry,
@@ -168,6 +173,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
     // MARK: Calls
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
         switch unwrapInboundIn(data) {
         case .oversized(let streamID, let type, let length):
             guard type == .request else { return }
@@ -196,6 +202,12 @@ final class RPCServerHandler: ChannelDuplexHandler {
             }
             receive(frame, context: context)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        flushIfNeeded()
+        context.fireChannelReadComplete()
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
@@ -318,10 +330,17 @@ final class RPCServerHandler: ChannelDuplexHandler {
         if let payload = frame.payload {
             context.write(wrapOutboundOut(payload), promise: nil)
         }
-        // Flushed at once, not batched to the end of the loop tick: the peer
-        // starts on this answer while the rest are still being produced,
-        // which keeps both processes busy (measured: 1.8x the calls/s of
-        // end-of-tick batching at 16 callers).
+        unflushed = true
+        // The answers to the requests of one read go out in one write at
+        // the read's end: the peer then reads them all in one go too. An
+        // answer given at any other time (a handler that suspended, a
+        // deadline) goes out at once, so nobody waits for a later request.
+        if !reading { flushIfNeeded() }
+    }
+
+    private func flushIfNeeded() {
+        guard unflushed, let context else { return }
+        unflushed = false
         context.flush()
     }
 
