@@ -26,6 +26,10 @@ final class RPCServerHandler: ChannelDuplexHandler {
     private let calls: InFlightCalls
     private let executor: EventLoopTaskExecutor?
     private let peer: PeerCredentials?
+    /// The peer process, checked again before the requests of each read.
+    private var peerProcess: PeerProcess?
+    /// The check's verdict for the rest of this read (see ``peerRefusal()``).
+    private var peerVerdict: String??
     private let peerPolicy: PeerPolicy
     private let connectionGuard: ConnectionGuard?
     private let logger: Logger
@@ -74,6 +78,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         connectionGuard?.attach(context)
+        if let peer { peerProcess = PeerProcess(credentials: peer, channel: context.channel) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -206,13 +211,14 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
+        peerVerdict = nil
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
         let streamID = frame.streamID
-        if let peer, let why = peer.recheck(against: peerPolicy) {
+        if let peer, let why = peerRefusal() {
             let metadata: Logger.Metadata = connectionGuard?.metadata ?? ["peer_pid": "\(peer.pid)", "peer_uid": "\(peer.uid)"]
             if let connectionGuard {
                 connectionGuard.counters.hit(.peer, "refused a call: \(why)", metadata: metadata, logger: logger)
@@ -298,6 +304,19 @@ final class RPCServerHandler: ChannelDuplexHandler {
                 this.finish(streamID, .failure(RPCError(.deadlineExceeded, "deadline of \(timeout) exceeded")))
             }
         }
+    }
+
+    /// Why the peer may no longer call, or nil. Checked before the first
+    /// request of each read (from `channelRead` to `channelReadComplete`),
+    /// and so before every request: the requests a read brings share the
+    /// answer, as they arrived together. A request served from the queue
+    /// (``resumeIfPossible()``) outside a read is checked by itself.
+    private func peerRefusal() -> String? {
+        guard let peerProcess else { return nil }
+        if reading, let verdict = peerVerdict { return verdict }
+        let verdict = peerProcess.recheck(against: peerPolicy)
+        if reading { peerVerdict = .some(verdict) }
+        return verdict
     }
 
     /// Answers a call that has a task, once: by the handler or by the
