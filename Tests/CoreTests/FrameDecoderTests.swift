@@ -127,4 +127,56 @@ struct FrameDecoderTests {
     @Test func cleanEOFBetweenFramesIsFine() throws {
         #expect(try Self.decode([Self.frameBytes(1, .request, [1])], seenEOF: true) == [Self.frame(1, .request, [1])])
     }
+
+    /// Records each step the decoder reports.
+    final class StepLog: FrameDecoderObserver {
+        struct Step: Equatable {
+            var buffered: Int
+            var unfinished: Bool
+            var completedFrame: Bool
+        }
+        var steps: [Step] = []
+        func frameDecoderStep(buffered: Int, unfinished: Bool, completedFrame: Bool) throws {
+            steps.append(Step(buffered: buffered, unfinished: unfinished, completedFrame: completedFrame))
+        }
+    }
+
+    @Test func wholeFramesWaitingInTheBufferAreNotUnfinished() throws {
+        // Two whole frames and the start of a third in one read: only the
+        // third is unfinished (the server's frame clock runs for it alone,
+        // not between the frames of one read).
+        var bytes = Self.frameBytes(1, .request, [1, 2])
+        var second = Self.frameBytes(3, .request, [3])
+        var third = Self.frameBytes(5, .request, [4, 5, 6])
+        bytes.writeBuffer(&second)
+        var start = third.readSlice(length: 12)!
+        bytes.writeBuffer(&start)
+        let log = StepLog()
+        let processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(observer: log))
+        var frames = 0
+        try processor.process(buffer: bytes) { _ in frames += 1 }
+        #expect(frames == 2)
+        #expect(log.steps == [
+            .init(buffered: 11 + 12, unfinished: false, completedFrame: true),
+            .init(buffered: 12, unfinished: true, completedFrame: true),
+            .init(buffered: 12, unfinished: true, completedFrame: false),
+        ])
+
+        // The rest of the third frame ends it.
+        log.steps = []
+        try processor.process(buffer: third) { _ in frames += 1 }
+        #expect(frames == 3)
+        #expect(log.steps.first == .init(buffered: 0, unfinished: false, completedFrame: true))
+        #expect(log.steps.allSatisfy { !$0.unfinished })
+    }
+
+    @Test func anOversizeFrameBeingSkippedIsUnfinished() throws {
+        var header = ByteBuffer()
+        header.writeFrameHeader(FrameHeader(dataLength: UInt32(FrameHeader.maxDataLength + 1), streamID: 1, type: .request))
+        header.writeBytes([0, 0, 0])
+        let log = StepLog()
+        let processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(observer: log))
+        try processor.process(buffer: header) { _ in Issue.record("no output before the oversize data is skipped") }
+        #expect(log.steps.last == .init(buffered: 0, unfinished: true, completedFrame: false))
+    }
 }

@@ -78,14 +78,19 @@ extension PeerCredentials {
         guard pid > 0 else { return nil }
         // The Uid line is within the first ~600 bytes of the file.
         guard let bytes = ProcessAncestry.readProcFile(pid, "status", upTo: 2048) else { return nil }
-        return parseUIDs(status: String(decoding: bytes, as: UTF8.self))
+        return parseUIDs(status: bytes)
     }
 
     /// The `Uid:` line of a `/proc/<pid>/status` text: real, effective,
-    /// saved and filesystem uids.
-    static func parseUIDs(status: String) -> ProcessUIDs? {
-        for line in status.split(separator: "\n") where line.hasPrefix("Uid:") {
-            let fields = line.dropFirst(4).split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
+    /// saved and filesystem uids. Parsed as bytes, not as a String: where
+    /// no pidfd can answer (see ``PeerProcess``) this runs before every
+    /// request.
+    static func parseUIDs(status: ArraySlice<UInt8>) -> ProcessUIDs? {
+        let prefix = "Uid:".utf8
+        for line in status.split(separator: UInt8(ascii: "\n")) where line.starts(with: prefix) {
+            let fields = line.dropFirst(prefix.count)
+                .split(whereSeparator: { $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: " ") })
+                .compactMap { UInt32(String(decoding: $0, as: UTF8.self)) }
             guard fields.count >= 2 else { return nil }
             return ProcessUIDs(real: fields[0], effective: fields[1])
         }
@@ -97,7 +102,13 @@ extension PeerCredentials {
     /// have exited (and the descriptor passed on) or changed uid. Nil: it
     /// is still allowed.
     public func recheck(against policy: PeerPolicy) -> String? {
-        guard let uids = Self.currentUIDs(ofProcess: pid) else {
+        recheck(against: policy, uids: Self.currentUIDs(ofProcess: pid))
+    }
+
+    /// ``recheck(against:)`` with the peer's uids now, read by the caller
+    /// (nil: the process is gone).
+    func recheck(against policy: PeerPolicy, uids: ProcessUIDs?) -> String? {
+        guard let uids else {
             return "peer process \(pid) is gone"
         }
         for (name, uid) in [("real", uids.real), ("effective", uids.effective)]

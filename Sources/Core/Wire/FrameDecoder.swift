@@ -27,7 +27,9 @@ public protocol FrameDecoderObserver: AnyObject {
     /// - Parameters:
     ///   - buffered: bytes of an unfinished frame held in memory (0 while
     ///     an oversize frame's data is being skipped).
-    ///   - unfinished: whether a frame has begun and not ended.
+    ///   - unfinished: whether the bytes held begin a frame that needs more
+    ///     bytes to end (or an oversize frame is being skipped); false when
+    ///     they hold whole frames still to be decoded, the next steps' work.
     ///   - completedFrame: whether this step yielded a frame.
     /// - Throws: to refuse the bytes: the decoder's error, which closes
     ///   the connection.
@@ -60,13 +62,22 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     public mutating func decode(buffer: inout ByteBuffer) throws -> FrameDecoderOutput? {
         let output = self.step(buffer: &buffer)
         if let observer {
-            let skipping: Bool
-            if case .discarding = self.state { skipping = true } else { skipping = false }
             try observer.frameDecoderStep(
-                buffered: buffer.readableBytes, unfinished: skipping || buffer.readableBytes > 0, completedFrame: output != nil
+                buffered: buffer.readableBytes, unfinished: self.waitsForMore(buffer), completedFrame: output != nil
             )
         }
         return output
+    }
+
+    /// Whether `buffer` begins a frame that cannot be decoded until more
+    /// bytes arrive. Several requests read at once are not "unfinished"
+    /// between the steps that decode them one by one.
+    private func waitsForMore(_ buffer: ByteBuffer) -> Bool {
+        if case .discarding = self.state { return true }
+        guard buffer.readableBytes > 0 else { return false }
+        guard let header = buffer.peekFrameHeader() else { return true }
+        let length = Int(header.dataLength)
+        return length <= self.maxDataLength && buffer.readableBytes < FrameHeader.size + length
     }
 
     private mutating func step(buffer: inout ByteBuffer) -> FrameDecoderOutput? {

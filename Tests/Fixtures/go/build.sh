@@ -3,7 +3,10 @@
 #   ttrpc-echo-server  containerd ttrpc 1.1.1 server for instancepoller.testing.v1.Echo
 #   ttrpc-echo-client  interop checks and bench client against any Echo server
 #   ttrpc-provider-client  calls every method of instancepoller.provider.v1.Provider
-#                          on a shim and prints the answers as one JSON document
+#                          on a shim and prints the answers as one JSON document,
+#                          or benches Health (-bench-health)
+#   ttrpc-provider-server  Health of instancepoller.provider.v1.Provider, for the bench
+# (benchloop and serveunix are packages the clients and the servers share.)
 #
 #   Tests/Fixtures/go/build.sh OUTDIR
 #
@@ -25,7 +28,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
 PROTO_ROOT="$REPO/proto"
 PROTOS=(instancepoller/testing/v1/echo.proto instancepoller/provider/v1/provider.proto)
-BINARIES=(ttrpc-echo-server ttrpc-echo-client ttrpc-provider-client)
+BINARIES=(ttrpc-echo-server ttrpc-echo-client ttrpc-provider-client ttrpc-provider-server)
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
@@ -78,7 +81,8 @@ for proto in "${PROTOS[@]}"; do
         die "protoc failed on $proto"
 done
 
-cp -R "$HERE/echo-server" "$HERE/echo-client" "$HERE/provider-client" "$GP/src/instancepoller-fixtures/"
+cp -R "$HERE/benchloop" "$HERE/serveunix" "$HERE/echo-server" "$HERE/echo-client" "$HERE/provider-client" \
+    "$HERE/provider-server" "$GP/src/instancepoller-fixtures/"
 
 export GO111MODULE=off
 export GOPATH="$GP:/usr/share/gocode"
@@ -90,7 +94,8 @@ mkdir -p "$GOCACHE"
 (cd "$GP/src/instancepoller-fixtures" &&
     go build -o "$WORK/ttrpc-echo-server" ./echo-server &&
     go build -o "$WORK/ttrpc-echo-client" ./echo-client &&
-    go build -o "$WORK/ttrpc-provider-client" ./provider-client) ||
+    go build -o "$WORK/ttrpc-provider-client" ./provider-client &&
+    go build -o "$WORK/ttrpc-provider-server" ./provider-server) ||
     die "go build failed"
 
 for bin in "${BINARIES[@]}"; do

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	mathrand "math/rand"
 	"net"
 	"os"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	benchloop "instancepoller-fixtures/benchloop"
 	testingv1 "instancepoller/testing/v1"
 )
 
@@ -327,76 +327,21 @@ func bench(socket string, payloadSize, concurrency int, duration, warmup time.Du
 		return 1
 	}
 	req := &testingv1.EchoRequest{Payload: payload}
-
-	start := time.Now()
-	measureFrom := start.Add(warmup)
-	measureTo := measureFrom.Add(duration)
-
-	latencies := make([][]time.Duration, concurrency)
-	errs := make(chan error, concurrency)
-	var wg sync.WaitGroup
-	for g := 0; g < concurrency; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			recorded := make([]time.Duration, 0, 1<<16)
-			ctx := context.Background()
-			for {
-				t0 := time.Now()
-				if !t0.Before(measureTo) {
-					break
-				}
-				var resp testingv1.EchoResponse
-				if err := client.Call(ctx, serviceName, methodName, req, &resp); err != nil {
-					errs <- err
-					return
-				}
-				t1 := time.Now()
-				if len(resp.Payload) != payloadSize {
-					errs <- fmt.Errorf("response payload %d bytes, want %d", len(resp.Payload), payloadSize)
-					return
-				}
-				// Only calls that started and finished inside the window count.
-				if !t0.Before(measureFrom) && !t1.After(measureTo) {
-					recorded = append(recorded, t1.Sub(t0))
-				}
-			}
-			latencies[g] = recorded
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		fmt.Fprintf(os.Stderr, "ttrpc-echo-client: call failed: %s\n", describe(err))
+	ctx := context.Background()
+	result, err := benchloop.Run(concurrency, duration, warmup, func() error {
+		var resp testingv1.EchoResponse
+		if err := client.Call(ctx, serviceName, methodName, req, &resp); err != nil {
+			return fmt.Errorf("call failed: %s", describe(err))
+		}
+		if len(resp.Payload) != payloadSize {
+			return fmt.Errorf("response payload %d bytes, want %d", len(resp.Payload), payloadSize)
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ttrpc-echo-client: %v\n", err)
 		return 1
 	}
-
-	var all []time.Duration
-	for _, l := range latencies {
-		all = append(all, l...)
-	}
-	if len(all) == 0 {
-		fmt.Fprintln(os.Stderr, "ttrpc-echo-client: no call completed inside the measured window")
-		return 1
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	secs := duration.Seconds()
-	fmt.Printf("{\"impl\":\"go-ttrpc\",\"payload\":%d,\"concurrency\":%d,\"calls\":%d,\"seconds\":%.3f,\"calls_per_sec\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
-		payloadSize, concurrency, len(all), secs, float64(len(all))/secs,
-		micros(percentile(all, 0.50)), micros(percentile(all, 0.99)))
+	fmt.Println(result.JSON("go-ttrpc", payloadSize, concurrency))
 	return 0
 }
-
-// percentile is the nearest-rank percentile of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	rank := int(math.Ceil(p*float64(len(sorted)))) - 1
-	if rank < 0 {
-		rank = 0
-	}
-	if rank >= len(sorted) {
-		rank = len(sorted) - 1
-	}
-	return sorted[rank]
-}
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -4,26 +4,20 @@
 //
 //	ttrpc-echo-server -socket PATH
 //
-// Removes a stale socket file, listens, chmods the socket 0600, prints
-// "ready" on stdout, and serves until SIGTERM/SIGINT or EOF on stdin.
+// Serves as ../serveunix says: stale socket removed, socket 0600, "ready"
+// on stdout, until SIGTERM/SIGINT or EOF on stdin.
 package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"io"
-	"net"
-	"os"
-	"os/signal"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	serveunix "instancepoller-fixtures/serveunix"
 	testingv1 "instancepoller/testing/v1"
 )
 
@@ -77,63 +71,7 @@ func echo(ctx context.Context, unmarshal func(interface{}) error) (interface{}, 
 }
 
 func main() {
-	socket := flag.String("socket", "", "unix socket path to listen on")
-	flag.Parse()
-	if *socket == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: ttrpc-echo-server -socket PATH")
-		os.Exit(2)
-	}
-
-	if err := os.Remove(*socket); err != nil && !os.IsNotExist(err) {
-		fmt.Fprintf(os.Stderr, "ttrpc-echo-server: removing stale socket: %v\n", err)
-		os.Exit(1)
-	}
-
-	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ttrpc-echo-server: %v\n", err)
-		os.Exit(1)
-	}
-	server.Register(serviceName, map[string]ttrpc.Method{"Echo": echo})
-
-	listener, err := net.Listen("unix", *socket)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ttrpc-echo-server: listen: %v\n", err)
-		os.Exit(1)
-	}
-	// Remove the socket file ourselves on exit, not on listener close.
-	listener.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(*socket, 0o600); err != nil {
-		fmt.Fprintf(os.Stderr, "ttrpc-echo-server: chmod: %v\n", err)
-		os.Exit(1)
-	}
-
-	stop := make(chan string, 3)
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	go func() { stop <- (<-signals).String() }()
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop <- "stdin EOF"
-	}()
-	go func() {
-		err := server.Serve(context.Background(), listener)
-		if err != nil && err != ttrpc.ErrServerClosed {
-			fmt.Fprintf(os.Stderr, "ttrpc-echo-server: serve: %v\n", err)
-			stop <- "serve error"
-		}
-	}()
-
-	// os.Stdout is unbuffered in Go: this write is the flush.
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		os.Exit(1)
-	}
-
-	reason := <-stop
-	_ = server.Close()
-	_ = os.Remove(*socket)
-	if reason == "serve error" {
-		os.Exit(1)
-	}
-	os.Exit(0)
+	serveunix.Main("ttrpc-echo-server", func(server *ttrpc.Server) {
+		server.Register(serviceName, map[string]ttrpc.Method{"Echo": echo})
+	})
 }

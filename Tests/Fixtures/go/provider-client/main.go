@@ -5,6 +5,7 @@
 //
 //	ttrpc-provider-client -socket PATH -credential key=value[,key=value...] -ids id1,id2,...
 //	                      [-cloud-type T] [-shutdown]
+//	ttrpc-provider-client -socket PATH -bench-health [-concurrency C] [-duration S] [-warmup S]
 //
 // Calls, in order, each with a 10 s deadline: Handshake (offering [1]),
 // Health, ValidateCredential, Instances(ids), NetworkInterfaces(ids), and
@@ -21,6 +22,10 @@
 // e.g. "INSTANCE_STATE_RUNNING". A method that failed leaves its key null.
 // Exit 0 when the JSON was printed, 1 when the connection failed, 2 on
 // bad usage.
+//
+// With -bench-health it only calls Health, from C concurrent callers with
+// no deadline, for warmup + duration seconds, and prints scripts/bench-rpc's
+// JSON line (payload 0); exit 1 on the first failed call.
 package main
 
 import (
@@ -38,6 +43,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	benchloop "instancepoller-fixtures/benchloop"
 	providerv1 "instancepoller/provider/v1"
 )
 
@@ -161,11 +167,23 @@ func main() {
 	idsFlag := flag.String("ids", "", "instance ids: id1,id2,...")
 	cloudType := flag.String("cloud-type", "c-static", "CloudSpec.type sent with every cloud call")
 	shutdown := flag.Bool("shutdown", false, "call Shutdown last")
+	benchHealth := flag.Bool("bench-health", false, "only call Health in a loop and print a bench JSON line")
+	concurrency := flag.Int("concurrency", 1, "bench: concurrent callers")
+	duration := flag.Float64("duration", 5, "bench: measured seconds")
+	warmup := flag.Float64("warmup", 1, "bench: unrecorded warmup seconds")
 	flag.Parse()
-	usage := "usage: ttrpc-provider-client -socket PATH -credential key=value[,key=value...] -ids id1,id2,... [-cloud-type T] [-shutdown]"
+	usage := "usage: ttrpc-provider-client -socket PATH -credential key=value[,key=value...] -ids id1,id2,... [-cloud-type T] [-shutdown]\n" +
+		"       ttrpc-provider-client -socket PATH -bench-health [-concurrency C] [-duration S] [-warmup S]"
 	if *socket == "" || flag.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
+	}
+	if *benchHealth {
+		if *concurrency < 1 || *duration <= 0 || *warmup < 0 {
+			fmt.Fprintf(os.Stderr, "ttrpc-provider-client: need -concurrency >= 1, -duration > 0, -warmup >= 0\n%s\n", usage)
+			os.Exit(2)
+		}
+		os.Exit(benchHealthCalls(*socket, *concurrency, seconds(*duration), seconds(*warmup)))
 	}
 	attributes := map[string]string{}
 	if *credentialFlag != "" {
@@ -276,4 +294,37 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(string(encoded))
+}
+
+// ---------------------------------------------------------------- bench
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func benchHealthCalls(socket string, concurrency int, duration, warmup time.Duration) int {
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ttrpc-provider-client: connect: %v\n", err)
+		return 1
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+
+	ctx := context.Background()
+	result, err := benchloop.Run(concurrency, duration, warmup, func() error {
+		var resp providerv1.HealthResponse
+		if err := client.Call(ctx, serviceName, "Health", &providerv1.HealthRequest{}, &resp); err != nil {
+			e := errorOf("Health", err)
+			return fmt.Errorf("Health failed: code %d %q", e.Code, e.Message)
+		}
+		if resp.Status != providerv1.HealthResponse_SERVING_STATUS_SERVING {
+			return fmt.Errorf("Health answered %s, want SERVING_STATUS_SERVING", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ttrpc-provider-client: %v\n", err)
+		return 1
+	}
+	fmt.Println(result.JSON("go-ttrpc", 0, concurrency))
+	return 0
 }
