@@ -134,6 +134,26 @@ struct EnvelopeTests {
         #expect(try RequestEnvelope(decoding: contiguous) == envelope)
     }
 
+    @Test func responsesAppendOneAfterAnotherAsTheirFramesWould() throws {
+        let small = ResponseEnvelope(payload: ByteBuffer(bytes: [1, 2, 3]), metadata: [("k", "v")])
+        let failed = ResponseEnvelope(error: RPCError(.notFound, "no such thing"))
+        let large = ResponseEnvelope(payload: ByteBuffer(repeating: 7, count: 20_000))
+        let allocator = ByteBufferAllocator()
+        var buffer = ByteBuffer()
+        #expect(try FrameEncoding.response(small, streamID: 1, appendingTo: &buffer, allocator: allocator) == nil)
+        #expect(try FrameEncoding.response(failed, streamID: 3, appendingTo: &buffer, allocator: allocator) == nil)
+        // Too large to copy: the head is appended, the payload handed back.
+        let rest = try FrameEncoding.response(large, streamID: 5, appendingTo: &buffer, allocator: allocator)
+        #expect(rest == large.payload)
+
+        var expected = try FrameEncoding.response(small, streamID: 1, allocator: allocator).contiguous
+        var second = try FrameEncoding.response(failed, streamID: 3, allocator: allocator).contiguous
+        var third = try FrameEncoding.response(large, streamID: 5, allocator: allocator).head
+        expected.writeBuffer(&second)
+        expected.writeBuffer(&third)
+        #expect(buffer == expected)
+    }
+
     @Test func frameOverFourMiBIsRefusedBeforeSending() {
         let payload = ByteBuffer(repeating: 0, count: FrameHeader.maxDataLength)
         #expect {

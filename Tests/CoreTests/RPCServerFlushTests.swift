@@ -13,10 +13,15 @@ import Testing
 /// outbound side holds writes until they are flushed.
 @Suite("RPC server flushes")
 struct RPCServerFlushTests {
-    /// Counts the flushes that reach the socket end of the pipeline.
+    /// Counts the writes and flushes that reach the socket end of the pipeline.
     final class FlushCounter: ChannelOutboundHandler, @unchecked Sendable {
         typealias OutboundIn = ByteBuffer
+        var writes = 0
         var flushes = 0
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            writes += 1
+            context.write(data, promise: promise)
+        }
         func flush(context: ChannelHandlerContext) {
             flushes += 1
             context.flush()
@@ -80,7 +85,7 @@ struct RPCServerFlushTests {
         }
     }
 
-    @Test func severalAnswersInOneReadAreAllDeliveredInOneFlush() throws {
+    @Test func severalAnswersInOneReadAreAllDeliveredInOneWriteAndFlush() throws {
         let connection = try Connection()
         var read = ByteBuffer()
         for streamID: UInt32 in [1, 3, 5] {
@@ -96,6 +101,27 @@ struct RPCServerFlushTests {
             #expect(response.error == nil)
             #expect(Array(try EchoService.Response(buffer: response.payload).payload) == [UInt8(streamID)])
         }
+        #expect(connection.counter.writes == 1, "the answers go as one buffer")
+        #expect(connection.counter.flushes == 1)
+    }
+
+    @Test func aLargeAnswerAmongSmallOnesKeepsItsPlace() throws {
+        // A payload too large to copy goes as a buffer of its own, between
+        // the answers before and after it.
+        let connection = try Connection()
+        let large = (0..<40_000).map { UInt8(truncatingIfNeeded: $0) }
+        var read = try Connection.echoFrame(1, [1])
+        var big = try Connection.echoFrame(3, large)
+        var last = try Connection.echoFrame(5, [5])
+        read.writeBuffer(&big)
+        read.writeBuffer(&last)
+        try connection.channel.writeInbound(read)
+        connection.channel.embeddedEventLoop.run()
+
+        let answers = try connection.flushedAnswers()
+        #expect(answers.map(\.0) == [1, 3, 5])
+        let payloads = try answers.map { Array(try EchoService.Response(buffer: $0.1.payload).payload) }
+        #expect(payloads == [[1], large, [5]])
         #expect(connection.counter.flushes == 1)
     }
 

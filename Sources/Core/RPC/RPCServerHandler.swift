@@ -50,6 +50,14 @@ final class RPCServerHandler: ChannelDuplexHandler {
     private var reading = false
     /// Answers written and not flushed yet.
     private var unflushed = false
+    /// Answers encoded one after another, not yet handed to the channel:
+    /// a read's answers go to the socket as one buffer.
+    private var output = ByteBuffer()
+    /// The last buffer handed to the channel, taken back for the next
+    /// answers once the channel is done with it (see ``flushIfNeeded()``).
+    private var sent: ByteBuffer?
+    /// Answers are handed over in pieces of about this size.
+    private static let outputChunk = 64 * 1024
 
     init(
         registry: RPCServiceRegistry,
@@ -337,19 +345,22 @@ final class RPCServerHandler: ChannelDuplexHandler {
         case .failure(let error): envelope = ResponseEnvelope(error: error)
         }
         let allocator = context.channel.allocator
-        let frame: FrameEncoding.EncodedFrame
+        let payload: ByteBuffer?
         do {
-            frame = try FrameEncoding.response(envelope, streamID: streamID, allocator: allocator)
+            payload = try FrameEncoding.response(envelope, streamID: streamID, appendingTo: &output, allocator: allocator)
         } catch {
             // The handler's response does not fit in a frame: say so instead.
             logger.warning("response too large for a frame", metadata: ["stream": "\(streamID)", "error": "\(error)"])
-            frame = try! FrameEncoding.response(ResponseEnvelope(error: error), streamID: streamID, allocator: allocator)
+            payload = try! FrameEncoding.response(ResponseEnvelope(error: error), streamID: streamID, appendingTo: &output, allocator: allocator)
         }
-        context.write(wrapOutboundOut(frame.head), promise: nil)
-        if let payload = frame.payload {
+        if let payload {
+            // A large payload goes as a buffer of its own, right after the
+            // rest of its frame.
+            writeOutput()
             context.write(wrapOutboundOut(payload), promise: nil)
+        } else if output.readableBytes >= Self.outputChunk {
+            writeOutput()
         }
-        unflushed = true
         // The answers to the requests of one read go out in one write at
         // the read's end: the peer then reads them all in one go too. An
         // answer given at any other time (a handler that suspended, a
@@ -357,10 +368,29 @@ final class RPCServerHandler: ChannelDuplexHandler {
         if !reading { flushIfNeeded() }
     }
 
+    /// Hands the answers encoded so far to the channel.
+    private func writeOutput() {
+        guard output.readableBytes > 0, let context else { return }
+        context.write(wrapOutboundOut(output), promise: nil)
+        unflushed = true
+        sent = output
+        output = ByteBuffer()
+    }
+
     private func flushIfNeeded() {
+        writeOutput()
         guard unflushed, let context else { return }
         unflushed = false
         context.flush()
+        // Written by now unless the socket is full: then the channel still
+        // holds the buffer and clearing it allocates a fresh one instead.
+        if var buffer = sent, output.capacity == 0 {
+            sent = nil
+            if buffer.capacity <= Self.outputChunk * 2 {
+                buffer.clear()
+                output = buffer
+            }
+        }
     }
 
 
@@ -368,6 +398,8 @@ final class RPCServerHandler: ChannelDuplexHandler {
         active = false
         waiting.removeAll()
         waitingStart = 0
+        output = ByteBuffer()
+        sent = nil
         connectionGuard?.release()
         let calls = inFlight
         inFlight.removeAll()

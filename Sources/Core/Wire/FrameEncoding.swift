@@ -38,9 +38,25 @@ public enum FrameEncoding {
         streamID: UInt32,
         allocator: ByteBufferAllocator
     ) throws(RPCError) -> EncodedFrame {
+        var head = ByteBuffer()
+        let payload = try response(envelope, streamID: streamID, appendingTo: &head, allocator: allocator)
+        return EncodedFrame(head: head, payload: payload)
+    }
+
+    /// Appends a response frame to `buffer` (after its readable bytes), so
+    /// that several answers go to the socket as one buffer.
+    ///
+    /// - Returns: the payload when it is too large to copy: it must be
+    ///   written right after `buffer`, as the rest of this frame.
+    public static func response(
+        _ envelope: ResponseEnvelope,
+        streamID: UInt32,
+        appendingTo buffer: inout ByteBuffer,
+        allocator: ByteBufferAllocator
+    ) throws(RPCError) -> ByteBuffer? {
         try frame(
             streamID: streamID, type: .response, prefixSize: envelope.prefixSize, payload: envelope.payload,
-            allocator: allocator, what: "response"
+            appendingTo: &buffer, allocator: allocator, what: "response"
         ) { envelope.writePrefix(into: &$0) }
     }
 
@@ -53,6 +69,27 @@ public enum FrameEncoding {
         what: String,
         writePrefix: (inout ByteBuffer) -> Void
     ) throws(RPCError) -> EncodedFrame {
+        var head = ByteBuffer()
+        let rest = try frame(
+            streamID: streamID, type: type, prefixSize: prefixSize, payload: payload,
+            appendingTo: &head, allocator: allocator, what: what, writePrefix: writePrefix
+        )
+        return EncodedFrame(head: head, payload: rest)
+    }
+
+    /// Appends header, envelope fields and (when small) the payload to
+    /// `buffer`, which is allocated when it has no storage yet; returns the
+    /// payload when it is large, to be sent as a buffer of its own.
+    private static func frame(
+        streamID: UInt32,
+        type: FrameType,
+        prefixSize: Int,
+        payload: ByteBuffer,
+        appendingTo buffer: inout ByteBuffer,
+        allocator: ByteBufferAllocator,
+        what: String,
+        writePrefix: (inout ByteBuffer) -> Void
+    ) throws(RPCError) -> ByteBuffer? {
         let dataLength = prefixSize + payload.readableBytes
         guard dataLength <= FrameHeader.maxDataLength else {
             throw RPCError(
@@ -61,14 +98,17 @@ public enum FrameEncoding {
             )
         }
         let inline = payload.readableBytes <= inlinePayloadLimit
-        var head = allocator.buffer(capacity: FrameHeader.size + prefixSize + (inline ? payload.readableBytes : 0))
-        head.writeFrameHeader(FrameHeader(dataLength: UInt32(dataLength), streamID: streamID, type: type))
-        writePrefix(&head)
-        if inline {
-            var payload = payload
-            head.writeBuffer(&payload)
-            return EncodedFrame(head: head, payload: nil)
+        let size = FrameHeader.size + prefixSize + (inline ? payload.readableBytes : 0)
+        if buffer.capacity == 0 {
+            buffer = allocator.buffer(capacity: size)
+        } else {
+            buffer.reserveCapacity(minimumWritableBytes: size)
         }
-        return EncodedFrame(head: head, payload: payload)
+        buffer.writeFrameHeader(FrameHeader(dataLength: UInt32(dataLength), streamID: streamID, type: type))
+        writePrefix(&buffer)
+        guard inline else { return payload }
+        var payload = payload
+        buffer.writeBuffer(&payload)
+        return nil
     }
 }
