@@ -1,5 +1,5 @@
 public import Core
-public import Foundation
+internal import Foundation
 
 /// The control API, `instancepoller.control.v1.Controller`
 /// (proto/instancepoller/control/v1/control.proto): what the CLI calls on a

@@ -1,5 +1,5 @@
 public import Core
-public import Foundation
+internal import Foundation
 
 /// The conformance service `instancepoller.testing.v1.Echo`
 /// (proto/instancepoller/testing/v1/echo.proto), served by the interop tests

@@ -4,7 +4,7 @@ internal import CSystemShims
 internal import NIOConcurrencyHelpers
 internal import ServiceLifecycle
 internal import UnixSignals
-public import Support
+internal import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif

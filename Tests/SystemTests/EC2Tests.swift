@@ -79,6 +79,7 @@ struct EC2Tests {
             let ids = truth.instances.keys.sorted() + [unknown]
             let before = moto.requests
             let instances = try await client.instances(cloud: cloud, credential: good, ids: ids, timeout: .seconds(60))
+            try await moto.waitForRequests(before + (truth.instances.count + 4) / 5)
             #expect(moto.requests - before >= (truth.instances.count + 4) / 5, "every page followed (page size 5)")
             #expect(instances.map(\.instanceID) == ids, "index-aligned")
             for result in instances {

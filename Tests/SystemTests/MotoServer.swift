@@ -71,8 +71,19 @@ final class MotoServer: Sendable {
 
     /// EC2 API requests moto has served so far (its access log).
     var requests: Int {
-        process.stderrLines.lines.filter { $0.contains("\"POST / HTTP/1.1\"") }.count
+        process.stderrLines.lines.filter(Self.isRequest).count
     }
+
+    /// Returns once moto's access log holds `count` requests: it logs a
+    /// request after answering it, so a line can follow the answer.
+    func waitForRequests(_ count: Int, _ limit: Duration = .seconds(20)) async throws {
+        var from = 0
+        for seen in 0..<count {
+            from = try await process.stderrLines.waitForLine(from: from, "moto's request \(seen + 1) of \(count)", limit, where: Self.isRequest).index + 1
+        }
+    }
+
+    @Sendable static func isRequest(_ line: String) -> Bool { line.contains("\"POST / HTTP/1.1\"") }
 
     func stop() async {
         process.terminate()

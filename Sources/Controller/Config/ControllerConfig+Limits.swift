@@ -1,7 +1,7 @@
 public import Core
 internal import Foundation
 internal import Yams
-public import Support
+internal import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif

@@ -2,7 +2,7 @@ public import Core
 public import Logging
 internal import Foundation
 internal import SwiftProtobuf
-public import Support
+internal import Support
 public import ControlAPI
 
 /// Serves `instancepoller.control.v1.Controller` (the CLI's API) over the

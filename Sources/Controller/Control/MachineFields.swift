@@ -1,5 +1,5 @@
-public import Core
-public import Support
+internal import Core
+internal import Support
 
 /// The rules for a machine's fields, the same wherever a machine comes in:
 /// `AddMachine`, `AddMachines` and `instancepoller machines import`. Each

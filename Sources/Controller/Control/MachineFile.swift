@@ -1,7 +1,7 @@
-public import Core
+internal import Core
 public import Foundation
 internal import Yams
-public import Support
+internal import Support
 
 /// The shapes of the file that `instancepoller machines import FILE|-`
 /// and `machines remove --file FILE|-` read.

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import NIOConcurrencyHelpers
 
 /// Wakes the control API's `Events` long polls from one ``MachineWatcher``:

@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import NIOConcurrencyHelpers
 
 /// The store's events log as batches of events, in revision order.
