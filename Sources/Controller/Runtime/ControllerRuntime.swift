@@ -39,8 +39,6 @@ public enum ControllerRuntime {
         public var fleet: ProviderFleet
     }
 
-    public static let version = ProductVersion.current
-
     /// How long the control server lets its calls in flight finish when the
     /// controller stops. A control call is a store transaction or a look at
     /// the fleet; only a swap or an `Events` long poll (`watch`) takes
@@ -139,7 +137,7 @@ public enum ControllerRuntime {
             metricsServer = nil
         }
         let control = ControlService(
-            identity: .init(pid: getpid(), version: version, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
+            identity: .init(pid: getpid(), version: ProductVersion.current, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
             store: store.store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
             shimDirectory: config.directory, logger: logger
         )
