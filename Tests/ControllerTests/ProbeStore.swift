@@ -98,13 +98,19 @@ final class ProbeStore: MachineStore, Sendable {
         try await probe(.machines) { try await inner.machines() }
     }
 
+    func machines(of key: CredentialKey) async throws -> [Machine] {
+        try await probe(.machines) { try await inner.machines(of: key) }
+    }
+
+    func workPairs() async throws -> [CredentialKey] { try await inner.workPairs() }
+
     @discardableResult
-    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
+    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry], fence: LeaseFence?) async throws -> [MachineEvent] {
         try await probe(.applyPoll) {
             writesInFlight.withLockedValue { $0 = ($0.now + 1, max($0.most, $0.now + 1)) }
             defer { writesInFlight.withLockedValue { $0.now -= 1 } }
             await writes.pass()
-            return try await inner.applyPoll(results, schedule: schedule)
+            return try await inner.applyPoll(results, schedule: schedule, fence: fence)
         }
     }
 
@@ -116,6 +122,10 @@ final class ProbeStore: MachineStore, Sendable {
 
     func schedule() async throws -> [ScheduleEntry] {
         try await probe(.schedule) { try await inner.schedule() }
+    }
+
+    func schedule(of key: CredentialKey) async throws -> [ScheduleEntry] {
+        try await probe(.schedule) { try await inner.schedule(of: key) }
     }
 
     func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws {
@@ -131,6 +141,12 @@ final class ProbeStore: MachineStore, Sendable {
     }
 
     func latestRevision() async throws -> Int64 { try await inner.latestRevision() }
+
+    func pruneEvents(before: Timestamp?, keepingLast: Int64?) async throws -> Int {
+        try await inner.pruneEvents(before: before, keepingLast: keepingLast)
+    }
+
+    func resealCredentials() async throws -> Int { try await inner.resealCredentials() }
 
     func credential(provider: String, name: String) async throws -> StoredCredential? {
         try await probe(.credential) { try await inner.credential(provider: provider, name: name) }

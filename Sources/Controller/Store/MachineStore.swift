@@ -1,6 +1,7 @@
 /// The machine store the poll engine needs (docs/DESIGN.md §6.1). SQLite through GRDB
-/// is the embedded default (`SQLiteMachineStore`); the protocol leaves room
-/// for a shared PostgreSQL store.
+/// is the embedded default (`SQLiteMachineStore`); PostgreSQL
+/// (`PostgresMachineStore`) is the store several controllers share, which
+/// is also a ``LeaseStore``.
 ///
 /// Every change appends to the events log in the same transaction. Methods
 /// throw `StoreError`: its message names what was wrong, and its kind what
@@ -27,6 +28,12 @@ public protocol MachineStore: Sendable {
     func removeMachine(id: String) async throws
     func machine(id: String) async throws -> Machine?
     func machines() async throws -> [Machine]
+    /// The machines of one (provider, credential) pair, in id order: what
+    /// a controller that holds the pair's lease polls.
+    func machines(of key: CredentialKey) async throws -> [Machine]
+    /// The pairs that machines name (alive or dying, not manual, with or
+    /// without an instance id yet): the units of work leases share out.
+    func workPairs() async throws -> [CredentialKey]
 
     // A fleet at a time.
     /// Up to `limit` machines with ids after `id` that pass `filter`, in id
@@ -55,8 +62,13 @@ public protocol MachineStore: Sendable {
     /// instance status also goes into the machine's status history).
     /// Results for machines that no longer exist are skipped. Returns the
     /// events it logged.
+    ///
+    /// With a `fence`, the transaction first checks that the fence's holder
+    /// still holds the pair's lease at the fence's epoch, locking the lease
+    /// row until commit, and writes nothing when it does not
+    /// (``StoreError/Kind/leaseLost``). A store without leases takes nil.
     @discardableResult
-    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent]
+    func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry], fence: LeaseFence?) async throws -> [MachineEvent]
 
     /// Sets the manual machine's status (the poller's own write).
     func setInstanceStatus(machineID: String, _ status: InstanceStatusRecord) async throws
@@ -67,6 +79,8 @@ public protocol MachineStore: Sendable {
 
     // Schedule state.
     func schedule() async throws -> [ScheduleEntry]
+    /// The schedule entries of one pair's machines.
+    func schedule(of key: CredentialKey) async throws -> [ScheduleEntry]
     func saveSchedule(_ entries: [ScheduleEntry], removing: [String]) async throws
 
     // The events log.
@@ -77,6 +91,12 @@ public protocol MachineStore: Sendable {
     /// back its own writes.
     func externalEvents(after revision: Int64, limit: Int) async throws -> ExternalEvents
     func latestRevision() async throws -> Int64
+    /// Retention: removes events older than `before` and all but the newest
+    /// `keepingLast`, either being nil for no such bound. The latest
+    /// revision stays what it was (revisions are never reused). Returns how
+    /// many were removed.
+    @discardableResult
+    func pruneEvents(before: Timestamp?, keepingLast: Int64?) async throws -> Int
 
     // Credentials.
     func credential(provider: String, name: String) async throws -> StoredCredential?
@@ -98,6 +118,20 @@ public protocol MachineStore: Sendable {
     /// The credentials `provider`'s machines name, each with how many
     /// machines name it (stored or not).
     func credentialUse(provider: String) async throws -> [String: Int]
+    /// Seals every credential again with the sealer's current key (after a
+    /// key rotation; plain rows of an older store get sealed too). Returns
+    /// how many were rewritten; throws ``StoreError/Kind/failedPrecondition``
+    /// without a sealer.
+    @discardableResult
+    func resealCredentials() async throws -> Int
+}
+
+extension MachineStore {
+    /// A batch's results without a lease to check (one controller).
+    @discardableResult
+    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
+        try await applyPoll(results, schedule: schedule, fence: nil)
+    }
 }
 
 /// How many instance statuses a machine's history keeps.

@@ -9,20 +9,20 @@ extension SQLiteMachineStore {
         try await read("reading credential \(provider)/\(name)") { db in
             try Row.fetchOne(
                 db, sql: "SELECT * FROM credentials WHERE provider = ? AND name = ?", arguments: [provider, name]
-            ).map(Self.credential(from:))
+            ).map { try Self.credential(from: $0, sealer: sealer) }
         }
     }
 
     public func credentials() async throws -> [StoredCredential] {
         try await read("reading credentials") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM credentials ORDER BY provider, name").map(Self.credential(from:))
+            try Row.fetchAll(db, sql: "SELECT * FROM credentials ORDER BY provider, name").map { try Self.credential(from: $0, sealer: sealer) }
         }
     }
 
     public func setCredential(_ credential: StoredCredential) async throws {
         let now = clock.now
         let label = "\(credential.provider)/\(credential.name)"
-        let attributes = try Self.encode(attributes: credential.attributes, credential: label)
+        let attributes = try Self.stored(credential.attributes, credential: label, sealer: sealer)
         try await write("setting credential \(label)") { db in
             try db.execute(
                 sql: """
@@ -93,34 +93,61 @@ extension SQLiteMachineStore {
         didChange()
     }
 
-    private static func credential(from row: Row) throws -> StoredCredential {
+    @discardableResult
+    public func resealCredentials() async throws -> Int {
+        guard let sealer else {
+            throw StoreError(.failedPrecondition, "no credential_key_file is configured: there is no key to seal credentials with")
+        }
+        return try await write("resealing credentials") { db -> Int in
+            var resealed = 0
+            let rows = try Row.fetchAll(db, sql: "SELECT provider, name, attributes FROM credentials")
+            for row in rows {
+                let provider: String = try row.decode(forColumn: "provider")
+                let name: String = try row.decode(forColumn: "name")
+                let text: String = try row.decode(forColumn: "attributes")
+                if sealer.isCurrent(text) { continue }
+                let label = "\(provider)/\(name)"
+                let sealed = try Self.stored(try Self.attributes(text, credential: label, sealer: sealer), credential: label, sealer: sealer)
+                try db.execute(
+                    sql: "UPDATE credentials SET attributes = ? WHERE provider = ? AND name = ?", arguments: [sealed, provider, name])
+                resealed += 1
+            }
+            return resealed
+        }
+    }
+
+    private static func credential(from row: Row, sealer: CredentialSealer?) throws -> StoredCredential {
         let provider: String = try row.decode(forColumn: "provider")
         let name: String = try row.decode(forColumn: "name")
-        let json: String = try row.decode(forColumn: "attributes")
-        let attributes: [String: String]
-        do {
-            attributes = try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
-        } catch {
-            // Not the error: it may quote the secrets.
-            throw StoreError(.internal, "credential \(provider)/\(name) has unreadable attributes")
-        }
+        let text: String = try row.decode(forColumn: "attributes")
         let expiresAt: Int64? = try row.decode(forColumn: "expires_at")
         return StoredCredential(
             provider: provider,
             name: name,
             authType: try row.decode(forColumn: "auth_type"),
-            attributes: attributes,
+            attributes: try attributes(text, credential: "\(provider)/\(name)", sealer: sealer),
             expiresAt: expiresAt.map(Timestamp.init(nanosecondsSinceEpoch:)),
             invalidReason: try row.decode(forColumn: "invalid_reason"))
     }
 
-    private static func encode(attributes: [String: String], credential: String) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
+    /// The attributes column's value: sealed with a sealer, JSON without.
+    static func stored(_ attributes: [String: String], credential label: String, sealer: CredentialSealer?) throws -> String {
         do {
-            return String(decoding: try encoder.encode(attributes), as: UTF8.self)
+            if let sealer { return try sealer.seal(attributes, credential: label) }
+            return try CredentialSealer.plainText(attributes, credential: label)
         } catch {
-            throw StoreError(.internal, "cannot encode the attributes of credential \(credential)")
+            throw StoreError(.internal, error.description)
+        }
+    }
+
+    /// The attributes a column's value holds. Its errors never quote it: it
+    /// may be the secrets.
+    static func attributes(_ text: String, credential label: String, sealer: CredentialSealer?) throws -> [String: String] {
+        do {
+            if let sealer { return try sealer.open(text, credential: label) }
+            return try CredentialSealer.openPlain(text, credential: label)
+        } catch {
+            throw StoreError(.failedPrecondition, error.description)
         }
     }
 }

@@ -18,7 +18,7 @@ extension SQLiteMachineStore {
         guard limit > 0 else { return ExternalEvents(events: [], through: revision) }
         return try await read("reading events after revision \(revision)") { db in
             // One snapshot: the latest revision read here is what the events were looked for up to.
-            let latest = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revision), 0) FROM events") ?? 0
+            let latest = try Self.latest(db)
             let events = try Self.all(
                 db, "SELECT * FROM events WHERE revision > ? AND revision <= ? AND source = ? ORDER BY revision LIMIT ?",
                 arguments: [revision, latest, MachineEvent.Source.external.rawValue, limit], Self.event(from:))
@@ -28,8 +28,31 @@ extension SQLiteMachineStore {
     }
 
     public func latestRevision() async throws -> Int64 {
-        try await read("reading the latest revision") { db in
-            try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revision), 0) FROM events") ?? 0
+        try await read("reading the latest revision") { db in try Self.latest(db) }
+    }
+
+    /// The newest revision ever given, also once retention removed it.
+    static func latest(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: """
+            SELECT MAX(COALESCE((SELECT MAX(revision) FROM events), 0),
+                       COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))
+            """) ?? 0
+    }
+
+    @discardableResult
+    public func pruneEvents(before: Timestamp?, keepingLast: Int64?) async throws -> Int {
+        guard before != nil || keepingLast != nil else { return 0 }
+        return try await write("pruning the events log") { db -> Int in
+            var removed = 0
+            if let before {
+                try db.execute(sql: "DELETE FROM events WHERE at < ?", arguments: [before.nanosecondsSinceEpoch])
+                removed += db.changesCount
+            }
+            if let keepingLast {
+                try db.execute(sql: "DELETE FROM events WHERE revision <= ?", arguments: [try Self.latest(db) - max(keepingLast, 0)])
+                removed += db.changesCount
+            }
+            return removed
         }
     }
 

@@ -166,6 +166,22 @@ extension SQLiteMachineStore {
         }
     }
 
+    public func machines(of key: CredentialKey) async throws -> [Machine] {
+        try await read("reading the machines of \(key)") { db in
+            try Self.all(
+                db, "SELECT * FROM machines WHERE provider = ? AND credential = ? ORDER BY id",
+                arguments: [key.provider, key.name], Self.machine(from:))
+        }
+    }
+
+    public func workPairs() async throws -> [CredentialKey] {
+        try await read("reading the pairs machines use") { db in
+            try Self.all(
+                db, "SELECT DISTINCT provider, credential FROM machines WHERE life != 'dead' AND manual = 0 ORDER BY provider, credential"
+            ) { row in CredentialKey(provider: try row.decode(atIndex: 0), name: try row.decode(atIndex: 1)) }
+        }
+    }
+
     static func exists(_ db: Database, machineID: String) throws -> Bool {
         try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM machines WHERE id = ?)", arguments: [machineID]) ?? false
     }

@@ -7,7 +7,9 @@ internal import Logging
 /// schedule.
 extension SQLiteMachineStore {
     @discardableResult
-    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry]) async throws -> [MachineEvent] {
+    public func applyPoll(_ results: [PollResult], schedule: [ScheduleEntry], fence: LeaseFence?) async throws -> [MachineEvent] {
+        // One controller owns the file: there is no lease to check.
+        if let fence { throw StoreError(.failedPrecondition, "the SQLite store has no leases (\(fence))") }
         let now = clock.now
         let events = try await write("applying a poll of \(results.count) machines") { db -> [MachineEvent] in
             // A batch is read, logged and scheduled with a statement per
@@ -121,6 +123,17 @@ extension SQLiteMachineStore {
     public func schedule() async throws -> [ScheduleEntry] {
         try await read("reading the schedule") { db in
             try Self.all(db, "SELECT * FROM schedule ORDER BY machine_id", Self.scheduleEntry(from:))
+        }
+    }
+
+    public func schedule(of key: CredentialKey) async throws -> [ScheduleEntry] {
+        try await read("reading the schedule of \(key)") { db in
+            try Self.all(
+                db, """
+                    SELECT schedule.* FROM schedule JOIN machines ON machines.id = schedule.machine_id
+                    WHERE machines.provider = ? AND machines.credential = ? ORDER BY schedule.machine_id
+                    """,
+                arguments: [key.provider, key.name], Self.scheduleEntry(from:))
         }
     }
 

@@ -20,6 +20,9 @@ public final class SQLiteMachineStore: MachineStore {
     let writer: any DatabaseWriter
     let clock: any PollClock
     let logger: Logger
+    /// Seals credential attributes at rest; nil: they are stored as JSON
+    /// (the file is 0600).
+    let sealer: CredentialSealer?
     private let changeHandler = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// Opens (creating it if needed) the database at `path` and brings its
@@ -28,7 +31,8 @@ public final class SQLiteMachineStore: MachineStore {
     /// `busyTimeout`: how long a write waits for another connection's write
     /// lock before it fails as ``StoreError/Kind/unavailable``.
     public convenience init(
-        path: String, createDirectory: Bool = false, busyTimeout: Duration = .seconds(10), clock: any PollClock, logger: Logger
+        path: String, createDirectory: Bool = false, busyTimeout: Duration = .seconds(10), sealer: CredentialSealer? = nil,
+        clock: any PollClock, logger: Logger
     ) throws {
         try Self.prepareFile(path, createDirectory: createDirectory)
         var configuration = Configuration()
@@ -45,23 +49,24 @@ public final class SQLiteMachineStore: MachineStore {
         } catch {
             throw StoreError(Self.kind(of: error), "cannot open database \(path): \(error)")
         }
-        try self.init(writer: pool, path: path, clock: clock, logger: logger)
+        try self.init(writer: pool, path: path, sealer: sealer, clock: clock, logger: logger)
     }
 
     /// A private in-memory store, gone when released; for tests and
     /// throwaway runs.
-    public static func inMemory(clock: any PollClock, logger: Logger) throws -> SQLiteMachineStore {
+    public static func inMemory(sealer: CredentialSealer? = nil, clock: any PollClock, logger: Logger) throws -> SQLiteMachineStore {
         let queue: DatabaseQueue
         do {
             queue = try DatabaseQueue()
         } catch {
             throw StoreError(Self.kind(of: error), "cannot open an in-memory database: \(error)")
         }
-        return try SQLiteMachineStore(writer: queue, path: ":memory:", clock: clock, logger: logger)
+        return try SQLiteMachineStore(writer: queue, path: ":memory:", sealer: sealer, clock: clock, logger: logger)
     }
 
-    private init(writer: any DatabaseWriter, path: String, clock: any PollClock, logger: Logger) throws {
+    private init(writer: any DatabaseWriter, path: String, sealer: CredentialSealer?, clock: any PollClock, logger: Logger) throws {
         self.writer = writer
+        self.sealer = sealer
         self.path = path
         self.clock = clock
         self.logger = logger

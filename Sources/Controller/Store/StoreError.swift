@@ -19,6 +19,9 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The store's state refuses the operation (a constraint, a
         /// read-only or untrusted file).
         case failedPrecondition
+        /// A batch's results refused by fencing: the controller no longer
+        /// holds the pair's lease at the epoch it polled under.
+        case leaseLost
         /// Anything else: a bug, or a database that holds what it should not.
         case `internal`
     }
@@ -43,6 +46,11 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         StoreError(.alreadyExists, "machine \(MachineFields.quoted(id)) already exists")
     }
 
+    /// The fence's lease is held by another, or at another epoch.
+    public static func leaseLost(_ fence: LeaseFence) -> StoreError {
+        StoreError(.leaseLost, "lease on \(fence.key) lost: \(fence.holder) no longer holds it at epoch \(fence.epoch)")
+    }
+
     /// No credential `provider/name`.
     public static func noCredential(provider: String, name: String) -> StoreError {
         StoreError(.notFound, "no credential \(provider)/\(name)")
@@ -57,6 +65,7 @@ extension StoreError: RPCErrorConvertible {
         case .unavailable: .unavailable
         case .invalidArgument: .invalidArgument
         case .failedPrecondition: .failedPrecondition
+        case .leaseLost: .aborted
         case .internal: .internal
         }
         return RPCError(code, message)
