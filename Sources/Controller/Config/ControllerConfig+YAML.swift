@@ -113,19 +113,71 @@ extension YAMLReader {
     ///   paths are taken as they are; a credential from a file gets no
     ///   attributes): for a CLI command that only needs the runtime directory.
     func controllerConfig(_ root: Node, environment: [String: String], readingSecrets: Bool = true) throws(YAMLFileError) -> ControllerConfig {
-        let top = try mapping(root, "", allowed: ["store", "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits"])
+        let top = try mapping(root, "", allowed: [
+            "store", "store_password_file", "credential_key_file", "events", "cluster",
+            "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits",
+        ])
         var config = ControllerConfig(
             file: file,
             storePath: "",
             runtimeDirectory: ControllerConfig.defaultRuntimeDirectory(environment: environment)
         )
-        if let node = top["store"] {
+        if let node = top["store"], PostgresLocation.isURL(try string(node, "store")) {
+            let location: PostgresLocation
+            let text = try string(node, "store")
+            do {
+                location = try PostgresLocation.parse(text)
+            } catch {
+                throw fail(node, "store", error.description)
+            }
+            config.postgres = location
+            config.storePath = location.description
+        } else if let node = top["store"] {
             config.storePath = try path(node, "store")
         } else if let state = ControllerConfig.defaultStateDirectory(environment: environment) {
             config.storePath = "\(state)/\(ControllerConfig.defaultStoreFileName)"
             config.storeDirectoryIsDefault = true
         } else {
             throw fail(root, "store", "no store path and no home directory for the default (~/.local/state/instancepoller); set store")
+        }
+        if let node = top["store_password_file"] {
+            guard config.postgres != nil else {
+                throw fail(node, "store_password_file", "only a postgres:// store takes a password")
+            }
+            config.storePasswordFile = try path(node, "store_password_file")
+        }
+        if let node = top["credential_key_file"] { config.credentialKeyFile = try path(node, "credential_key_file") }
+        if config.postgres != nil, config.credentialKeyFile == nil {
+            throw fail(root, "credential_key_file", "a shared postgres:// store needs credential_key_file: credentials are sealed at rest (instancepoller credentials new-key makes one)")
+        }
+        if let node = top["events"] {
+            let fields = try mapping(node, "events", allowed: ["keep_days", "keep_revisions", "prune_interval"])
+            if let days = fields["keep_days"] {
+                config.eventRetention.keepFor = .seconds(Int64(try count(days, "events.keep_days", 1...36_500)) * 86_400)
+            }
+            if let revisions = fields["keep_revisions"] {
+                config.eventRetention.keepRevisions = Int64(try count(revisions, "events.keep_revisions", 1...1_000_000_000))
+            }
+            if let interval = fields["prune_interval"] {
+                config.eventRetention.pruneInterval = try positiveDuration(interval, "events.prune_interval")
+            }
+        }
+        if let node = top["cluster"] {
+            guard config.postgres != nil else {
+                throw fail(node, "cluster", "leases need a shared postgres:// store; a SQLite store has one controller")
+            }
+            let fields = try mapping(node, "cluster", allowed: ["lease_ttl", "name"])
+            if let ttl = fields["lease_ttl"] {
+                config.cluster.leaseTTL = try positiveDuration(ttl, "cluster.lease_ttl")
+                guard config.cluster.leaseTTL >= .seconds(1) else { throw fail(ttl, "cluster.lease_ttl", "must be at least 1s") }
+            }
+            if let name = fields["name"] {
+                let text = try string(name, "cluster.name")
+                guard !text.isEmpty, text.count <= 128, text.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                    throw fail(name, "cluster.name", "must be 1 to 128 printable ASCII characters without spaces")
+                }
+                config.cluster.name = text
+            }
         }
         if let node = top["runtime_directory"] { config.runtimeDirectory = try path(node, "runtime_directory") }
         if let node = top["log"] {

@@ -13,8 +13,22 @@ public struct ControllerConfig: Sendable {
     /// argument such as `--scenario scenario.yaml` is found whatever the
     /// controller's working directory).
     public var directory: String
-    /// The SQLite store file.
+    /// The SQLite store file; for a PostgreSQL store, its URL without a
+    /// password (what logs and `status` show).
     public var storePath: String
+    /// Set when the store is a shared PostgreSQL database
+    /// (`store: postgres://…`); nil for the SQLite file at ``storePath``.
+    public var postgres: PostgresLocation?
+    /// `store_password_file`: where the PostgreSQL password is (else
+    /// `PGPASSWORD` or `.pgpass`).
+    public var storePasswordFile: String?
+    /// `credential_key_file`: the keys that seal credential attributes at
+    /// rest (``CredentialSealer``); required with PostgreSQL.
+    public var credentialKeyFile: String?
+    /// `events:`: how long the events log keeps its entries.
+    public var eventRetention = EventRetention()
+    /// `cluster:`: leases, for several controllers on one PostgreSQL.
+    public var cluster = ClusterSettings()
     /// The store is in the default state directory, which the controller
     /// creates private (0700) when it is missing.
     public var storeDirectoryIsDefault = false
@@ -59,6 +73,37 @@ public struct ControllerConfig: Sendable {
     public static func directory(of file: String) -> String {
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
         return URL(fileURLWithPath: absolute).deletingLastPathComponent().standardizedFileURL.path
+    }
+}
+
+/// How much of the events log is kept (`events:` in the config): entries
+/// older than ``keepFor`` and all but the newest ``keepRevisions`` are
+/// removed every ``pruneInterval``. Both nil: kept forever.
+public struct EventRetention: Hashable, Sendable {
+    public var keepFor: Duration?
+    public var keepRevisions: Int64?
+    public var pruneInterval: Duration = .seconds(600)
+
+    public init(keepFor: Duration? = nil, keepRevisions: Int64? = nil) {
+        self.keepFor = keepFor
+        self.keepRevisions = keepRevisions
+    }
+
+    public var isEnabled: Bool { keepFor != nil || keepRevisions != nil }
+}
+
+/// How controllers sharing a PostgreSQL store split the work
+/// (docs/DESIGN.md §6.6).
+public struct ClusterSettings: Hashable, Sendable {
+    /// How long a lease (and a controller's membership) lasts unless
+    /// renewed; renewed every third of it.
+    public var leaseTTL: Duration = .seconds(10)
+    /// This controller's holder id; nil: `host:pid:random`.
+    public var name: String?
+
+    public init(leaseTTL: Duration = .seconds(10), name: String? = nil) {
+        self.leaseTTL = leaseTTL
+        self.name = name
     }
 }
 
