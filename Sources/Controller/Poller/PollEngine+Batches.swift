@@ -14,7 +14,7 @@ extension PollEngine {
         // otherwise hold a second copy of every record.
         var groups: [CredentialKey: [String]] = [:]
         var bumped: [CredentialKey: [ScheduleEntry]] = [:]
-        for key in Array(schedules.keys) where !isPaused(key, at: now) && !inFlight.contains(key) {
+        for key in Array(schedules.keys) where !isPaused(key, at: now) && !inFlight.contains(key) && mayPoll(key) {
             guard let next = schedules[key]?.nextDue, next <= now else { continue }
             withSchedule(key) { schedule in
                 for id in schedule.due(at: now) {
@@ -87,7 +87,11 @@ extension PollEngine {
     /// call and one write in flight at most), so a sweep costs the calls or
     /// the writes, whichever is slower, not both.
     private func poll(_ key: CredentialKey, _ members: [String]) async throws -> Int {
-        defer { inFlight.remove(key) }
+        ownership?.begin(key)
+        defer {
+            inFlight.remove(key)
+            ownership?.end(key)
+        }
         return try await withThrowingTaskGroup(of: Written.self) { writes in
             var calls = 0
             var start = 0
@@ -102,18 +106,22 @@ extension PollEngine {
                 // meanwhile drops out).
                 let batch = ids.compactMap { machines[$0] }.filter { $0.key == key }
                 guard !batch.isEmpty else { continue }
+                // No call once the pair's lease may have run out (or was
+                // handed back): another controller may hold it by now.
+                let fence = ownership?.fence(for: key)
+                if ownership != nil && fence == nil { break }
                 let step: Step
                 do {
                     if let refusal {
-                        try await fail(key, batch, refusal, now: clock.now)
+                        try await fail(key, batch, refusal, now: clock.now, fence: fence)
                         step = .done(BatchOutcome(calls: 0, next: .go, result: "credential_invalid"))
                     } else {
-                        step = try await fetch(key, batch)
+                        step = try await fetch(key, batch, fence: fence)
                     }
                 } catch let error as CancellationError {
                     throw error
                 } catch {
-                    storeFailed(key, batch, error)
+                    storeFailed(key, batch, error, fence: fence)
                     break
                 }
                 // The previous batch's write ends before this one's begins.
@@ -136,9 +144,11 @@ extension PollEngine {
                     let store = self.store
                     writes.addTask {
                         do {
-                            return Written(batch: batch, results: results, entries: entries, events: .success(try await store.applyPoll(results, schedule: entries)))
+                            return Written(
+                                batch: batch, results: results, entries: entries, fence: fence,
+                                events: .success(try await store.applyPoll(results, schedule: entries, fence: fence)))
                         } catch {
-                            return Written(batch: batch, results: results, entries: entries, events: .failure(error))
+                            return Written(batch: batch, results: results, entries: entries, fence: fence, events: .failure(error))
                         }
                     }
                     writing = true
@@ -178,14 +188,15 @@ extension PollEngine {
         var batch: [TrackedMachine]
         var results: [PollResult]
         var entries: [ScheduleEntry]
+        var fence: LeaseFence?
         var events: Result<[MachineEvent], any Error>
     }
 
     /// The gate and the calls for one batch.
-    private func fetch(_ key: CredentialKey, _ batch: [TrackedMachine]) async throws -> Step {
+    private func fetch(_ key: CredentialKey, _ batch: [TrackedMachine], fence: LeaseFence?) async throws -> Step {
         let now = clock.now
         guard let endpoint = providers.endpoint(for: key.provider) else {
-            return .done(try await handle(.notConfigured(provider: key.provider), key, batch, calls: 0, now: now))
+            return .done(try await handle(.notConfigured(provider: key.provider), key, batch, calls: 0, now: now, fence: fence))
         }
         let credential: ProviderV1.Credential
         var calls: Int
@@ -194,7 +205,7 @@ extension PollEngine {
             credential = usable
             calls = validateCalls
         case .refused(let failure, let validateCalls):
-            return .done(try await handle(failure, key, batch, calls: validateCalls, now: now))
+            return .done(try await handle(failure, key, batch, calls: validateCalls, now: now, fence: fence))
         }
 
         let ids = batch.map(\.instanceID)
@@ -204,12 +215,12 @@ extension PollEngine {
             calls += 1
             instances = try await measured(key, "Instances") { try await endpoint.access.instances(ids, cloud: endpoint.cloud, credential: credential) }
         } catch {
-            return .done(try await handle(Self.failure(error, method: "Instances"), key, batch, calls: calls, now: now))
+            return .done(try await handle(Self.failure(error, method: "Instances"), key, batch, calls: calls, now: now, fence: fence))
         }
         // Matched to the machines by place (see CloudAccess): an answer
         // that does not align cannot be.
         if let problem = ProviderV1.InstanceResult.misalignment(instances, asked: ids) {
-            return .done(try await handle(.misaligned(method: "Instances", problem: problem), key, batch, calls: calls, now: now))
+            return .done(try await handle(.misaligned(method: "Instances", problem: problem), key, batch, calls: calls, now: now, fence: fence))
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
@@ -221,10 +232,10 @@ extension PollEngine {
                     try await endpoint.access.networkInterfaces(foundIDs, cloud: endpoint.cloud, credential: credential)
                 }
             } catch {
-                return .done(try await handle(Self.failure(error, method: "NetworkInterfaces"), key, batch, calls: calls, now: now))
+                return .done(try await handle(Self.failure(error, method: "NetworkInterfaces"), key, batch, calls: calls, now: now, fence: fence))
             }
             if let problem = ProviderV1.InstanceInterfaces.misalignment(interfaces, asked: foundIDs) {
-                return .done(try await handle(.misaligned(method: "NetworkInterfaces", problem: problem), key, batch, calls: calls, now: now))
+                return .done(try await handle(.misaligned(method: "NetworkInterfaces", problem: problem), key, batch, calls: calls, now: now, fence: fence))
             }
             for result in interfaces { interfacesByID[result.instanceID] = result }
         }
@@ -275,7 +286,7 @@ extension PollEngine {
     private func settle(_ key: CredentialKey, _ written: Written) -> Bool {
         switch written.events {
         case .failure(let error):
-            storeFailed(key, written.batch, error)
+            storeFailed(key, written.batch, error, fence: written.fence)
             return false
         case .success(let events):
             for result in written.results { machines[result.machineID]?.remember(result) }
@@ -338,14 +349,14 @@ extension PollEngine {
 
     /// Records an error on every machine of a batch and bumps them: written
     /// first, then remembered.
-    func fail(_ key: CredentialKey, _ batch: [TrackedMachine], _ message: String, now: Timestamp) async throws {
+    func fail(_ key: CredentialKey, _ batch: [TrackedMachine], _ message: String, now: Timestamp, fence: LeaseFence?) async throws {
         var results: [PollResult] = []
         var entries: [ScheduleEntry] = []
         for machine in batch where machines[machine.id]?.key == key {
             results.append(PollResult(machineID: machine.id, pollError: message))
             if let entry = schedules[key]?.nextBump(machine.id, now: now) { entries.append(entry) }
         }
-        try await store.applyPoll(results, schedule: entries)
+        try await store.applyPoll(results, schedule: entries, fence: fence)
         for result in results { machines[result.machineID]?.remember(result) }
         schedules[key]?.commit(entries)
         // Written, and the shim (if any was asked) answered: no more retries.

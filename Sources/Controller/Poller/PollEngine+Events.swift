@@ -6,6 +6,14 @@ internal import Logging
 /// elsewhere change what the engine tracks and schedules.
 extension PollEngine {
     func load() async throws {
+        if ownership != nil {
+            // Only the pairs held: ``followLeases()`` loads each as its
+            // lease is taken.
+            revision = try await store.latestRevision()
+            loaded = true
+            logger.info("poller started", metadata: ["machines": "0", "leases": "\(ownership?.held.count ?? 0)"])
+            return
+        }
         let now = clock.now
         revision = try await store.latestRevision()
         var saved = try await store.schedule()
@@ -33,6 +41,59 @@ extension PollEngine {
         try await store.saveSchedule(entries, removing: removing)
         loaded = true
         logger.info("poller started", metadata: ["machines": "\(all.count)", "resumed": "\(savedCount - removing.count)"])
+    }
+
+    /// With several controllers: loads the pairs whose lease was taken since
+    /// the last round and drops those lost or handed back (their machines
+    /// are another controller's now).
+    func followLeases() async throws {
+        guard let ownership else { return }
+        let held = ownership.held
+        for key in owned.subtracting(held).sorted(by: { $0.description < $1.description }) {
+            drop(key)
+        }
+        for key in held.subtracting(owned).sorted(by: { $0.description < $1.description }) {
+            try await loadPair(key)
+        }
+    }
+
+    /// Loads one pair's machines and saved schedule, as ``load()`` does for
+    /// the whole store.
+    private func loadPair(_ key: CredentialKey) async throws {
+        let now = clock.now
+        let all = try await store.machines(of: key)
+        let saved = try await store.schedule(of: key)
+        for machine in all { machines[machine.id] = TrackedMachine(machine) }
+        let resumed = saved.filter { machines[$0.machineID]?.key == key }
+        if !resumed.isEmpty {
+            schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: resumed)
+        }
+        for machine in all { try await place(machine, now: now, reset: false) }
+        try await store.saveSchedule(Array(schedules[key]?.entries.values ?? [:].values), removing: [])
+        owned.insert(key)
+        logger.info("polling a pair under its lease", metadata: [
+            "credential": "\(key)", "machines": "\(all.count)", "resumed": "\(resumed.count)",
+        ])
+    }
+
+    /// Forgets a pair this controller no longer holds: its machines, its
+    /// schedule (the store keeps it for the next holder) and its state.
+    private func drop(_ key: CredentialKey) {
+        owned.remove(key)
+        let ids = machines.values.filter { $0.key == key }.map(\.id)
+        for id in ids { machines.removeValue(forKey: id) }
+        schedules.removeValue(forKey: key)
+        pauses.removeValue(forKey: key)
+        retries.removeValue(forKey: key)
+        invalid.removeValue(forKey: key)
+        rechecks.removeValue(forKey: key)
+        logger.info("pair left to another controller", metadata: ["credential": "\(key)", "machines": "\(ids.count)"])
+    }
+
+    /// Whether this controller polls `key`'s pair: always alone, only its
+    /// held pairs with several.
+    func tracks(_ key: CredentialKey) -> Bool {
+        ownership == nil || owned.contains(key)
     }
 
     /// Puts a machine where it belongs: dead → forgotten; manual → not
@@ -91,6 +152,11 @@ extension PollEngine {
                     guard let machine = try await store.machine(id: event.machineID) else {
                         forget(event.machineID)
                         removed.append(event.machineID)
+                        continue
+                    }
+                    // Another controller's pair: its holder schedules it.
+                    guard tracks(machine.credentialKey) else {
+                        forget(machine.id)
                         continue
                     }
                     let before = machines[machine.id]

@@ -17,18 +17,29 @@ extension PollEngine {
     /// A batch of `key`'s pair failed: decides, reports, and applies the
     /// decision; returns what the pair's remaining batches do. Throws what
     /// the store throws (the batch's write then failed).
-    func handle(_ failure: BatchFailure, _ key: CredentialKey, _ batch: [TrackedMachine], calls: Int, now: Timestamp) async throws -> BatchOutcome {
+    func handle(
+        _ failure: BatchFailure, _ key: CredentialKey, _ batch: [TrackedMachine], calls: Int, now: Timestamp, fence: LeaseFence?
+    ) async throws -> BatchOutcome {
         let decision = decide(failure, for: key, now: now)
         report(failure, decision, key: key, batch: batch, now: now)
         if let reason = decision.invalidate { try await invalidate(key, reason: reason) }
-        if let message = decision.pollError { try await fail(key, batch, message, now: now) }
+        if let message = decision.pollError { try await fail(key, batch, message, now: now, fence: fence) }
         return BatchOutcome(calls: calls, next: decision.rest, result: decision.result)
     }
 
     /// A write of the pair failed (the store is busy or full): it pauses,
-    /// and nothing of the batch is remembered.
-    func storeFailed(_ key: CredentialKey, _ batch: [TrackedMachine], _ error: any Error) {
+    /// and nothing of the batch is remembered. Refused by fencing, the
+    /// lease is gone: the pair is dropped, not retried.
+    func storeFailed(_ key: CredentialKey, _ batch: [TrackedMachine], _ error: any Error, fence: LeaseFence?) {
         let now = clock.now
+        if let fence, (error as? StoreError)?.kind == .leaseLost {
+            logger.warning(
+                "lease lost: a batch's results were refused and the pair is left to its new holder",
+                metadata: ["credential": "\(key)", "machines": "\(batch.count)", "epoch": "\(fence.epoch)"])
+            metrics?.batchPolled(provider: key.provider, size: batch.count, result: "lease_lost")
+            ownership?.lost(fence)
+            return
+        }
         let decision = decide(.writeFailed, for: key, now: now)
         logger.error(
             "could not write a batch's results; its machines are polled again shortly",

@@ -33,6 +33,10 @@ actor PollEngine {
     let watchInterval: Duration
     let metrics: ControllerMetrics?
     let wakeup = PollWakeup()
+    /// The pairs this controller holds leases on (nil: all are its own).
+    let ownership: PairOwnership?
+    /// The pairs loaded under a lease (only with ``ownership``).
+    var owned: Set<CredentialKey> = []
 
     /// One schedule per pair (see the type's comment).
     var schedules: [CredentialKey: PollSchedule] = [:]
@@ -73,7 +77,10 @@ actor PollEngine {
         watchInterval = config.watchInterval
         metrics = config.metrics
         jitterSeed = config.jitterSeed
+        ownership = config.ownership
         let wakeup = self.wakeup
+        // A lease taken or lost: the next round loads or drops the pair.
+        ownership?.whenChanged { wakeup.storeChanged() }
         providers.whenShimServes { provider in wakeup.signal(provider: provider) }
         providers.whenProviderSwapped { provider in wakeup.swapped(provider: provider) }
     }
@@ -108,6 +115,7 @@ actor PollEngine {
     func round() async throws -> Int {
         if !loaded { try await load() }
         let signalled = wakeup.take()
+        try await followLeases()
         resumeServing(signalled.serving.union(signalled.swapped))
         pollSwappedNow(signalled.swapped)
         try await readEvents()
@@ -124,11 +132,18 @@ actor PollEngine {
         var wake = now + watchInterval
         pauses = pauses.filter { $0.value.until > now }
         for pause in pauses.values { wake = min(wake, pause.until) }
-        for key in Array(schedules.keys) where pauses[key] == nil && !inFlight.contains(key) {
+        for key in Array(schedules.keys) where pauses[key] == nil && !inFlight.contains(key) && mayPoll(key) {
             if let next = schedules[key]?.nextDue { wake = min(wake, next) }
             if let recheck = rechecks[key] { wake = min(wake, recheck) }
         }
         return wake
+    }
+
+    /// Whether this controller may poll the pair now: always with one
+    /// controller; with several, while it surely holds the pair's lease.
+    func mayPoll(_ key: CredentialKey) -> Bool {
+        guard let ownership else { return true }
+        return ownership.fence(for: key) != nil
     }
 
     func isPaused(_ key: CredentialKey, at now: Timestamp) -> Bool {

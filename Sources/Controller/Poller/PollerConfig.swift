@@ -21,6 +21,9 @@ public struct PollerConfig: Sendable {
     /// Where polls, calls, batch sizes, groups and credential validity are
     /// counted (nil: not counted).
     public var metrics: ControllerMetrics?
+    /// With several controllers on one store: the pairs this one holds
+    /// leases on, the only ones it polls (nil: every pair is its own).
+    public var ownership: PairOwnership?
 
     public init(
         clock: (any PollClock)? = nil,
@@ -31,9 +34,11 @@ public struct PollerConfig: Sendable {
         settings: PollSettings = PollSettings(),
         watchInterval: Duration = .seconds(1),
         jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max),
-        metrics: ControllerMetrics? = nil
+        metrics: ControllerMetrics? = nil,
+        ownership: PairOwnership? = nil
     ) {
         self.metrics = metrics
+        self.ownership = ownership
         self.clock = clock
         self.store = store
         self.providers = providers

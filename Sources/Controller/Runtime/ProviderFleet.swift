@@ -31,6 +31,11 @@ public actor ProviderFleet: ProviderRouter, Service {
     private let metrics: ControllerMetrics?
     private var members: [String: Member] = [:]
     private var initial: [ProviderConfig]
+    /// Every configured provider, in file order (the last ``apply(_:)``).
+    private var configured: [ProviderConfig]
+    /// With several controllers: the pairs held, which decide which
+    /// providers' shims run (nil: every configured provider's).
+    private let ownership: PairOwnership?
     private var stopping = false
     /// Members' supervisions on their way into ``run()``'s task group.
     private nonisolated let launches = AsyncStream.makeStream(of: Supervision.self)
@@ -51,10 +56,13 @@ public actor ProviderFleet: ProviderRouter, Service {
         callTimeout: Duration = .seconds(30),
         credentials: (any CredentialAPI)?,
         metrics: ControllerMetrics? = nil,
+        ownership: PairOwnership? = nil,
         logger: Logger
     ) {
         self.metrics = metrics
         self.initial = providers
+        self.configured = providers
+        self.ownership = ownership
         self.runtimeDirectory = runtimeDirectory
         self.clock = clock
         self.settings = settings
@@ -98,12 +106,22 @@ public actor ProviderFleet: ProviderRouter, Service {
     /// Each provider's supervision, from the start or a reload, is a child
     /// task of this.
     public func run() async throws {
-        for config in initial { start(config) }
+        for config in initial where isActive(config.name) { start(config) }
         initial = []
         await withDiscardingTaskGroup { group in
             group.addTask {
                 try? await gracefulShutdown()
                 await self.stopAll()
+            }
+            if let ownership {
+                // Leases taken or lost start or stop providers' shims.
+                let changes = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+                ownership.whenChanged { changes.continuation.yield() }
+                group.addTask {
+                    for await _ in changes.stream.cancelOnGracefulShutdown() {
+                        for change in await self.followLeases() { self.logger.info("\(change)") }
+                    }
+                }
             }
             for await supervision in launches.stream {
                 group.addTask { await supervision.run() }
@@ -177,9 +195,30 @@ public actor ProviderFleet: ProviderRouter, Service {
         }
     }
 
+    /// Whether `provider`'s shim should run: always with one controller;
+    /// with several, while this one holds a lease on one of its pairs.
+    private func isActive(_ provider: String) -> Bool {
+        guard let ownership else { return true }
+        return ownership.held.contains { $0.provider == provider }
+    }
+
+    /// Starts the shims of providers whose first pair was just taken and
+    /// stops those whose last pair was lost or handed back.
+    private func followLeases() async -> [Change] {
+        await reconcile()
+    }
+
     /// Brings the fleet to `providers`; returns what changed, in name order.
+    /// With several controllers, only the providers this one holds pairs of
+    /// run a shim.
     public func apply(_ providers: [ProviderConfig]) async -> [Change] {
+        configured = providers
+        return await reconcile()
+    }
+
+    private func reconcile() async -> [Change] {
         guard !stopping else { return [] }
+        let providers = configured.filter { isActive($0.name) }
         var changes: [Change] = []
         let wanted = Dictionary(providers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for name in members.keys.sorted() where wanted[name] == nil {
