@@ -10,10 +10,12 @@ internal import Glibc
 public struct FakeBackend: ProviderBackend {
     public let cloud: FakeCloud
     private let logger: Logger
+    private let callLog: FakeCallLog?
 
-    public init(cloud: FakeCloud, logger: Logger) {
+    public init(cloud: FakeCloud, logger: Logger, callLog: FakeCallLog? = nil) {
         self.cloud = cloud
         self.logger = logger
+        self.callLog = callLog
     }
 
     public var identity: ShimIdentity {
@@ -29,6 +31,19 @@ public struct FakeBackend: ProviderBackend {
     }
 
     public func intercept(method: String, credential: ProviderV1.Credential?, ids: [String]) async throws {
+        // The call's span starts before any fault's latency; the method
+        // (or a fault's error below) ends it.
+        let logged = callLog != nil && (method == "Instances" || method == "NetworkInterfaces")
+        if logged { callLog?.record("start", method: method, credential: credential?.name ?? "", ids: ids) }
+        do {
+            try await interceptFaults(method: method, credential: credential, ids: ids)
+        } catch {
+            if logged { callLog?.record("end", method: method, credential: credential?.name ?? "", ids: ids) }
+            throw error
+        }
+    }
+
+    private func interceptFaults(method: String, credential: ProviderV1.Credential?, ids: [String]) async throws {
         let name = cloud.scenarioName(of: credential)
         if cloud.record(method: method, ids: ids, credentialName: name) {
             logger.critical("crashing, as a crash fault says", metadata: ["method": "\(method)"])
@@ -70,6 +85,7 @@ public struct FakeBackend: ProviderBackend {
     }
 
     public func instances(_ request: ProviderV1.InstancesRequest, context: RPCServerContext) async throws -> ProviderV1.InstancesResponse {
+        defer { callLog?.record("end", method: "Instances", credential: request.credential.name, ids: request.instanceIds) }
         try authenticate(request.credential)
         return .with { $0.results = cloud.instances(request.instanceIds) }
     }
@@ -78,6 +94,7 @@ public struct FakeBackend: ProviderBackend {
         _ request: ProviderV1.NetworkInterfacesRequest,
         context: RPCServerContext
     ) async throws -> ProviderV1.NetworkInterfacesResponse {
+        defer { callLog?.record("end", method: "NetworkInterfaces", credential: request.credential.name, ids: request.instanceIds) }
         try authenticate(request.credential)
         return .with { $0.results = cloud.networkInterfaces(request.instanceIds) }
     }

@@ -10,7 +10,9 @@ public enum FakeShim {
     /// returns the exit status. A scenario that cannot be used is one line on
     /// stderr, `COMMAND: cannot read scenario /abs/path: …` or
     /// `COMMAND: /abs/path:3:5: instances[0]: …`, and exit status 2.
-    public static func main(command: String, scenarioPath: String, clock: any FakeClock, options: ShimProcess.Options) async -> Int32 {
+    public static func main(
+        command: String, scenarioPath: String, clock: any FakeClock, callLog: String? = nil, options: ShimProcess.Options
+    ) async -> Int32 {
         MallocTuning.tune(for: .largeFrames)
         let scenario: FakeScenario
         do {
@@ -19,13 +21,22 @@ public enum FakeShim {
             ShimProcess.printError("\(command): \(message(error))")
             return ShimProcess.ExitStatus.usage
         }
-        return await run(scenario: scenario, clock: clock, options: options)
+        var log: FakeCallLog?
+        if let callLog {
+            do {
+                log = try FakeCallLog(path: callLog)
+            } catch {
+                ShimProcess.printError("\(command): \(error)")
+                return ShimProcess.ExitStatus.usage
+            }
+        }
+        return await run(scenario: scenario, clock: clock, callLog: log, options: options)
     }
 
     /// Serves `scenario` until told to stop; returns the exit status.
-    public static func run(scenario: FakeScenario, clock: any FakeClock, options: ShimProcess.Options) async -> Int32 {
+    public static func run(scenario: FakeScenario, clock: any FakeClock, callLog: FakeCallLog? = nil, options: ShimProcess.Options) async -> Int32 {
         let cloud = FakeCloud(scenario: scenario, clock: clock)
-        let backend = FakeBackend(cloud: cloud, logger: options.logger)
+        let backend = FakeBackend(cloud: cloud, logger: options.logger, callLog: callLog)
         return await ShimProcess.run(backend: backend, options: options) { registry in
             FakeCloudControl.register(cloud, into: &registry)
         }

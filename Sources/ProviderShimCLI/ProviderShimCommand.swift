@@ -70,6 +70,9 @@ struct Fake: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Scenario time 0 is this wall-clock time (Unix seconds), so a restarted or swapped-in shim continues the timelines instead of starting them over.", valueName: "SECONDS"))
     var epoch: Double?
 
+    @Option(help: ArgumentHelp("Append a line per start and end of each Instances and NetworkInterfaces call to this file (shared by several shims; for tests).", valueName: "FILE"))
+    var callLog: String?
+
     func validate() throws {
         if epoch != nil, manualClock { throw ValidationError("--epoch and --manual-clock exclude each other") }
     }
@@ -78,7 +81,8 @@ struct Fake: AsyncParsableCommand {
 
     func run() async throws {
         let clock: any FakeClock = manualClock ? ManualFakeClock() : epoch.map { WallFakeClock(epochSeconds: $0) } ?? WallFakeClock()
-        let status = await FakeShim.main(command: "provider-shim fake", scenarioPath: scenario, clock: clock, options: shim.options("fake"))
+        let status = await FakeShim.main(
+            command: "provider-shim fake", scenarioPath: scenario, clock: clock, callLog: callLog, options: shim.options("fake"))
         throw ExitCode(status)
     }
 }

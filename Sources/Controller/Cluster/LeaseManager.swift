@@ -42,36 +42,40 @@ public final class LeaseManager: Service {
     /// renewals may fail before a lease runs out.
     var renewInterval: Duration { ttl / 3 }
 
+    /// Renews until the group shuts down (the poller and the shims have
+    /// stopped by then: they come after this in the group), then hands
+    /// every lease back.
     public func run() async throws {
-        var failures = 0
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                var unbalanced = false
-                do {
-                    unbalanced = try await tick()
-                    if failures > 0 {
-                        logger.notice("leases renewed again", metadata: ["holder": "\(identity.holder)"])
-                    }
-                    failures = 0
-                } catch is CancellationError {
-                    break
-                } catch {
-                    failures += 1
-                    // Each failure is worth a line: leases run out after
-                    // three in a row.
-                    logger.warning("could not renew leases", metadata: ["failures": "\(failures)", "error": "\(error)"])
-                }
-                // Not balanced yet (pairs handed back, or claimable ones
-                // left): look again sooner.
-                let pause = unbalanced ? renewInterval / 4 : renewInterval
-                do {
-                    try await Task.sleep(for: pause)
-                } catch {
-                    break
-                }
-            }
-        } onGracefulShutdown: {}
+        try? await cancelWhenGracefulShutdown { await self.renewLoop() }
         await leave()
+    }
+
+    private func renewLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            var unbalanced = false
+            do {
+                unbalanced = try await tick()
+                if failures > 0 {
+                    logger.notice("leases renewed again", metadata: ["holder": "\(identity.holder)"])
+                }
+                failures = 0
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                // Each failure is worth a line: leases run out after three
+                // in a row.
+                logger.warning("could not renew leases", metadata: ["failures": "\(failures)", "error": "\(error)"])
+            }
+            // Not balanced yet (pairs handed back, or claimable ones left):
+            // look again sooner.
+            do {
+                try await Task.sleep(for: unbalanced ? renewInterval / 4 : renewInterval)
+            } catch {
+                return
+            }
+        }
     }
 
     /// One renewal; returns whether the share is not settled yet.

@@ -92,32 +92,62 @@ public enum ControllerRuntime {
         }
         defer { runtime.close() }
         let clock = SystemPollClock()
-        let store: StoreService
+        let sealer: CredentialSealer?
         do {
-            store = StoreService(
-                store: try SQLiteMachineStore(path: config.storePath, createDirectory: config.storeDirectoryIsDefault, clock: clock, logger: logger),
-                logger: logger
-            )
+            sealer = try config.credentialKeyFile.map { try CredentialSealer(keyFile: $0) }
         } catch {
             throw StartFailure(description: "\(error)")
         }
-        // Closed by its service; here when the group never ran.
+        let store: StoreService
+        var cluster: (manager: LeaseManager, ownership: PairOwnership)?
+        if let location = config.postgres {
+            let password: String?
+            do {
+                password = try location.password(passwordFile: config.storePasswordFile, environment: environment)
+            } catch {
+                throw StartFailure(description: "store: \(error)")
+            }
+            let postgres = PostgresMachineStore(location: location, password: password, sealer: sealer, clock: clock, logger: logger)
+            store = StoreService(postgres: postgres, credentials: config.credentials, logger: logger)
+            let host = hostName()
+            let identity = ControllerIdentity(
+                holder: config.cluster.name ?? LeaseManager.holderID(host: host, pid: getpid()), host: host, pid: getpid(),
+                version: ProductVersion.current)
+            let ownership = PairOwnership()
+            cluster = (LeaseManager(store: postgres, identity: identity, ttl: config.cluster.leaseTTL, ownership: ownership, logger: logger), ownership)
+        } else {
+            do {
+                store = StoreService(
+                    sqlite: try SQLiteMachineStore(
+                        path: config.storePath, createDirectory: config.storeDirectoryIsDefault, sealer: sealer, clock: clock, logger: logger),
+                    logger: logger
+                )
+            } catch {
+                throw StartFailure(description: "\(error)")
+            }
+            // Closed by its service; here when the group never ran.
+            try await syncCredentials(config.credentials, into: store.store, logger: logger)
+        }
         defer { store.close() }
-        try await syncCredentials(config.credentials, into: store.store, logger: logger)
 
         let metrics = ControllerMetrics()
         let credentials = StoreCredentialAPI(store: store.store)
         let fleet = ProviderFleet(
             providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
-            settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, metrics: metrics, logger: logger
+            settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, metrics: metrics,
+            ownership: cluster?.ownership, logger: logger
         )
         let poller = try Poller(config: PollerConfig(
-            clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll, metrics: metrics
+            clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll,
+            // Shared: every controller's changes arrive as notifications,
+            // so the log is read less often (docs/DESIGN.md §6.6).
+            watchInterval: config.postgres == nil ? .seconds(1) : .seconds(5),
+            metrics: metrics, ownership: cluster?.ownership
         ))
         // One watcher of the store wakes every waiting `Events` call.
         let eventsFeed = EventsFeed(store: store.store, clock: clock)
         // This process's changes (the control API, a reload) are read at once.
-        store.store.setChangeHandler {
+        store.setChangeHandler {
             poller.storeChanged()
             eventsFeed.nudge()
         }
@@ -137,7 +167,8 @@ public enum ControllerRuntime {
             metricsServer = nil
         }
         let control = ControlService(
-            identity: .init(pid: getpid(), version: ProductVersion.current, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
+            identity: .init(
+                pid: getpid(), version: ProductVersion.current, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
             store: store.store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
             shimDirectory: config.directory, logger: logger
         )
@@ -167,8 +198,12 @@ public enum ControllerRuntime {
             chain.append(RuntimeService(name: name, base: service, after: chain.last?.started, logger: logger))
         }
         add("store", store)
+        if let cluster { add("leases", cluster.manager) }
         add("shims", fleet)
         add("poller", poller)
+        if config.eventRetention.isEnabled {
+            add("retention", EventRetentionService(store: store.store, retention: config.eventRetention, clock: clock, logger: logger))
+        }
         add("signals", SignalService(signals: signals, reloader: reloader, group: handle, logger: logger))
         if let metricsServer { add("metrics", metricsServer) }
         add("control", RPCServerService(server: controlServer, drainTimeout: controlDrain))
@@ -199,6 +234,13 @@ public enum ControllerRuntime {
         handle.set(group)
         try await group.run()
         logger.info("controller stopped")
+    }
+
+    /// This machine's name, as the other controllers see it.
+    static func hostName() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        return String(cString: name)
     }
 
     /// Sets the config's credentials that differ from the store's (a

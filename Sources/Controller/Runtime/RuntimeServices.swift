@@ -39,44 +39,102 @@ struct RuntimeService: Service {
         await after?.wait()
         let metadata: Logger.Metadata = ["service": "\(name)"]
         logger.debug("starting service", metadata: metadata)
-        started.open()
         defer { logger.debug("service stopped", metadata: metadata) }
         try await withGracefulShutdownHandler {
-            try await base.run()
+            guard let signalling = base as? any SignalsReady else {
+                started.open()
+                try await base.run()
+                return
+            }
+            // Started once it says it is ready.
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    await signalling.ready.wait()
+                    started.open()
+                }
+                try await base.run()
+            }
         } onGracefulShutdown: { [logger] in
             logger.debug("stopping service", metadata: metadata)
         }
     }
 }
 
-/// The machine store as a service: opened before the group runs (the other
-/// services are built on it) and closed when the group stops. First in the
-/// group, it closes last.
-final class StoreService: Service {
-    let store: SQLiteMachineStore
+/// A service that is started only once it says so (the store, once its
+/// database is reachable and its schema up to date): the next service of
+/// the group waits for ``ready``.
+protocol SignalsReady: Sendable {
+    var ready: StartGate { get }
+}
+
+/// The machine store as a service, first in the group so that it closes
+/// last.
+///
+/// - SQLite: opened before the group runs (the other services are built on
+///   it) and closed when the group stops.
+/// - PostgreSQL: its connection pool and its LISTEN connection run as this
+///   service; it is ready once the schema is migrated and the config's
+///   credentials are written, and stops when the group stops.
+final class StoreService: Service, SignalsReady {
+    private enum Backend {
+        case sqlite(SQLiteMachineStore)
+        case postgres(PostgresMachineStore, credentials: [StoredCredential])
+    }
+
+    private let backend: Backend
+    let store: any MachineStore
     let logger: Logger
+    let ready = StartGate()
     private let closed = NIOLockedValueBox(false)
 
-    init(store: SQLiteMachineStore, logger: Logger) {
-        self.store = store
+    init(sqlite: SQLiteMachineStore, logger: Logger) {
+        backend = .sqlite(sqlite)
+        store = sqlite
         self.logger = logger
     }
 
-    func run() async {
-        try? await gracefulShutdown()
-        close()
+    init(postgres: PostgresMachineStore, credentials: [StoredCredential], logger: Logger) {
+        backend = .postgres(postgres, credentials: credentials)
+        store = postgres
+        self.logger = logger
     }
 
-    /// Closes the store, once (the group stopped, or the start failed before
-    /// the group ran).
+    /// Called after every committed change (and, with PostgreSQL, on every
+    /// other controller's change too).
+    func setChangeHandler(_ handler: @escaping @Sendable () -> Void) {
+        switch backend {
+        case .sqlite(let sqlite): sqlite.setChangeHandler(handler)
+        case .postgres(let postgres, _): postgres.setChangeHandler(handler)
+        }
+    }
+
+    func run() async throws {
+        switch backend {
+        case .sqlite:
+            ready.open()
+            try? await gracefulShutdown()
+            close()
+        case .postgres(let postgres, let credentials):
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await postgres.run() }
+                try await postgres.migrate()
+                try await ControllerRuntime.syncCredentials(credentials, into: postgres, logger: logger)
+                ready.open()
+            }
+        }
+    }
+
+    /// Closes a SQLite store, once (the group stopped, or the start failed
+    /// before the group ran). A PostgreSQL store closes with its service.
     func close() {
+        guard case .sqlite(let sqlite) = backend else { return }
         let first = closed.withLockedValue { closed in
             defer { closed = true }
             return !closed
         }
         guard first else { return }
         do {
-            try store.close()
+            try sqlite.close()
         } catch {
             logger.error("\(error)")
         }
