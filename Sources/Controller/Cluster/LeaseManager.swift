@@ -3,7 +3,7 @@ public import Logging
 public import ServiceLifecycle
 
 /// This controller's share of the fleet when several controllers share one
-/// PostgreSQL store (docs/DESIGN.md §6.6). Every third of the lease TTL it:
+/// PostgreSQL store (docs/DESIGN.md §8). Every third of the lease TTL it:
 ///
 /// 1. renews its membership (the controllers table) and learns who else is
 ///    alive, all on the database's clock;
@@ -143,7 +143,7 @@ public final class LeaseManager: Service {
 }
 
 /// The fair-share rule, on its own so that it can be checked without a
-/// database (docs/DESIGN.md §6.6).
+/// database (docs/DESIGN.md §8).
 enum LeaseShare {
     struct Plan: Equatable {
         /// ceil(pairs / live controllers).

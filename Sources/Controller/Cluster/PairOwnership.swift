@@ -2,7 +2,7 @@ internal import NIOConcurrencyHelpers
 
 /// The pairs this controller holds leases on, as the ``LeaseManager``
 /// last found them, for the poll engine to read without waiting
-/// (docs/DESIGN.md §6.6). The engine polls only these pairs and writes each
+/// (docs/DESIGN.md §8). The engine polls only these pairs and writes each
 /// batch's results with the pair's fence.
 ///
 /// A fence is handed out only until this process's own monotonic clock

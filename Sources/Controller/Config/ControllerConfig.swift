@@ -93,7 +93,7 @@ public struct EventRetention: Hashable, Sendable {
 }
 
 /// How controllers sharing a PostgreSQL store split the work
-/// (docs/DESIGN.md §6.6).
+/// (docs/DESIGN.md §8).
 public struct ClusterSettings: Hashable, Sendable {
     /// How long a lease (and a controller's membership) lasts unless
     /// renewed; renewed every third of it.

@@ -1,7 +1,7 @@
 public import Prometheus
 internal import NIOConcurrencyHelpers
 
-/// The controller's Prometheus metrics (docs/DESIGN.md §6.6), in one registry that the
+/// The controller's Prometheus metrics (docs/DESIGN.md §8), in one registry that the
 /// metrics endpoint serves. Labels never carry a secret: provider and
 /// credential *names*, method names and result codes only.
 ///

@@ -140,7 +140,7 @@ public enum ControllerRuntime {
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll,
             // Shared: every controller's changes arrive as notifications,
-            // so the log is read less often (docs/DESIGN.md §6.6).
+            // so the log is read less often (docs/DESIGN.md §8).
             watchInterval: config.postgres == nil ? .seconds(1) : .seconds(5),
             metrics: metrics, ownership: cluster?.ownership
         ))

@@ -1,5 +1,5 @@
 /// Leases: how several controllers sharing one database split the fleet
-/// (docs/DESIGN.md §6.6). The unit of work is a (provider, credential)
+/// (docs/DESIGN.md §8). The unit of work is a (provider, credential)
 /// pair; a controller polls a pair only while it holds the pair's lease,
 /// and every write of a batch's results checks that it still does
 /// (holder and epoch: fencing). Lease times are the database's clock, never
