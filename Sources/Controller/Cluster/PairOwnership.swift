@@ -60,10 +60,14 @@ public final class PairOwnership: Sendable {
     /// Replaces what is held: each fence with the deadline of the claim or
     /// renewal that got it. Tells the handlers when the set changed.
     func set(_ fences: [(LeaseFence, ContinuousClock.Instant)]) {
+        let now = ContinuousClock.now
         let handlers = state.withLockedValue { state -> [@Sendable () -> Void] in
             let before = state.held.mapValues(\.fence)
+            // Renewed after a lapse (the database was out of reach): the
+            // engine may poll again, which is news to it too.
+            let lapsed = state.held.values.contains { $0.deadline <= now }
             state.held = Dictionary(fences.map { ($0.0.key, Held(fence: $0.0, deadline: $0.1)) }, uniquingKeysWith: { $1 })
-            return before == state.held.mapValues(\.fence) ? [] : state.handlers
+            return before == state.held.mapValues(\.fence) && !lapsed ? [] : state.handlers
         }
         for handler in handlers { handler() }
     }

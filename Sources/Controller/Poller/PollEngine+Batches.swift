@@ -209,6 +209,11 @@ extension PollEngine {
         }
 
         let ids = batch.map(\.instanceID)
+        // The gate may have taken a while: no call once the lease may
+        // have run out (another controller may be polling the pair).
+        if ownership != nil, !mayPoll(key) {
+            return .done(BatchOutcome(calls: calls, next: .stop, result: "lease_lost"))
+        }
         logger.debug("polling a batch", metadata: ["credential": "\(key)", "machines": "\(ids.count)"])
         let instances: [ProviderV1.InstanceResult]
         do {
@@ -224,7 +229,9 @@ extension PollEngine {
         }
         let foundIDs = instances.filter(\.found).map(\.instanceID)
         var interfacesByID: [String: ProviderV1.InstanceInterfaces] = [:]
-        if !foundIDs.isEmpty {
+        // Paused past the lease during the first call: no second call, but
+        // what was answered goes to the store, whose fence decides.
+        if !foundIDs.isEmpty, mayPoll(key) {
             let interfaces: [ProviderV1.InstanceInterfaces]
             do {
                 calls += 1
