@@ -1,0 +1,173 @@
+@_spi(Testing) import Controller
+import Core
+import Foundation
+import Testing
+import TestSupport
+
+/// Three real controllers with fake shims on one real PostgreSQL
+/// (docs/DESIGN.md §8): the work spreads fairly, a killed controller's
+/// pairs fail over, a paused one's writes are refused and it rejoins, a
+/// database restart is ridden out; and through all of it the fake clouds'
+/// shared call log never shows one pair (or one machine) polled by two
+/// controllers at once.
+@Suite("Several controllers on one PostgreSQL", .serialized)
+struct ClusterTests {
+    /// Every machine has been polled: its instance status is running.
+    static func allRunning(_ machines: [Machine]) -> Bool {
+        !machines.isEmpty && machines.allSatisfy { $0.instanceStatus.state == .running }
+    }
+
+    /// Waits until every machine in the store is running (as polled),
+    /// following the store's events log.
+    static func waitUntilPolled(_ harness: ClusterHarness, expected: Int, _ limit: Duration = .seconds(60)) async throws {
+        try await harness.withStore { store in
+            try await withTimeout(limit, "every machine polled") {
+                let watcher = MachineWatcher(store: store, clock: SystemPollClock(), interval: .milliseconds(100))
+                let start = try await store.latestRevision()
+                let first = try await store.machines()
+                if first.count == expected && allRunning(first) { return }
+                for try await _ in watcher.batches(after: start) {
+                    let machines = try await store.machines()
+                    if machines.count == expected && allRunning(machines) { return }
+                }
+            }
+        }
+    }
+
+    @Test("the pairs spread fairly over three controllers and every machine is polled, never by two at once")
+    func workSpreadsFairly() async throws {
+        let harness = try await ClusterHarness(credentialsPerProvider: 3, machinesPerPair: 5)
+        do {
+            try await harness.addMachines()
+            for index in 0..<3 { try await harness.start(index) }
+            let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
+            #expect(held.values.allSatisfy { $0.count == 2 }, "\(held)")
+            try await Self.waitUntilPolled(harness, expected: harness.pairs.count * harness.machinesPerPair)
+            // Each controller runs shims only for the providers of its pairs.
+            for index in 0..<3 {
+                let providers = Set(held[index]!.map(\.provider))
+                let lines = harness.controller(index)!.stderrLines.lines.filter { $0.contains("shim started") }
+                for line in lines {
+                    #expect(providers.contains(logValue("provider", in: line) ?? ""), "controller \(index) started \(line)")
+                }
+            }
+            await harness.stopAll()
+            let calls = try harness.calls()
+            #expect(!calls.isEmpty)
+            #expect(harness.overlaps(calls).isEmpty, "\(harness.overlaps(calls))")
+        } catch {
+            await harness.remove()
+            throw error
+        }
+        await harness.remove()
+    }
+
+    @Test("kill -9 of a controller: the others poll its pairs within the TTL and a short poll, and no machine is lost")
+    func killedControllerFailsOver() async throws {
+        let harness = try await ClusterHarness(credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3))
+        do {
+            try await harness.addMachines()
+            for index in 0..<3 { try await harness.start(index) }
+            let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
+            try await Self.waitUntilPolled(harness, expected: 30)
+            let orphans = held[2]!
+            let killedAt = ClusterHarness.monotonicNow()
+            harness.controller(2)!.kill()
+            _ = try await harness.controller(2)!.waitForExit()
+            _ = try await harness.waitForLeases([0, 1], "the killed controller's pairs taken over", .seconds(30)) { taken in
+                orphans.isSubset(of: taken[0]!.union(taken[1]!))
+            }
+            // Each orphaned pair's machines are asked about by a survivor.
+            let survivors = Set(ProcessTree.children(of: harness.controller(0)!.pid) + ProcessTree.children(of: harness.controller(1)!.pid))
+            let firstCalls = try await withTimeout(.seconds(30), "orphaned pairs polled") {
+                while true {
+                    let calls = try harness.calls().filter { $0.method == "Instances" && $0.start > killedAt && survivors.contains($0.pid) }
+                    var first: [String: UInt64] = [:]
+                    for call in calls {
+                        for id in call.ids where first[id] == nil { first[id] = call.start }
+                    }
+                    let orphanIDs = orphans.flatMap { pair in (0..<5).map { ClusterHarness.instance(pair, $0) } }
+                    if orphanIDs.allSatisfy({ first[$0] != nil }) { return orphanIDs.map { first[$0]! } }
+                    _ = try await harness.controller(0)!.stderrLines.waitForLine(
+                        containing: "polling a batch", from: harness.controller(0)!.stderrLines.lines.count, .seconds(10))
+                }
+            }
+            // TTL (3 s) + a renewal (1 s) + a short poll (100 ms), with
+            // room for a loaded 2-core machine.
+            let failover = Duration.nanoseconds(Int64(firstCalls.max()! - killedAt))
+            #expect(failover < .seconds(9), "failover took \(failover)")
+            let machines = try await harness.withStore { try await $0.machines() }
+            #expect(machines.count == 30)
+            await harness.stopAll()
+            #expect(harness.overlaps(try harness.calls(), killedAt: killedAt).isEmpty, "\(harness.overlaps(try harness.calls(), killedAt: killedAt))")
+        } catch {
+            await harness.remove()
+            throw error
+        }
+        await harness.remove()
+    }
+
+    @Test("a lease holder paused past its TTL has its writes refused (fencing), then rejoins")
+    func pausedHolderIsFencedAndRejoins() async throws {
+        // Slow Instances calls: the pause lands while one is in flight.
+        let harness = try await ClusterHarness(credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), instancesLatency: "400ms")
+        do {
+            try await harness.addMachines()
+            for index in 0..<3 { try await harness.start(index) }
+            let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
+            let paused = harness.controller(0)!
+            let mine = held[0]!
+            // Freeze it with a batch's call in flight.
+            let from = paused.stderrLines.lines.count
+            _ = try await paused.stderrLines.waitForLine(containing: "polling a batch", from: from, .seconds(30))
+            Foundation.kill(paused.pid, SIGSTOP)
+            let others = try await harness.waitForLeases([1, 2], "the paused controller's pairs taken over", .seconds(30)) { taken in
+                mine.isSubset(of: taken[1]!.union(taken[2]!))
+            }
+            #expect(mine.isSubset(of: others[1]!.union(others[2]!)))
+            let resumedFrom = paused.stderrLines.lines.count
+            Foundation.kill(paused.pid, SIGCONT)
+            // Its answer in flight is refused by the store (or, had it not
+            // been sent yet, never sent); either way it says the lease is lost.
+            let lost = try await paused.stderrLines.waitForLine(containing: "lease lost", from: resumedFrom, .seconds(30))
+            #expect(lost.line.contains("credential="))
+            // It rejoins: the others hand pairs back until all three are even.
+            _ = try await harness.waitForLeases([0, 1, 2], "the paused controller rejoined", .seconds(60)) {
+                harness.isBalanced($0, among: [0, 1, 2]) && !($0[0] ?? []).isEmpty
+            }
+            #expect(paused.exitStatusIfExited == nil)
+            await harness.stopAll()
+            #expect(harness.overlaps(try harness.calls()).isEmpty, "\(harness.overlaps(try harness.calls()))")
+        } catch {
+            await harness.remove()
+            throw error
+        }
+        await harness.remove()
+    }
+
+    @Test("a database restart mid-run: the controllers reconnect and poll a machine added afterwards")
+    func databaseRestartIsRiddenOut() async throws {
+        let harness = try await ClusterHarness(credentialsPerProvider: 2, machinesPerPair: 3)
+        do {
+            try await harness.addMachines()
+            for index in 0..<3 { try await harness.start(index) }
+            _ = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
+            try await Self.waitUntilPolled(harness, expected: 12)
+            try await harness.cluster.restart()
+            // A machine added after the restart (a new instance of an
+            // existing pair) is polled by whoever holds its pair.
+            let pair = harness.pairs[0]
+            try await harness.withStore { store in
+                try await store.addMachine(Machine(id: "m-late", provider: pair.provider, credential: pair.name, instanceID: ClusterHarness.instance(pair, 0)))
+            }
+            try await Self.waitUntilPolled(harness, expected: 13)
+            for index in 0..<3 { #expect(harness.controller(index)!.exitStatusIfExited == nil, "controller \(index) exited") }
+            await harness.stopAll()
+            #expect(harness.overlaps(try harness.calls()).isEmpty, "\(harness.overlaps(try harness.calls()))")
+        } catch {
+            await harness.remove()
+            throw error
+        }
+        await harness.remove()
+    }
+}
