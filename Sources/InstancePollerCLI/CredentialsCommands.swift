@@ -173,7 +173,9 @@ struct CredentialsRemove: ControllerCommand {
 
 // MARK: - key rotation (docs/DESIGN.md §6.7)
 
-struct CredentialsNewKey: AsyncParsableCommand {
+/// Works on a file, not on the controller; a ControllerCommand for its
+/// one-line failures and exit statuses.
+struct CredentialsNewKey: ControllerCommand {
     static let configuration = CommandConfiguration(
         commandName: "new-key",
         abstract: "Put a new credential key first in a credential_key_file (creating it 0600 if missing); prints the key's id.",
@@ -187,15 +189,10 @@ struct CredentialsNewKey: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("The key file (the config's credential_key_file).", valueName: "PATH")) var file: String
 
-    func run() throws {
-        do {
-            // A key will be in this process's memory.
-            try Hardening.apply()
-            Output.line(try Self.addKey(to: file))
-        } catch let error as CLIError {
-            Output.errorLine("instancepoller: \(error.message)")
-            throw ExitCode(error.kind == .usage ? 2 : 1)
-        }
+    func execute() async throws {
+        // A key will be in this process's memory.
+        try Hardening.apply()
+        Output.line(try Self.addKey(to: file))
     }
 
     /// Puts a new key first in `path` and returns its id. A missing file is
