@@ -16,6 +16,7 @@ public enum ControlV1 {
     public typealias Event = Instancepoller_Control_V1_Event
     public typealias StatusChange = Instancepoller_Control_V1_StatusChange
     public typealias MachineProblem = Instancepoller_Control_V1_MachineProblem
+    public typealias ControllerInfo = Instancepoller_Control_V1_ControllerInfo
 
     public static let status = MethodDescriptor<Instancepoller_Control_V1_StatusRequest, Instancepoller_Control_V1_StatusResponse>(
         service: serviceName, method: "Status")
@@ -47,4 +48,6 @@ public enum ControlV1 {
         service: serviceName, method: "SwapProvider")
     public static let events = MethodDescriptor<Instancepoller_Control_V1_EventsRequest, Instancepoller_Control_V1_EventsResponse>(
         service: serviceName, method: "Events")
+    public static let resealCredentials = MethodDescriptor<Instancepoller_Control_V1_ResealCredentialsRequest, Instancepoller_Control_V1_ResealCredentialsResponse>(
+        service: serviceName, method: "ResealCredentials")
 }

@@ -5,13 +5,19 @@ import Foundation
 import SwiftProtobuf
 import Support
 import ControlAPI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // MARK: - credentials
 
 struct Credentials: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Set, list, validate and remove cloud credentials (secrets are never printed).",
-        subcommands: [CredentialsSet.self, CredentialsList.self, CredentialsValidate.self, CredentialsRemove.self]
+        subcommands: [
+            CredentialsSet.self, CredentialsList.self, CredentialsValidate.self, CredentialsRemove.self, CredentialsNewKey.self,
+            CredentialsReseal.self,
+        ]
     )
 }
 
@@ -162,5 +168,109 @@ struct CredentialsRemove: ControllerCommand {
         }
         let paused = answer.machines == 0 ? "" : "; \(answer.machines) machine\(answer.machines == 1 ? "" : "s") using it \(answer.machines == 1 ? "is" : "are") paused until it is set again"
         Output.line("credential \(provider)/\(name) removed\(paused)")
+    }
+}
+
+// MARK: - key rotation (docs/DESIGN.md §6.7)
+
+/// Works on a file, not on the controller; a ControllerCommand for its
+/// one-line failures and exit statuses.
+struct CredentialsNewKey: ControllerCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new-key",
+        abstract: "Put a new credential key first in a credential_key_file (creating it 0600 if missing); prints the key's id.",
+        discussion: """
+            The first key of the file seals; every key in it opens, so the old keys stay below the new one. \
+            Rotation: run this on every controller's key file (or copy the file), reload each controller \
+            (SIGHUP), run `instancepoller credentials reseal` once, then delete the old lines and reload again. \
+            The key itself is never printed.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The key file (the config's credential_key_file).", valueName: "PATH")) var file: String
+
+    func execute() async throws {
+        // A key will be in this process's memory.
+        try Hardening.apply()
+        Output.line(try Self.addKey(to: file))
+    }
+
+    /// Puts a new key first in `path` and returns its id. A missing file is
+    /// created 0600 (never through a link); an existing one must pass the
+    /// secret-file checks and read as a key file, and is replaced whole
+    /// (a new file renamed over it), so that a controller reloading at that
+    /// moment reads the old keys or the new ones, never half a file.
+    static func addKey(to path: String) throws -> String {
+        let line = CredentialSealer.newKeyLine()
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            guard errno == ENOENT else { throw CLIError(.failure, "--file: cannot stat \(path): \(String(cString: strerror(errno)))") }
+            try write(line + "\n", creating: path)
+        } else {
+            guard info.st_mode & S_IFMT != S_IFLNK else {
+                throw CLIError(.usage, "--file: \(path) is a symbolic link; give the file itself")
+            }
+            do {
+                // The checks a controller makes: this user's, 0600, each line a key.
+                _ = try CredentialSealer(keyFile: path)
+            } catch {
+                throw CLIError(.usage, "--file: \(error)")
+            }
+            let old: [UInt8]
+            do {
+                old = try SecretFile.contents(of: path, regularFileOnly: true)
+            } catch {
+                throw CLIError(.usage, "--file: \(error)")
+            }
+            let directory = (path as NSString).deletingLastPathComponent
+            let name = (path as NSString).lastPathComponent
+            let temporary = "\(directory.isEmpty ? "." : directory)/.\(name).new-\(getpid())"
+            try write(line + "\n" + String(decoding: old, as: UTF8.self), creating: temporary)
+            guard rename(temporary, path) == 0 else {
+                let problem = String(cString: strerror(errno))
+                unlink(temporary)
+                throw CLIError(.failure, "--file: cannot replace \(path): \(problem)")
+            }
+        }
+        do {
+            // Read back as a controller will: the new key is first.
+            return try CredentialSealer(keyFile: path).currentKeyID
+        } catch {
+            throw CLIError(.failure, "--file: \(error)")
+        }
+    }
+
+    /// Writes `text` to a new file at `path`, 0600, flushed to disk: never
+    /// one that exists, never through a link.
+    private static func write(_ text: String, creating path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CLIError(.failure, "--file: cannot create \(path): \(String(cString: strerror(errno)))") }
+        let file = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        do {
+            try file.write(contentsOf: Data(text.utf8))
+            try file.synchronize()
+        } catch {
+            unlink(path)
+            throw CLIError(.failure, "--file: cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}
+
+struct CredentialsReseal: ControllerCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reseal",
+        abstract: "Seal every stored credential again with the first key of the controller's credential_key_file.",
+        discussion: """
+            The controller reads its key file again first. Run it once, on any controller, after every controller \
+            has the new key (see `credentials new-key`); then the old key's line can go.
+            """
+    )
+
+    @OptionGroup var controller: ControllerOptions
+
+    func execute() async throws {
+        let answer = try await controller.call(ControlV1.resealCredentials, .init())
+        if controller.format.isJSON { return try Output.json(answer) }
+        Output.line("\(answer.resealed) credential\(answer.resealed == 1 ? "" : "s") resealed with key \(answer.keyID)")
     }
 }

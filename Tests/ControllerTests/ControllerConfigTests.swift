@@ -166,7 +166,10 @@ struct ControllerConfigTests {
     }
 
     @Test(arguments: [
-        ("stor: x.db\n", "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, runtime_directory, log, metrics, poll, supervision, providers, credentials, limits)"),
+        (
+            "stor: x.db\n",
+            "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, store_password_file, credential_key_file, events, cluster, runtime_directory, log, metrics, poll, supervision, providers, credentials, limits)"
+        ),
         ("store: x.db\n", "/etc/ip/config.yaml:1:1: no providers: the config needs at least one under providers"),
         ("poll: {short_poll: soon}\n", "/etc/ip/config.yaml:1:20: poll.short_poll: expected a duration such as 90s, 250ms or 2m, not \"soon\""),
         ("poll: {short_poll: 10s, short_poll_cap: 5s}\n", "/etc/ip/config.yaml:1:7: poll: short poll cap must not be below the short poll interval"),
@@ -204,7 +207,7 @@ struct ControllerConfigTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let secrets = directory.file("aws.yaml")
-        FileManager.default.createFile(atPath: secrets, contents: Data("access-key: AKIA1\nsecret-key: hunter2-secret\n".utf8), attributes: [.posixPermissions: 0o600])
+        #expect(FileManager.default.createFile(atPath: secrets, contents: Data("access-key: AKIA1\nsecret-key: hunter2-secret\n".utf8), attributes: [.posixPermissions: 0o600]))
         let configPath = directory.file("config.yaml")
         try (Self.minimal + "credentials:\n  - {provider: aws, name: main, auth_type: access-key, file: aws.yaml, expires: 2027-01-31T00:00:00Z}\n")
             .write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -310,7 +313,7 @@ struct ControllerConfigTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let tokenFile = directory.file("metrics-token")
-        FileManager.default.createFile(atPath: tokenFile, contents: Data("s3cret-token-value\n".utf8), attributes: [.posixPermissions: 0o600])
+        #expect(FileManager.default.createFile(atPath: tokenFile, contents: Data("s3cret-token-value\n".utf8), attributes: [.posixPermissions: 0o600]))
         let configPath = directory.file("config.yaml")
         try ("metrics:\n  address: 127.0.0.1:0\n  bearer_token_file: metrics-token\n" + Self.minimal)
             .write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -343,5 +346,148 @@ struct ControllerConfigTests {
         } catch {
             #expect(error.description == "\(configPath):3:22: metrics.bearer_token_file: cannot read \(tokenFile): No such file or directory")
         }
+    }
+
+    // MARK: - A shared PostgreSQL store, sealed credentials, events retention, cluster
+
+    /// The head of a config on a PostgreSQL store (with the key file it needs).
+    static func postgres(_ url: String = "postgres://ip@db.example:5433/fleet?sslmode=require", more: String = "") -> String {
+        "store: \(url)\ncredential_key_file: keys/credential.keys\n\(more)" + minimal
+    }
+
+    @Test func aPostgresStoreURL() throws {
+        let config = try Self.parse(Self.postgres())
+        #expect(config.postgres == PostgresLocation(host: "db.example", port: 5433, user: "ip", database: "fleet", tls: .require))
+        #expect(config.storePath == "postgres://ip@db.example:5433/fleet?sslmode=require", "what logs and status show")
+        #expect(config.credentialKeyFile == "/etc/ip/keys/credential.keys", "relative to the config's directory")
+        #expect(config.storePasswordFile == nil)
+        #expect(!config.storeDirectoryIsDefault)
+
+        let socket = try #require(try Self.parse(Self.postgres("postgresql://ip@/fleet?host=/run/postgresql")).postgres)
+        #expect(socket == PostgresLocation(host: "localhost", user: "ip", database: "fleet", tls: .prefer, socketDirectory: "/run/postgresql"))
+        #expect(socket.description == "postgres://ip@localhost:5432/fleet?sslmode=prefer&host=/run/postgresql")
+
+        let withFile = try Self.parse(Self.postgres("postgres://ip@db/fleet", more: "store_password_file: /etc/ip/pg.password\n"))
+        #expect(withFile.storePasswordFile == "/etc/ip/pg.password")
+        #expect(withFile.postgres?.port == 5432)
+        #expect(withFile.postgres?.tls == .prefer)
+        // Without postgres, a key file seals the SQLite store's credentials.
+        #expect(try Self.parse("credential_key_file: /etc/ip/keys\n" + Self.minimal).credentialKeyFile == "/etc/ip/keys")
+        #expect(try Self.parse(Self.minimal).credentialKeyFile == nil)
+    }
+
+    @Test(arguments: [
+        ("postgres://ip:hunter2@db/fleet", "the store URL holds a password; put it in store_password_file (mode 0600) or PGPASSWORD instead"),
+        ("postgres://db.example/fleet", "the store URL names no user (postgres://USER@host/database)"),
+        ("postgres://ip@db.example", "the store URL names no database (postgres://user@host/DATABASE)"),
+        ("postgres://ip@db.example/", "the store URL names no database (postgres://user@host/DATABASE)"),
+        ("postgres://ip@db.example/fleet?sslmode=verify-full", "sslmode \"verify-full\" is not one of disable, prefer, require"),
+        ("postgres://ip@db.example/fleet?connect_timeout=5", "unknown store URL parameter \"connect_timeout\" (known: sslmode, host)"),
+        ("postgres://ip@db.example/fleet?host=run/pg", "host= in the query must be an absolute socket directory"),
+        ("postgres://ip@/fleet", "the store URL names no host (postgres://user@HOST:port/database)"),
+    ])
+    func postgresStoreURLErrors(url: String, problem: String) {
+        let error = Self.error(Self.postgres(url))
+        #expect(error == "/etc/ip/config.yaml:1:8: store: \(problem)")
+        #expect(!error.contains("hunter2"), "a password written in the URL is never repeated")
+    }
+
+    @Test(arguments: [
+        (
+            "store: x.db\nstore_password_file: pg.password\n",
+            "2:22: store_password_file: only a postgres:// store takes a password"
+        ),
+        (
+            "store: postgres://ip@db/fleet\n",
+            "1:1: credential_key_file: a shared postgres:// store needs credential_key_file: credentials are sealed at rest (instancepoller credentials new-key makes one)"
+        ),
+        ("cluster: {lease_ttl: 10s}\n", "1:10: cluster: leases need a shared postgres:// store; a SQLite store has one controller"),
+        ("events: {keep_days: 0}\n", "1:21: events.keep_days: must be from 1 to 36500"),
+        ("events: {keep_revisions: -5}\n", "1:26: events.keep_revisions: expected a whole number ≥ 0"),
+        ("events: {prune_interval: 0s}\n", "1:26: events.prune_interval: must be more than zero"),
+        ("events: {keep: 3}\n", "1:10: events: unknown key \"keep\" (expected one of: keep_days, keep_revisions, prune_interval)"),
+    ])
+    func storeSettingErrors(head: String, expected: String) {
+        #expect(Self.error(head + Self.minimal) == "/etc/ip/config.yaml:" + expected)
+    }
+
+    @Test func eventsRetention() throws {
+        let defaults = try Self.parse(Self.minimal).eventRetention
+        #expect(defaults == EventRetention())
+        #expect(!defaults.isEnabled, "kept forever unless a bound is set")
+        #expect(defaults.pruneInterval == .seconds(600))
+        let config = try Self.parse("events:\n  keep_days: 30\n  keep_revisions: 100000\n  prune_interval: 5m\n" + Self.minimal)
+        #expect(config.eventRetention.keepFor == .seconds(30 * 86_400))
+        #expect(config.eventRetention.keepRevisions == 100_000)
+        #expect(config.eventRetention.pruneInterval == .seconds(300))
+        #expect(config.eventRetention.isEnabled)
+        let byCount = try Self.parse("events: {keep_revisions: 1}\n" + Self.minimal).eventRetention
+        #expect(byCount.keepFor == nil && byCount.keepRevisions == 1 && byCount.isEnabled)
+    }
+
+    @Test func clusterSettingsOnlyWithPostgres() throws {
+        #expect(try Self.parse(Self.postgres()).cluster == ClusterSettings(), "defaults: a 10 s lease, host:pid:random")
+        let cluster = try Self.parse(Self.postgres(more: "cluster:\n  lease_ttl: 15s\n  name: ctl-a.eu-west\n")).cluster
+        #expect(cluster == ClusterSettings(leaseTTL: .seconds(15), name: "ctl-a.eu-west"))
+        #expect(try Self.parse(Self.postgres(more: "cluster: {lease_ttl: 1s}\n")).cluster.leaseTTL == .seconds(1))
+        // The errors name the line of the key: the URL and key file take lines 1 and 2.
+        #expect(Self.error(Self.postgres(more: "cluster: {lease_ttl: 500ms}\n")) == "/etc/ip/config.yaml:3:22: cluster.lease_ttl: must be at least 1s")
+        #expect(Self.error(Self.postgres(more: "cluster: {lease_ttl: 0s}\n")) == "/etc/ip/config.yaml:3:22: cluster.lease_ttl: must be more than zero")
+        for name in ["\"ctl a\"", "\"\"", "\"ctl-\u{e9}\"", String(repeating: "x", count: 129)] {
+            #expect(
+                Self.error(Self.postgres(more: "cluster: {name: \(name)}\n"))
+                    == "/etc/ip/config.yaml:3:17: cluster.name: must be 1 to 128 printable ASCII characters without spaces", "\(name)")
+        }
+        #expect(Self.error(Self.postgres(more: "cluster: {ttl: 5s}\n")) == "/etc/ip/config.yaml:3:11: cluster: unknown key \"ttl\" (expected one of: lease_ttl, name)")
+    }
+
+    /// The PostgreSQL password: store_password_file (0600, its first line),
+    /// else PGPASSWORD, else the first matching line of PGPASSFILE or
+    /// ~/.pgpass (`*` matching anything, `\` escaping); never in an error.
+    @Test func thePostgresPasswordAndWhereItComesFrom() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let location = PostgresLocation(host: "db.example", port: 5433, user: "ip", database: "fleet")
+        func problem(_ body: () throws -> String?) -> String {
+            do {
+                return "no error: \(try body() == nil ? "nil" : "a password")"
+            } catch {
+                return "\(error)"
+            }
+        }
+
+        let file = directory.file("pg.password")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data("pw-from-file\nsecond line\n".utf8), attributes: [.posixPermissions: 0o600]))
+        #expect(try location.password(passwordFile: file, environment: ["PGPASSWORD": "pw-from-env"]) == "pw-from-file", "the file comes first")
+        chmod(file, 0o644)
+        let refused = problem { try location.password(passwordFile: file, environment: [:]) }
+        #expect(refused == "store_password_file: \(file) is readable by others (mode 644); chmod 600 it")
+        #expect(!refused.contains("pw-from-file"))
+        chmod(file, 0o600)
+        try "\n".write(toFile: file, atomically: false, encoding: .utf8)
+        #expect(problem { try location.password(passwordFile: file, environment: [:]) } == "store_password_file \(file) is empty")
+
+        #expect(try location.password(passwordFile: nil, environment: ["PGPASSWORD": "pw-from-env", "HOME": directory.path]) == "pw-from-env")
+        #expect(try location.password(passwordFile: nil, environment: ["HOME": directory.path]) == nil, "no .pgpass: trust or peer authentication")
+
+        // ~/.pgpass: the first line whose fields all match or are "*".
+        let pgpass = directory.file(".pgpass")
+        #expect(FileManager.default.createFile(atPath: pgpass, contents: Data("""
+            # host:port:database:user:password
+            db.example:5433:fleet:someone-else:wrong-user
+            db.example:5432:fleet:ip:wrong-port
+            *:5433:fleet:ip:pa\\:ss\\\\word
+            *:*:*:*:too-late
+
+            """.utf8), attributes: [.posixPermissions: 0o600]))
+        #expect(try location.password(passwordFile: nil, environment: ["HOME": directory.path]) == "pa:ss\\word")
+        var socket = location
+        socket.socketDirectory = "/run/postgresql"
+        socket.port = 5432
+        #expect(try socket.password(passwordFile: nil, environment: ["PGPASSFILE": pgpass]) == "too-late", "over a socket the host is localhost")
+        chmod(pgpass, 0o644)
+        let loose = problem { try location.password(passwordFile: nil, environment: ["PGPASSFILE": pgpass]) }
+        #expect(loose == "password file: \(pgpass) is readable by others (mode 644); chmod 600 it")
+        #expect(!loose.contains("pa:ss"))
     }
 }

@@ -45,49 +45,140 @@ public nonisolated struct Instancepoller_Control_V1_StatusRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Instancepoller_Control_V1_StatusResponse: Sendable {
+public nonisolated struct Instancepoller_Control_V1_StatusResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  public var pid: Int32 {
+    get {_storage._pid}
+    set {_uniqueStorage()._pid = newValue}
+  }
+
+  public var version: String {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
+
+  public var startedUnixNano: Int64 {
+    get {_storage._startedUnixNano}
+    set {_uniqueStorage()._startedUnixNano = newValue}
+  }
+
+  public var storePath: String {
+    get {_storage._storePath}
+    set {_uniqueStorage()._storePath = newValue}
+  }
+
+  public var runtimeDirectory: String {
+    get {_storage._runtimeDirectory}
+    set {_uniqueStorage()._runtimeDirectory = newValue}
+  }
+
+  /// The events log's latest revision.
+  public var revision: Int64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  public var machines: UInt32 {
+    get {_storage._machines}
+    set {_uniqueStorage()._machines = newValue}
+  }
+
+  /// Tracked machines per poll group.
+  public var shortGroup: UInt32 {
+    get {_storage._shortGroup}
+    set {_uniqueStorage()._shortGroup = newValue}
+  }
+
+  public var longGroup: UInt32 {
+    get {_storage._longGroup}
+    set {_uniqueStorage()._longGroup = newValue}
+  }
+
+  /// Machines per normalized instance state name ("running", ...).
+  public var machinesByState: Dictionary<String,UInt32> {
+    get {_storage._machinesByState}
+    set {_uniqueStorage()._machinesByState = newValue}
+  }
+
+  public var providers: [Instancepoller_Control_V1_ProviderInfo] {
+    get {_storage._providers}
+    set {_uniqueStorage()._providers = newValue}
+  }
+
+  public var credentials: UInt32 {
+    get {_storage._credentials}
+    set {_uniqueStorage()._credentials = newValue}
+  }
+
+  public var invalidCredentials: UInt32 {
+    get {_storage._invalidCredentials}
+    set {_uniqueStorage()._invalidCredentials = newValue}
+  }
+
+  /// Machines whose last poll failed.
+  public var pollErrors: UInt32 {
+    get {_storage._pollErrors}
+    set {_uniqueStorage()._pollErrors = newValue}
+  }
+
+  /// Tracked machines due more than one interval ago: the poller is behind
+  /// (or their provider is paused).
+  public var overdue: UInt32 {
+    get {_storage._overdue}
+    set {_uniqueStorage()._overdue = newValue}
+  }
+
+  /// Machines whose instance the provider does not know.
+  public var notFound: UInt32 {
+    get {_storage._notFound}
+    set {_uniqueStorage()._notFound = newValue}
+  }
+
+  /// With a shared PostgreSQL store: every controller alive now, by holder,
+  /// with the pairs each holds (docs/DESIGN.md §6.6). Empty with SQLite.
+  public var controllers: [Instancepoller_Control_V1_ControllerInfo] {
+    get {_storage._controllers}
+    set {_uniqueStorage()._controllers = newValue}
+  }
+
+  /// This controller's holder id; empty with SQLite.
+  public var holder: String {
+    get {_storage._holder}
+    set {_uniqueStorage()._holder = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A controller sharing the store, as the database's controllers and
+/// leases tables say (times on the database's clock).
+public nonisolated struct Instancepoller_Control_V1_ControllerInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var holder: String = String()
+
+  public var host: String = String()
 
   public var pid: Int32 = 0
 
   public var version: String = String()
 
-  public var startedUnixNano: Int64 = 0
+  public var lastRenewalUnixNano: Int64 = 0
 
-  public var storePath: String = String()
+  public var expiresUnixNano: Int64 = 0
 
-  public var runtimeDirectory: String = String()
-
-  /// The events log's latest revision.
-  public var revision: Int64 = 0
-
-  public var machines: UInt32 = 0
-
-  /// Tracked machines per poll group.
-  public var shortGroup: UInt32 = 0
-
-  public var longGroup: UInt32 = 0
-
-  /// Machines per normalized instance state name ("running", ...).
-  public var machinesByState: Dictionary<String,UInt32> = [:]
-
-  public var providers: [Instancepoller_Control_V1_ProviderInfo] = []
-
-  public var credentials: UInt32 = 0
-
-  public var invalidCredentials: UInt32 = 0
-
-  /// Machines whose last poll failed.
-  public var pollErrors: UInt32 = 0
-
-  /// Tracked machines due more than one interval ago: the poller is behind
-  /// (or their provider is paused).
-  public var overdue: UInt32 = 0
-
-  /// Machines whose instance the provider does not know.
-  public var notFound: UInt32 = 0
+  /// The (provider, credential) pairs it holds a live lease on, as
+  /// "provider/credential", sorted.
+  public var pairs: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -869,6 +960,32 @@ public nonisolated struct Instancepoller_Control_V1_EventsResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Instancepoller_Control_V1_ResealCredentialsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Instancepoller_Control_V1_ResealCredentialsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Credentials rewritten (those already sealed with the key were left).
+  public var resealed: UInt32 = 0
+
+  /// The id of the key that sealed them (never the key).
+  public var keyID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "instancepoller.control.v1"
@@ -894,7 +1011,192 @@ nonisolated extension Instancepoller_Control_V1_StatusRequest: SwiftProtobuf.Mes
 
 nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{1}version\0\u{3}started_unix_nano\0\u{3}store_path\0\u{3}runtime_directory\0\u{1}revision\0\u{1}machines\0\u{3}short_group\0\u{3}long_group\0\u{3}machines_by_state\0\u{1}providers\0\u{1}credentials\0\u{3}invalid_credentials\0\u{3}poll_errors\0\u{1}overdue\0\u{3}not_found\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{1}version\0\u{3}started_unix_nano\0\u{3}store_path\0\u{3}runtime_directory\0\u{1}revision\0\u{1}machines\0\u{3}short_group\0\u{3}long_group\0\u{3}machines_by_state\0\u{1}providers\0\u{1}credentials\0\u{3}invalid_credentials\0\u{3}poll_errors\0\u{1}overdue\0\u{3}not_found\0\u{1}controllers\0\u{1}holder\0")
+
+  fileprivate class _StorageClass {
+    var _pid: Int32 = 0
+    var _version: String = String()
+    var _startedUnixNano: Int64 = 0
+    var _storePath: String = String()
+    var _runtimeDirectory: String = String()
+    var _revision: Int64 = 0
+    var _machines: UInt32 = 0
+    var _shortGroup: UInt32 = 0
+    var _longGroup: UInt32 = 0
+    var _machinesByState: Dictionary<String,UInt32> = [:]
+    var _providers: [Instancepoller_Control_V1_ProviderInfo] = []
+    var _credentials: UInt32 = 0
+    var _invalidCredentials: UInt32 = 0
+    var _pollErrors: UInt32 = 0
+    var _overdue: UInt32 = 0
+    var _notFound: UInt32 = 0
+    var _controllers: [Instancepoller_Control_V1_ControllerInfo] = []
+    var _holder: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _pid = source._pid
+      _version = source._version
+      _startedUnixNano = source._startedUnixNano
+      _storePath = source._storePath
+      _runtimeDirectory = source._runtimeDirectory
+      _revision = source._revision
+      _machines = source._machines
+      _shortGroup = source._shortGroup
+      _longGroup = source._longGroup
+      _machinesByState = source._machinesByState
+      _providers = source._providers
+      _credentials = source._credentials
+      _invalidCredentials = source._invalidCredentials
+      _pollErrors = source._pollErrors
+      _overdue = source._overdue
+      _notFound = source._notFound
+      _controllers = source._controllers
+      _holder = source._holder
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt32Field(value: &_storage._pid) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._version) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._startedUnixNano) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._storePath) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._runtimeDirectory) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._revision) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._machines) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._shortGroup) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._longGroup) }()
+        case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &_storage._machinesByState) }()
+        case 11: try { try decoder.decodeRepeatedMessageField(value: &_storage._providers) }()
+        case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._credentials) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._invalidCredentials) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._pollErrors) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._overdue) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._notFound) }()
+        case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._controllers) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._holder) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._pid != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._pid, fieldNumber: 1)
+      }
+      if !_storage._version.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 2)
+      }
+      if _storage._startedUnixNano != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._startedUnixNano, fieldNumber: 3)
+      }
+      if !_storage._storePath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._storePath, fieldNumber: 4)
+      }
+      if !_storage._runtimeDirectory.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._runtimeDirectory, fieldNumber: 5)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._revision, fieldNumber: 6)
+      }
+      if _storage._machines != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._machines, fieldNumber: 7)
+      }
+      if _storage._shortGroup != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._shortGroup, fieldNumber: 8)
+      }
+      if _storage._longGroup != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._longGroup, fieldNumber: 9)
+      }
+      if !_storage._machinesByState.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: _storage._machinesByState, fieldNumber: 10)
+      }
+      if !_storage._providers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._providers, fieldNumber: 11)
+      }
+      if _storage._credentials != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._credentials, fieldNumber: 12)
+      }
+      if _storage._invalidCredentials != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._invalidCredentials, fieldNumber: 13)
+      }
+      if _storage._pollErrors != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pollErrors, fieldNumber: 14)
+      }
+      if _storage._overdue != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._overdue, fieldNumber: 15)
+      }
+      if _storage._notFound != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._notFound, fieldNumber: 16)
+      }
+      if !_storage._controllers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._controllers, fieldNumber: 17)
+      }
+      if !_storage._holder.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._holder, fieldNumber: 18)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_StatusResponse, rhs: Instancepoller_Control_V1_StatusResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._pid != rhs_storage._pid {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._startedUnixNano != rhs_storage._startedUnixNano {return false}
+        if _storage._storePath != rhs_storage._storePath {return false}
+        if _storage._runtimeDirectory != rhs_storage._runtimeDirectory {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._machines != rhs_storage._machines {return false}
+        if _storage._shortGroup != rhs_storage._shortGroup {return false}
+        if _storage._longGroup != rhs_storage._longGroup {return false}
+        if _storage._machinesByState != rhs_storage._machinesByState {return false}
+        if _storage._providers != rhs_storage._providers {return false}
+        if _storage._credentials != rhs_storage._credentials {return false}
+        if _storage._invalidCredentials != rhs_storage._invalidCredentials {return false}
+        if _storage._pollErrors != rhs_storage._pollErrors {return false}
+        if _storage._overdue != rhs_storage._overdue {return false}
+        if _storage._notFound != rhs_storage._notFound {return false}
+        if _storage._controllers != rhs_storage._controllers {return false}
+        if _storage._holder != rhs_storage._holder {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_ControllerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ControllerInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}holder\0\u{1}host\0\u{1}pid\0\u{1}version\0\u{3}last_renewal_unix_nano\0\u{3}expires_unix_nano\0\u{1}pairs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -902,96 +1204,51 @@ nonisolated extension Instancepoller_Control_V1_StatusResponse: SwiftProtobuf.Me
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.startedUnixNano) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.storePath) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.runtimeDirectory) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.revision) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.machines) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.shortGroup) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.longGroup) }()
-      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &self.machinesByState) }()
-      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.providers) }()
-      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.credentials) }()
-      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.invalidCredentials) }()
-      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.pollErrors) }()
-      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.overdue) }()
-      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.notFound) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.holder) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.lastRenewalUnixNano) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.expiresUnixNano) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.pairs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.holder.isEmpty {
+      try visitor.visitSingularStringField(value: self.holder, fieldNumber: 1)
+    }
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 2)
+    }
     if self.pid != 0 {
-      try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 1)
+      try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 3)
     }
     if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 4)
     }
-    if self.startedUnixNano != 0 {
-      try visitor.visitSingularInt64Field(value: self.startedUnixNano, fieldNumber: 3)
+    if self.lastRenewalUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastRenewalUnixNano, fieldNumber: 5)
     }
-    if !self.storePath.isEmpty {
-      try visitor.visitSingularStringField(value: self.storePath, fieldNumber: 4)
+    if self.expiresUnixNano != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresUnixNano, fieldNumber: 6)
     }
-    if !self.runtimeDirectory.isEmpty {
-      try visitor.visitSingularStringField(value: self.runtimeDirectory, fieldNumber: 5)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularInt64Field(value: self.revision, fieldNumber: 6)
-    }
-    if self.machines != 0 {
-      try visitor.visitSingularUInt32Field(value: self.machines, fieldNumber: 7)
-    }
-    if self.shortGroup != 0 {
-      try visitor.visitSingularUInt32Field(value: self.shortGroup, fieldNumber: 8)
-    }
-    if self.longGroup != 0 {
-      try visitor.visitSingularUInt32Field(value: self.longGroup, fieldNumber: 9)
-    }
-    if !self.machinesByState.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: self.machinesByState, fieldNumber: 10)
-    }
-    if !self.providers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.providers, fieldNumber: 11)
-    }
-    if self.credentials != 0 {
-      try visitor.visitSingularUInt32Field(value: self.credentials, fieldNumber: 12)
-    }
-    if self.invalidCredentials != 0 {
-      try visitor.visitSingularUInt32Field(value: self.invalidCredentials, fieldNumber: 13)
-    }
-    if self.pollErrors != 0 {
-      try visitor.visitSingularUInt32Field(value: self.pollErrors, fieldNumber: 14)
-    }
-    if self.overdue != 0 {
-      try visitor.visitSingularUInt32Field(value: self.overdue, fieldNumber: 15)
-    }
-    if self.notFound != 0 {
-      try visitor.visitSingularUInt32Field(value: self.notFound, fieldNumber: 16)
+    if !self.pairs.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.pairs, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Instancepoller_Control_V1_StatusResponse, rhs: Instancepoller_Control_V1_StatusResponse) -> Bool {
+  public static func ==(lhs: Instancepoller_Control_V1_ControllerInfo, rhs: Instancepoller_Control_V1_ControllerInfo) -> Bool {
+    if lhs.holder != rhs.holder {return false}
+    if lhs.host != rhs.host {return false}
     if lhs.pid != rhs.pid {return false}
     if lhs.version != rhs.version {return false}
-    if lhs.startedUnixNano != rhs.startedUnixNano {return false}
-    if lhs.storePath != rhs.storePath {return false}
-    if lhs.runtimeDirectory != rhs.runtimeDirectory {return false}
-    if lhs.revision != rhs.revision {return false}
-    if lhs.machines != rhs.machines {return false}
-    if lhs.shortGroup != rhs.shortGroup {return false}
-    if lhs.longGroup != rhs.longGroup {return false}
-    if lhs.machinesByState != rhs.machinesByState {return false}
-    if lhs.providers != rhs.providers {return false}
-    if lhs.credentials != rhs.credentials {return false}
-    if lhs.invalidCredentials != rhs.invalidCredentials {return false}
-    if lhs.pollErrors != rhs.pollErrors {return false}
-    if lhs.overdue != rhs.overdue {return false}
-    if lhs.notFound != rhs.notFound {return false}
+    if lhs.lastRenewalUnixNano != rhs.lastRenewalUnixNano {return false}
+    if lhs.expiresUnixNano != rhs.expiresUnixNano {return false}
+    if lhs.pairs != rhs.pairs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2510,6 +2767,60 @@ nonisolated extension Instancepoller_Control_V1_EventsResponse: SwiftProtobuf.Me
     if lhs.events != rhs.events {return false}
     if lhs.latestRevision != rhs.latestRevision {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_ResealCredentialsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResealCredentialsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_ResealCredentialsRequest, rhs: Instancepoller_Control_V1_ResealCredentialsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Instancepoller_Control_V1_ResealCredentialsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResealCredentialsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resealed\0\u{3}key_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.resealed) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.keyID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.resealed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.resealed, fieldNumber: 1)
+    }
+    if !self.keyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.keyID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Instancepoller_Control_V1_ResealCredentialsResponse, rhs: Instancepoller_Control_V1_ResealCredentialsResponse) -> Bool {
+    if lhs.resealed != rhs.resealed {return false}
+    if lhs.keyID != rhs.keyID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -16,13 +16,17 @@ public struct ControlService: Sendable {
         public var startedAt: Timestamp
         public var storePath: String
         public var runtimeDirectory: String
+        /// This controller's holder id among the controllers sharing a
+        /// PostgreSQL store (docs/DESIGN.md §6.6); nil with SQLite.
+        public var holder: String?
 
-        public init(pid: Int32, version: String, startedAt: Timestamp, storePath: String, runtimeDirectory: String) {
+        public init(pid: Int32, version: String, startedAt: Timestamp, storePath: String, runtimeDirectory: String, holder: String? = nil) {
             self.pid = pid
             self.version = version
             self.startedAt = startedAt
             self.storePath = storePath
             self.runtimeDirectory = runtimeDirectory
+            self.holder = holder
         }
     }
 
@@ -41,6 +45,10 @@ public struct ControlService: Sendable {
     let maxEventsWait: Duration
     /// Bytes the items of one answer may take.
     let answerBudget: Int
+    /// The store's sealer of credential attributes (the same object), when
+    /// a credential_key_file is configured: `ResealCredentials` reads its
+    /// key file again before it reseals (docs/DESIGN.md §6.7).
+    let sealer: CredentialSealer?
 
     /// - Parameter eventsFeed: shared by the `Events` long polls; nudge it
     ///   on this process's store changes. Default: one on `store`.
@@ -49,11 +57,13 @@ public struct ControlService: Sendable {
     ///   may take (less only in tests).
     /// - Parameter shimDirectory: where a swapped-in shim runs when the
     ///   request names no directory (the config file's).
+    /// - Parameter sealer: the sealer the store was opened with, if any.
     public init(
         identity: Identity, store: any MachineStore, fleet: ProviderFleet, clock: any PollClock, environment: [String: String],
         eventsFeed: EventsFeed? = nil, maxEventsWait: Duration = .seconds(60), answerBudget: Int = defaultAnswerBudget,
-        shimDirectory: String? = nil, logger: Logger
+        shimDirectory: String? = nil, sealer: CredentialSealer? = nil, logger: Logger
     ) {
+        self.sealer = sealer
         self.shimDirectory = shimDirectory
         self.maxEventsWait = maxEventsWait
         self.answerBudget = min(answerBudget, Self.defaultAnswerBudget)
@@ -125,6 +135,7 @@ public struct ControlService: Sendable {
         }
         registry.register(ControlV1.removeCredential) { request, _ in try await removeCredential(request) }
         registry.register(ControlV1.validateCredential) { request, _ in try await validateCredential(request) }
+        registry.register(ControlV1.resealCredentials) { _, _ in try await resealCredentials() }
         registry.register(ControlV1.listProviders) { _, _ in
             let providers = await providers()
             return .with { $0.providers = providers }
@@ -427,6 +438,27 @@ public struct ControlService: Sendable {
         }
     }
 
+    /// Reads the key file again, then seals every stored credential with
+    /// its first key (docs/DESIGN.md §6.7). Refused without a key file.
+    private func resealCredentials() async throws -> Instancepoller_Control_V1_ResealCredentialsResponse {
+        guard let sealer else {
+            throw RPCError(.failedPrecondition, "no credential_key_file is configured: credentials are not sealed, so there is nothing to reseal")
+        }
+        do {
+            try sealer.reload()
+        } catch {
+            // The problem names the file (and the line), never a key.
+            throw RPCError(.failedPrecondition, "\(error); nothing was resealed")
+        }
+        let keyID = sealer.currentKeyID
+        let resealed = try await store.resealCredentials()
+        logger.info("credentials resealed", metadata: ["resealed": "\(resealed)", "key": "\(keyID)"])
+        return .with {
+            $0.resealed = UInt32(clamping: resealed)
+            $0.keyID = keyID
+        }
+    }
+
     // MARK: - Providers
 
     private func providers() async -> [ControlV1.ProviderInfo] {
@@ -511,6 +543,10 @@ public struct ControlService: Sendable {
         let credentials = try await store.credentials()
         let revision = try await store.latestRevision()
         let providers = await providers()
+        var controllers: [ControlV1.ControllerInfo] = []
+        if let shared = store as? any LeaseStore {
+            controllers = Self.controllers(try await shared.controllers(), holding: try await shared.leases())
+        }
         return .with {
             $0.pid = identity.pid
             $0.version = identity.version
@@ -528,7 +564,54 @@ public struct ControlService: Sendable {
             $0.providers = providers
             $0.credentials = UInt32(credentials.count)
             $0.invalidCredentials = UInt32(credentials.filter { $0.invalidReason != nil }.count)
+            $0.controllers = controllers
+            $0.holder = identity.holder ?? ""
         }
+    }
+
+    /// The live controllers, by holder, each with the pairs it holds
+    /// (docs/DESIGN.md §6.6). A lease is held while it expires after the
+    /// newest renewal among `records`: the database's clock, on which both
+    /// were written, never this machine's.
+    static func controllers(_ records: [ControllerRecord], holding leases: [LeaseRecord]) -> [ControlV1.ControllerInfo] {
+        guard let now = records.map(\.lastRenewal).max() else { return [] }
+        var pairs: [String: [String]] = [:]
+        for lease in leases where lease.expiresAt > now { pairs[lease.holder, default: []].append(lease.key.description) }
+        return records.sorted { $0.identity.holder < $1.identity.holder }.map { record in
+            .with {
+                $0.holder = record.identity.holder
+                $0.host = record.identity.host
+                $0.pid = record.identity.pid
+                $0.version = record.identity.version
+                $0.lastRenewalUnixNano = record.lastRenewal.nanosecondsSinceEpoch
+                $0.expiresUnixNano = record.expiresAt.nanosecondsSinceEpoch
+                $0.pairs = (pairs[record.identity.holder] ?? []).sorted()
+            }
+        }
+    }
+
+    /// The rows `instancepoller status` prints for the controllers sharing
+    /// the store (here, not in the CLI, so that tests reach it): a mark
+    /// (`*` for the controller that answered), holder, host, pid, how long
+    /// ago it renewed as of `now`, and the pairs it holds.
+    public static func controllerRows(_ status: Instancepoller_Control_V1_StatusResponse, now: Timestamp) -> [[String]] {
+        status.controllers.map { controller in
+            let renewed = now - Timestamp(nanosecondsSinceEpoch: controller.lastRenewalUnixNano)
+            let count = "\(controller.pairs.count) pair\(controller.pairs.count == 1 ? "" : "s")"
+            return [
+                controller.holder == status.holder ? "*" : " ", controller.holder, controller.host, "pid \(controller.pid)",
+                "renewed \(age(renewed)) ago", controller.pairs.isEmpty ? count : "\(count): \(controller.pairs.joined(separator: ", "))",
+            ]
+        }
+    }
+
+    /// "4s", "3m12s", "2h05m": an age in whole seconds (a clock behind the
+    /// database's shows 0s, not a negative age).
+    static func age(_ duration: Duration) -> String {
+        let seconds = max(0, duration.components.seconds)
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3600 { return "\(seconds / 60)m\(String(format: "%02d", seconds % 60))s" }
+        return "\(seconds / 3600)h\(String(format: "%02d", seconds / 60 % 60))m"
     }
 
     /// "running", "provisioning-error", … as in the config and scenarios.

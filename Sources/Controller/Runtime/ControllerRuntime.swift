@@ -259,17 +259,21 @@ public enum ControllerRuntime {
     }
 }
 
-/// Reloads the config file (on SIGHUP).
+/// Reloads the config file (on SIGHUP), and the credential key file with
+/// it (a key rotation step: docs/DESIGN.md §6.7).
 final class ConfigReloader: Sendable {
     private let current: NIOLockedValueBox<ControllerConfig>
     let fleet: ProviderFleet
     let store: any MachineStore
+    /// The store's sealer, when a credential_key_file is configured.
+    let sealer: CredentialSealer?
     let logger: Logger
 
-    init(config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, logger: Logger) {
+    init(config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, sealer: CredentialSealer? = nil, logger: Logger) {
         self.current = NIOLockedValueBox(config)
         self.fleet = fleet
         self.store = store
+        self.sealer = sealer
         self.logger = logger
     }
 
@@ -285,7 +289,10 @@ final class ConfigReloader: Sendable {
         }
         for warning in config.warnings { logger.warning("\(warning)") }
         var needRestart: [String] = []
-        if config.storePath != old.storePath { needRestart.append("store") }
+        if config.storePath != old.storePath || config.storePasswordFile != old.storePasswordFile { needRestart.append("store") }
+        if config.credentialKeyFile != old.credentialKeyFile { needRestart.append("credential_key_file") }
+        if config.eventRetention != old.eventRetention { needRestart.append("events") }
+        if config.cluster != old.cluster { needRestart.append("cluster") }
         if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }
         if config.logLevel != old.logLevel || config.logFormat != old.logFormat { needRestart.append("log") }
         if config.metricsAddress != old.metricsAddress || config.metricsBearerToken != old.metricsBearerToken { needRestart.append("metrics") }
@@ -295,6 +302,8 @@ final class ConfigReloader: Sendable {
         if !needRestart.isEmpty {
             logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])
         }
+        // The keys first: credentials the config changed are sealed with the new first key.
+        reloadKeys()
         do {
             try await ControllerRuntime.syncCredentials(config.credentials, into: store, logger: logger)
         } catch {
@@ -320,6 +329,18 @@ final class ConfigReloader: Sendable {
             logger.error(
                 "config reloaded in part; \(TextEscaping.oneLine(refused.joined(separator: "; ")))",
                 metadata: ["changes": "\(applied)", "refused": "\(refused.count)"])
+        }
+    }
+
+    /// Reads the credential key file again; on a problem the keys stay
+    /// what they were. Logs the id of the key that seals, never a key.
+    private func reloadKeys() {
+        guard let sealer else { return }
+        do {
+            try sealer.reload()
+            logger.info("credential keys reloaded", metadata: ["key": "\(sealer.currentKeyID)"])
+        } catch {
+            logger.error("credential keys not reloaded, the old keys stay: \(error)")
         }
     }
 }
