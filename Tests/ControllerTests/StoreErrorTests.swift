@@ -8,7 +8,8 @@ import Testing
 @Suite struct StoreErrorTests {
     static let codes: [(StoreError.Kind, RPCStatusCode)] = [
         (.notFound, .notFound), (.alreadyExists, .alreadyExists), (.unavailable, .unavailable),
-        (.invalidArgument, .invalidArgument), (.failedPrecondition, .failedPrecondition), (.internal, .internal),
+        (.invalidArgument, .invalidArgument), (.failedPrecondition, .failedPrecondition), (.leaseLost, .failedPrecondition),
+        (.internal, .internal),
     ]
 
     @Test func everyKindHasItsCode() {

@@ -3,8 +3,10 @@ import Testing
 import TestSupport
 
 /// The package's target graph, as SwiftPM itself reads it
-/// (`swift package describe`): Core is the contract and nothing else, and the
-/// controller binary links no real cloud backend (docs/DESIGN.md §2).
+/// (`swift package describe`): Core is the contract and nothing else, the
+/// controller binary links no real cloud backend, and the shim SDK no HTTPS
+/// client (docs/DESIGN.md §2). The controller does link TLS and crypto: its
+/// PostgreSQL client speaks TLS to the database, and it seals credentials.
 @Suite("Package graph")
 struct PackageGraphTests {
     struct Target: Decodable {
@@ -17,8 +19,11 @@ struct PackageGraphTests {
         var targets: [Target]
     }
 
-    /// What the HTTPS client and its TLS and crypto stack bring in.
-    static let cloudClientProducts: Set<String> = ["AsyncHTTPClient", "Crypto", "NIOSSL", "NIOHTTP2"]
+    /// What a cloud's HTTPS client brings in.
+    static let cloudClientProducts: Set<String> = ["AsyncHTTPClient", "NIOHTTP2"]
+    /// TLS and crypto: the controller's, for PostgreSQL and sealing; never
+    /// the shim SDK's (a shim in Swift brings its own if it needs them).
+    static let tlsProducts: Set<String> = ["Crypto", "NIOSSL", "PostgresNIO"]
 
     static func describe() async throws -> [String: Target] {
         let swift = try #require(
@@ -68,6 +73,9 @@ struct PackageGraphTests {
             #expect(!reached.contains("EC2Provider"), "\(name) reaches the EC2 backend")
             #expect(products.isDisjoint(with: Self.cloudClientProducts), "\(name) links \(products.intersection(Self.cloudClientProducts).sorted())")
         }
+        let (_, sdk) = Self.closure(of: "ProviderShim", in: targets)
+        #expect(sdk.isDisjoint(with: Self.tlsProducts), "the shim SDK links \(sdk.intersection(Self.tlsProducts).sorted())")
+        #expect(Self.closure(of: "Controller", in: targets).products.contains("PostgresNIO"))
         // The shim binary has every backend: the check above can fail.
         let (reached, products) = Self.closure(of: "ProviderShimCLI", in: targets)
         #expect(reached.contains("EC2Provider"))

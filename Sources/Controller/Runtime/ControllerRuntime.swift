@@ -168,9 +168,10 @@ public enum ControllerRuntime {
         }
         let control = ControlService(
             identity: .init(
-                pid: getpid(), version: ProductVersion.current, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path),
+                pid: getpid(), version: ProductVersion.current, startedAt: clock.now, storePath: config.storePath, runtimeDirectory: runtime.path,
+                holder: cluster?.manager.identity.holder),
             store: store.store, fleet: fleet, clock: clock, environment: environment, eventsFeed: eventsFeed,
-            shimDirectory: config.directory, logger: logger
+            shimDirectory: config.directory, sealer: sealer, logger: logger
         )
         var registry = RPCServiceRegistry()
         control.register(into: &registry)
@@ -190,7 +191,7 @@ public enum ControllerRuntime {
             metrics.server("control", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
         }
         let handle = GroupHandle()
-        let reloader = ConfigReloader(config: config, fleet: fleet, store: store.store, logger: logger)
+        let reloader = ConfigReloader(config: config, fleet: fleet, store: store.store, sealer: sealer, logger: logger)
 
         // In dependency order; the group stops them in reverse.
         var chain: [RuntimeService] = []

@@ -65,7 +65,8 @@ extension StoreError: RPCErrorConvertible {
         case .unavailable: .unavailable
         case .invalidArgument: .invalidArgument
         case .failedPrecondition: .failedPrecondition
-        case .leaseLost: .aborted
+        // Retrying cannot help the same holder: the lease is another's.
+        case .leaseLost: .failedPrecondition
         case .internal: .internal
         }
         return RPCError(code, message)
