@@ -240,11 +240,14 @@ let package = Package(
             dependencies: ["FuzzTargets"],
             swiftSettings: strictSettings
         ),
-        // Shared by the test targets: timeouts, events, raw connections, child processes.
+        // Shared by the test targets: timeouts, events, raw connections, child
+        // processes, the PostgreSQL test cluster (which hands out the
+        // controller's PostgresLocation).
         .target(
             name: "TestSupport",
             dependencies: [
                 "Core",
+                "Controller",
                 "Support",
                 "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
