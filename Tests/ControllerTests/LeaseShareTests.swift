@@ -13,7 +13,7 @@ struct LeaseShareTests {
     }
 
     static func lease(_ key: CredentialKey, _ holder: String, expired: Bool = false) -> LeaseRecord {
-        LeaseRecord(key: key, holder: holder, epoch: 1, expiresAt: expired ? now - .seconds(1) : now + .seconds(5))
+        LeaseRecord(key: key, holder: holder, epoch: 1, expiresAt: expired ? Timestamp(nanosecondsSinceEpoch: now.nanosecondsSinceEpoch - 1_000_000_000) : now + .seconds(5))
     }
 
     @Test("alone, a controller claims every pair")

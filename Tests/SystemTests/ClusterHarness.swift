@@ -22,15 +22,27 @@ struct ClusterHarness: Sendable {
     let pairs: [CredentialKey]
     let machinesPerPair: Int
     let leaseTTL: Duration
+    let dedicatedCluster: Bool
     /// Every controller started, by index; stopped by ``remove()``.
-    private let started = Mutex<[Int: ChildProcess]>([:])
+    private let started = Started()
+
+    final class Started: Sendable {
+        private let list = Mutex<[Int: ChildProcess]>([:])
+        func withLock<T>(_ body: (inout [Int: ChildProcess]) -> T) -> T { list.withLock { body(&$0) } }
+    }
 
     var callLog: String { directory.file("calls.log") }
     var location: PostgresLocation { cluster.location(database: database) }
 
-    init(credentialsPerProvider: Int, machinesPerPair: Int, leaseTTL: Duration = .seconds(3), instancesLatency: String? = nil) async throws {
+    /// - Parameter dedicatedCluster: a PostgreSQL server of its own, for a
+    ///   test that restarts it (the shared one serves other tests).
+    init(
+        credentialsPerProvider: Int, machinesPerPair: Int, leaseTTL: Duration = .seconds(3), instancesLatency: String? = nil,
+        dedicatedCluster: Bool = false
+    ) async throws {
         directory = try TemporaryDirectory()
-        cluster = try await PostgresCluster.shared()
+        self.dedicatedCluster = dedicatedCluster
+        cluster = dedicatedCluster ? try await PostgresCluster.dedicated() : try await PostgresCluster.shared()
         database = try await cluster.createDatabase()
         self.machinesPerPair = machinesPerPair
         self.leaseTTL = leaseTTL
@@ -61,7 +73,9 @@ struct ClusterHarness: Sendable {
     static func instance(_ pair: CredentialKey, _ n: Int) -> String { "i-\(pair.provider)-\(pair.name)-\(n)" }
 
     static func writePrivate(_ path: String, _ text: String) throws {
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
     }
 
     /// Every pair's machines, added through a store of the test's own.
@@ -301,7 +315,11 @@ struct ClusterHarness: Sendable {
             Foundation.kill(controller.pid, SIGCONT)
             controller.kill()
         }
-        try? await cluster.dropDatabase(database)
+        if dedicatedCluster {
+            try? await cluster.stop()
+        } else {
+            _ = try? await cluster.psql("DROP DATABASE \"\(database)\" WITH (FORCE)", database: "postgres")
+        }
         directory.remove()
     }
 }

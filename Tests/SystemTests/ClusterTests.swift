@@ -99,7 +99,8 @@ struct ClusterTests {
             let machines = try await harness.withStore { try await $0.machines() }
             #expect(machines.count == 30)
             await harness.stopAll()
-            #expect(harness.overlaps(try harness.calls(), killedAt: killedAt).isEmpty, "\(harness.overlaps(try harness.calls(), killedAt: killedAt))")
+            let overlaps = harness.overlaps(try harness.calls(), killedAt: killedAt)
+            #expect(overlaps.isEmpty, "\(overlaps)")
         } catch {
             await harness.remove()
             throw error
@@ -137,7 +138,8 @@ struct ClusterTests {
             }
             #expect(paused.exitStatusIfExited == nil)
             await harness.stopAll()
-            #expect(harness.overlaps(try harness.calls()).isEmpty, "\(harness.overlaps(try harness.calls()))")
+            let overlaps = harness.overlaps(try harness.calls())
+            #expect(overlaps.isEmpty, "\(overlaps)")
         } catch {
             await harness.remove()
             throw error
@@ -147,7 +149,7 @@ struct ClusterTests {
 
     @Test("a database restart mid-run: the controllers reconnect and poll a machine added afterwards")
     func databaseRestartIsRiddenOut() async throws {
-        let harness = try await ClusterHarness(credentialsPerProvider: 2, machinesPerPair: 3)
+        let harness = try await ClusterHarness(credentialsPerProvider: 2, machinesPerPair: 3, dedicatedCluster: true)
         do {
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
@@ -163,7 +165,8 @@ struct ClusterTests {
             try await Self.waitUntilPolled(harness, expected: 13)
             for index in 0..<3 { #expect(harness.controller(index)!.exitStatusIfExited == nil, "controller \(index) exited") }
             await harness.stopAll()
-            #expect(harness.overlaps(try harness.calls()).isEmpty, "\(harness.overlaps(try harness.calls()))")
+            let overlaps = harness.overlaps(try harness.calls())
+            #expect(overlaps.isEmpty, "\(overlaps)")
         } catch {
             await harness.remove()
             throw error

@@ -9,10 +9,12 @@ public import ServiceLifecycle
 ///    alive, all on the database's clock;
 /// 2. renews the leases it holds; one another controller has claimed is
 ///    lost (its pair is dropped at once);
-/// 3. works out its fair share, ceil(pairs / live controllers), and hands
-///    back what it holds beyond that while another live controller is
-///    below its share (after the pair's batch in flight, if any, is over),
-///    or claims free and expired pairs up to it.
+/// 3. works out its fair share, ceil(pairs / live controllers), claims free
+///    and expired pairs up to it, and hands back what it holds beyond the
+///    share while another live controller is below it, or beyond the floor
+///    of pairs / controllers while another is below that (after the pair's
+///    batch in flight, if any, is over): shares settle within one of each
+///    other.
 ///
 /// What it holds is published to ``PairOwnership``, which the poll engine
 /// and the shims follow. On a graceful stop it hands back every lease and
@@ -46,7 +48,7 @@ public final class LeaseManager: Service {
     /// stopped by then: they come after this in the group), then hands
     /// every lease back.
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown { await self.renewLoop() }
+        await cancelWhenGracefulShutdown { await self.renewLoop() }
         await leave()
     }
 
@@ -175,9 +177,14 @@ enum LeaseShare {
         // Pairs without machines any more go back at once.
         var release = mine.subtracting(wanted)
         let kept = mine.intersection(wanted)
-        let othersUnder = controllers.contains { $0 != holder && (holdings[$0]?.intersection(wanted).count ?? 0) < share }
-        if kept.count > share && othersUnder {
-            release.formUnion(kept.sorted { $0.description < $1.description }.prefix(kept.count - share))
+        // Shares settle at floor or ceil of pairs / controllers: hand back
+        // down to the floor while another is below it, down to the ceil
+        // while another is below that.
+        let floor = pairs.count / controllers.count
+        let others = controllers.filter { $0 != holder }.map { holdings[$0]?.intersection(wanted).count ?? 0 }
+        let target: Int? = others.contains { $0 < floor } ? floor : others.contains { $0 < share } ? share : nil
+        if let target, kept.count > target {
+            release.formUnion(kept.sorted { $0.description < $1.description }.prefix(kept.count - target))
         }
         var claim: [CredentialKey] = []
         if kept.count < share {
