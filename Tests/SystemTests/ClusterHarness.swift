@@ -14,7 +14,9 @@ import TestSupport
 /// controller on one timeline.
 ///
 /// Pairs: providers `fake-a` and `fake-b`, credentials `c0`…, machines
-/// `m-<provider>-<credential>-<n>` with instance `i-<same>`.
+/// `m-<provider>-<credential>-<n>` with instance `i-<same>`. With
+/// addresses, polled machines settle in the long group (15 min); without,
+/// they stay in the short group and are polled every 400 ms.
 struct ClusterHarness: Sendable {
     let directory: TemporaryDirectory
     let cluster: PostgresCluster
@@ -38,7 +40,7 @@ struct ClusterHarness: Sendable {
     ///   test that restarts it (the shared one serves other tests).
     init(
         credentialsPerProvider: Int, machinesPerPair: Int, leaseTTL: Duration = .seconds(3), instancesLatency: String? = nil,
-        dedicatedCluster: Bool = false
+        withAddresses: Bool = true, dedicatedCluster: Bool = false
     ) async throws {
         directory = try TemporaryDirectory()
         self.dedicatedCluster = dedicatedCluster
@@ -64,8 +66,14 @@ struct ClusterHarness: Sendable {
             if let instancesLatency {
                 faults = "faults:\n  - kind: latency\n    methods: [Instances]\n    delay: \(instancesLatency)\n"
             }
-            try ControllerHarness.runningInstances(entries, extra: faults)
-                .write(toFile: directory.file("\(provider).yaml"), atomically: true, encoding: .utf8)
+            // Without addresses a running machine stays in the short group
+            // (polled every short_poll_cap): a test sees polling go on.
+            let scenario = withAddresses
+                ? ControllerHarness.runningInstances(entries, extra: faults)
+                : "name: generated\ninstances:\n"
+                    + entries.map { "  - id: \($0.id)\n    timeline:\n      - {at: 0s, state: running, raw_status: running}\n" }.joined()
+                    + faults
+            try scenario.write(toFile: directory.file("\(provider).yaml"), atomically: true, encoding: .utf8)
         }
     }
 
