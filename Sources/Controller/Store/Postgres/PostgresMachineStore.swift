@@ -114,7 +114,8 @@ public final class PostgresMachineStore: LeaseStore, Service {
 
     /// Runs the connection pool and the LISTEN connection until graceful
     /// shutdown or cancellation. Every other method but ``migrate()`` needs
-    /// it running.
+    /// it running: one called before waits for it (at most
+    /// ``connectionWait``), one called after fails as unavailable.
     public func run() async throws {
         let first = state.withLockedValue { state -> Bool in
             guard state.running == .notStarted else { return false }
@@ -299,10 +300,10 @@ public final class PostgresMachineStore: LeaseStore, Service {
 
     /// Statements outside a transaction (reads, single statements).
     func withConnection<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        switch state.withLockedValue({ $0.running }) {
-        case .notStarted: throw StoreError(.failedPrecondition, "\(what) in \(location): the store is not running (run() it first)")
-        case .ended: throw StoreError(.unavailable, "\(what) in \(location): the store has stopped")
-        case .running: break
+        // Before run() (services start together), an operation waits for
+        // it as it would for a connection.
+        if state.withLockedValue({ $0.running }) == .ended {
+            throw StoreError(.unavailable, "\(what) in \(location): the store has stopped")
         }
         do {
             return try await leased(body)
