@@ -364,7 +364,13 @@ public final class PostgresMachineStore: LeaseStore, Service {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: self.connectionWait)
+                do {
+                    try await Task.sleep(for: self.connectionWait)
+                } catch {
+                    // Cancelled: the operation's own outcome stands (it may
+                    // have committed already).
+                    return nil
+                }
                 let expired = wait.withLockedValue { wait -> Bool in
                     guard wait == .waiting else { return false }
                     wait = .expired
@@ -456,7 +462,7 @@ public final class PostgresMachineStore: LeaseStore, Service {
                 guard let sqlState = error.serverInfo?[.sqlState] else { return message }
                 return "\(message) (SQLSTATE \(sqlState))"
             case .connectionError:
-                return "cannot connect: " + (error.underlying.map(describe) ?? "connection failed")
+                return error.underlying.map(describe) ?? "the connection failed"
             case .serverClosedConnection:
                 return "the server closed the connection" + (error.underlying.map { ": " + describe($0) } ?? "")
             case .clientClosedConnection:
