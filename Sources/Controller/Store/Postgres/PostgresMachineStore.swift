@@ -114,7 +114,8 @@ public final class PostgresMachineStore: LeaseStore, Service {
 
     /// Runs the connection pool and the LISTEN connection until graceful
     /// shutdown or cancellation. Every other method but ``migrate()`` needs
-    /// it running.
+    /// it running: one called before waits for it (at most
+    /// ``connectionWait``), one called after fails as unavailable.
     public func run() async throws {
         let first = state.withLockedValue { state -> Bool in
             guard state.running == .notStarted else { return false }
@@ -299,10 +300,10 @@ public final class PostgresMachineStore: LeaseStore, Service {
 
     /// Statements outside a transaction (reads, single statements).
     func withConnection<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        switch state.withLockedValue({ $0.running }) {
-        case .notStarted: throw StoreError(.failedPrecondition, "\(what) in \(location): the store is not running (run() it first)")
-        case .ended: throw StoreError(.unavailable, "\(what) in \(location): the store has stopped")
-        case .running: break
+        // Before run() (services start together), an operation waits for
+        // it as it would for a connection.
+        if state.withLockedValue({ $0.running }) == .ended {
+            throw StoreError(.unavailable, "\(what) in \(location): the store has stopped")
         }
         do {
             return try await leased(body)
@@ -363,7 +364,13 @@ public final class PostgresMachineStore: LeaseStore, Service {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: self.connectionWait)
+                do {
+                    try await Task.sleep(for: self.connectionWait)
+                } catch {
+                    // Cancelled: the operation's own outcome stands (it may
+                    // have committed already).
+                    return nil
+                }
                 let expired = wait.withLockedValue { wait -> Bool in
                     guard wait == .waiting else { return false }
                     wait = .expired
@@ -455,7 +462,7 @@ public final class PostgresMachineStore: LeaseStore, Service {
                 guard let sqlState = error.serverInfo?[.sqlState] else { return message }
                 return "\(message) (SQLSTATE \(sqlState))"
             case .connectionError:
-                return "cannot connect: " + (error.underlying.map(describe) ?? "connection failed")
+                return error.underlying.map(describe) ?? "the connection failed"
             case .serverClosedConnection:
                 return "the server closed the connection" + (error.underlying.map { ": " + describe($0) } ?? "")
             case .clientClosedConnection:
