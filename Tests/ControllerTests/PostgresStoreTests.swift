@@ -275,7 +275,7 @@ struct PostgresStoreTests {
                 try await store.applyPoll([PollResult(machineID: "m1", instanceStatus: stopped, pollError: "x")], schedule: [later], fence: a)
             }
             #expect(lost == StoreError.leaseLost(a))
-            #expect(lost?.kind == .leaseLost && lost.map { RPCError(from: $0).code } == .aborted)
+            #expect(lost?.kind == .leaseLost && lost.map { RPCError(from: $0).code } == .failedPrecondition)
             #expect(try await store.latestRevision() == before)
             #expect(try await store.machine(id: "m1")?.instanceStatus.state == .running)
             #expect(try await store.machine(id: "m1")?.pollError == nil)
@@ -365,7 +365,10 @@ struct PostgresStoreTests {
     @Test func whileTheDatabaseIsDownOperationsAreUnavailableAndThenRecover() async throws {
         try await Self.withDedicatedCluster { cluster, fixture in
             let store = try await fixture.openPostgres(connectionWait: .seconds(1))
-            try await store.addMachine(S.machine("m1"))
+            // A first connection on a loaded machine may take longer than
+            // the one-second wait this test gives an operation.
+            await store.untilListening()
+            try await Self.retryingWhileUnavailable { try await store.addMachine(S.machine("m1")) }
             try await cluster.halt()
             let down = try #require(await #expect(throws: StoreError.self) { try await store.addMachine(S.machine("m2")) })
             #expect(down.kind == .unavailable)
