@@ -22,7 +22,7 @@ struct Status: ControllerCommand {
         Output.line("machines    \(status.machines) (\(states.isEmpty ? "none" : states)); short group \(status.shortGroup), long group \(status.longGroup)")
         Output.line("polling     \(status.pollErrors) with a poll error, \(status.overdue) overdue, \(status.notFound) not found by their provider")
         Output.line("credentials \(status.credentials) (\(status.invalidCredentials) invalid)")
-        // Controllers sharing a PostgreSQL store (docs/DESIGN.md §6.6); none with SQLite.
+        // Controllers sharing a PostgreSQL store (docs/DESIGN.md §8); none with SQLite.
         if !status.controllers.isEmpty {
             Output.line("controllers \(status.controllers.count) sharing the store (* answered this call)")
             let rows = ControlService.controllerRows(status, now: SystemPollClock().now)

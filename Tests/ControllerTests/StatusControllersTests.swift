@@ -10,7 +10,7 @@ import TestSupport
 
 @_spi(Testing) @testable import Controller
 
-/// `Status` with controllers sharing the store (docs/DESIGN.md §6.6): every
+/// `Status` with controllers sharing the store (docs/DESIGN.md §8): every
 /// live controller, the pairs each holds by the database's clock, this
 /// controller marked; and how `instancepoller status` prints them.
 @Suite struct StatusControllersTests {

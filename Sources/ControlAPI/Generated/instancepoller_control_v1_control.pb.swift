@@ -138,7 +138,7 @@ public nonisolated struct Instancepoller_Control_V1_StatusResponse: @unchecked S
   }
 
   /// With a shared PostgreSQL store: every controller alive now, by holder,
-  /// with the pairs each holds (docs/DESIGN.md §6.6). Empty with SQLite.
+  /// with the pairs each holds (docs/DESIGN.md §8). Empty with SQLite.
   public var controllers: [Instancepoller_Control_V1_ControllerInfo] {
     get {_storage._controllers}
     set {_uniqueStorage()._controllers = newValue}

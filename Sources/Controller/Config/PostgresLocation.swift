@@ -2,7 +2,7 @@ internal import Foundation
 
 /// Where a shared PostgreSQL store is: the config's
 /// `store: postgres://user@host:port/database?sslmode=…` (docs/DESIGN.md
-/// §6.6). The URL never holds the password: it comes from
+/// §8). The URL never holds the password: it comes from
 /// `store_password_file` (0600) or libpq's usual `PGPASSWORD` /
 /// `PGPASSFILE` (`~/.pgpass`), and is never logged.
 public struct PostgresLocation: Hashable, Sendable, CustomStringConvertible {

@@ -17,7 +17,7 @@ public struct ControlService: Sendable {
         public var storePath: String
         public var runtimeDirectory: String
         /// This controller's holder id among the controllers sharing a
-        /// PostgreSQL store (docs/DESIGN.md §6.6); nil with SQLite.
+        /// PostgreSQL store (docs/DESIGN.md §8); nil with SQLite.
         public var holder: String?
 
         public init(pid: Int32, version: String, startedAt: Timestamp, storePath: String, runtimeDirectory: String, holder: String? = nil) {
@@ -570,7 +570,7 @@ public struct ControlService: Sendable {
     }
 
     /// The live controllers, by holder, each with the pairs it holds
-    /// (docs/DESIGN.md §6.6). A lease is held while it expires after the
+    /// (docs/DESIGN.md §8). A lease is held while it expires after the
     /// newest renewal among `records`: the database's clock, on which both
     /// were written, never this machine's.
     static func controllers(_ records: [ControllerRecord], holding leases: [LeaseRecord]) -> [ControlV1.ControllerInfo] {
