@@ -182,6 +182,15 @@ struct ClusterHarness: Sendable {
 
     func controller(_ index: Int) -> ChildProcess? { started.withLock { $0[index] } }
 
+    /// Runs `instancepoller ARGS` against controller `index`'s control socket.
+    func cli(_ arguments: [String], controller index: Int) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let child = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), arguments + ["--runtime-dir", runtimeDirectory(index)])
+        child.closeStdin()
+        let status = try await child.waitForExit()
+        let output = try await child.output()
+        return (status, output.stdout, output.stderr)
+    }
+
     /// The pairs each controller holds, as its log says (`lease taken`,
     /// `lease handed back`, `lease lost`, `pair left`), by index.
     func heldFromLogs(_ indices: [Int]) -> [Int: Set<CredentialKey>] {

@@ -54,6 +54,22 @@ struct ClusterTests {
                     _ = try await harness.controller(index)!.stderrLines.waitForLine(containing: "provider \(provider): stopped", from: started)
                 }
             }
+            // Any controller answers the CLI for the whole fleet, and status
+            // lists the controllers with the pairs each holds.
+            for index in 0..<3 {
+                let ids = try await harness.cli(["machines", "list", "--ids-only"], controller: index)
+                #expect(ids.status == 0, "\(ids.stderr)")
+                #expect(ids.stdout.split(separator: "\n").count == 30, "controller \(index) lists \(ids.stdout)")
+            }
+            let status = try await harness.cli(["status"], controller: 1)
+            #expect(status.status == 0, "\(status.stderr)")
+            #expect(status.stdout.contains("controllers 3 sharing the store"), "\(status.stdout)")
+            for index in 0..<3 {
+                let line = try #require(status.stdout.split(separator: "\n").first { $0.contains(ClusterHarness.holder(index)) })
+                #expect(line.contains("2 pairs"), "\(line)")
+                #expect(line.hasPrefix(index == 1 ? "  *" : "   "), "\(line)")
+                for pair in held[index]! { #expect(line.contains(pair.description), "\(line) lacks \(pair)") }
+            }
             await harness.stopAll()
             let calls = try harness.calls()
             #expect(!calls.isEmpty)
