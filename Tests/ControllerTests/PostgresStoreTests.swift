@@ -400,7 +400,9 @@ struct PostgresStoreTests {
 
     // MARK: Speed
 
-    @Test func aBatchOfAThousandIsWrittenInAFewStatements() async throws {
+    /// A sweep's batch, whole: its speed is the benchmark's to measure
+    /// (scripts/bench), not a timed test's.
+    @Test func aBatchOfAThousandIsWrittenWhole() async throws {
         try await MachineStoreFixture.with(.postgres) { fixture in
             let store = try await fixture.openPostgres()
             let ids = (0..<1000).map { String(format: "m-%04d", $0) }
@@ -408,14 +410,10 @@ struct PostgresStoreTests {
             let now = fixture.clock.now
             let results = ids.map { PollResult(machineID: $0, instanceStatus: S.running, interfaces: S.interfaces) }
             let schedule = ids.map { ScheduleEntry(machineID: $0, group: .long, interval: .seconds(900), due: now + .seconds(900)) }
-            let clock = ContinuousClock()
-            let started = clock.now
             let events = try await store.applyPoll(results, schedule: schedule)
-            let elapsed = started.duration(to: clock.now)
             #expect(events.count == 2000)
-            #expect(try await store.machines().allSatisfy { $0.interfaces == S.interfaces })
-            // A statement per machine would take seconds even on loopback.
-            #expect(elapsed < .seconds(3), "applying 1000 results took \(elapsed)")
+            #expect(try await store.machines().allSatisfy { $0.interfaces == S.interfaces && $0.instanceStatus.state == .running })
+            #expect(try await store.schedule().count == 1000)
         }
     }
 }
