@@ -238,7 +238,7 @@ struct FleetCLITests {
             Machine(id: "huge", provider: "cloud", credential: "main", interfaces: interfaces(8, bytes: 530_000)),
         ])
 
-        var result = try await h.cli(["machines", "list", "--format", "jsonl"])
+        let result = try await h.cli(["machines", "list", "--format", "jsonl"])
         #expect(result.status == 0, "\(result.stderr)")
         let machines = try Self.jsonLines(result.stdout)
         #expect(machines.map { $0["id"] as? String } == ["fat", "huge"])

@@ -22,7 +22,7 @@ extension SQLiteMachineStore {
     public func setCredential(_ credential: StoredCredential) async throws {
         let now = clock.now
         let label = "\(credential.provider)/\(credential.name)"
-        let attributes = try Self.stored(credential.attributes, credential: label, sealer: sealer)
+        let attributes = try StoredValues.stored(credential.attributes, credential: label, sealer: sealer)
         try await write("setting credential \(label)") { db in
             try db.execute(
                 sql: """
@@ -107,7 +107,7 @@ extension SQLiteMachineStore {
                 let text: String = try row.decode(forColumn: "attributes")
                 if sealer.isCurrent(text) { continue }
                 let label = "\(provider)/\(name)"
-                let sealed = try Self.stored(try Self.attributes(text, credential: label, sealer: sealer), credential: label, sealer: sealer)
+                let sealed = try StoredValues.stored(try StoredValues.attributes(text, credential: label, sealer: sealer), credential: label, sealer: sealer)
                 try db.execute(
                     sql: "UPDATE credentials SET attributes = ? WHERE provider = ? AND name = ?", arguments: [sealed, provider, name])
                 resealed += 1
@@ -125,29 +125,8 @@ extension SQLiteMachineStore {
             provider: provider,
             name: name,
             authType: try row.decode(forColumn: "auth_type"),
-            attributes: try attributes(text, credential: "\(provider)/\(name)", sealer: sealer),
+            attributes: try StoredValues.attributes(text, credential: "\(provider)/\(name)", sealer: sealer),
             expiresAt: expiresAt.map(Timestamp.init(nanosecondsSinceEpoch:)),
             invalidReason: try row.decode(forColumn: "invalid_reason"))
-    }
-
-    /// The attributes column's value: sealed with a sealer, JSON without.
-    static func stored(_ attributes: [String: String], credential label: String, sealer: CredentialSealer?) throws -> String {
-        do {
-            if let sealer { return try sealer.seal(attributes, credential: label) }
-            return try CredentialSealer.plainText(attributes, credential: label)
-        } catch {
-            throw StoreError(.internal, error.description)
-        }
-    }
-
-    /// The attributes a column's value holds. Its errors never quote it: it
-    /// may be the secrets.
-    static func attributes(_ text: String, credential label: String, sealer: CredentialSealer?) throws -> [String: String] {
-        do {
-            if let sealer { return try sealer.open(text, credential: label) }
-            return try CredentialSealer.openPlain(text, credential: label)
-        } catch {
-            throw StoreError(.failedPrecondition, error.description)
-        }
     }
 }

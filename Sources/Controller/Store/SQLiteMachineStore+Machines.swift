@@ -232,16 +232,8 @@ extension SQLiteMachineStore {
             updatedAt: updatedAt.map(Timestamp.init(nanosecondsSinceEpoch:)))
     }
 
-    /// Interfaces are kept as one `InstanceInterfaces` message (only its
-    /// `interfaces` field set): plain protobuf that any tool can decode.
     static func encode(interfaces: [ProviderV1.NetworkInterface], machineID: String) throws -> Data? {
-        guard !interfaces.isEmpty else { return nil }
-        do {
-            let bytes: Data = try ProviderV1.InstanceInterfaces.with { $0.interfaces = interfaces }.serializedBytes()
-            return bytes
-        } catch {
-            throw StoreError(.internal, "cannot encode the interfaces of machine \(machineID): \(error)")
-        }
+        try StoredValues.encode(interfaces: interfaces, machineID: machineID).map { Data($0) }
     }
 
     static func interfaces(from row: Row, machineID: String) throws -> [ProviderV1.NetworkInterface] {
@@ -249,11 +241,6 @@ extension SQLiteMachineStore {
     }
 
     static func interfaces(_ data: Data?, machineID: String) throws -> [ProviderV1.NetworkInterface] {
-        guard let data, !data.isEmpty else { return [] }
-        do {
-            return try ProviderV1.InstanceInterfaces(serializedBytes: data).interfaces
-        } catch {
-            throw StoreError(.internal, "machine \(machineID) has unreadable interfaces: \(error)")
-        }
+        try StoredValues.interfaces(data, machineID: machineID)
     }
 }

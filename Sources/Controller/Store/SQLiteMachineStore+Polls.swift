@@ -47,7 +47,7 @@ extension SQLiteMachineStore {
                     let before = try Self.interfaces(interfaces, machineID: id)
                     if new != before {
                         interfaces = try Self.encode(interfaces: new, machineID: id)
-                        let (old, newList) = (Self.addressList(before), Self.addressList(new))
+                        let (old, newList) = (StoredValues.addressList(before), StoredValues.addressList(new))
                         if old != newList {
                             log(.addressesChanged, id, old, newList)
                         } else {
@@ -74,7 +74,7 @@ extension SQLiteMachineStore {
                     if agentBefore != Machine.AgentStatus.error.rawValue || messageBefore != message {
                         try db.cachedStatement(sql: "UPDATE machines SET agent_status = ?, agent_message = ? WHERE id = ?").execute(
                             arguments: [Machine.AgentStatus.error.rawValue, message, id])
-                        log(.agentStatusChanged, id, Self.agentText(agentBefore, messageBefore), Self.agentText("error", message))
+                        log(.agentStatusChanged, id, StoredValues.agentText(agentBefore, messageBefore), StoredValues.agentText("error", message))
                     }
                 }
             }
@@ -145,15 +145,6 @@ extension SQLiteMachineStore {
             for id in removing { try delete.execute(arguments: [id]) }
             try Self.upsert(db, schedule: entries)
         }
-    }
-
-    /// Every address of the interfaces, comma-separated, as events show them.
-    static func addressList(_ interfaces: [ProviderV1.NetworkInterface]) -> String {
-        interfaces.flatMap { $0.addresses + $0.shadowAddresses }.map(\.value).joined(separator: ",")
-    }
-
-    private static func agentText(_ status: String, _ message: String) -> String {
-        message.isEmpty ? status : "\(status): \(message)"
     }
 
     /// Upserts entries of machines that exist; others are skipped.

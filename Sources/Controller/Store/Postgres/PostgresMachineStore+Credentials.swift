@@ -26,7 +26,7 @@ extension PostgresMachineStore {
     public func setCredential(_ credential: StoredCredential) async throws {
         let now = clock.now
         let label = "\(credential.provider)/\(credential.name)"
-        let attributes = try Self.stored(credential.attributes, credential: label, sealer: sealer)
+        let attributes = try StoredValues.stored(credential.attributes, credential: label, sealer: sealer)
         try await transaction("setting credential \(label)") { connection in
             try await connection.execute("""
                 INSERT INTO credentials (provider, name, auth_type, attributes, expires_at, invalid_reason)
@@ -108,7 +108,7 @@ extension PostgresMachineStore {
             }
             for (provider, name, text) in rows where !sealer.isCurrent(text) {
                 let label = "\(provider)/\(name)"
-                let sealed = try Self.stored(try Self.attributes(text, credential: label, sealer: sealer), credential: label, sealer: sealer)
+                let sealed = try StoredValues.stored(try StoredValues.attributes(text, credential: label, sealer: sealer), credential: label, sealer: sealer)
                 try await connection.execute(
                     "UPDATE credentials SET attributes = \(sealed) WHERE provider = \(provider) AND name = \(name)")
                 resealed += 1
@@ -139,29 +139,8 @@ extension PostgresMachineStore {
             provider: provider,
             name: name,
             authType: try row.at(2),
-            attributes: try attributes(try row.at(3), credential: "\(provider)/\(name)", sealer: sealer),
+            attributes: try StoredValues.attributes(try row.at(3), credential: "\(provider)/\(name)", sealer: sealer),
             expiresAt: (try row.at(4, as: Int64?.self)).map(Timestamp.init(nanosecondsSinceEpoch:)),
             invalidReason: try row.at(5))
-    }
-
-    /// The attributes column's value: sealed with a sealer, JSON without.
-    private static func stored(_ attributes: [String: String], credential label: String, sealer: CredentialSealer?) throws -> String {
-        do {
-            if let sealer { return try sealer.seal(attributes, credential: label) }
-            return try CredentialSealer.plainText(attributes, credential: label)
-        } catch {
-            throw StoreError(.internal, error.description)
-        }
-    }
-
-    /// The attributes a column's value holds. Its errors never quote it: it
-    /// may be the secrets.
-    private static func attributes(_ text: String, credential label: String, sealer: CredentialSealer?) throws -> [String: String] {
-        do {
-            if let sealer { return try sealer.open(text, credential: label) }
-            return try CredentialSealer.openPlain(text, credential: label)
-        } catch {
-            throw StoreError(.failedPrecondition, error.description)
-        }
     }
 }

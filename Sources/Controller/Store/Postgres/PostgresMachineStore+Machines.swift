@@ -22,7 +22,7 @@ extension PostgresMachineStore {
     public func importMachines(_ machines: [Machine], update: Bool) async throws -> ImportCounts {
         guard !machines.isEmpty else { return ImportCounts() }
         let now = clock.now
-        let encoded = try machines.map { ($0, try Self.encode(interfaces: $0.interfaces, machineID: $0.id)) }
+        let encoded = try machines.map { ($0, try StoredValues.encode(interfaces: $0.interfaces, machineID: $0.id)) }
         let what = machines.count == 1 ? "adding machine \(machines[0].id)" : "adding \(machines.count) machines"
         let counts = try await transaction(what) { connection -> ImportCounts in
             var rows = try await Self.lockOwnedFields(connection, ids: machines.map(\.id))
@@ -336,25 +336,8 @@ extension PostgresMachineStore {
             updatedAt: (try row.at(first + 3, as: Int64?.self)).map(Timestamp.init(nanosecondsSinceEpoch:)))
     }
 
-    /// Interfaces are kept as one `InstanceInterfaces` message (only its
-    /// `interfaces` field set): plain protobuf that any tool can decode.
-    static func encode(interfaces: [ProviderV1.NetworkInterface], machineID: String) throws -> [UInt8]? {
-        guard !interfaces.isEmpty else { return nil }
-        do {
-            let bytes: [UInt8] = try ProviderV1.InstanceInterfaces.with { $0.interfaces = interfaces }.serializedBytes()
-            return bytes
-        } catch {
-            throw StoreError(.internal, "cannot encode the interfaces of machine \(machineID): \(error)")
-        }
-    }
-
     static func interfaces(_ buffer: ByteBuffer?, machineID: String) throws -> [ProviderV1.NetworkInterface] {
-        guard let buffer, buffer.readableBytes > 0 else { return [] }
-        do {
-            return try ProviderV1.InstanceInterfaces(serializedBytes: Array(buffer.readableBytesView)).interfaces
-        } catch {
-            throw StoreError(.internal, "machine \(machineID) has unreadable interfaces: \(error)")
-        }
+        try StoredValues.interfaces(buffer.map { Array($0.readableBytesView) }, machineID: machineID)
     }
 }
 

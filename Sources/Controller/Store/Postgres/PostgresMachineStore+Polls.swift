@@ -42,8 +42,8 @@ extension PostgresMachineStore {
                 if let new = result.interfaces {
                     let before = try Self.interfaces(row.interfaces, machineID: id)
                     if new != before {
-                        row.interfaces = try Self.encode(interfaces: new, machineID: id).map { ByteBuffer(bytes: $0) }
-                        let (old, newList) = (Self.addressList(before), Self.addressList(new))
+                        row.interfaces = try StoredValues.encode(interfaces: new, machineID: id).map { ByteBuffer(bytes: $0) }
+                        let (old, newList) = (StoredValues.addressList(before), StoredValues.addressList(new))
                         if old != newList {
                             log(.addressesChanged, id, old, newList)
                         } else {
@@ -61,7 +61,7 @@ extension PostgresMachineStore {
                 if let polled { log(.machinePolled, id, polled.old, polled.new) }
                 if changed { written.insert(id) }
                 if let message = result.agentError, row.agentStatus != Machine.AgentStatus.error.rawValue || row.agentMessage != message {
-                    log(.agentStatusChanged, id, Self.agentText(row.agentStatus, row.agentMessage), Self.agentText("error", message))
+                    log(.agentStatusChanged, id, StoredValues.agentText(row.agentStatus, row.agentMessage), StoredValues.agentText("error", message))
                     row.agentStatus = Machine.AgentStatus.error.rawValue
                     row.agentMessage = message
                     agentErrors.insert(id)
@@ -176,15 +176,6 @@ extension PostgresMachineStore {
             }
             try await Self.upsert(connection, schedule: entries.filter { present.contains($0.machineID) })
         }
-    }
-
-    /// Every address of the interfaces, comma-separated, as events show them.
-    static func addressList(_ interfaces: [ProviderV1.NetworkInterface]) -> String {
-        interfaces.flatMap { $0.addresses + $0.shadowAddresses }.map(\.value).joined(separator: ",")
-    }
-
-    private static func agentText(_ status: String, _ message: String) -> String {
-        message.isEmpty ? status : "\(status): \(message)"
     }
 
     /// Upserts entries (of machines known to exist); of two for one
