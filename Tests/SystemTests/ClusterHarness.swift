@@ -77,6 +77,24 @@ struct ClusterHarness: Sendable {
         }
     }
 
+    /// Runs `body` with a harness made with these arguments, and removes it
+    /// (its controllers killed, its database dropped) however `body` ends.
+    static func with(
+        credentialsPerProvider: Int, machinesPerPair: Int, leaseTTL: Duration = .seconds(3), instancesLatency: String? = nil,
+        withAddresses: Bool = true, dedicatedCluster: Bool = false, _ body: (ClusterHarness) async throws -> Void
+    ) async throws {
+        let harness = try await ClusterHarness(
+            credentialsPerProvider: credentialsPerProvider, machinesPerPair: machinesPerPair, leaseTTL: leaseTTL,
+            instancesLatency: instancesLatency, withAddresses: withAddresses, dedicatedCluster: dedicatedCluster)
+        do {
+            try await body(harness)
+        } catch {
+            await harness.remove()
+            throw error
+        }
+        await harness.remove()
+    }
+
     static func machine(_ pair: CredentialKey, _ n: Int) -> String { "m-\(pair.provider)-\(pair.name)-\(n)" }
     static func instance(_ pair: CredentialKey, _ n: Int) -> String { "i-\(pair.provider)-\(pair.name)-\(n)" }
 

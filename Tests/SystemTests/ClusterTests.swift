@@ -36,8 +36,7 @@ struct ClusterTests {
 
     @Test("the pairs spread fairly over three controllers and every machine is polled, never by two at once")
     func workSpreadsFairly() async throws {
-        let harness = try await ClusterHarness(credentialsPerProvider: 3, machinesPerPair: 5)
-        do {
+        try await ClusterHarness.with(credentialsPerProvider: 3, machinesPerPair: 5) { harness in
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
             let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
@@ -74,19 +73,14 @@ struct ClusterTests {
             let calls = try harness.calls()
             #expect(!calls.isEmpty)
             #expect(harness.overlaps(calls).isEmpty, "\(harness.overlaps(calls))")
-        } catch {
-            await harness.remove()
-            throw error
         }
-        await harness.remove()
     }
 
     @Test("kill -9 of a controller: the others poll its pairs within the TTL and a short poll, and no machine is lost")
     func killedControllerFailsOver() async throws {
         // Short-group machines: polling goes on, and a pair's machines are
         // due within a short poll of its takeover.
-        let harness = try await ClusterHarness(credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), withAddresses: false)
-        do {
+        try await ClusterHarness.with(credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), withAddresses: false) { harness in
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
             let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
@@ -122,19 +116,14 @@ struct ClusterTests {
             await harness.stopAll()
             let overlaps = harness.overlaps(try harness.calls(), killedAt: killedAt)
             #expect(overlaps.isEmpty, "\(overlaps)")
-        } catch {
-            await harness.remove()
-            throw error
         }
-        await harness.remove()
     }
 
     @Test("a lease holder paused past its TTL has its writes refused (fencing), then rejoins")
     func pausedHolderIsFencedAndRejoins() async throws {
         // Slow Instances calls: the pause lands while one is in flight.
-        let harness = try await ClusterHarness(
-            credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), instancesLatency: "400ms", withAddresses: false)
-        do {
+        try await ClusterHarness.with(
+            credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), instancesLatency: "400ms", withAddresses: false) { harness in
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
             let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
@@ -164,17 +153,12 @@ struct ClusterTests {
             await harness.stopAll()
             let overlaps = harness.overlaps(try harness.calls())
             #expect(overlaps.isEmpty, "\(overlaps)")
-        } catch {
-            await harness.remove()
-            throw error
         }
-        await harness.remove()
     }
 
     @Test("a database restart mid-run: the controllers reconnect and poll a machine added afterwards")
     func databaseRestartIsRiddenOut() async throws {
-        let harness = try await ClusterHarness(credentialsPerProvider: 2, machinesPerPair: 3, dedicatedCluster: true)
-        do {
+        try await ClusterHarness.with(credentialsPerProvider: 2, machinesPerPair: 3, dedicatedCluster: true) { harness in
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
             _ = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
@@ -191,10 +175,6 @@ struct ClusterTests {
             await harness.stopAll()
             let overlaps = harness.overlaps(try harness.calls())
             #expect(overlaps.isEmpty, "\(overlaps)")
-        } catch {
-            await harness.remove()
-            throw error
         }
-        await harness.remove()
     }
 }
