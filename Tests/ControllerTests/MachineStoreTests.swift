@@ -351,8 +351,8 @@ struct MachineStoreTests {
             #expect(try await store.machines(of: CredentialKey(provider: "fake", name: "none")).isEmpty)
             #expect(try await store.workPairs() == [
                 CredentialKey(provider: "aws", name: "prod"), CredentialKey(provider: "fake", name: "main"),
-                CredentialKey(provider: "fake", name: "spare"),
-            ], "alive or dying, provisioned or not; never dead or manual")
+                CredentialKey(provider: "fake", name: "spare"), CredentialKey(provider: "metal", name: "lab"),
+            ], "alive or dying, provisioned or not, manual or not; never dead")
             let t0 = fixture.clock.now
             try await store.saveSchedule(
                 ["b2", "e1", "a1"].map { ScheduleEntry(machineID: $0, group: .short, interval: .seconds(3), due: t0) }, removing: [])

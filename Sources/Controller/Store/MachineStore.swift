@@ -31,8 +31,9 @@ public protocol MachineStore: Sendable {
     /// The machines of one (provider, credential) pair, in id order: what
     /// a controller that holds the pair's lease polls.
     func machines(of key: CredentialKey) async throws -> [Machine]
-    /// The pairs that machines name (alive or dying, not manual, with or
-    /// without an instance id yet): the units of work leases share out.
+    /// The pairs that machines name (alive or dying, manual or not, with
+    /// or without an instance id yet): the units of work leases share out.
+    /// A manual machine's pair is held too: its holder marks it running.
     func workPairs() async throws -> [CredentialKey]
 
     // A fleet at a time.

@@ -177,7 +177,7 @@ extension SQLiteMachineStore {
     public func workPairs() async throws -> [CredentialKey] {
         try await read("reading the pairs machines use") { db in
             try Self.all(
-                db, "SELECT DISTINCT provider, credential FROM machines WHERE life != 'dead' AND manual = 0 ORDER BY provider, credential"
+                db, "SELECT DISTINCT provider, credential FROM machines WHERE life != 'dead' ORDER BY provider, credential"
             ) { row in CredentialKey(provider: try row.decode(atIndex: 0), name: try row.decode(atIndex: 1)) }
         }
     }

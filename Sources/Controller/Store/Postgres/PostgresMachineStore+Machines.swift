@@ -160,7 +160,26 @@ extension PostgresMachineStore {
     public func workPairs() async throws -> [CredentialKey] {
         try await withConnection("reading the pairs machines use") { connection in
             try await connection.values(
-                "SELECT DISTINCT provider, credential FROM machines WHERE life <> 'dead' AND NOT manual ORDER BY provider, credential"
+                // Every controller asks this every third of the lease TTL:
+                // one index probe per pair (a loose index scan over
+                // machines(provider, credential, id)), not a scan of the fleet.
+                """
+                WITH RECURSIVE pairs(provider, credential) AS (
+                    (SELECT provider, credential FROM machines ORDER BY provider, credential LIMIT 1)
+                    UNION ALL
+                    SELECT next.provider, next.credential FROM pairs, LATERAL (
+                        SELECT provider, credential FROM machines
+                        WHERE (provider, credential) > (pairs.provider, pairs.credential)
+                        ORDER BY provider, credential LIMIT 1
+                    ) AS next
+                )
+                SELECT provider, credential FROM pairs
+                WHERE EXISTS (
+                    SELECT 1 FROM machines
+                    WHERE machines.provider = pairs.provider AND machines.credential = pairs.credential AND life <> 'dead'
+                )
+                ORDER BY provider, credential
+                """
             ) { row in CredentialKey(provider: try row.at(0), name: try row.at(1)) }
         }
     }
