@@ -338,6 +338,13 @@ struct ClusterHarness: Sendable {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
+    /// SIGTERM to controller `index`; its exit status.
+    func stopController(_ index: Int) async throws -> Int32 {
+        guard let controller = controller(index) else { return -1 }
+        controller.terminate()
+        return try await controller.waitForExit(.seconds(30))
+    }
+
     func stopAll() async {
         for (_, controller) in started.withLock({ $0 }) where controller.exitStatusIfExited == nil {
             controller.terminate()

@@ -121,6 +121,24 @@ struct ClusterTests {
         }
     }
 
+    @Test("a controller that stops hands its pairs back at once: the other takes them long before the TTL")
+    func stoppedControllerHandsBack() async throws {
+        // A TTL long enough that expiry cannot be what hands the pairs over.
+        try await ClusterHarness.with(credentialsPerProvider: 2, machinesPerPair: 2, leaseTTL: .seconds(30)) { harness in
+            try await harness.addMachines()
+            for index in 0..<2 { try await harness.start(index) }
+            let held = try await harness.waitForLeases([0, 1], "a fair split") { harness.isBalanced($0, among: [0, 1]) }
+            let stopping = harness.controller(1)!
+            let stoppedAt = ContinuousClock.now
+            #expect(try await harness.stopController(1) == 0)
+            #expect(stopping.stderrLines.lines.contains { $0.contains("left the controllers; leases handed back") && $0.contains("leases=2") })
+            _ = try await harness.waitForLeases([0], "the stopped controller's pairs taken", .seconds(20)) { taken in
+                held[1]!.isSubset(of: taken[0]!)
+            }
+            #expect(ContinuousClock.now - stoppedAt < .seconds(20))
+        }
+    }
+
     @Test("a lease holder paused past its TTL has its writes refused (fencing), then rejoins")
     func pausedHolderIsFencedAndRejoins() async throws {
         // Slow Instances calls: the pause lands while one is in flight.
