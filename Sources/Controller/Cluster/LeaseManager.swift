@@ -53,6 +53,18 @@ public final class LeaseManager: Service {
     }
 
     private func renewLoop() async {
+        // Joining: say so first, and claim only at the next renewal, once
+        // controllers started together have all said so. Otherwise the
+        // first to start would claim (and load) every pair, then hand
+        // most back: a memory peak of the whole fleet for nothing.
+        do {
+            _ = try await store.heartbeat(identity, ttl: ttl)
+            try await Task.sleep(for: renewInterval)
+        } catch is CancellationError {
+            return
+        } catch {
+            logger.warning("could not join the controllers yet", metadata: ["error": "\(error)"])
+        }
         var failures = 0
         while !Task.isCancelled {
             var unbalanced = false
