@@ -17,12 +17,13 @@ import PostgresNIO
 /// 2. sweep: a short long poll, so that a whole jittered sweep fits in the
 ///    run. After convergence the calls of one sweep are counted per pair
 ///    from the shims' shared call log, against ceil(machines / max ids per
-///    call) per method (§6.2.4). Then one controller is killed with
-///    SIGKILL and the time is measured until a survivor holds each of its
-///    pairs (a higher epoch, §8.2) and until a survivor's shim makes that
-///    pair's first call. With the long poll this short, machines of every
-///    pair come due all the time, so the survivors find overdue machines
-///    when they take the pairs over (§8.2 "Failure").
+///    call) per method (§6.2.4). Then, in rounds, the longest-running
+///    controller is killed with SIGKILL and the time is measured until a
+///    survivor holds each of its pairs (a higher epoch, §8.2) and until a
+///    survivor's shim makes that pair's first call; a new controller joins
+///    before the next round. With the long poll this short, machines of
+///    every pair come due all the time, so the survivors find overdue
+///    machines when they take the pairs over (§8.2 "Failure").
 ///
 /// Prints one JSON object (scripts/bench makes the tables).
 struct ClusterBench {
@@ -38,6 +39,7 @@ struct ClusterBench {
         var sweepLongPoll: Double
         var timeout: Double
         var logLevel: String
+        var failovers: Int
     }
 
     /// One (provider, credential) pair: its machines `m-<credential>-<n>`
@@ -62,8 +64,8 @@ struct ClusterBench {
     let leaseTTL = ClusterSettings().leaseTTL
 
     init(options: Options) throws {
-        guard options.machines >= options.pairs, options.pairs >= 1, options.controllers >= 2 else {
-            throw Failure("--cluster needs at least one machine per pair, one pair and two controllers")
+        guard options.machines >= options.pairs, options.pairs >= 1, options.controllers >= 2, options.failovers >= 1 else {
+            throw Failure("--cluster needs at least one machine per pair, one pair, two controllers and one failover")
         }
         self.options = options
         cluster = try TestCluster(directory: options.pgDirectory)
@@ -146,7 +148,10 @@ final class ClusterRun {
     /// A connection of the benchmark's own to the run's database, for what
     /// the store does not answer (counts, the database's clock).
     let connection: PostgresConnection
+    /// Every controller started, in order.
     var controllers: [ClusterController] = []
+    /// Those not killed.
+    var live: [ClusterController] { controllers.filter { !$0.killed } }
 
     var options: ClusterBench.Options { bench.options }
     var callLog: String { "\(directory)/calls.log" }
@@ -197,8 +202,14 @@ final class ClusterRun {
             }
             try scenario.write(toFile: "\(directory)/\(provider).yaml", atomically: true, encoding: .utf8)
         }
+        for index in 0..<options.controllers { try writeConfig(index) }
+    }
+
+    /// Controller `index`'s config: the default TTL, its own runtime
+    /// directory, every shim appending to the one call log.
+    func writeConfig(_ index: Int) throws {
         let shim = URL(fileURLWithPath: options.providerShim).standardizedFileURL.path
-        for index in 0..<options.controllers {
+        do {
             var text = """
                 store: \(bench.cluster.location(database: database).description)
                 store_password_file: \(directory)/pg.password
@@ -259,11 +270,19 @@ final class ClusterRun {
 
     /// Starts every controller, one right after the other.
     func startControllers() throws {
-        for index in 0..<options.controllers {
-            controllers.append(try ClusterController.start(
-                index: index, instancepoller: options.instancepoller, config: "\(directory)/controller-\(index).yaml",
-                log: "\(directory)/controller-\(index).log"))
-        }
+        for _ in 0..<options.controllers { try startController() }
+    }
+
+    /// Starts the next controller, `bench-<n>`, with a config of its own.
+    @discardableResult
+    func startController() throws -> ClusterController {
+        let index = controllers.count
+        if index >= options.controllers { try writeConfig(index) }
+        let controller = try ClusterController.start(
+            index: index, instancepoller: options.instancepoller, config: "\(directory)/controller-\(index).yaml",
+            log: "\(directory)/controller-\(index).log")
+        controllers.append(controller)
+        return controller
     }
 
     // MARK: Measuring
@@ -294,7 +313,7 @@ final class ClusterRun {
     }
 
     func isBalanced(_ held: [String: Set<CredentialKey>]) -> Bool {
-        let counts = controllers.map { held[$0.holder]?.count ?? 0 }
+        let counts = live.map { held[$0.holder]?.count ?? 0 }
         return counts.reduce(0, +) == bench.pairs.count && counts.max()! - counts.min()! <= 1
     }
 
@@ -321,7 +340,7 @@ final class ClusterRun {
             if long >= options.machines {
                 return Convergence(seconds: Date().timeIntervalSince(started), balancedSeconds: balanced, mostPairsHeld: most)
             }
-            if let gone = controllers.first(where: { !$0.process.isRunning }) {
+            if let gone = live.first(where: { !$0.process.isRunning }) {
                 throw Failure("controller \(gone.holder) exited while converging")
             }
             guard Date().timeIntervalSince(started) < options.timeout else {
@@ -383,7 +402,7 @@ final class ClusterRun {
         result["idle_window_calls"] = idleCalls
         result["machine_busy_cores_idle_window"] = machineBusy
         result["load_average_idle_window"] = loadBefore
-        result["steady_overlapping_calls"] = try CallLog.read(callLog).overlaps(killedAt: nil).count
+        result["steady_overlapping_calls"] = try CallLog.read(callLog).overlaps().count
         log("idle: controllers \(rows.map { format($0["idle_cpu_percent"] as? Double ?? 0) }) %, PostgreSQL \(format(postgres)) %")
         return result
     }
@@ -424,17 +443,53 @@ final class ClusterRun {
             "sweep_every_pair_at_minimum": atMinimum == bench.pairs.count,
             "sweep_pairs_off_minimum": off,
         ]
-        result.merge(try await measureFailover()) { $1 }
+        // Each round kills the longest-running live controller, then
+        // starts a new one and waits until the pairs are spread over the
+        // full number again.
+        var rounds: [[String: any Sendable]] = []
+        var unfinished: [Int32: UInt64] = [:]
+        for round in 0..<options.failovers {
+            if round > 0 {
+                let newcomer = try startController()
+                try await waitUntilBalanced(with: newcomer)
+            }
+            let failover = try await measureFailover(round: round)
+            rounds.append(failover.row)
+            unfinished.merge(failover.unfinished) { $1 }
+        }
+        let firstCalls = rounds.compactMap { $0["first_call_seconds_max"] as? Double }
+        let leases = rounds.compactMap { $0["lease_seconds_max"] as? Double }
+        result["failover_rounds"] = rounds
+        result["failover_first_call_seconds_max"] = firstCalls.max()!
+        result["failover_lease_seconds_max"] = leases.max()!
+        result["sweep_overlapping_calls"] = try CallLog.read(callLog).overlaps(unfinishedEnd: unfinished).count
         return result
     }
 
-    /// Kills the last controller with SIGKILL at steady state and follows
-    /// its pairs: taken over in the leases table (a survivor holds it, at a
-    /// higher epoch), then the pair's first call by a survivor's shim in the
-    /// call log (§8.2 "Failure").
-    func measureFailover() async throws -> [String: any Sendable] {
-        let victim = controllers[controllers.count - 1]
-        let survivors = controllers.dropLast()
+    /// Waits (two minutes at most) until the newcomer holds its share and
+    /// the pairs are spread within one of each other, then 5 s more for it
+    /// to load and poll its pairs.
+    func waitUntilBalanced(with newcomer: ClusterController) async throws {
+        let started = Date()
+        while true {
+            let held = try await heldPairs()
+            if isBalanced(held), (held[newcomer.holder]?.count ?? 0) >= bench.pairs.count / options.controllers { break }
+            guard Date().timeIntervalSince(started) < 120, newcomer.process.isRunning else {
+                throw Failure("\(newcomer.holder) did not get its share within 120 s: \(held.mapValues(\.count))")
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        log("\(newcomer.holder) joined; balanced after \(format(Date().timeIntervalSince(started))) s")
+        try await Task.sleep(for: .seconds(5))
+    }
+
+    /// Kills the longest-running controller with SIGKILL at steady state
+    /// and follows its pairs: taken over in the leases table (a survivor
+    /// holds it, at a higher epoch), then the pair's first call by a
+    /// survivor's shim in the call log (§8.2 "Failure").
+    func measureFailover(round: Int) async throws -> (row: [String: any Sendable], unfinished: [Int32: UInt64]) {
+        let victim = live[0]
+        let survivors = live.dropFirst()
         let survivorHolders = Set(survivors.map(\.holder))
         let leases = try await store.leases()
         let now = try await databaseNow()
@@ -469,6 +524,7 @@ final class ClusterRun {
 
         kill(victim.pid, SIGKILL)
         let killedAt = monotonicNanoseconds()
+        if let index = controllers.firstIndex(where: { $0.index == victim.index }) { controllers[index].killed = true }
         let killedWall = try await databaseNow()
         let sinceRenewal = Double(killedWall - lastRenewal) / 1e9
         // What is due by the earliest time a lease can run out: the work
@@ -525,20 +581,20 @@ final class ClusterRun {
         }
         let leaseMax = taken.values.map(\.seconds).max()!
         let callMax = firstCalls.values.map(\.seconds).max()!
-        log("failover: leases taken within \(format(leaseMax)) s, first calls within \(format(callMax)) s")
-        return [
-            "failover_killed_holder": victim.holder,
-            "failover_orphaned_pairs": orphans.count,
-            "failover_killed_after_renewal_seconds": sinceRenewal,
-            "failover_waited_for_due_work_seconds": waited,
-            "failover_pairs_with_due_work": pairsWithWork,
-            "failover_machines_due_by_earliest_expiry": machinesDue,
-            "failover_lease_seconds_max": leaseMax,
-            "failover_first_call_seconds_max": callMax,
-            "failover_pairs": rows,
-            "failover_survivor_peak_rss_mib": survivors.map { $0.peakRSSMiB() },
-            "sweep_overlapping_calls": try CallLog.read(callLog).overlaps(killedAt: killedAt).count,
+        log("failover \(round + 1): leases taken within \(format(leaseMax)) s, first calls within \(format(callMax)) s")
+        let row: [String: any Sendable] = [
+            "killed_holder": victim.holder,
+            "orphaned_pairs": orphans.count,
+            "killed_after_renewal_seconds": sinceRenewal,
+            "waited_for_due_work_seconds": waited,
+            "pairs_with_due_work": pairsWithWork,
+            "machines_due_by_earliest_expiry": machinesDue,
+            "lease_seconds_max": leaseMax,
+            "first_call_seconds_max": callMax,
+            "pairs": rows,
+            "survivor_peak_rss_mib": survivors.map { $0.peakRSSMiB() },
         ]
+        return (row, Dictionary(victimShims.map { ($0, killedAt) }) { $1 })
     }
 
     struct CPUTotals {
@@ -580,6 +636,8 @@ struct ClusterController {
     let index: Int
     let process: Process
     let logPath: String
+    /// Killed with SIGKILL by a failover round.
+    var killed = false
     var holder: String { Self.holder(index) }
     var pid: Int32 { process.processIdentifier }
 
@@ -791,8 +849,9 @@ struct CallLog {
 
     /// Where two calls of one pair were in flight at once (never, by
     /// §6.2.4 and §8.2): each call's start matched with its end; one that
-    /// never ended (its shim was killed) lasts until `killedAt`.
-    func overlaps(killedAt: UInt64?) -> [String] {
+    /// never ended lasts until its shim was killed (`unfinishedEnd`, by
+    /// pid), or for ever.
+    func overlaps(unfinishedEnd: [Int32: UInt64] = [:]) -> [String] {
         var calls: [(credential: String, start: UInt64, end: UInt64?, pid: Int32)] = []
         var open: [Int: [Int]] = [:]
         for line in lines {
@@ -807,7 +866,7 @@ struct CallLog {
         var problems: [String] = []
         for (credential, list) in Dictionary(grouping: calls, by: \.credential) {
             let sorted = list.sorted { $0.start < $1.start }
-            for (first, second) in zip(sorted, sorted.dropFirst()) where second.start < (first.end ?? killedAt ?? UInt64.max) {
+            for (first, second) in zip(sorted, sorted.dropFirst()) where second.start < (first.end ?? unfinishedEnd[first.pid] ?? UInt64.max) {
                 problems.append("\(credential): pid \(first.pid) and pid \(second.pid)")
             }
         }

@@ -39,6 +39,7 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Long-poll period (s) of the cluster run that counts one jittered sweep; raised when convergence is too slow for a sweep to fit.") var clusterSweepLongPoll: Double = 30
     @Option(help: "Give up on a cluster run's convergence after this many seconds.") var clusterTimeout: Double = 900
     @Option(help: "The controllers' log level in the cluster runs.") var clusterLogLevel: String = "info"
+    @Option(help: "Controllers killed in turn (each replaced by a new one before the next) in the cluster's sweep run.") var clusterFailovers: Int = 3
     @Option(help: "The PostgreSQL test cluster's directory (scripts/pg-test-cluster start DIR).") var pgDir: String?
 
     func run() async throws {
@@ -53,7 +54,8 @@ struct FleetBench: AsyncParsableCommand {
             let options = ClusterBench.Options(
                 machines: clusterMachines, pairs: clusterPairs, controllers: clusterControllers, pgDirectory: pgDir,
                 instancepoller: instancepoller, providerShim: providerShim, idleWindow: idleWindow, settle: settle,
-                sweepLongPoll: clusterSweepLongPoll, timeout: clusterTimeout, logLevel: clusterLogLevel)
+                sweepLongPoll: clusterSweepLongPoll, timeout: clusterTimeout, logLevel: clusterLogLevel,
+                failovers: clusterFailovers)
             try emit(try await ClusterBench(options: options).measure())
             return
         }
