@@ -40,6 +40,9 @@ struct ClusterBench {
         var timeout: Double
         var logLevel: String
         var failovers: Int
+        /// Where to copy the controllers' logs before a run's directory is
+        /// removed; nil: nowhere.
+        var logDirectory: String?
     }
 
     /// One (provider, credential) pair: its machines `m-<credential>-<n>`
@@ -173,6 +176,9 @@ final class ClusterRun {
         }
         try? await admin.close()
         connection = try await bench.cluster.connect(database: database)
+        // The benchmark's own counts run in one process: no parallel
+        // workers to start on a machine this small.
+        _ = try await connection.query("SET max_parallel_workers_per_gather = 0", logger: TestCluster.quiet).collect()
         store = PostgresMachineStore(
             location: bench.cluster.location(database: database), password: bench.cluster.password, sealer: nil, clock: SystemPollClock(),
             logger: TestCluster.quiet)
@@ -235,7 +241,8 @@ final class ClusterRun {
             for pair in bench.pairs {
                 text += "  - {provider: \(pair.provider), name: \(pair.credential), auth_type: token, attributes: {token: bench}}\n"
             }
-            try text.write(toFile: "\(directory)/controller-\(index).yaml", atomically: true, encoding: .utf8)
+            // It holds the credentials' attributes (fake tokens): 0600.
+            try Self.writePrivate("\(directory)/controller-\(index).yaml", text)
         }
     }
 
@@ -325,7 +332,7 @@ final class ClusterRun {
 
     /// Starts the controllers and waits until every machine sits in the
     /// long group (it has its addresses, §6.2.5), reading the schedule
-    /// every 250 ms.
+    /// every 250 ms once nearly there.
     func converge() async throws -> Convergence {
         let started = Date()
         try startControllers()
@@ -350,7 +357,9 @@ final class ClusterRun {
                 lastLog = Date()
                 log("\(long) of \(options.machines) machines in the long group after \(format(lastLog.timeIntervalSince(started))) s")
             }
-            try await Task.sleep(for: .milliseconds(250))
+            // Each count reads the whole schedule: every second until 90 % of
+            // the machines are there, then every 250 ms.
+            try await Task.sleep(for: .milliseconds(long * 10 < options.machines * 9 ? 1000 : 250))
         }
     }
 
@@ -501,21 +510,17 @@ final class ClusterRun {
         // A survivor can only poll an orphaned pair at once if some of its
         // machines are overdue when it takes the pair (§8.2 "Failure"); a
         // pair with nothing due is next polled when its schedule says, which
-        // is no measure of the failover. So the kill waits (one long poll at
-        // most) until each of the victim's pairs has machines coming due
-        // between 3 s from now (beyond what its batches may already have
-        // pulled in, §6.2.4) and the earliest its lease can run out,
-        // two thirds of the TTL from now.
+        // is no measure of the failover. So the kill is timed (within one
+        // long poll) for a moment when each of the victim's pairs has
+        // machines coming due between 3 s later (beyond what its batches may
+        // already have pulled in, §6.2.4) and the earliest its lease can run
+        // out, two thirds of the TTL later.
         let waitStarted = Date()
-        var ready = false
-        while !ready && Date().timeIntervalSince(waitStarted) < (longPoll ?? 0) {
-            let pairsDue = try await scalar("""
-                SELECT count(DISTINCT m.credential) FROM schedule s JOIN machines m ON m.id = s.machine_id
-                WHERE \(inPairs) AND s.due_ns > \(nowNanosecondsSQL) + 3000000000
-                    AND s.due_ns <= \(nowNanosecondsSQL) + \(Int64(ttl * 2 / 3 * 1e9))
-                """)
-            ready = pairsDue == credentials.count
-            if !ready { try await Task.sleep(for: .milliseconds(250)) }
+        if let killAt = try await killTime(credentials: credentials, inPairs: inPairs, ttl: ttl) {
+            let wait = Double(killAt - (try await databaseNow())) / 1e9
+            if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
+        } else {
+            log("no moment in the next long poll has machines of every pair of \(victim.holder) coming due; killing it now")
         }
         let waited = Date().timeIntervalSince(waitStarted)
         let victimShims = Set(ProcTree.children(of: victim.pid))
@@ -586,6 +591,7 @@ final class ClusterRun {
             "killed_holder": victim.holder,
             "orphaned_pairs": orphans.count,
             "killed_after_renewal_seconds": sinceRenewal,
+            "killed_at_unix_seconds": Double(killedWall) / 1e9,
             "waited_for_due_work_seconds": waited,
             "pairs_with_due_work": pairsWithWork,
             "machines_due_by_earliest_expiry": machinesDue,
@@ -595,6 +601,43 @@ final class ClusterRun {
             "survivor_peak_rss_mib": survivors.map { $0.peakRSSMiB() },
         ]
         return (row, Dictionary(victimShims.map { ($0, killedAt) }) { $1 })
+    }
+
+    /// The first moment, from 1 s on and within one long poll, at which
+    /// each of `credentials`' pairs has machines coming due between 3 s and
+    /// two thirds of the TTL later (database clock, ns), from their due
+    /// times read once: a poll bumps a machine's due time a long poll
+    /// ahead, out of this window. Nil when there is none.
+    func killTime(credentials: Set<String>, inPairs: String, ttl: Double) async throws -> Int64? {
+        let start = try await databaseNow()
+        let horizon = start + Int64((longPoll ?? 0) * 1e9)
+        var due: [String: [Int64]] = [:]
+        let rows = try await connection.query(
+            PostgresQuery(unsafeSQL: """
+                SELECT m.credential, s.due_ns FROM schedule s JOIN machines m ON m.id = s.machine_id
+                WHERE \(inPairs) AND s.due_ns > \(start) AND s.due_ns <= \(horizon)
+                """), logger: TestCluster.quiet)
+        for try await (credential, dueNanoseconds) in rows.decode((String, Int64).self) { due[credential, default: []].append(dueNanoseconds) }
+        for key in due.keys { due[key]!.sort() }
+        let lead = Int64(3e9)
+        let latest = Int64(ttl * 2 / 3 * 1e9)
+        var moment = start + Int64(1e9)
+        while moment + latest <= horizon {
+            let ready = credentials.allSatisfy { credential in
+                guard let times = due[credential] else { return false }
+                // The first due time after moment + lead, by bisection.
+                var low = 0
+                var high = times.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if times[middle] <= moment + lead { low = middle + 1 } else { high = middle }
+                }
+                return low < times.count && times[low] <= moment + latest
+            }
+            if ready { return moment }
+            moment += Int64(250e6)
+        }
+        return nil
     }
 
     struct CPUTotals {
@@ -622,6 +665,12 @@ final class ClusterRun {
     /// database and removes the directory.
     func remove() async {
         for controller in controllers { await controller.stop() }
+        if let keep = options.logDirectory {
+            try? FileManager.default.createDirectory(atPath: keep, withIntermediateDirectories: true)
+            for controller in controllers {
+                try? FileManager.default.copyItem(atPath: controller.logPath, toPath: "\(keep)/\(name)-\(controller.holder).log")
+            }
+        }
         try? await connection.close()
         if let admin = try? await bench.cluster.connect(database: "postgres") {
             _ = try? await admin.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(database) WITH (FORCE)"), logger: TestCluster.quiet).collect()

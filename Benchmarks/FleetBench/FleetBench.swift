@@ -41,6 +41,7 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "The controllers' log level in the cluster runs.") var clusterLogLevel: String = "info"
     @Option(help: "Controllers killed in turn (each replaced by a new one before the next) in the cluster's sweep run.") var clusterFailovers: Int = 3
     @Option(help: "The PostgreSQL test cluster's directory (scripts/pg-test-cluster start DIR).") var pgDir: String?
+    @Option(help: "Keep the cluster runs' controller logs in this directory.") var clusterLogDir: String?
 
     func run() async throws {
         if stress {
@@ -55,7 +56,7 @@ struct FleetBench: AsyncParsableCommand {
                 machines: clusterMachines, pairs: clusterPairs, controllers: clusterControllers, pgDirectory: pgDir,
                 instancepoller: instancepoller, providerShim: providerShim, idleWindow: idleWindow, settle: settle,
                 sweepLongPoll: clusterSweepLongPoll, timeout: clusterTimeout, logLevel: clusterLogLevel,
-                failovers: clusterFailovers)
+                failovers: clusterFailovers, logDirectory: clusterLogDir)
             try emit(try await ClusterBench(options: options).measure())
             return
         }
