@@ -213,6 +213,8 @@ let package = Package(
             dependencies: [
                 "Controller", "ControlAPI", "Core", "Support", "ProviderShim", "FakeProvider",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // The cluster benchmark's own queries (ClusterBench.swift).
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

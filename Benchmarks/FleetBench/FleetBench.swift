@@ -12,7 +12,9 @@ import FakeProvider
 /// `provider-shim fake` serving N machines that are running with two
 /// interfaces each, measured as an operator would see it. Prints one JSON
 /// object per fleet size on stdout (scripts/bench makes the table); with
-/// `--stress`, one per paused-pair fault instead (StressBench.swift).
+/// `--stress`, one per paused-pair fault instead (StressBench.swift); with
+/// `--cluster`, one for several controllers on one PostgreSQL
+/// (ClusterBench.swift).
 @main
 struct FleetBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fleet-bench", abstract: "Fleet-scale benchmark of the controller.")
@@ -30,12 +32,32 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Machines in the stress runs.") var stressMachines: Int = 10_000
     @Option(help: "Seconds over which the stress runs measure the controller's CPU.") var stressWindow: Double = 10
     @Flag(help: "Measure bulk import and listing through the CLI at the largest of --sizes, instead of the fleet sizes.") var listing = false
+    @Flag(help: "Measure several controllers on one PostgreSQL database (--pg-dir), instead of the fleet sizes.") var cluster = false
+    @Option(help: "Machines in the cluster runs.") var clusterMachines: Int = 300_000
+    @Option(help: "(provider, credential) pairs in the cluster runs, over up to three providers.") var clusterPairs: Int = 30
+    @Option(help: "Controllers in the cluster runs.") var clusterControllers: Int = 3
+    @Option(help: "Long-poll period (s) of the cluster run that counts one jittered sweep; raised when convergence is too slow for a sweep to fit.") var clusterSweepLongPoll: Double = 30
+    @Option(help: "Give up on a cluster run's convergence after this many seconds.") var clusterTimeout: Double = 900
+    @Option(help: "The controllers' log level in the cluster runs.") var clusterLogLevel: String = "info"
+    @Option(help: "Controllers killed in turn (each replaced by a new one before the next) in the cluster's sweep run.") var clusterFailovers: Int = 3
+    @Option(help: "The PostgreSQL test cluster's directory (scripts/pg-test-cluster start DIR).") var pgDir: String?
+    @Option(help: "Keep the cluster runs' controller logs in this directory.") var clusterLogDir: String?
 
     func run() async throws {
         if stress {
             for fault in StressFault.allCases {
                 try emit(try await Stress(fault: fault, fleet: Fleet(size: stressMachines, bench: self)).measure())
             }
+            return
+        }
+        if cluster {
+            guard let pgDir else { throw ValidationError("--cluster needs --pg-dir DIR (scripts/pg-test-cluster start DIR)") }
+            let options = ClusterBench.Options(
+                machines: clusterMachines, pairs: clusterPairs, controllers: clusterControllers, pgDirectory: pgDir,
+                instancepoller: instancepoller, providerShim: providerShim, idleWindow: idleWindow, settle: settle,
+                sweepLongPoll: clusterSweepLongPoll, timeout: clusterTimeout, logLevel: clusterLogLevel,
+                failovers: clusterFailovers, logDirectory: clusterLogDir)
+            try emit(try await ClusterBench(options: options).measure())
             return
         }
         if listing {
