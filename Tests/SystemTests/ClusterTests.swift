@@ -141,9 +141,12 @@ struct ClusterTests {
 
     @Test("a lease holder paused past its TTL has its writes refused (fencing), then rejoins")
     func pausedHolderIsFencedAndRejoins() async throws {
-        // Slow Instances calls: the pause lands while one is in flight.
+        // Slow Instances calls: the pause lands while one is in flight, even
+        // on a loaded machine. A call starts at most a renewal (1 s) after
+        // the last one, so 1.5 s still ends before the 3 s lease runs out:
+        // the next holder's calls never overlap it.
         try await ClusterHarness.with(
-            credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), instancesLatency: "400ms", withAddresses: false) { harness in
+            credentialsPerProvider: 3, machinesPerPair: 5, leaseTTL: .seconds(3), instancesLatency: "1500ms", withAddresses: false) { harness in
             try await harness.addMachines()
             for index in 0..<3 { try await harness.start(index) }
             let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
