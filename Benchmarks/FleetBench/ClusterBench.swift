@@ -14,10 +14,11 @@ import PostgresNIO
 ///    controller holds once settled, and over an idle window each
 ///    controller's CPU, its shims' CPU and PostgreSQL's own CPU; each
 ///    controller's peak RSS.
-/// 2. sweep: a short long poll, so that a whole jittered sweep fits in the
-///    run. After convergence the calls of one sweep are counted per pair
-///    from the shims' shared call log, against ceil(machines / max ids per
-///    call) per method (§6.2.4). Then, in rounds, the longest-running
+/// 2. sweep: a short long poll (30 s, longer when the fleet converges too
+///    slowly), so that a whole jittered sweep fits in the run. After
+///    convergence the calls of one sweep are counted per pair from the
+///    shims' shared call log, against ceil(machines / max ids per call) per
+///    method (§6.2.4). Then, in rounds, the longest-running
 ///    controller is killed with SIGKILL and the time is measured until a
 ///    survivor holds each of its pairs (a higher epoch, §8.2) and until a
 ///    survivor's shim makes that pair's first call; a new controller joins
@@ -53,7 +54,6 @@ struct ClusterBench {
         var provider: String
         var credential: String
         var machines: Int
-        var key: CredentialKey { CredentialKey(provider: provider, name: credential) }
         var label: String { "\(provider)/\(credential)" }
     }
 
