@@ -37,7 +37,7 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "(provider, credential) pairs in the cluster runs, over up to three providers.") var clusterPairs: Int = 30
     @Option(help: "Controllers in the cluster runs.") var clusterControllers: Int = 3
     @Option(help: "Long-poll period (s) of the cluster run that counts one jittered sweep; raised when convergence is too slow for a sweep to fit.") var clusterSweepLongPoll: Double = 30
-    @Option(help: "Give up on a cluster run's convergence after this many seconds.") var clusterTimeout: Double = 900
+    @Option(help: "Stop waiting for a cluster run's convergence after this many seconds (the run goes on, marked unconverged).") var clusterTimeout: Double = 300
     @Option(help: "The controllers' log level in the cluster runs.") var clusterLogLevel: String = "info"
     @Option(help: "Controllers killed in turn (each replaced by a new one before the next) in the cluster's sweep run.") var clusterFailovers: Int = 3
     @Option(help: "The PostgreSQL test cluster's directory (scripts/pg-test-cluster start DIR).") var pgDir: String?
