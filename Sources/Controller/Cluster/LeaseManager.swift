@@ -67,9 +67,9 @@ public final class LeaseManager: Service {
         }
         var failures = 0
         while !Task.isCancelled {
-            var unbalanced = false
+            var pause = renewInterval
             do {
-                unbalanced = try await tick()
+                pause = try await tick()
                 if failures > 0 {
                     logger.notice("leases renewed again", metadata: ["holder": "\(identity.holder)"])
                 }
@@ -82,19 +82,22 @@ public final class LeaseManager: Service {
                 // in a row.
                 logger.warning("could not renew leases", metadata: ["failures": "\(failures)", "error": "\(error)"])
             }
-            // Not balanced yet (pairs handed back, or claimable ones left):
-            // look again sooner.
             do {
-                try await Task.sleep(for: unbalanced ? renewInterval / 4 : renewInterval)
+                try await Task.sleep(for: pause)
             } catch {
                 return
             }
         }
     }
 
-    /// One renewal; returns whether the share is not settled yet.
+    /// One renewal; returns how long to wait for the next: a renewal
+    /// interval; a quarter of it while the share is not settled (pairs
+    /// handed back, or claimable ones left); or until just after another
+    /// holder's lease runs out, when that comes first. A live holder renews
+    /// long before, so only a dead one's lease comes that close: its pairs
+    /// are claimed as soon as they are free, not up to a renewal later.
     @discardableResult
-    func tick() async throws -> Bool {
+    func tick() async throws -> Duration {
         // The deadline runs from before the request: the database's clock
         // starts the lease no earlier than this.
         let sent = ContinuousClock.now
@@ -139,7 +142,13 @@ public final class LeaseManager: Service {
             logger.info("lease taken", metadata: ["credential": "\(key)", "epoch": "\(fence.epoch)"])
             ownership.set(held.map { ($0.key == key ? (fence, claimSent + ttl - ttl / 10) : ($0, deadline)) })
         }
-        return !plan.release.isEmpty || claimed < plan.claim.count || held.count < plan.share && held.count < pairs.count
+        let unsettled = !plan.release.isEmpty || claimed < plan.claim.count || held.count < plan.share && held.count < pairs.count
+        var pause = unsettled ? renewInterval / 4 : renewInterval
+        let others = leases.filter { $0.holder != identity.holder && $0.expiresAt > now }
+        if let expiry = others.map(\.expiresAt).min() {
+            pause = min(pause, (expiry - now) + .milliseconds(50))
+        }
+        return pause
     }
 
     /// A clean stop: nothing is polled any more (the poller has stopped by

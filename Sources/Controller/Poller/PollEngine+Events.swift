@@ -53,6 +53,9 @@ extension PollEngine {
             drop(key)
         }
         for key in held.subtracting(owned).sorted(by: { $0.description < $1.description }) {
+            // Handed back or lost while the ones before it loaded: never
+            // load (or write the schedule of) a pair another holds.
+            guard ownership.fence(for: key) != nil else { continue }
             try await loadPair(key)
         }
     }
@@ -62,14 +65,22 @@ extension PollEngine {
     private func loadPair(_ key: CredentialKey) async throws {
         let now = clock.now
         let all = try await store.machines(of: key)
-        let saved = try await store.schedule(of: key)
+        let stored = try await store.schedule(of: key)
         for machine in all { machines[machine.id] = TrackedMachine(machine) }
-        let resumed = saved.filter { machines[$0.machineID]?.key == key }
+        let resumed = stored.filter { machines[$0.machineID]?.key == key }
         if !resumed.isEmpty {
             schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: resumed)
         }
         for machine in all { try await place(machine, now: now, reset: false) }
-        try await store.saveSchedule(Array(schedules[key]?.entries.values ?? [:].values), removing: [])
+        // Only the entries placed anew (machines the last holder had not
+        // scheduled): the rest are in the store as they are, and rewriting
+        // them would cost a write per machine and could undo what a next
+        // holder wrote if this lease ran out meanwhile.
+        let saved = Set(resumed.map(\.machineID))
+        let placed = schedules[key]?.entries.values.filter { !saved.contains($0.machineID) } ?? []
+        if !placed.isEmpty, ownership?.fence(for: key) != nil {
+            try await store.saveSchedule(placed, removing: [])
+        }
         owned.insert(key)
         logger.info("polling a pair under its lease", metadata: [
             "credential": "\(key)", "machines": "\(all.count)", "resumed": "\(resumed.count)",
