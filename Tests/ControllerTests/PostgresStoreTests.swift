@@ -311,11 +311,10 @@ struct PostgresStoreTests {
             _ = try await store.claimLease(CredentialKey(provider: "fake", name: "main"), holder: b.holder, ttl: .seconds(30))
             try await store.leave(holder: b.holder)
             let alive = upgraded
-            try await withTimeout(.seconds(15), "controller c to expire") {
-                while try await store.controllers().map(\.identity) != [alive] {
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-            }
+            // The database waits until its own clock passes c's expiry.
+            _ = try await fixture.column(
+                "SELECT pg_sleep_until(expires_at + interval '1 millisecond') FROM controllers WHERE holder = '\(c.holder)'")
+            #expect(try await store.controllers().map(\.identity) == [alive])
             #expect(try await store.claimLease(CredentialKey(provider: "fake", name: "main"), holder: a.holder, ttl: .seconds(30))?.epoch == 2)
             await #expect(throws: StoreError.self) { try await store.heartbeat(a, ttl: .zero) }
             await #expect(throws: StoreError.self) { try await store.claimLease(CredentialKey(provider: "x", name: "y"), holder: "a", ttl: .seconds(-1)) }
@@ -353,7 +352,7 @@ struct PostgresStoreTests {
             try await cluster.restart()
             // Listening again, it says a change may have been missed.
             try await heard.wait(.seconds(30), "the listener to listen again")
-            try await Self.retryingWhileUnavailable { try await writer.addMachine(S.machine("m2")) }
+            try await Self.retryingWhileUnavailable(writer) { try await writer.addMachine(S.machine("m2")) }
             try await heard.wait(.seconds(10), "the listener to hear of a change after the restart")
             #expect(try await listener.machines().map(\.id) == ["m1", "m2"])
             #expect(listenerLogs.all.contains { $0.level == .info && $0.message.contains("reachable again") })
@@ -366,7 +365,7 @@ struct PostgresStoreTests {
             // A first connection on a loaded machine may take longer than
             // the one-second wait this test gives an operation.
             await store.untilListening()
-            try await Self.retryingWhileUnavailable { try await store.addMachine(S.machine("m1")) }
+            try await Self.retryingWhileUnavailable(store) { try await store.addMachine(S.machine("m1")) }
             try await cluster.halt()
             let down = try #require(await #expect(throws: StoreError.self) { try await store.addMachine(S.machine("m2")) })
             #expect(down.kind == .unavailable)
@@ -374,23 +373,29 @@ struct PostgresStoreTests {
             #expect(!down.message.contains(cluster.password))
             try await cluster.resume()
             await store.untilListening()
-            try await Self.retryingWhileUnavailable { try await store.addMachine(S.machine("m2")) }
+            try await Self.retryingWhileUnavailable(store) { try await store.addMachine(S.machine("m2")) }
             #expect(try await store.machines().map(\.id) == ["m1", "m2"])
             #expect(try await store.latestRevision() == 2)
         }
     }
 
-    /// Runs `operation` until it does not fail as unavailable (a pooled
-    /// connection the restart closed, a pool still backing off), for at
-    /// most 30 s.
-    static func retryingWhileUnavailable(_ operation: @escaping @Sendable () async throws -> Void) async throws {
+    /// Runs `operation` on `store` once the server is reachable again (its
+    /// LISTEN connection is back up), again while it fails as unavailable:
+    /// each failure is a pooled connection the restart closed, which the
+    /// pool then drops, or a wait for a new connection that timed out. No
+    /// pause between tries: each one waits on the pool itself. At most 10
+    /// tries within 30 s.
+    static func retryingWhileUnavailable(
+        _ store: PostgresMachineStore, _ operation: @escaping @Sendable () async throws -> Void
+    ) async throws {
         try await withTimeout(.seconds(30), "the store to be available again") {
-            while true {
+            for attempt in 1...10 {
+                await store.untilListening()
                 do {
                     try await operation()
                     return
-                } catch let error as StoreError where error.kind == .unavailable {
-                    try await Task.sleep(for: .milliseconds(100))
+                } catch let error as StoreError where error.kind == .unavailable && attempt < 10 {
+                    continue
                 }
             }
         }
