@@ -143,10 +143,16 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // What the real cloud backends share: reading XML answers.
+        .target(
+            name: "CloudSupport",
+            swiftSettings: strictSettings
+        ),
         // The ec2 backend: EC2 Query API over HTTPS, Signature V4.
         .target(
             name: "EC2Provider",
             dependencies: [
+                "CloudSupport",
                 "ProviderShim",
                 "Core",
                 .product(name: "Logging", package: "swift-log"),
@@ -291,7 +297,7 @@ let package = Package(
         .testTarget(
             name: "ProviderShimTests",
             dependencies: [
-                "ProviderShim", "FakeProvider", "EC2Provider", "Controller", "Core", "Support", "TestSupport",
+                "ProviderShim", "FakeProvider", "EC2Provider", "CloudSupport", "Controller", "Core", "Support", "TestSupport",
                 // Built so the process-contract tests can run the real binary.
                 "ProviderShimCLI",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,5 +1,6 @@
 public import Core
 public import ProviderShim
+internal import CloudSupport
 internal import Foundation
 public import Logging
 internal import NIOConcurrencyHelpers

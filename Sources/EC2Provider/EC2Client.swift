@@ -1,5 +1,6 @@
 public import AsyncHTTPClient
 internal import Core
+internal import CloudSupport
 internal import Foundation
 public import Logging
 internal import NIOCore

@@ -5,6 +5,7 @@ import ProviderShim
 import SwiftProtobuf
 import Testing
 @testable import EC2Provider
+import CloudSupport
 
 /// The EC2 backend's pure parts: Signature V4 against AWS's published test
 /// vector, endpoint rules, error-code mapping, state mapping, XML reading.

@@ -1,42 +1,43 @@
-internal import Foundation
+public import Foundation
 #if canImport(FoundationXML)
 internal import FoundationXML
 #endif
 
-/// A parsed XML document as a small tree: enough to read EC2's answers.
-final class XMLTree: @unchecked Sendable {
-    let name: String
-    fileprivate(set) var text = ""
-    fileprivate(set) var children: [XMLTree] = []
+/// A parsed XML document as a small tree: enough to read a cloud's answers
+/// (EC2's Query API, vSphere's SOAP). Immutable once parsed.
+public final class XMLTree: @unchecked Sendable {
+    public let name: String
+    public fileprivate(set) var text = ""
+    public fileprivate(set) var children: [XMLTree] = []
 
-    init(name: String) { self.name = name }
+    public init(name: String) { self.name = name }
 
     /// The first child named `name`.
-    func child(_ name: String) -> XMLTree? { children.first { $0.name == name } }
+    public func child(_ name: String) -> XMLTree? { children.first { $0.name == name } }
 
     /// Follows a path of child names: `node["instanceState", "name"]`.
-    subscript(_ path: String...) -> XMLTree? {
+    public subscript(_ path: String...) -> XMLTree? {
         var node: XMLTree? = self
         for name in path { node = node?.child(name) }
         return node
     }
 
     /// The text at a path, or "" when absent.
-    func string(_ path: String...) -> String {
+    public func string(_ path: String...) -> String {
         var node: XMLTree? = self
         for name in path { node = node?.child(name) }
         return node?.text.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
     /// The `item` children of the set at `path` (EC2's list encoding).
-    func items(_ path: String...) -> [XMLTree] {
+    public func items(_ path: String...) -> [XMLTree] {
         var node: XMLTree? = self
         for name in path { node = node?.child(name) }
         return node?.children.filter { $0.name == "item" } ?? []
     }
 
     /// Every element named `name` in this subtree, depth first.
-    func all(named name: String) -> [XMLTree] {
+    public func all(named name: String) -> [XMLTree] {
         var found: [XMLTree] = []
         var stack: [XMLTree] = [self]
         while let node = stack.popLast() {
@@ -47,7 +48,7 @@ final class XMLTree: @unchecked Sendable {
     }
 
     /// Parses `data`; nil when it is not well-formed XML.
-    static func parse(_ data: Data) -> XMLTree? {
+    public static func parse(_ data: Data) -> XMLTree? {
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
