@@ -165,6 +165,40 @@ struct ControllerConfigTests {
         #expect(config.logFormat == .json)
     }
 
+    /// A provider's own `poll:` block overrides the config's key by key; the
+    /// other providers keep the config's.
+    @Test func aProviderOverridesPollSettings() throws {
+        let config = try Self.parse("""
+            poll: {short_poll: 2s, long_poll: 10m, call_timeout: 20s}
+            providers:
+              aws-slow:
+                shim: {command: /bin/true}
+                cloud: {type: ec2}
+                poll: {long_poll: 1h, max_ids_per_call: 50, call_timeout: 45s}
+              aws-fast:
+                shim: {command: /bin/true}
+                cloud: {type: ec2}
+            """)
+        let slow = try #require(config.provider(named: "aws-slow"))
+        #expect(slow.poll == PollSettings(shortPoll: .seconds(2), longPoll: .seconds(3600), maxIDsPerCall: 50))
+        #expect(slow.callTimeout == .seconds(45))
+        #expect(config.provider(named: "aws-fast")?.poll == nil)
+        #expect(config.providerPollSettings == ["aws-slow": PollSettings(shortPoll: .seconds(2), longPoll: .seconds(3600), maxIDsPerCall: 50)])
+        #expect(config.providerCallTimeouts == ["aws-slow": .seconds(45)])
+        #expect(config.poll == PollSettings(shortPoll: .seconds(2), longPoll: .seconds(600)))
+    }
+
+    @Test(arguments: [
+        ("poll: {long_poll: slow}", "5:23: providers.aws.poll.long_poll: expected a duration such as 90s, 250ms or 2m, not \"slow\""),
+        ("poll: {short_poll: 2m}", "5:11: providers.aws.poll: short poll cap must not be below the short poll interval"),
+        ("poll: {health_interval: 2s}", "5:12: providers.aws.poll: unknown key \"health_interval\" (expected one of: short_poll, backoff_factor, short_poll_cap, long_poll, long_poll_jitter, max_ids_per_call, call_timeout)"),
+        ("pol: {}", "5:5: providers.aws: unknown key \"pol\" (expected one of: shim, cloud, poll)"),
+    ])
+    func aProvidersPollErrorsNameItsKey(block: String, expected: String) {
+        let text = "providers:\n  aws:\n    shim: {command: /bin/true}\n    cloud: {type: ec2}\n    \(block)\n"
+        #expect(Self.error(text) == "/etc/ip/config.yaml:\(expected)")
+    }
+
     @Test(arguments: [
         (
             "stor: x.db\n",

@@ -142,7 +142,10 @@ struct PollerTests {
         }
     }
 
-    static func with(settings: PollSettings = PollSettings(longPollJitter: 0), _ body: (Fixture) async throws -> Void) async throws {
+    static func with(
+        settings: PollSettings = PollSettings(longPollJitter: 0), providerSettings: [String: PollSettings] = [:],
+        _ body: (Fixture) async throws -> Void
+    ) async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let clock = ManualPollClock()
@@ -165,6 +168,7 @@ struct PollerTests {
             credentials: StoreCredentialAPI(store: store),
             logger: logs.logger(),
             settings: settings,
+            providerSettings: providerSettings,
             watchInterval: .milliseconds(250),
             jitterSeed: 42
         ))
@@ -195,10 +199,21 @@ struct PollerTests {
         #expect(throws: PollerConfig.Invalid.self) { _ = try Poller(config: config) }
     }
 
-    @Test func badSettingsAreNamed() throws {
-        var config = PollerConfig(settings: PollSettings(maxIDsPerCall: 0))
-        config.clock = ManualPollClock()
-        #expect(throws: PollerConfig.Invalid.self) { try config.validate() }
+    @Test(arguments: [
+        (PollSettings(maxIDsPerCall: 0), [:], "poller config: max ids per call must be at least 1"),
+        (PollSettings(), ["aws": PollSettings(longPollJitter: 1.5)], "poller config: provider aws: long poll jitter must be in [0, 1)"),
+    ] as [(PollSettings, [String: PollSettings], String)])
+    func badSettingsAreNamed(settings: PollSettings, providerSettings: [String: PollSettings], message: String) throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let clock = ManualPollClock()
+        let store = try SQLiteMachineStore(path: directory.file("m.db"), clock: clock, logger: LogCapture().logger())
+        let config = PollerConfig(
+            clock: clock, store: store, providers: StaticProviderRouter([:]),
+            credentials: StoreCredentialAPI(store: store), logger: LogCapture().logger(),
+            settings: settings, providerSettings: providerSettings
+        )
+        #expect(throws: PollerConfig.Invalid(description: message)) { try config.validate() }
     }
 
     // MARK: - Scheduling
@@ -417,6 +432,33 @@ struct PollerTests {
             #expect(batches.count == 5)  // ceil(30 / 7)
             #expect(batches.allSatisfy { $0.ids.count <= 7 })
             #expect(Set(batches.flatMap(\.ids)).count == 30)
+        }
+    }
+
+    /// A provider's own `poll:` block (a rate-limited account polled more
+    /// slowly, in smaller calls): its machines follow it, the others the
+    /// config's settings.
+    @Test func aProviderWithSettingsOfItsOwnIsPolledByThem() async throws {
+        let slow = PollSettings(shortPoll: .seconds(5), shortPollCap: .seconds(20), longPoll: .seconds(3600), longPollJitter: 0, maxIDsPerCall: 3)
+        try await Self.with(settings: PollSettings(longPollJitter: 0, maxIDsPerCall: 200), providerSettings: ["other": slow]) { f in
+            for index in 0..<7 {
+                f.cloud.set("i-f\(index)", .running, addresses: ["10.0.0.\(index)"])
+                try await f.add("f\(index)")
+                f.otherCloud.set("i-o\(index)", .running, addresses: ["10.1.0.\(index)"])
+                try await f.add("o\(index)", provider: "other")
+            }
+            try await f.tick()
+            #expect(try await f.entry("f0")?.interval == .seconds(3), "the config's short poll")
+            #expect(try await f.entry("o0")?.interval == .seconds(5), "the provider's own short poll")
+            try await f.tick(.seconds(3))
+            #expect(f.cloud.calls("Instances").map(\.ids.count) == [7], "one call of up to 200 ids")
+            #expect(f.otherCloud.calls("Instances").isEmpty, "not due before its own 5 s")
+            try await f.tick(.seconds(2))
+            #expect(f.otherCloud.calls("Instances").map(\.ids.count).sorted() == [1, 3, 3], "calls of at most 3 ids")
+            #expect(try await f.entry("f0")?.group == .long)
+            #expect(try await f.entry("f0")?.interval == .seconds(15 * 60))
+            #expect(try await f.entry("o0")?.group == .long)
+            #expect(try await f.entry("o0")?.interval == .seconds(3600), "the provider's own long poll")
         }
     }
 

@@ -210,13 +210,20 @@ extension YAMLReader {
             }
         }
         if let node = top["limits"] { config.limits = try limits(node) }
-        if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node) }
+        if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node, "poll", over: config.poll, callTimeout: config.callTimeout) }
         if let node = top["supervision"] { config.supervision = try supervision(node) }
         guard let providersNode = top["providers"] else {
             throw fail(root, "", "no providers: the config needs at least one under providers")
         }
         for entry in try namedEntries(providersNode, "providers") {
-            config.providers.append(try provider(entry.name, entry.key, entry.value, environment: environment))
+            var provider = try provider(entry.name, entry.key, entry.value, environment: environment)
+            // A provider's own poll block overrides the config's, key by key.
+            if let node = entry.value["poll"] {
+                let (settings, timeout) = try poll(node, "providers.\(entry.name).poll", over: config.poll, callTimeout: config.callTimeout)
+                provider.poll = settings
+                provider.callTimeout = timeout
+            }
+            config.providers.append(provider)
         }
         guard !config.providers.isEmpty else { throw fail(providersNode, "providers", "at least one provider is needed") }
         if let node = top["credentials"] {
@@ -250,24 +257,27 @@ extension YAMLReader {
         return value
     }
 
-    func poll(_ node: Node) throws(YAMLFileError) -> (PollSettings, Duration) {
-        let fields = try mapping(node, "poll", allowed: [
+    /// A `poll:` block: the settings it names, the rest as in `base`.
+    func poll(
+        _ node: Node, _ place: String, over base: PollSettings, callTimeout baseTimeout: Duration
+    ) throws(YAMLFileError) -> (PollSettings, Duration) {
+        let fields = try mapping(node, place, allowed: [
             "short_poll", "backoff_factor", "short_poll_cap", "long_poll", "long_poll_jitter", "max_ids_per_call", "call_timeout",
         ])
-        var settings = PollSettings()
-        var callTimeout: Duration = .seconds(30)
-        if let node = fields["short_poll"] { settings.shortPoll = try positiveDuration(node, "poll.short_poll") }
-        if let node = fields["backoff_factor"] { settings.backoffFactor = try number(node, "poll.backoff_factor") }
-        if let node = fields["short_poll_cap"] { settings.shortPollCap = try positiveDuration(node, "poll.short_poll_cap") }
-        if let node = fields["long_poll"] { settings.longPoll = try positiveDuration(node, "poll.long_poll") }
-        if let node = fields["long_poll_jitter"] { settings.longPollJitter = try number(node, "poll.long_poll_jitter") }
+        var settings = base
+        var callTimeout = baseTimeout
+        if let node = fields["short_poll"] { settings.shortPoll = try positiveDuration(node, "\(place).short_poll") }
+        if let node = fields["backoff_factor"] { settings.backoffFactor = try number(node, "\(place).backoff_factor") }
+        if let node = fields["short_poll_cap"] { settings.shortPollCap = try positiveDuration(node, "\(place).short_poll_cap") }
+        if let node = fields["long_poll"] { settings.longPoll = try positiveDuration(node, "\(place).long_poll") }
+        if let node = fields["long_poll_jitter"] { settings.longPollJitter = try number(node, "\(place).long_poll_jitter") }
         if let node = fields["max_ids_per_call"] {
-            let value = try unsigned(node, "poll.max_ids_per_call")
-            guard value <= 100_000 else { throw fail(node, "poll.max_ids_per_call", "at most 100000") }
+            let value = try unsigned(node, "\(place).max_ids_per_call")
+            guard value <= 100_000 else { throw fail(node, "\(place).max_ids_per_call", "at most 100000") }
             settings.maxIDsPerCall = Int(value)
         }
-        if let node = fields["call_timeout"] { callTimeout = try positiveDuration(node, "poll.call_timeout") }
-        if let problem = settings.problem() { throw fail(node, "poll", problem) }
+        if let node = fields["call_timeout"] { callTimeout = try positiveDuration(node, "\(place).call_timeout") }
+        if let problem = settings.problem() { throw fail(node, place, problem) }
         return (settings, callTimeout)
     }
 
@@ -308,7 +318,7 @@ extension YAMLReader {
         guard Self.isPlainName(name) else {
             throw fail(key, place, "provider names use letters, digits, '-', '_' and '.' (at most 64)")
         }
-        let fields = try mapping(node, place, allowed: ["shim", "cloud"])
+        let fields = try mapping(node, place, allowed: ["shim", "cloud", "poll"])
         guard let shimNode = fields["shim"] else { throw fail(node, place, "a provider needs a shim (command, args, env)") }
         let shimFields = try mapping(shimNode, "\(place).shim", allowed: ["command", "args", "env", "user", "group"])
         guard let commandNode = shimFields["command"] else { throw fail(shimNode, "\(place).shim", "the shim needs a command") }

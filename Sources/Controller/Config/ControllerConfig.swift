@@ -69,6 +69,22 @@ public struct ControllerConfig: Sendable {
         providers.first { $0.name == name }
     }
 
+    /// The poll settings of each provider that overrides the config's
+    /// `poll:`, by provider name.
+    public var providerPollSettings: [String: PollSettings] {
+        var settings: [String: PollSettings] = [:]
+        for provider in providers { settings[provider.name] = provider.poll }
+        return settings
+    }
+
+    /// The call timeout of each provider that overrides the config's
+    /// `poll.call_timeout`, by provider name.
+    public var providerCallTimeouts: [String: Duration] {
+        var timeouts: [String: Duration] = [:]
+        for provider in providers { timeouts[provider.name] = provider.callTimeout }
+        return timeouts
+    }
+
     /// The absolute directory of `file` (relative to the working directory).
     public static func directory(of file: String) -> String {
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
@@ -123,12 +139,23 @@ public struct ProviderConfig: Hashable, Sendable {
     /// The names of the allowlisted environment variables.
     public var environmentAllowlist: [String]
     public var cloud: ProviderV1.CloudSpec
+    /// This provider's own `poll:` block, merged over the config's (nil:
+    /// the config's `poll:` applies), e.g. a slower long poll for a
+    /// rate-limited account.
+    public var poll: PollSettings?
+    /// This provider's `poll.call_timeout`, when its `poll:` block sets one.
+    public var callTimeout: Duration?
 
-    public init(name: String, shim: ShimCommand, environmentAllowlist: [String] = [], cloud: ProviderV1.CloudSpec) {
+    public init(
+        name: String, shim: ShimCommand, environmentAllowlist: [String] = [], cloud: ProviderV1.CloudSpec,
+        poll: PollSettings? = nil, callTimeout: Duration? = nil
+    ) {
         self.name = name
         self.shim = shim
         self.environmentAllowlist = environmentAllowlist
         self.cloud = cloud
+        self.poll = poll
+        self.callTimeout = callTimeout
     }
 }
 

@@ -68,9 +68,10 @@ extension PollEngine {
     /// ceil(N / max ids) full ones. Short-group machines are never pulled
     /// early: their backoff is the schedule.
     private func fillBatches(_ groups: inout [CredentialKey: [String]], now: Timestamp) {
-        let horizon = now + settings.longPoll * settings.longPollJitter
-        guard horizon > now else { return }
         for (key, members) in groups {
+            let settings = settings(for: key)
+            let horizon = now + settings.longPoll * settings.longPollJitter
+            guard horizon > now else { continue }
             let room = (settings.maxIDsPerCall - members.count % settings.maxIDsPerCall) % settings.maxIDsPerCall
             guard room > 0, let schedule = schedules[key] else { continue }
             var upcoming: [(due: Timestamp, id: String)] = []
@@ -99,8 +100,9 @@ extension PollEngine {
             /// the rest get the same error without a call.
             var refusal: String?
             var writing = false
+            let perCall = settings(for: key).maxIDsPerCall
             batches: while start < members.count {
-                let ids = members[start..<min(start + settings.maxIDsPerCall, members.count)]
+                let ids = members[start..<min(start + perCall, members.count)]
                 start += ids.count
                 // The records as they are now (a machine removed or moved
                 // meanwhile drops out).

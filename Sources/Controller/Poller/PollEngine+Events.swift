@@ -33,7 +33,7 @@ extension PollEngine {
         saved = []
         for key in Array(resumed.keys) {
             guard let entries = resumed.removeValue(forKey: key) else { continue }
-            schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: entries)
+            schedules[key] = PollSchedule(settings: settings(for: key), seed: seed(for: key), resuming: entries)
         }
         for machine in all { try await place(machine, now: now, reset: false) }
         var entries: [ScheduleEntry] = []
@@ -69,7 +69,7 @@ extension PollEngine {
         for machine in all { machines[machine.id] = TrackedMachine(machine) }
         let resumed = stored.filter { machines[$0.machineID]?.key == key }
         if !resumed.isEmpty {
-            schedules[key] = PollSchedule(settings: settings, seed: seed(for: key), resuming: resumed)
+            schedules[key] = PollSchedule(settings: settings(for: key), seed: seed(for: key), resuming: resumed)
         }
         for machine in all { try await place(machine, now: now, reset: false) }
         // Only the entries placed anew (machines the last holder had not

@@ -52,7 +52,7 @@ extension PollEngine {
     /// The policy's decision for `key`'s pair, with its pause and its count
     /// of tries taken.
     private func decide(_ failure: BatchFailure, for key: CredentialKey, now: Timestamp) -> FailureDecision {
-        let decision = failurePolicy.decide(failure, retries: retries[key, default: 0], now: now)
+        let decision = failurePolicy(for: key).decide(failure, retries: retries[key, default: 0], now: now)
         if let pause = decision.pause { pauses[key] = pause }
         if let tries = decision.retries { retries[key] = tries }
         return decision

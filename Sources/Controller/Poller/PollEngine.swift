@@ -29,7 +29,10 @@ actor PollEngine {
     let providers: any ProviderRouter
     let credentials: any CredentialAPI
     let logger: Logger
+    /// The settings of every provider without its own.
     let settings: PollSettings
+    /// Providers with settings of their own, by name.
+    let providerSettings: [String: PollSettings]
     let watchInterval: Duration
     let metrics: ControllerMetrics?
     let wakeup = PollWakeup()
@@ -59,8 +62,10 @@ actor PollEngine {
     /// expired ones: only setting them again helps).
     var rechecks: [CredentialKey: Timestamp] = [:]
 
-    /// What each failed batch means.
-    let failurePolicy: FailurePolicy
+    /// What each failed batch means, per provider with settings of its own
+    /// and for the rest.
+    let failurePolicies: [String: FailurePolicy]
+    let defaultFailurePolicy: FailurePolicy
     /// Failed tries in a row per pair (shim down, store failed): how long
     /// the next retry waits (``FailurePolicy/retryWait(after:)``), until a
     /// batch of the pair goes through.
@@ -73,7 +78,9 @@ actor PollEngine {
         credentials = config.credentials!
         logger = config.logger!
         settings = config.settings
-        failurePolicy = FailurePolicy(settings: config.settings)
+        providerSettings = config.providerSettings
+        defaultFailurePolicy = FailurePolicy(settings: config.settings)
+        failurePolicies = config.providerSettings.mapValues { FailurePolicy(settings: $0) }
         watchInterval = config.watchInterval
         metrics = config.metrics
         jitterSeed = config.jitterSeed
@@ -189,8 +196,18 @@ actor PollEngine {
     /// that jitter is reproducible for a given config seed).
     @discardableResult
     func withSchedule<T>(_ key: CredentialKey, _ body: (inout PollSchedule) -> T) -> T {
-        if schedules[key] == nil { schedules[key] = PollSchedule(settings: settings, seed: seed(for: key)) }
+        if schedules[key] == nil { schedules[key] = PollSchedule(settings: settings(for: key), seed: seed(for: key)) }
         return body(&schedules[key]!)
+    }
+
+    /// The poll settings of `key`'s provider.
+    func settings(for key: CredentialKey) -> PollSettings {
+        providerSettings[key.provider] ?? settings
+    }
+
+    /// What a failed batch of `key`'s pair means (its provider's settings).
+    func failurePolicy(for key: CredentialKey) -> FailurePolicy {
+        failurePolicies[key.provider] ?? defaultFailurePolicy
     }
 
     func seed(for key: CredentialKey) -> UInt64 {

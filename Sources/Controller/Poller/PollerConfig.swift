@@ -12,6 +12,9 @@ public struct PollerConfig: Sendable {
     public var credentials: (any CredentialAPI)?
     public var logger: Logger?
     public var settings: PollSettings
+    /// Providers polled with settings of their own (a provider's `poll:`
+    /// block), by provider name; the rest use ``settings``.
+    public var providerSettings: [String: PollSettings]
     /// How often the events log is read for changes from other processes
     /// (this process's own changes wake the poller at once through
     /// ``Poller/storeChanged()``).
@@ -32,6 +35,7 @@ public struct PollerConfig: Sendable {
         credentials: (any CredentialAPI)? = nil,
         logger: Logger? = nil,
         settings: PollSettings = PollSettings(),
+        providerSettings: [String: PollSettings] = [:],
         watchInterval: Duration = .seconds(1),
         jitterSeed: UInt64 = UInt64.random(in: 0...UInt64.max),
         metrics: ControllerMetrics? = nil,
@@ -45,6 +49,7 @@ public struct PollerConfig: Sendable {
         self.credentials = credentials
         self.logger = logger
         self.settings = settings
+        self.providerSettings = providerSettings
         self.watchInterval = watchInterval
         self.jitterSeed = jitterSeed
     }
@@ -62,6 +67,9 @@ public struct PollerConfig: Sendable {
         if credentials == nil { throw Invalid(description: "poller config: missing credential API") }
         if logger == nil { throw Invalid(description: "poller config: missing logger") }
         if let problem = settings.problem() { throw Invalid(description: "poller config: \(problem)") }
+        for (provider, settings) in providerSettings.sorted(by: { $0.key < $1.key }) {
+            if let problem = settings.problem() { throw Invalid(description: "poller config: provider \(provider): \(problem)") }
+        }
         if watchInterval <= .zero { throw Invalid(description: "poller config: watch interval must be positive") }
     }
 }

@@ -139,6 +139,7 @@ public enum ControllerRuntime {
         )
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll,
+            providerSettings: config.providerPollSettings,
             // Shared: every controller's changes arrive as notifications,
             // so the log is read less often (docs/DESIGN.md §8).
             watchInterval: config.postgres == nil ? .seconds(1) : .seconds(5),
@@ -299,6 +300,12 @@ final class ConfigReloader: Sendable {
         if config.metricsAddress != old.metricsAddress || config.metricsBearerToken != old.metricsBearerToken { needRestart.append("metrics") }
         if config.limits != old.limits { needRestart.append("limits") }
         if config.poll != old.poll || config.callTimeout != old.callTimeout { needRestart.append("poll") }
+        for provider in config.providers {
+            guard let before = old.provider(named: provider.name) else { continue }
+            if provider.poll != before.poll || provider.callTimeout != before.callTimeout {
+                needRestart.append("providers.\(provider.name).poll")
+            }
+        }
         if config.supervision != old.supervision { needRestart.append("supervision") }
         if !needRestart.isEmpty {
             logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])

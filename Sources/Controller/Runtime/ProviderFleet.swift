@@ -138,7 +138,7 @@ public actor ProviderFleet: ProviderRouter, Service {
         }
         let supervisor = ProviderSupervisor(
             provider: config.name, command: config.shim, runtimeDirectory: runtimeDirectory,
-            clock: clock, settings: settings, callTimeout: callTimeout, metrics: metrics, logger: logger
+            clock: clock, settings: settings, callTimeout: config.callTimeout ?? callTimeout, metrics: metrics, logger: logger
         )
         let name = config.name
         supervisor.access.whenServing { [servingHandler] in servingHandler.withLockedValue { $0 }?(name) }
@@ -258,16 +258,15 @@ public actor ProviderFleet: ProviderRouter, Service {
         guard let member = members[provider] else {
             throw ShimStartError(provider: provider, problem: "no such provider is configured", stderrTail: "")
         }
-        let check = credentialCheck(provider: provider, cloud: config.cloud)
+        let check = credentialCheck(provider: provider, cloud: config.cloud, timeout: member.config.callTimeout ?? callTimeout)
         try await member.supervisor.swap(to: config.shim, check: check)
         members[provider]?.config = config
         route(config, through: member.supervisor)
         swappedHandler.withLockedValue { $0 }?(provider)
     }
 
-    private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec) -> ProviderSupervisor.SwapCheck {
+    private func credentialCheck(provider: String, cloud: ProviderV1.CloudSpec, timeout: Duration) -> ProviderSupervisor.SwapCheck {
         let credentials = self.credentials
-        let timeout = callTimeout
         let clock = self.clock
         return { client in
             guard let credentials else { return }
