@@ -165,6 +165,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The vsphere backend: vSphere Web Services API (SOAP) over HTTPS.
+        .target(
+            name: "VSphereProvider",
+            dependencies: [
+                "CloudSupport",
+                "ProviderShim",
+                "Core",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "InstancePollerCLI",
             dependencies: [
@@ -188,6 +205,7 @@ let package = Package(
                 "ProviderShim",
                 "FakeProvider",
                 "EC2Provider",
+                "VSphereProvider",
                 "Core",
                 "Support",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

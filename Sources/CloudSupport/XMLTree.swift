@@ -5,12 +5,29 @@ internal import FoundationXML
 
 /// A parsed XML document as a small tree: enough to read a cloud's answers
 /// (EC2's Query API, vSphere's SOAP). Immutable once parsed.
+///
+/// Element names are local names (namespaces processed); attributes keep
+/// their names as written, prefix included (`xsi:type`, `type`).
 public final class XMLTree: @unchecked Sendable {
     public let name: String
     public fileprivate(set) var text = ""
     public fileprivate(set) var children: [XMLTree] = []
+    public fileprivate(set) var attributes: [String: String] = [:]
+    /// The element's `xsi:type` (an attribute `type` in the XML Schema
+    /// instance namespace, whatever its prefix), without the value's own
+    /// prefix: `xsi:type="xsd:string"` gives "string". Nil when absent.
+    public fileprivate(set) var xsiType: String?
+
+    /// Elements nested deeper than this make a document unreadable (a
+    /// cloud's answers are a few dozen levels deep).
+    public static let maxDepth = 128
 
     public init(name: String) { self.name = name }
+
+    /// The attribute named `name` as written, e.g. `xsi:type`.
+    public func attribute(_ name: String) -> String? { attributes[name] }
+
+    static let schemaInstanceNamespace = "http://www.w3.org/2001/XMLSchema-instance"
 
     /// The first child named `name`.
     public func child(_ name: String) -> XMLTree? { children.first { $0.name == name } }
@@ -47,24 +64,68 @@ public final class XMLTree: @unchecked Sendable {
         return found
     }
 
-    /// Parses `data`; nil when it is not well-formed XML.
+    /// Parses `data`; nil when it is not well-formed XML, declares an entity
+    /// (no answer of a cloud does; refusing them keeps entity expansion
+    /// out), or nests elements deeper than ``maxDepth``.
     public static func parse(_ data: Data) -> XMLTree? {
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
         parser.shouldProcessNamespaces = true
-        guard parser.parse(), let root = builder.root else { return nil }
+        parser.shouldReportNamespacePrefixes = true
+        parser.shouldResolveExternalEntities = false
+        guard parser.parse(), !builder.refused, let root = builder.root else { return nil }
         return root
     }
 
     private final class Builder: NSObject, XMLParserDelegate {
         var root: XMLTree?
         var stack: [XMLTree] = []
+        var refused = false
+        /// Namespace URIs by prefix, innermost last.
+        var prefixes: [String: [String]] = [:]
 
         func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+            guard stack.count < XMLTree.maxDepth else {
+                refused = true
+                parser.abortParsing()
+                return
+            }
             let node = XMLTree(name: elementName)
+            node.attributes = attributes
+            for (name, value) in attributes {
+                guard let colon = name.firstIndex(of: ":"), name[name.index(after: colon)...] == "type" else { continue }
+                let prefix = String(name[..<colon])
+                guard (prefixes[prefix]?.last ?? (prefix == "xsi" ? XMLTree.schemaInstanceNamespace : nil)) == XMLTree.schemaInstanceNamespace else {
+                    continue
+                }
+                let trimmed = value.trimmingCharacters(in: .whitespaces)
+                node.xsiType = trimmed.lastIndex(of: ":").map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+            }
             if let parent = stack.last { parent.children.append(node) } else { root = node }
             stack.append(node)
+        }
+
+        func parser(_ parser: XMLParser, foundInternalEntityDeclarationWithName name: String, value: String?) {
+            refused = true
+            parser.abortParsing()
+        }
+
+        func parser(_ parser: XMLParser, foundExternalEntityDeclarationWithName name: String, publicID: String?, systemID: String?) {
+            refused = true
+            parser.abortParsing()
+        }
+
+        func parser(_ parser: XMLParser, didStartMappingPrefix prefix: String, toURI namespaceURI: String) {
+            prefixes[prefix, default: []].append(namespaceURI)
+        }
+
+        func parser(_ parser: XMLParser, didEndMappingPrefix prefix: String) {
+            _ = prefixes[prefix]?.popLast()
+        }
+
+        func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
+            stack.last?.text += String(decoding: CDATABlock, as: UTF8.self)
         }
 
         func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {

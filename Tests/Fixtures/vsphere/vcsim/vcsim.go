@@ -15,11 +15,19 @@
 // A second user, "noperm", logs in to a NoPermission fault, as vCenter
 // answers a user that holds no permission at all.
 //
+// The simulator answers RetrievePropertiesEx whole; the front end here pages
+// it as vCenter does: when the request's maxObjects is smaller than the
+// answer, it returns that many objects and a token, and serves
+// ContinueRetrievePropertiesEx and CancelRetrievePropertiesEx itself.
+//
 // Commands on stdin, one per line, each acknowledged on stdout with
 // "ok COMMAND" (or "error COMMAND: why"):
 //
-//	power-off NAME   power the VM off (guest state notRunning)
-//	power-on NAME    power the VM on (guest state running)
+//	power-off NAME    power the VM off (guest state notRunning)
+//	power-on NAME     power the VM on (guest state running)
+//	expire-sessions   every session seen so far is no longer authenticated
+//	                  (requests with it get NotAuthenticated), as when
+//	                  vCenter's idle timeout ends them
 //
 // It exits when stdin reaches end of file or its parent dies.
 package main
@@ -38,8 +46,10 @@ import (
 	"io/ioutil"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -241,7 +251,10 @@ func main() {
 	if err != nil {
 		die("listen: %v", err)
 	}
-	front := &frontEnd{next: model.Service.ServeMux, nopermPassword: nopermPassword}
+	front := &frontEnd{
+		next: model.Service.ServeMux, nopermPassword: nopermPassword,
+		pages: map[string]pending{}, seen: map[string]bool{}, revoked: map[string]bool{},
+	}
 	go func() { _ = http.Serve(listener, front) }()
 
 	truth := Truth{
@@ -268,7 +281,13 @@ func main() {
 		if command == "" {
 			continue
 		}
-		if err := run(ctx, client, command); err != nil {
+		var err error
+		if command == "expire-sessions" {
+			front.expireSessions()
+		} else {
+			err = run(ctx, client, command)
+		}
+		if err != nil {
 			fmt.Fprintf(out, "error %s: %v\n", command, err)
 		} else {
 			fmt.Fprintf(out, "ok %s\n", command)
@@ -588,12 +607,35 @@ func run(ctx context.Context, client *govmomi.Client, command string) error {
 	return nil
 }
 
-// frontEnd logs each SOAP method and answers the noperm user's Login with
-// NoPermission; everything else goes to the simulator.
+// frontEnd logs each SOAP method, answers the noperm user's Login with
+// NoPermission, pages RetrievePropertiesEx, and refuses expired sessions;
+// everything else goes to the simulator.
 type frontEnd struct {
 	next           http.Handler
 	nopermPassword string
-	mu             sync.Mutex
+
+	mu sync.Mutex
+	// pages: the objects still to serve, by token.
+	pages     map[string]pending
+	nextToken int
+	// seen: session cookies seen; revoked: those expired.
+	seen, revoked map[string]bool
+}
+
+// pending is what a token stands for: the objects left, and the page size.
+type pending struct {
+	objects []string
+	max     int
+}
+
+const sessionCookie = "vmware_soap_session"
+
+func (f *frontEnd) expireSessions() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for cookie := range f.seen {
+		f.revoked[cookie] = true
+	}
 }
 
 func (f *frontEnd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -606,17 +648,135 @@ func (f *frontEnd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	method := soapMethod(body)
 	f.mu.Lock()
 	fmt.Fprintf(os.Stderr, "soap %s\n", method)
+	revoked := false
+	if cookie, err := r.Cookie(sessionCookie); err == nil {
+		f.seen[cookie.Value] = true
+		revoked = f.revoked[cookie.Value]
+	}
 	f.mu.Unlock()
-	if method == "Login" && isNopermLogin(body, f.nopermPassword) {
-		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, noPermissionFault)
+	switch {
+	case method == "Login" && isNopermLogin(body, f.nopermPassword):
+		writeSOAP(w, http.StatusInternalServerError, noPermissionFault)
+		return
+	case revoked && method != "Login" && method != "RetrieveServiceContent":
+		writeSOAP(w, http.StatusInternalServerError, notAuthenticatedFault)
+		return
+	case method == "ContinueRetrievePropertiesEx" || method == "CancelRetrievePropertiesEx":
+		f.continuation(w, method, body)
 		return
 	}
 	r.Body = ioutil.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	f.next.ServeHTTP(w, r)
+	if method != "RetrievePropertiesEx" {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	recorder := httptest.NewRecorder()
+	f.next.ServeHTTP(recorder, r)
+	answer := recorder.Body.String()
+	if max := maxObjects(body); recorder.Code == http.StatusOK && max > 0 {
+		answer = f.firstPage(answer, max)
+	}
+	for name, values := range recorder.Header() {
+		w.Header()[name] = values
+	}
+	w.WriteHeader(recorder.Code)
+	_, _ = io.WriteString(w, answer)
 }
+
+var (
+	objectsPattern    = regexp.MustCompile(`(?s)<objects>.*?</objects>`)
+	maxObjectsPattern = regexp.MustCompile(`<maxObjects>([0-9]+)</maxObjects>`)
+	tokenPattern      = regexp.MustCompile(`<token>([^<]*)</token>`)
+)
+
+func maxObjects(body []byte) int {
+	match := maxObjectsPattern.FindSubmatch(body)
+	if match == nil {
+		return 0
+	}
+	var n int
+	fmt.Sscanf(string(match[1]), "%d", &n)
+	return n
+}
+
+// firstPage keeps the first max objects of a RetrievePropertiesEx answer,
+// adds a token when more remain, and keeps the rest for continuations.
+func (f *frontEnd) firstPage(answer string, max int) string {
+	objects := objectsPattern.FindAllString(answer, -1)
+	if len(objects) <= max {
+		return answer
+	}
+	f.mu.Lock()
+	f.nextToken++
+	token := fmt.Sprintf("page-%d", f.nextToken)
+	f.pages[token] = pending{objects: objects[max:], max: max}
+	f.mu.Unlock()
+	start := strings.Index(answer, "<objects>")
+	end := strings.LastIndex(answer, "</objects>") + len("</objects>")
+	return answer[:start] + "<token>" + token + "</token>" + strings.Join(objects[:max], "") + answer[end:]
+}
+
+// continuation serves ContinueRetrievePropertiesEx and CancelRetrievePropertiesEx.
+func (f *frontEnd) continuation(w http.ResponseWriter, method string, body []byte) {
+	match := tokenPattern.FindSubmatch(body)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var rest pending
+	found := false
+	if match != nil {
+		rest, found = f.pages[string(match[1])]
+	}
+	if !found {
+		writeSOAP(w, http.StatusInternalServerError, fault("InvalidArgument", "A specified parameter was not correct: token", "<invalidProperty>token</invalidProperty>"))
+		return
+	}
+	delete(f.pages, string(match[1]))
+	if method == "CancelRetrievePropertiesEx" {
+		writeSOAP(w, http.StatusOK, envelope(`<CancelRetrievePropertiesExResponse xmlns="urn:vim25"></CancelRetrievePropertiesExResponse>`))
+		return
+	}
+	page := rest.objects
+	next := ""
+	if len(rest.objects) > rest.max {
+		page = rest.objects[:rest.max]
+		f.nextToken++
+		next = fmt.Sprintf("page-%d", f.nextToken)
+		f.pages[next] = pending{objects: rest.objects[rest.max:], max: rest.max}
+	}
+	returnval := strings.Join(page, "")
+	if next != "" {
+		returnval = "<token>" + next + "</token>" + returnval
+	}
+	writeSOAP(w, http.StatusOK, envelope(`<ContinueRetrievePropertiesExResponse xmlns="urn:vim25"><returnval>`+returnval+`</returnval></ContinueRetrievePropertiesExResponse>`))
+}
+
+func writeSOAP(w http.ResponseWriter, status int, text string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, text)
+}
+
+func envelope(body string) string {
+	return `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+		`<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">` +
+		`<soapenv:Body>` + body + `</soapenv:Body></soapenv:Envelope>`
+}
+
+// fault is a SOAP fault as vCenter writes one.
+func fault(kind, message, detail string) string {
+	return envelope(`<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>` + message + `</faultstring><detail><` +
+		kind + `Fault xmlns="urn:vim25" xsi:type="` + kind + `">` + detail + `</` + kind + `Fault></detail></soapenv:Fault>`)
+}
+
+// What vCenter answers a Login by a user without any permission, and a
+// request in a session that is no longer authenticated.
+var (
+	noPermissionFault = fault("NoPermission", "Permission to perform this operation was denied.",
+		`<object type="Folder">group-d1</object><privilegeId>System.View</privilegeId>`)
+	notAuthenticatedFault = fault("NotAuthenticated", "The session is not authenticated.",
+		`<object type="Folder">group-d1</object><privilegeId>System.View</privilegeId>`)
+)
 
 // soapMethod is the name of the first element in the SOAP Body, or "?".
 func soapMethod(body []byte) string {
@@ -650,11 +810,3 @@ func isNopermLogin(body []byte, password string) bool {
 	}
 	return envelope.Body.Login.UserName == nopermUser && envelope.Body.Login.Password == password
 }
-
-// What vCenter answers a Login by a user without any permission.
-const noPermissionFault = `<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-<soapenv:Body>
-<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Permission to perform this operation was denied.</faultstring><detail><NoPermissionFault xmlns="urn:vim25" xsi:type="NoPermission"><object type="Folder">group-d1</object><privilegeId>System.View</privilegeId></NoPermissionFault></detail></soapenv:Fault>
-</soapenv:Body>
-</soapenv:Envelope>`
