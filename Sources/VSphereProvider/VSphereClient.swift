@@ -182,15 +182,18 @@ public final class VSphereClient: Sendable {
         }
     }
 
-    /// Ends every session (at shutdown), each within the clean-up bound.
+    /// Ends every session (at shutdown), side by side, within the clean-up
+    /// bound: a vCenter that does not answer ends them at its idle timeout.
     public func logoutAll() async {
-        for (endpoint, session) in await sessions.removeAll() {
-            let target = Target(
-                endpoint: endpoint, credentials: VSphereCredentials(name: "", user: "", password: ""),
-                deadline: .now + settings.cleanupTimeout
-            )
-            _ = try? await invoke("Logout", VSphereSOAP.envelope("Logout", this: session.content.sessionManager), target, cookie: session.cookie) {
-                body throws(VSphereAnswerError) in try VSphereSOAP.parseEmpty(body, "Logout")
+        let deadline = ContinuousClock.now + settings.cleanupTimeout
+        await withTaskGroup(of: Void.self) { group in
+            for (endpoint, session) in await sessions.removeAll() {
+                let target = Target(endpoint: endpoint, credentials: VSphereCredentials(name: "", user: "", password: ""), deadline: deadline)
+                group.addTask {
+                    _ = try? await self.invoke("Logout", VSphereSOAP.envelope("Logout", this: session.content.sessionManager), target, cookie: session.cookie) {
+                        body throws(VSphereAnswerError) in try VSphereSOAP.parseEmpty(body, "Logout")
+                    }
+                }
             }
         }
     }

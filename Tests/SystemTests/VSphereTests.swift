@@ -144,8 +144,8 @@ struct VSphereTests {
         let truth = sim.truth
         let cloud = Self.cloud(sim)
         let good = Self.credential(user: truth.user, password: truth.password)
+        let mark = sim.process.stderrLines.lines.count
         try await Self.withShim(sim) { client in
-            let mark = sim.process.stderrLines.lines.count
             let verdict = try await client.validateCredential(cloud: cloud, credential: good, timeout: .seconds(30))
             #expect(verdict.valid, "\(verdict.reason)")
             #expect(!verdict.cached)
@@ -224,6 +224,9 @@ struct VSphereTests {
             byRegion.region = truth.datacenter
             #expect(try await client.instances(cloud: byRegion, credential: good, ids: ["web-1"], timeout: .seconds(30)).first?.found == true)
         }
+        // The shim ends its session when it stops.
+        try await sim.process.stderrLines.waitForLine(from: mark, "the session's Logout") { $0 == "soap Logout" }
+        #expect(Self.count(sim, "Logout", from: mark) == 1)
     }
 
     @Test func anEndedSessionIsReplacedByOneLogin() async throws {
