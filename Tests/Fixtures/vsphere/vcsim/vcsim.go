@@ -12,8 +12,9 @@
 // On stderr it logs one line per SOAP method it serves ("soap Login",
 // "soap RetrievePropertiesEx", ...), so tests can count requests.
 //
-// A second user, "noperm", logs in to a NoPermission fault, as vCenter
-// answers a user that holds no permission at all.
+// A second user, "noperm", logs in to a NoPermission fault: vCenter refuses
+// a user that holds no permission at all with NoPermission (the simulator
+// enforces no permissions, so the front end below answers it).
 //
 // The simulator answers RetrievePropertiesEx whole; the front end here pages
 // it as vCenter does: when the request's maxObjects is smaller than the
