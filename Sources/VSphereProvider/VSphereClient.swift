@@ -226,9 +226,6 @@ public final class VSphereClient: Sendable {
         let content = try await invoke("RetrieveServiceContent", VSphereSOAP.envelope("RetrieveServiceContent", this: instance), target, cookie: nil) {
             body throws(VSphereAnswerError) in try VSphereSOAP.parseServiceContent(body)
         }
-        guard content.apiType.isEmpty || content.apiType == "VirtualCenter" else {
-            throw RPCError(.failedPrecondition, "the endpoint \(target.endpoint.host) is an ESXi host (\(content.apiType)), not a vCenter")
-        }
         serviceContents.withLockedValue { $0[target.endpoint.url] = content }
         return content
     }

@@ -357,8 +357,6 @@ public enum VSphereSOAP {
         var viewManager: VSphereMoRef
         var sessionManager: VSphereMoRef
         var searchIndex: VSphereMoRef
-        var apiType: String
-        var apiVersion: String
     }
 
     static func parseServiceContent(_ body: [UInt8]) throws(VSphereAnswerError) -> ServiceContent {
@@ -372,8 +370,7 @@ public enum VSphereSOAP {
         }
         return ServiceContent(
             rootFolder: try ref("rootFolder"), propertyCollector: try ref("propertyCollector"), viewManager: try ref("viewManager"),
-            sessionManager: try ref("sessionManager"), searchIndex: try ref("searchIndex"),
-            apiType: content.string("about", "apiType"), apiVersion: content.string("about", "apiVersion")
+            sessionManager: try ref("sessionManager"), searchIndex: try ref("searchIndex")
         )
     }
 
