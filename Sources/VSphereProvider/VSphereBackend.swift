@@ -225,7 +225,7 @@ public struct VSphereBackend: ProviderBackend {
                 }
                 let refs = Array(Set(matched.values)).sorted(by: VSphereMoRef.precedes)
                 let found = try await client.machines(refs, properties: Self.interfaceProperties, pageSize: scope.pageSize, target, session)
-                return (matched, Dictionary(found.map { ($0.ref, $0) }, uniquingKeysWith: { first, _ in first }))
+                return (matched, Dictionary(found.filter { !$0.gone }.map { ($0.ref, $0) }, uniquingKeysWith: { first, _ in first }))
             }
         }
         return .with {

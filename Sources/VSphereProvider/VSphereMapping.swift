@@ -223,7 +223,7 @@ public enum VSphereMapping {
         private var byUUID: [String: VSphereVirtualMachine] = [:]
 
         public init(_ machines: [VSphereVirtualMachine]) {
-            for machine in machines {
+            for machine in machines where !machine.gone {
                 if let name = machine.name { byName[name, default: []].append(machine) }
                 if let uuid = machine.instanceUUID?.lowercased(), !uuid.isEmpty, byUUID[uuid] == nil { byUUID[uuid] = machine }
             }

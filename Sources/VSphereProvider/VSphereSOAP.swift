@@ -100,6 +100,9 @@ public struct VSphereVirtualMachine: Sendable, Equatable {
     public var cards: [VSphereEthernetCard]?
     /// `guest.net`.
     public var guestNICs: [VSphereGuestNIC]?
+    /// The object no longer exists: its `missingSet` says
+    /// ManagedObjectNotFound (`reportMissingObjectsInResults`).
+    public var gone = false
 
     public init(ref: VSphereMoRef) { self.ref = ref }
 }
@@ -254,6 +257,9 @@ public enum VSphereSOAP {
             throw .malformed("an object without one managed object reference")
         }
         var vm = VSphereVirtualMachine(ref: ref)
+        vm.gone = element.children.contains { missing in
+            missing.name == "missingSet" && missing["fault", "fault"]?.xsiType == "ManagedObjectNotFound"
+        }
         for property in element.children where property.name == "propSet" {
             guard let nameElement = property.child("name") else { throw .malformed("a property of \(ref) without a name") }
             let name = nameElement.text.trimmingCharacters(in: .whitespacesAndNewlines)

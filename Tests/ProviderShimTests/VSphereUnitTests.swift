@@ -157,7 +157,7 @@ struct VSphereUnitTests {
         }
     }
 
-    @Test func malformedAnswersAreRefusedSayingWhat() {
+    @Test func malformedAnswersAreRefusedSayingWhat() throws {
         func refusal(_ body: String) -> String? {
             do {
                 _ = try VSphereSOAP.parseRetrieveResult(Self.soap(body))
@@ -182,6 +182,14 @@ struct VSphereUnitTests {
             <RetrievePropertiesExResponse><returnval><objects><obj type="VirtualMachine">vm-1</obj><propSet><name>config.hardware.device</name>
             <val><VirtualDevice xsi:type="VirtualVmxnet3"><key>1</key><connectable><connected>maybe&#10;so</connected></connectable></VirtualDevice></val></propSet></objects></returnval></RetrievePropertiesExResponse>
             """) == "malformed answer: connectable.connected of card 1 of VirtualMachine:vm-1 is \"maybe so\", not a boolean", "on one line")
+        // A machine gone since it was looked up (reportMissingObjectsInResults).
+        let gone = try? VSphereSOAP.parseRetrieveResult(Self.soap("""
+            <RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><objects><obj type="VirtualMachine">vm-7</obj><missingSet><path></path>
+            <fault><fault xsi:type="ManagedObjectNotFound"><obj type="VirtualMachine">vm-7</obj></fault><localizedMessage></localizedMessage></fault>
+            </missingSet></objects></returnval></RetrievePropertiesExResponse>
+            """))
+        #expect(gone?.objects.map(\.gone) == [true])
+        #expect(try VSphereSOAP.parseRetrieveResult(try Self.captured("retrieve-all-status")).objects.allSatisfy { !$0.gone })
         // vSphere's "nothing matched": no returnval at all.
         #expect(refusal(#"<RetrievePropertiesExResponse xmlns="urn:vim25"></RetrievePropertiesExResponse>"#) == nil)
     }
@@ -245,7 +253,10 @@ struct VSphereUnitTests {
             machine.powerState = power
             return machine
         }
+        var ghost = machine("vm-8", "twin", "50000000-0000-0000-0000-000000000008", "poweredOn")
+        ghost.gone = true
         let machines = [
+            ghost,
             machine("vm-10", "twin", "50000000-0000-0000-0000-00000000000a", "poweredOff"),
             machine("vm-9", "twin", "50000000-0000-0000-0000-000000000009", "poweredOn"),
             machine("vm-11", "50000000-0000-0000-0000-000000000009", "50000000-0000-0000-0000-00000000000b", "suspended"),
@@ -254,7 +265,7 @@ struct VSphereUnitTests {
         let answer = VSphereMapping.instances(ids: ids, machines: machines)
         #expect(answer.results.map(\.instanceID) == ids)
         #expect(answer.results.map(\.found) == [true, true, true, false, false, false], "names are case-sensitive")
-        #expect(answer.results[0].status.rawStatus == "poweredOn", "of two twins, the oldest: vm-9 before vm-10")
+        #expect(answer.results[0].status.rawStatus == "poweredOn", "of two twins, the oldest: vm-9 before vm-10 (vm-8 is gone)")
         #expect(answer.results[0].status.message == "one of 2 VMs named twin, reporting vm-9")
         #expect(answer.results[1].status.rawStatus == "poweredOff", "a UUID in any case")
         #expect(answer.results[2].status.rawStatus == "suspended", "a name wins over a UUID")
