@@ -3,8 +3,8 @@ internal import Foundation
 internal import SwiftProtobuf
 
 /// An IPv4 or IPv6 address, parsed from text and written back canonically
-/// (IPv6 as RFC 5952: lower case, the longest run of two or more zero groups
-/// as "::").
+/// (IPv6 in lower case without leading zeros, the longest run of two or
+/// more zero groups, the first of equals, as "::").
 public struct VSphereIPAddress: Hashable, Sendable, CustomStringConvertible {
     /// 4 bytes (IPv4) or 16 (IPv6), network order.
     public let bytes: [UInt8]
@@ -110,7 +110,8 @@ public struct VSphereIPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The contract's scope: link-local (169.254/16, fe80::/10), machine-local
-    /// (loopback), cloud-local (RFC 1918, 100.64/10, fc00::/7), else public.
+    /// (loopback), cloud-local (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7), else public.
     public var scope: ProviderV1.AddressScope {
         if isIPv4 {
             switch (bytes[0], bytes[1]) {

@@ -227,7 +227,8 @@ public enum VSphereSOAP {
 
     /// The elements in the SOAP Body of `body`.
     private static func bodyContent(_ body: [UInt8]) throws(VSphereAnswerError) -> [XMLTree] {
-        // A SOAP message carries no document type declaration (SOAP 1.1 §3).
+        // A SOAP message carries no document type declaration; refusing one
+        // keeps entity expansion out.
         guard !contains(body, Array("<!DOCTYPE".utf8)) else { throw .notSOAP("it declares a document type") }
         guard let tree = XMLTree.parse(Data(body)) else { throw .notXML }
         guard tree.name == "Envelope" else { throw .notSOAP("the root element is \(quoted(tree.name)), not Envelope") }
