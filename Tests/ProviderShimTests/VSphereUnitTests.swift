@@ -157,6 +157,20 @@ struct VSphereUnitTests {
         }
     }
 
+    /// Foundation's XMLParser traps on an element name that is not UTF-8
+    /// (found by scripts/fuzz vsphere-soap): XMLTree, shared with the ec2
+    /// backend, refuses such bytes before they reach it.
+    @Test func bytesThatAreNotUTF8NeverReachTheXMLParser() throws {
+        let trap = try #require(FileManager.default.contents(
+            atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/vsphere-soap/element-name-not-utf8-trapped-xmlparser"
+        ))
+        #expect(XMLTree.parse(trap) == nil)
+        #expect(throws: VSphereAnswerError.notXML) { try VSphereSOAP.parseRetrieveResult(Array(trap)) }
+        #expect(XMLTree.parse(Data("<a><b".utf8) + Data([0xFF, 0xFE]) + Data("/></a>".utf8)) == nil)
+        #expect(XMLTree.parse(Data("<a>\u{0}</a>".utf8)) == nil, "nor a NUL")
+        #expect(XMLTree.parse(Data("<a>é ✓ 𝄞</a>".utf8))?.text == "é ✓ 𝄞", "UTF-8 beyond ASCII is read")
+    }
+
     @Test func malformedAnswersAreRefusedSayingWhat() throws {
         func refusal(_ body: String) -> String? {
             do {
