@@ -64,7 +64,8 @@ public final class XMLTree: @unchecked Sendable {
         return found
     }
 
-    /// Parses `data`; nil when it is not well-formed XML, is not UTF-8 or
+    /// Parses `data`; nil when it is not well-formed XML (cut short
+    /// included), is not UTF-8 or
     /// holds a NUL (clouds answer in UTF-8), declares an entity (no answer
     /// of a cloud does; refusing them keeps entity expansion out), or nests
     /// elements deeper than ``maxDepth``.
@@ -79,7 +80,10 @@ public final class XMLTree: @unchecked Sendable {
         parser.shouldProcessNamespaces = true
         parser.shouldReportNamespacePrefixes = true
         parser.shouldResolveExternalEntities = false
-        guard parser.parse(), !builder.refused, let root = builder.root else { return nil }
+        // On Linux, parse() also says true for a document cut short (or
+        // with more after its root element), setting parserError: a
+        // truncated answer must not read as a shorter one.
+        guard parser.parse(), parser.parserError == nil, !builder.refused, builder.stack.isEmpty, let root = builder.root else { return nil }
         return root
     }
 

@@ -230,6 +230,12 @@ public enum VSphereSOAP {
         // A SOAP message carries no document type declaration; refusing one
         // keeps entity expansion out.
         guard !contains(body, Array("<!DOCTYPE".utf8)) else { throw .notSOAP("it declares a document type") }
+        // Foundation's XMLParser on Linux leaks a little memory on each
+        // document it cannot read: a body without an Envelope (a proxy's
+        // error page, say) is refused before it gets there.
+        guard contains(body, Array("Envelope".utf8)) else {
+            throw body.contains(UInt8(ascii: "<")) ? .notSOAP("it holds no Envelope element") : .notXML
+        }
         guard let tree = XMLTree.parse(Data(body)) else { throw .notXML }
         guard tree.name == "Envelope" else { throw .notSOAP("the root element is \(quoted(tree.name)), not Envelope") }
         let bodies = tree.children.filter { $0.name == "Body" }
