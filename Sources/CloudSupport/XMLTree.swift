@@ -71,9 +71,11 @@ public final class XMLTree: @unchecked Sendable {
     /// elements deeper than ``maxDepth``.
     public static func parse(_ data: Data) -> XMLTree? {
         // Foundation's XMLParser on Linux traps on an element name that is
-        // not UTF-8 (scripts/fuzz vsphere-soap found it;
-        // Fuzz/regressions/vsphere-soap): only UTF-8 reaches it.
-        guard isUTF8WithoutNUL(data) else { return nil }
+        // not UTF-8, and on a processing instruction without data such as
+        // `<?pi?>` (scripts/fuzz vsphere-soap found both;
+        // Fuzz/regressions/vsphere-soap): only UTF-8 without processing
+        // instructions (the XML declaration aside) reaches it.
+        guard isUTF8WithoutNUL(data), !hasProcessingInstruction(data) else { return nil }
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
@@ -85,6 +87,31 @@ public final class XMLTree: @unchecked Sendable {
         // truncated answer must not read as a shorter one.
         guard parser.parse(), parser.parserError == nil, !builder.refused, builder.stack.isEmpty, let root = builder.root else { return nil }
         return root
+    }
+
+    /// True when `data` holds `<?` anywhere but in an XML declaration at
+    /// its very start (after a byte order mark, if any).
+    static func hasProcessingInstruction(_ data: Data) -> Bool {
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var start = 0
+            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
+            let declaration = Array("<?xml".utf8)
+            if bytes.count >= start + 6, bytes[start..<start + 5].elementsEqual(declaration),
+               [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5])
+            {
+                // The declaration ends at its "?>".
+                var index = start + 6
+                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "?") && bytes[index + 1] == UInt8(ascii: ">")) { index += 1 }
+                start = index + 2
+            }
+            var index = start
+            while index + 1 < bytes.count {
+                if bytes[index] == UInt8(ascii: "<"), bytes[index + 1] == UInt8(ascii: "?") { return true }
+                index += 1
+            }
+            return false
+        }
     }
 
     static func isUTF8WithoutNUL(_ data: Data) -> Bool {

@@ -173,6 +173,22 @@ struct VSphereUnitTests {
         #expect(XMLTree.parse(Data("<a>é ✓ 𝄞</a>".utf8))?.text == "é ✓ 𝄞", "UTF-8 beyond ASCII is read")
     }
 
+    /// Foundation's XMLParser dereferences a null pointer on a processing
+    /// instruction without data (found by scripts/fuzz vsphere-soap): no
+    /// processing instruction reaches it; an XML declaration still does.
+    @Test func processingInstructionsNeverReachTheXMLParser() throws {
+        let trap = try #require(FileManager.default.contents(
+            atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/vsphere-soap/processing-instruction-without-data-crashed-xmlparser"
+        ))
+        #expect(XMLTree.parse(trap) == nil)
+        for text in ["<?xm?><a/>", "<a><?pi?></a>", "<a><?pi data?></a>", #"<?xml version="1.0"?><?xml version="1.0"?><a/>"#, "<?xml?><a/>"] {
+            #expect(XMLTree.parse(Data(text.utf8)) == nil, "\(text)")
+        }
+        for text in [#"<?xml version="1.0" encoding="UTF-8"?>"# + "\n<a/>", "\u{FEFF}<?xml version=\"1.0\"?><a/>", "<a/>"] {
+            #expect(XMLTree.parse(Data(text.utf8))?.name == "a", "\(text.debugDescription)")
+        }
+    }
+
     /// Foundation's XMLParser on Linux says it parsed a document that is
     /// cut short: XMLTree, shared with the ec2 backend, refuses it, so a
     /// truncated page never reads as a page with fewer machines.
