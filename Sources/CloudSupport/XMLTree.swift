@@ -65,17 +65,19 @@ public final class XMLTree: @unchecked Sendable {
     }
 
     /// Parses `data`; nil when it is not well-formed XML (cut short
-    /// included), is not UTF-8 or
-    /// holds a NUL (clouds answer in UTF-8), declares an entity (no answer
-    /// of a cloud does; refusing them keeps entity expansion out), or nests
+    /// included), is not UTF-8 or holds a NUL (clouds answer in UTF-8),
+    /// holds a processing instruction or a document type (no answer of a
+    /// cloud does; refusing them keeps entity expansion out), or nests
     /// elements deeper than ``maxDepth``.
     public static func parse(_ data: Data) -> XMLTree? {
         // Foundation's XMLParser on Linux traps on an element name that is
-        // not UTF-8, and on a processing instruction without data such as
+        // not UTF-8, on a processing instruction without data such as
         // `<?pi?>` (scripts/fuzz vsphere-soap found both;
-        // Fuzz/regressions/vsphere-soap): only UTF-8 without processing
-        // instructions (the XML declaration aside) reaches it.
-        guard isUTF8WithoutNUL(data), !hasProcessingInstruction(data) else { return nil }
+        // Fuzz/regressions/vsphere-soap), and on element, attribute list
+        // and notation declarations: only UTF-8 without a processing
+        // instruction (the XML declaration aside) or a document type
+        // reaches it.
+        guard isUTF8WithoutNUL(data), !hasProcessingInstruction(data), data.firstRange(of: Data("<!DOCTYPE".utf8)) == nil else { return nil }
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
@@ -152,16 +154,6 @@ public final class XMLTree: @unchecked Sendable {
             }
             if let parent = stack.last { parent.children.append(node) } else { root = node }
             stack.append(node)
-        }
-
-        func parser(_ parser: XMLParser, foundInternalEntityDeclarationWithName name: String, value: String?) {
-            refused = true
-            parser.abortParsing()
-        }
-
-        func parser(_ parser: XMLParser, foundExternalEntityDeclarationWithName name: String, publicID: String?, systemID: String?) {
-            refused = true
-            parser.abortParsing()
         }
 
         func parser(_ parser: XMLParser, didStartMappingPrefix prefix: String, toURI namespaceURI: String) {

@@ -174,14 +174,20 @@ struct VSphereUnitTests {
     }
 
     /// Foundation's XMLParser dereferences a null pointer on a processing
-    /// instruction without data (found by scripts/fuzz vsphere-soap): no
-    /// processing instruction reaches it; an XML declaration still does.
+    /// instruction without data (found by scripts/fuzz vsphere-soap), and
+    /// traps on element, attribute list and notation declarations: no
+    /// processing instruction or document type reaches it; an XML
+    /// declaration still does.
     @Test func processingInstructionsNeverReachTheXMLParser() throws {
         let trap = try #require(FileManager.default.contents(
             atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/vsphere-soap/processing-instruction-without-data-crashed-xmlparser"
         ))
         #expect(XMLTree.parse(trap) == nil)
         for text in ["<?xm?><a/>", "<a><?pi?></a>", "<a><?pi data?></a>", #"<?xml version="1.0"?><?xml version="1.0"?><a/>"#, "<?xml?><a/>"] {
+            #expect(XMLTree.parse(Data(text.utf8)) == nil, "\(text)")
+        }
+        // Declarations it traps on too.
+        for text in ["<!DOCTYPE a [<!ELEMENT a ANY>]><a/>", "<!DOCTYPE a [<!NOTATION n SYSTEM \"x\">]><a/>", "<!DOCTYPE a [<!ENTITY e \"\">]><a>&e;</a>"] {
             #expect(XMLTree.parse(Data(text.utf8)) == nil, "\(text)")
         }
         for text in [#"<?xml version="1.0" encoding="UTF-8"?>"# + "\n<a/>", "\u{FEFF}<?xml version=\"1.0\"?><a/>", "<a/>"] {
