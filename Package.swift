@@ -165,6 +165,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The vsphere backend: vSphere Web Services API (SOAP) over HTTPS.
+        .target(
+            name: "VSphereProvider",
+            dependencies: [
+                "CloudSupport",
+                "ProviderShim",
+                "Core",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "InstancePollerCLI",
             dependencies: [
@@ -188,6 +205,7 @@ let package = Package(
                 "ProviderShim",
                 "FakeProvider",
                 "EC2Provider",
+                "VSphereProvider",
                 "Core",
                 "Support",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -233,7 +251,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider",
+                "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider", "VSphereProvider",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -297,11 +315,15 @@ let package = Package(
         .testTarget(
             name: "ProviderShimTests",
             dependencies: [
-                "ProviderShim", "FakeProvider", "EC2Provider", "CloudSupport", "Controller", "Core", "Support", "TestSupport",
+                "ProviderShim", "FakeProvider", "EC2Provider", "VSphereProvider", "CloudSupport", "Controller", "Core", "Support", "TestSupport",
                 // Built so the process-contract tests can run the real binary.
                 "ProviderShimCLI",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                // The vsphere unit tests' stub vCenter.
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

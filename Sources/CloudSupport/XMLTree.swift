@@ -5,12 +5,29 @@ internal import FoundationXML
 
 /// A parsed XML document as a small tree: enough to read a cloud's answers
 /// (EC2's Query API, vSphere's SOAP). Immutable once parsed.
+///
+/// Element names are local names (namespaces processed); attributes keep
+/// their names as written, prefix included (`xsi:type`, `type`).
 public final class XMLTree: @unchecked Sendable {
     public let name: String
     public fileprivate(set) var text = ""
     public fileprivate(set) var children: [XMLTree] = []
+    public fileprivate(set) var attributes: [String: String] = [:]
+    /// The element's `xsi:type` (an attribute `type` in the XML Schema
+    /// instance namespace, whatever its prefix), without the value's own
+    /// prefix: `xsi:type="xsd:string"` gives "string". Nil when absent.
+    public fileprivate(set) var xsiType: String?
+
+    /// Elements nested deeper than this make a document unreadable (a
+    /// cloud's answers are a few dozen levels deep).
+    public static let maxDepth = 128
 
     public init(name: String) { self.name = name }
+
+    /// The attribute named `name` as written, e.g. `xsi:type`.
+    public func attribute(_ name: String) -> String? { attributes[name] }
+
+    static let schemaInstanceNamespace = "http://www.w3.org/2001/XMLSchema-instance"
 
     /// The first child named `name`.
     public func child(_ name: String) -> XMLTree? { children.first { $0.name == name } }
@@ -47,24 +64,108 @@ public final class XMLTree: @unchecked Sendable {
         return found
     }
 
-    /// Parses `data`; nil when it is not well-formed XML.
+    /// Parses `data`; nil when it is not well-formed XML (cut short
+    /// included), is not UTF-8 or holds a NUL (clouds answer in UTF-8),
+    /// holds a processing instruction or a document type (no answer of a
+    /// cloud does; refusing them keeps entity expansion out), or nests
+    /// elements deeper than ``maxDepth``.
     public static func parse(_ data: Data) -> XMLTree? {
+        // Foundation's XMLParser on Linux traps on an element name that is
+        // not UTF-8, on a processing instruction without data such as
+        // `<?pi?>` (scripts/fuzz vsphere-soap found both;
+        // Fuzz/regressions/vsphere-soap), and on element, attribute list
+        // and notation declarations: only UTF-8 without a processing
+        // instruction (the XML declaration aside) or a document type
+        // reaches it.
+        guard isUTF8WithoutNUL(data), !hasProcessingInstruction(data), data.firstRange(of: Data("<!DOCTYPE".utf8)) == nil else { return nil }
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
         parser.shouldProcessNamespaces = true
-        guard parser.parse(), let root = builder.root else { return nil }
+        parser.shouldReportNamespacePrefixes = true
+        parser.shouldResolveExternalEntities = false
+        // On Linux, parse() also says true for a document cut short (or
+        // with more after its root element), setting parserError: a
+        // truncated answer must not read as a shorter one.
+        guard parser.parse(), parser.parserError == nil, !builder.refused, builder.stack.isEmpty, let root = builder.root else { return nil }
         return root
+    }
+
+    /// True when `data` holds `<?` anywhere but in an XML declaration at
+    /// its very start (after a byte order mark, if any).
+    static func hasProcessingInstruction(_ data: Data) -> Bool {
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var start = 0
+            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
+            let declaration = Array("<?xml".utf8)
+            if bytes.count >= start + 6, bytes[start..<start + 5].elementsEqual(declaration),
+               [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5])
+            {
+                // The declaration ends at its "?>".
+                var index = start + 6
+                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "?") && bytes[index + 1] == UInt8(ascii: ">")) { index += 1 }
+                start = index + 2
+            }
+            var index = start
+            while index + 1 < bytes.count {
+                if bytes[index] == UInt8(ascii: "<"), bytes[index + 1] == UInt8(ascii: "?") { return true }
+                index += 1
+            }
+            return false
+        }
+    }
+
+    static func isUTF8WithoutNUL(_ data: Data) -> Bool {
+        var bytes = data.makeIterator()
+        var decoder = UTF8()
+        while true {
+            switch decoder.decode(&bytes) {
+            case .scalarValue(let scalar): if scalar.value == 0 { return false }
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
     }
 
     private final class Builder: NSObject, XMLParserDelegate {
         var root: XMLTree?
         var stack: [XMLTree] = []
+        var refused = false
+        /// Namespace URIs by prefix, innermost last.
+        var prefixes: [String: [String]] = [:]
 
         func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+            guard stack.count < XMLTree.maxDepth else {
+                refused = true
+                parser.abortParsing()
+                return
+            }
             let node = XMLTree(name: elementName)
+            node.attributes = attributes
+            for (name, value) in attributes {
+                guard let colon = name.firstIndex(of: ":"), name[name.index(after: colon)...] == "type" else { continue }
+                let prefix = String(name[..<colon])
+                guard (prefixes[prefix]?.last ?? (prefix == "xsi" ? XMLTree.schemaInstanceNamespace : nil)) == XMLTree.schemaInstanceNamespace else {
+                    continue
+                }
+                let trimmed = value.trimmingCharacters(in: .whitespaces)
+                node.xsiType = trimmed.lastIndex(of: ":").map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+            }
             if let parent = stack.last { parent.children.append(node) } else { root = node }
             stack.append(node)
+        }
+
+        func parser(_ parser: XMLParser, didStartMappingPrefix prefix: String, toURI namespaceURI: String) {
+            prefixes[prefix, default: []].append(namespaceURI)
+        }
+
+        func parser(_ parser: XMLParser, didEndMappingPrefix prefix: String) {
+            _ = prefixes[prefix]?.popLast()
+        }
+
+        func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
+            stack.last?.text += String(decoding: CDATABlock, as: UTF8.self)
         }
 
         func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {

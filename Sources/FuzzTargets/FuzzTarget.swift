@@ -15,6 +15,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case scenario
     /// The controller's config file.
     case config
+    /// A vCenter SOAP answer, as `provider-shim vsphere` reads it.
+    case vsphereSOAP = "vsphere-soap"
 
     /// Runs one input.
     ///
@@ -25,6 +27,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .requestDispatch: try RequestDispatchTarget.shared.run(input)
         case .scenario: try DocumentTargets.scenario(input)
         case .config: try DocumentTargets.config(input)
+        case .vsphereSOAP: try VSphereSOAPTarget.run(input)
         }
     }
 }

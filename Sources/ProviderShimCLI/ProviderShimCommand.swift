@@ -8,6 +8,7 @@ import NIOPosix
 import Support
 import FakeProvider
 import EC2Provider
+import VSphereProvider
 
 /// `provider-shim`: the built-in provider backends, one per subcommand, each
 /// serving the provider contract on INSTANCEPOLLER_SOCKET.
@@ -22,7 +23,7 @@ struct ProviderShimCommand: AsyncParsableCommand {
             See proto/PROTOCOL.md.
             """,
         version: ProductVersion.current,
-        subcommands: [Fake.self, EC2.self]
+        subcommands: [Fake.self, EC2.self, VSphere.self]
     )
 }
 
@@ -122,6 +123,47 @@ struct EC2: AsyncParsableCommand {
             credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), logger: options.logger
         )
         let status = await ShimProcess.run(backend: backend, options: options)
+        try? await http.shutdown()
+        throw ExitCode(status)
+    }
+}
+
+struct VSphere: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vsphere",
+        abstract: "VMware vSphere (vCenter) over its Web Services API (SOAP over HTTPS).",
+        discussion: """
+            The cloud spec gives the endpoint (https://vcenter.example.com/sdk, or a bare host; plain HTTP only on \
+            loopback) and the attributes datacenter (else the region), folder (a path under the datacenter's VM \
+            folder) and page-size (1-10000). Instance ids are VM names, or instance UUIDs. Credentials (auth type \
+            userpass): user, password; they arrive with each call over the socket, never in argv or the environment.
+            """
+    )
+
+    @Option(help: "Seconds a ValidateCredential answer is cached per credential.")
+    var credentialTTL: Double = 300
+
+    @Option(help: "Attempts per vSphere request on 5xx and connection errors (jittered backoff, within the call's deadline).")
+    var maxAttempts: Int = 3
+
+    @OptionGroup var shim: ShimOptions
+
+    func validate() throws {
+        guard credentialTTL >= 0, credentialTTL.isFinite else { throw ValidationError("--credential-ttl must be ≥ 0 seconds") }
+        guard (1...10).contains(maxAttempts) else { throw ValidationError("--max-attempts must be from 1 to 10") }
+    }
+
+    func run() async throws {
+        MallocTuning.tune(for: .largeFrames)
+        let options = shim.options("vsphere")
+        let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        var settings = VSphereClient.Settings()
+        settings.maxAttempts = maxAttempts
+        let client = VSphereClient(http: http, settings: settings, logger: options.logger)
+        let backend = VSphereBackend(client: client, credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), logger: options.logger)
+        let status = await ShimProcess.run(backend: backend, options: options)
+        // Sessions end now rather than at vCenter's idle timeout.
+        await client.logoutAll()
         try? await http.shutdown()
         throw ExitCode(status)
     }

@@ -71,6 +71,7 @@ struct PackageGraphTests {
             let (reached, products) = Self.closure(of: name, in: targets)
             #expect(reached.contains("Core"), "\(name) should reach Core")
             #expect(!reached.contains("EC2Provider"), "\(name) reaches the EC2 backend")
+            #expect(!reached.contains("VSphereProvider"), "\(name) reaches the vSphere backend")
             #expect(products.isDisjoint(with: Self.cloudClientProducts), "\(name) links \(products.intersection(Self.cloudClientProducts).sorted())")
         }
         let (_, sdk) = Self.closure(of: "ProviderShim", in: targets)
@@ -79,6 +80,7 @@ struct PackageGraphTests {
         // The shim binary has every backend: the check above can fail.
         let (reached, products) = Self.closure(of: "ProviderShimCLI", in: targets)
         #expect(reached.contains("EC2Provider"))
+        #expect(reached.contains("VSphereProvider"))
         #expect(products.contains("AsyncHTTPClient"))
     }
 }
