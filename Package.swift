@@ -143,9 +143,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // What the real cloud backends share: reading XML answers.
+        // What the real cloud backends share: reading XML answers, and the
+        // HTTP client that routes each request through the proxy the
+        // environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
         .target(
             name: "CloudSupport",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         // The ec2 backend: EC2 Query API over HTTPS, Signature V4.
