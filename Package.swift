@@ -241,6 +241,8 @@ let package = Package(
             name: "FuzzTargets",
             dependencies: [
                 "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider",
+                // The ec2-xml target parses EC2's and STS's answers.
+                "EC2Provider",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

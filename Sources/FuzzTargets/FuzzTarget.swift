@@ -15,6 +15,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case scenario
     /// The controller's config file.
     case config
+    /// An answer of EC2, STS or the instance metadata service, read by the
+    /// ec2 backend (``EC2XMLTarget``; the first byte picks the kind).
+    case ec2XML = "ec2-xml"
 
     /// Runs one input.
     ///
@@ -25,6 +28,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .requestDispatch: try RequestDispatchTarget.shared.run(input)
         case .scenario: try DocumentTargets.scenario(input)
         case .config: try DocumentTargets.config(input)
+        case .ec2XML: try EC2XMLTarget.run(input)
         }
     }
 }
