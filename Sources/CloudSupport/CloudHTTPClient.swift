@@ -100,7 +100,20 @@ public final class CloudHTTPClient: Sendable {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
-            throw ProxyRequestFailure(proxy: proxy, cause: proxy.scrub("\(error)"))
+            throw ProxyRequestFailure(proxy: proxy, cause: Self.cause(error, proxy))
+        }
+    }
+
+    /// What went wrong through `proxy`, in words for AsyncHTTPClient's
+    /// proxy errors, scrubbed of the proxy's password.
+    static func cause(_ error: any Error, _ proxy: ProxyServer) -> String {
+        switch error as? HTTPClientError {
+        case .proxyAuthenticationRequired?:
+            "the proxy asks for authorization (HTTP 407)\(proxy.username == nil ? "" : " and refused the one given")"
+        case .invalidProxyResponse?:
+            "the proxy refused to open a tunnel (its answer to CONNECT was not 200)"
+        default:
+            proxy.scrub("\(error)")
         }
     }
 
