@@ -116,21 +116,16 @@ public final class EC2Client: Sendable {
     }
 
     /// Calls `action` of `service` and returns the body of its 2xx answer.
-    ///
-    /// - Parameter context: put before the action in messages, e.g. the role
-    ///   an AssumeRole was for.
     func call(
         _ action: String,
         _ parameters: [(String, String)],
         service: AWSService = .ec2,
-        context: String = "",
         endpoint: AWSEndpoint,
         credentials: AWSCredentials,
         deadline: ContinuousClock.Instant?
     ) async throws -> [UInt8] {
         let deadline = deadline ?? .now + settings.defaultTimeout
         let body = Array(SigV4.formEncode([("Action", action), ("Version", service.apiVersion)] + parameters).utf8)
-        let label = context.isEmpty ? action : "\(action) \(context)"
         var attempt = 0
         while true {
             attempt += 1
@@ -141,7 +136,7 @@ public final class EC2Client: Sendable {
             let attemptDeadline = ContinuousClock.now + (left * 0.9) / (settings.maxAttempts - attempt + 1)
             do {
                 return try await once(
-                    label, service: service, body: body, endpoint: endpoint, credentials: credentials, deadline: attemptDeadline
+                    action, service: service, body: body, endpoint: endpoint, credentials: credentials, deadline: attemptDeadline
                 )
             } catch let error as Retryable {
                 failure = error.error

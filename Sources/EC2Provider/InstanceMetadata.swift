@@ -122,15 +122,11 @@ final class InstanceMetadataClient: Sendable {
 
     /// GET `path` with the session token; on 401, once more with a new token.
     private func get(_ path: String, deadline: ContinuousClock.Instant?) async throws -> (status: Int, body: [UInt8]) {
-        var token = try await sessionToken(deadline: deadline)
-        for attempt in 1...2 {
-            let answer = try await send(.GET, path, headers: [("X-aws-ec2-metadata-token", token)], deadline: deadline)
-            guard answer.status == 401, attempt == 1 else { return answer }
-            logger.debug("instance metadata token refused; getting a new one")
-            self.token.withLockedValue { $0 = nil }
-            token = try await sessionToken(deadline: deadline)
-        }
-        preconditionFailure("unreachable")
+        let answer = try await send(.GET, path, headers: [("X-aws-ec2-metadata-token", try await sessionToken(deadline: deadline))], deadline: deadline)
+        guard answer.status == 401 else { return answer }
+        logger.debug("instance metadata token refused; getting a new one")
+        token.withLockedValue { $0 = nil }
+        return try await send(.GET, path, headers: [("X-aws-ec2-metadata-token", try await sessionToken(deadline: deadline))], deadline: deadline)
     }
 
     /// The session token: the one held while its TTL lasts (less a minute),
