@@ -184,7 +184,7 @@ final class KeySource: Sendable {
 
     /// Cached keys that are still fresh, else the answer of the one
     /// `obtain` in flight for `key`, else a new one's.
-    private func temporary(
+    func temporary(
         _ key: String, credential: String, kind: String, obtain: @escaping @Sendable () async throws -> TemporaryCredentials
     ) async throws -> TemporaryCredentials {
         let now = now()

@@ -1,6 +1,9 @@
 import CloudSupport
 import Core
 import Foundation
+import Logging
+import Synchronization
+import TestSupport
 import SwiftProtobuf
 import Testing
 @testable import EC2Provider
@@ -168,5 +171,83 @@ struct EC2CredentialUnitTests {
         #expect(Set(changed + [key]).count == 5, "a change of type, attribute or STS endpoint is another cache entry")
         #expect(EC2Backend.cacheKey(Self.credential("assume-role", base), endpoint: endpoint, cloud: cloud) == key, "stable")
         #expect(key.count == 64 && key.allSatisfy(\.isHexDigit), "a SHA-256 fingerprint, not the attributes")
+    }
+}
+
+/// ``KeySource``'s cache of temporary keys on an injected clock: kept while
+/// fresh, obtained anew once due, one request for concurrent callers.
+@Suite("EC2 temporary keys cache units")
+struct EC2KeyCacheTests {
+    final class Clock: Sendable {
+        let now = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+        func advance(_ seconds: Double) { now.withLock { $0 += seconds } }
+    }
+
+    static func source(_ clock: Clock) -> (KeySource, CloudHTTPClient) {
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let http = CloudHTTPClient(proxies: .direct, logger: logger)
+        let source = KeySource(
+            client: EC2Client(http: http, logger: logger),
+            metadata: InstanceMetadataClient(endpoint: .standard, http: http, logger: logger),
+            refresh: KeyRefresh(), now: { clock.now.withLock { $0 } }, logger: logger
+        )
+        return (source, http)
+    }
+
+    @Test func keysAreKeptWhileFreshAndObtainedAnewOnceDue() async throws {
+        let clock = Clock()
+        let (source, http) = Self.source(clock)
+        let calls = Mutex(0)
+        let obtain: @Sendable () async throws -> TemporaryCredentials = {
+            let number = calls.withLock { $0 += 1; return $0 }
+            return TemporaryCredentials(
+                accessKeyID: "ASIA\(number)", secretAccessKey: "s", sessionToken: "t", expiration: clock.now.withLock { $0 } + 3600
+            )
+        }
+        #expect(try await source.temporary("k", credential: "main", kind: "assume-role", obtain: obtain).accessKeyID == "ASIA1")
+        clock.advance(3000)  // 600 s left > max(300, 360)
+        #expect(try await source.temporary("k", credential: "main", kind: "assume-role", obtain: obtain).accessKeyID == "ASIA1")
+        #expect(try await source.temporary("other", credential: "other", kind: "assume-role", obtain: obtain).accessKeyID == "ASIA2",
+                "another credential, other keys")
+        clock.advance(300)  // 300 s left < 360: due
+        #expect(try await source.temporary("k", credential: "main", kind: "assume-role", obtain: obtain).accessKeyID == "ASIA3")
+        #expect(calls.withLock { $0 } == 3)
+        try await http.shutdown()
+    }
+
+    @Test func concurrentCallersShareOneRequestAndAFailureIsNotKept() async throws {
+        let clock = Clock()
+        let (source, http) = Self.source(clock)
+        let calls = Mutex(0)
+        let (started, starting) = AsyncStream.makeStream(of: Void.self)
+        let (release, releasing) = AsyncStream.makeStream(of: Void.self)
+        let obtain: @Sendable () async throws -> TemporaryCredentials = {
+            calls.withLock { $0 += 1 }
+            starting.yield()
+            for await _ in release { break }
+            return TemporaryCredentials(accessKeyID: "ASIA", secretAccessKey: "s", sessionToken: "t", expiration: clock.now.withLock { $0 } + 3600)
+        }
+        try await withTimeout(.seconds(10), "two callers, one request") {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask { try await source.temporary("k", credential: "main", kind: "instance-role", obtain: obtain).accessKeyID }
+                for await _ in started { break }
+                group.addTask { try await source.temporary("k", credential: "main", kind: "instance-role", obtain: obtain).accessKeyID }
+                releasing.yield()
+                var keys: [String] = []
+                for try await key in group { keys.append(key) }
+                #expect(keys == ["ASIA", "ASIA"])
+            }
+        }
+        #expect(calls.withLock { $0 } == 1, "the second caller waited for the first one's request")
+
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            try await source.temporary("bad", credential: "bad", kind: "assume-role") { throw Refused() }
+        }
+        let again = try await source.temporary("bad", credential: "bad", kind: "assume-role") {
+            TemporaryCredentials(accessKeyID: "ASIA-OK", secretAccessKey: "s", sessionToken: "t", expiration: clock.now.withLock { $0 } + 3600)
+        }
+        #expect(again.accessKeyID == "ASIA-OK", "a failure is not cached")
+        try await http.shutdown()
     }
 }
