@@ -1,4 +1,4 @@
-public import Core
+internal import Core
 internal import Crypto
 public import Foundation
 internal import Logging

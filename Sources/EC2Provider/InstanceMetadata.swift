@@ -1,6 +1,6 @@
 internal import AsyncHTTPClient
 public import CloudSupport
-public import Core
+internal import Core
 internal import Foundation
 internal import Logging
 internal import NIOConcurrencyHelpers

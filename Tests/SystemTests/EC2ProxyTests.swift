@@ -161,7 +161,7 @@ extension EC2Tests {
                 environment["HTTP_PROXY"] = proxy.url
                 let controller = try await h.start(environment: environment)
                 let keys = h.directory.file("aws.yaml")
-                FileManager.default.createFile(
+                _ = FileManager.default.createFile(
                     atPath: keys, contents: Data("access-key: \(truth.poller.access_key)\nsecret-key: \(truth.poller.secret_key)\n".utf8),
                     attributes: [.posixPermissions: 0o600]
                 )
