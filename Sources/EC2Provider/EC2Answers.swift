@@ -286,7 +286,7 @@ public enum EC2Answers {
     }
 
     public static func error(_ body: [UInt8]) throws(EC2AnswerError) -> ErrorDocument {
-        guard let tree = XMLTree.parse(Data(body)) else { throw EC2AnswerError("the error answer is not XML") }
+        guard let tree = try? xml(body) else { throw EC2AnswerError("the error answer is not XML") }
         guard let error = tree.all(named: "Error").first(where: { !$0.string("Code").isEmpty }) else {
             throw EC2AnswerError("the error answer has no Error/Code")
         }
@@ -346,9 +346,37 @@ public enum EC2Answers {
 
     /// The document's root, which must be `root`.
     static func document(_ body: [UInt8], root: String) throws(EC2AnswerError) -> XMLTree {
-        guard let tree = XMLTree.parse(Data(body)) else { throw EC2AnswerError("the answer is not XML") }
+        let tree = try xml(body)
         guard tree.name == root else { throw EC2AnswerError("expected a \(root), not <\(clip(tree.name))>") }
         return tree
+    }
+
+    /// `body` parsed, if it is UTF-8 XML (as every AWS answer is).
+    ///
+    /// FoundationXML's parser traps (ends the process) on an element name
+    /// that is not UTF-8 (`Fuzz/regressions/ec2-xml/`), so bytes that are
+    /// not UTF-8, or a document that declares another encoding, are refused
+    /// before it sees them.
+    static func xml(_ body: [UInt8]) throws(EC2AnswerError) -> XMLTree {
+        guard String(validating: body, as: UTF8.self) != nil else { throw EC2AnswerError("the answer is not UTF-8") }
+        if let encoding = declaredEncoding(body), !["utf-8", "utf8"].contains(encoding.lowercased()) {
+            throw EC2AnswerError("the answer declares the encoding \"\(clip(encoding))\", not UTF-8")
+        }
+        guard let tree = XMLTree.parse(Data(body)) else { throw EC2AnswerError("the answer is not XML") }
+        return tree
+    }
+
+    /// The `encoding` of the XML declaration `<?xml … ?>` at the start of
+    /// `body` (after a byte order mark), if it has one.
+    static func declaredEncoding(_ body: [UInt8]) -> String? {
+        var text = Substring(String(decoding: body.prefix(512), as: UTF8.self))
+        if text.first == "\u{FEFF}" { text = text.dropFirst() }
+        guard text.hasPrefix("<?xml"), let end = text.range(of: "?>") else { return nil }
+        let declaration = text[..<end.lowerBound]
+        guard let key = declaration.range(of: "encoding") else { return nil }
+        let rest = declaration[key.upperBound...].drop { $0 == " " || $0 == "=" || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return "" }
+        return String(rest.dropFirst().prefix { $0 != quote })
     }
 
     /// An ISO 8601 time such as `2026-11-28T01:18:43Z`, with any number of

@@ -139,6 +139,20 @@ struct EC2AnswersTests {
         #expect(throws: EC2AnswerError(message)) { try EC2Answers.instancesPage(Array(xml.utf8)) }
     }
 
+    /// FoundationXML traps on an element name that is not UTF-8 (found by
+    /// the ec2-xml fuzz target): such bytes never reach it.
+    @Test func onlyUTF8ReachesTheXMLParser() throws {
+        let trapped = try #require(FileManager.default.contents(
+            atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/ec2-xml/element-name-not-utf8-trapped-foundationxml"
+        ))
+        #expect(throws: EC2AnswerError("the error answer is not XML")) { try EC2Answers.error(Array(trapped.dropFirst())) }
+        #expect(throws: EC2AnswerError("the answer is not UTF-8")) { try EC2Answers.instancesPage([0x3C, 0x41, 0xFF, 0x3E, 0x3C, 0x2F, 0x41, 0x3E]) }
+        let latin1 = "<?xml version=\"1.0\" encoding='ISO-8859-1'?><DescribeSubnetsResponse/>"
+        #expect(throws: EC2AnswerError("the answer declares the encoding \"ISO-8859-1\", not UTF-8")) { try EC2Answers.subnetsPage(Array(latin1.utf8)) }
+        let utf8 = "\u{FEFF}<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeSubnetsResponse/>"
+        #expect(try EC2Answers.subnetsPage(Array(utf8.utf8)).subnets.isEmpty)
+    }
+
     @Test func aNegativeOrMissingDeviceIndexIsRefused() {
         let xml = { (index: String) in
             "<DescribeNetworkInterfacesResponse><networkInterfaceSet><item><networkInterfaceId>eni-1</networkInterfaceId><attachment><instanceId>i-1</instanceId>\(index)</attachment></item></networkInterfaceSet></DescribeNetworkInterfacesResponse>"
