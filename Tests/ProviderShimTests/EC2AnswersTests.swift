@@ -139,8 +139,9 @@ struct EC2AnswersTests {
         #expect(throws: EC2AnswerError(message)) { try EC2Answers.instancesPage(Array(xml.utf8)) }
     }
 
-    /// FoundationXML traps on an element name that is not UTF-8 (found by
-    /// the ec2-xml fuzz target): such bytes never reach it.
+    /// FoundationXML ends the process on an element name that is not UTF-8
+    /// and on a processing instruction without data (found by the ec2-xml
+    /// fuzz target): such answers never reach it.
     @Test func onlyUTF8ReachesTheXMLParser() throws {
         let trapped = try #require(FileManager.default.contents(
             atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/ec2-xml/element-name-not-utf8-trapped-foundationxml"
@@ -149,8 +150,13 @@ struct EC2AnswersTests {
         #expect(throws: EC2AnswerError("the answer is not UTF-8")) { try EC2Answers.instancesPage([0x3C, 0x41, 0xFF, 0x3E, 0x3C, 0x2F, 0x41, 0x3E]) }
         let latin1 = "<?xml version=\"1.0\" encoding='ISO-8859-1'?><DescribeSubnetsResponse/>"
         #expect(throws: EC2AnswerError("the answer declares the encoding \"ISO-8859-1\", not UTF-8")) { try EC2Answers.subnetsPage(Array(latin1.utf8)) }
-        let utf8 = "\u{FEFF}<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeSubnetsResponse/>"
-        #expect(try EC2Answers.subnetsPage(Array(utf8.utf8)).subnets.isEmpty)
+        let utf8 = "\u{FEFF}<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeSubnetsResponse><!-- x --><note><![CDATA[a<b]]></note><nextToken>t-1</nextToken></DescribeSubnetsResponse>"
+        #expect(try EC2Answers.subnetsPage(Array(utf8.utf8)).nextToken == "t-1", "a comment and CDATA are fine")
+        // A processing instruction without data made FoundationXML read a null pointer.
+        let instruction = "<?xml version=\"1.0\"?>\n<ErrorResponse><?x?></ErrorResponse>"
+        #expect(throws: EC2AnswerError("the answer has a processing instruction after its start")) { try EC2Answers.instancesPage(Array(instruction.utf8)) }
+        let doctype = "<!DOCTYPE r [<!ENTITY e \"x\">]><DescribeSubnetsResponse>&e;</DescribeSubnetsResponse>"
+        #expect(throws: EC2AnswerError("the answer has a document type or other declaration")) { try EC2Answers.subnetsPage(Array(doctype.utf8)) }
     }
 
     @Test func aNegativeOrMissingDeviceIndexIsRefused() {
