@@ -364,7 +364,11 @@ public enum EC2Answers {
         guard String(validating: body, as: UTF8.self) != nil else { throw EC2AnswerError("the answer is not UTF-8") }
         var rest = body[...]
         if rest.starts(with: [0xEF, 0xBB, 0xBF]) { rest = rest.dropFirst(3) }
-        if rest.starts(with: Array("<?xml".utf8)), let end = firstIndex(of: "?>", in: rest) {
+        // The declaration is `<?xml` and white space; `<?xmlfoo?>` is an
+        // instruction like any other.
+        if rest.starts(with: Array("<?xml".utf8)), rest.count > 5, [0x20, 0x09, 0x0D, 0x0A].contains(rest[rest.startIndex + 5]),
+           let end = firstIndex(of: "?>", in: rest)
+        {
             let declaration = String(decoding: rest[..<end], as: UTF8.self)
             if let encoding = declaredEncoding(declaration), !["utf-8", "utf8"].contains(encoding.lowercased()) {
                 throw EC2AnswerError("the answer declares the encoding \"\(clip(encoding))\", not UTF-8")
@@ -375,7 +379,7 @@ public enum EC2Answers {
         while let open = rest[index...].firstIndex(of: UInt8(ascii: "<")) {
             let markup = rest[open...]
             if markup.starts(with: Array("<?".utf8)) {
-                throw EC2AnswerError("the answer has a processing instruction after its start")
+                throw EC2AnswerError("the answer has a processing instruction other than the XML declaration")
             }
             if markup.starts(with: Array("<!".utf8)), !markup.starts(with: Array("<!--".utf8)), !markup.starts(with: Array("<![CDATA[".utf8)) {
                 throw EC2AnswerError("the answer has a document type or other declaration")

@@ -154,7 +154,11 @@ struct EC2AnswersTests {
         #expect(try EC2Answers.subnetsPage(Array(utf8.utf8)).nextToken == "t-1", "a comment and CDATA are fine")
         // A processing instruction without data made FoundationXML read a null pointer.
         let instruction = "<?xml version=\"1.0\"?>\n<ErrorResponse><?x?></ErrorResponse>"
-        #expect(throws: EC2AnswerError("the answer has a processing instruction after its start")) { try EC2Answers.instancesPage(Array(instruction.utf8)) }
+        #expect(throws: EC2AnswerError("the answer has a processing instruction other than the XML declaration")) { try EC2Answers.instancesPage(Array(instruction.utf8)) }
+        let named = "<?xmlstylesheet?><ErrorResponse/>"
+        #expect(throws: EC2AnswerError("the answer has a processing instruction other than the XML declaration")) {
+            try EC2Answers.instancesPage(Array(named.utf8))
+        }
         let doctype = "<!DOCTYPE r [<!ENTITY e \"x\">]><DescribeSubnetsResponse>&e;</DescribeSubnetsResponse>"
         #expect(throws: EC2AnswerError("the answer has a document type or other declaration")) { try EC2Answers.subnetsPage(Array(doctype.utf8)) }
     }
