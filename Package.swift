@@ -143,9 +143,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // What the real cloud backends share: reading XML answers.
+        // What the real cloud backends share: reading XML answers, and the
+        // HTTP client that routes each request through the proxy the
+        // environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
         .target(
             name: "CloudSupport",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         // The ec2 backend: EC2 Query API over HTTPS, Signature V4.
@@ -206,10 +214,9 @@ let package = Package(
                 "FakeProvider",
                 "EC2Provider",
                 "VSphereProvider",
+                "CloudSupport",
                 "Core",
                 "Support",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -251,7 +258,9 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider", "VSphereProvider",
+                "Core", "ControlAPI", "Support", "Controller", "ProviderShim", "FakeProvider",
+                // The ec2-xml and vsphere-soap targets read the clouds' answers.
+                "EC2Provider", "VSphereProvider",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

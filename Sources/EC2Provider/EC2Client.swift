@@ -1,13 +1,13 @@
-public import AsyncHTTPClient
+public import CloudSupport
+internal import AsyncHTTPClient
 internal import Core
-internal import CloudSupport
 internal import Foundation
 public import Logging
 internal import NIOCore
 internal import NIOHTTP1
 
-/// Where the EC2 API of one cloud spec is.
-struct EC2Endpoint: Hashable, Sendable {
+/// Where an AWS API (EC2's or STS's) of one cloud spec is.
+struct AWSEndpoint: Hashable, Sendable {
     var scheme: String
     var host: String
     var port: Int?
@@ -21,48 +21,77 @@ struct EC2Endpoint: Hashable, Sendable {
 
     var url: String { "\(scheme)://\(hostHeader)/" }
 
-    /// The endpoint of `cloud`: its `endpoint`, or
+    /// The EC2 endpoint of `cloud`: its `endpoint`, or
     /// `https://ec2.<region>.amazonaws.com`. Plain HTTP is allowed only for a
     /// loopback endpoint given explicitly (a test server such as moto).
-    static func of(_ cloud: ProviderV1.CloudSpec) throws(RPCError) -> EC2Endpoint {
+    static func of(_ cloud: ProviderV1.CloudSpec) throws(RPCError) -> AWSEndpoint {
+        try endpoint(cloud, given: cloud.endpoint, service: "ec2", place: "endpoint")
+    }
+
+    /// The STS endpoint of `cloud`: its attribute `sts-endpoint`, or
+    /// `https://sts.<region>.amazonaws.com`; plain HTTP as for EC2.
+    static func sts(_ cloud: ProviderV1.CloudSpec) throws(RPCError) -> AWSEndpoint {
+        try endpoint(cloud, given: cloud.attributes["sts-endpoint"] ?? "", service: "sts", place: "attribute sts-endpoint")
+    }
+
+    private static func endpoint(_ cloud: ProviderV1.CloudSpec, given: String, service: String, place: String) throws(RPCError) -> AWSEndpoint {
         guard !cloud.region.isEmpty else {
             throw RPCError(.invalidArgument, "the ec2 cloud spec needs a region, e.g. us-east-1")
         }
-        guard !cloud.endpoint.isEmpty else {
-            return EC2Endpoint(scheme: "https", host: "ec2.\(cloud.region).amazonaws.com", port: nil, region: cloud.region)
+        guard !given.isEmpty else {
+            return AWSEndpoint(scheme: "https", host: "\(service).\(cloud.region).amazonaws.com", port: nil, region: cloud.region)
         }
-        guard let components = URLComponents(string: cloud.endpoint), let scheme = components.scheme?.lowercased(),
+        let example = "https://\(service).us-east-1.amazonaws.com"
+        guard let components = URLComponents(string: given), let scheme = components.scheme?.lowercased(),
               let host = components.host, !host.isEmpty
         else {
-            throw RPCError(.invalidArgument, "the ec2 endpoint \"\(cloud.endpoint)\" is not a URL such as https://ec2.us-east-1.amazonaws.com")
+            throw RPCError(.invalidArgument, "the ec2 \(place) \"\(EC2Answers.clip(given))\" is not a URL such as \(example)")
         }
         switch scheme {
         case "https":
             break
         case "http":
-            guard host == "localhost" || host == "::1" || host.hasPrefix("127.") else {
+            guard isLoopback(host) else {
                 throw RPCError(.invalidArgument, "plain HTTP is allowed only for a loopback endpoint, not \(host); use https")
             }
         default:
-            throw RPCError(.invalidArgument, "the ec2 endpoint must be https (or http on loopback), not \(scheme)")
+            throw RPCError(.invalidArgument, "the ec2 \(place) must be https (or http on loopback), not \(scheme)")
         }
-        return EC2Endpoint(scheme: scheme, host: host, port: components.port, region: cloud.region)
+        return AWSEndpoint(scheme: scheme, host: host, port: components.port, region: cloud.region)
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }
 
-/// The EC2 Query API (`Version=2016-11-15`) over AsyncHTTPClient, signed
+/// One AWS Query API: how its requests are signed and versioned, and its
+/// name in messages.
+struct AWSService: Sendable {
+    var name: String
+    var signingName: String
+    var apiVersion: String
+
+    static let ec2 = AWSService(name: "EC2", signingName: "ec2", apiVersion: "2016-11-15")
+    static let sts = AWSService(name: "STS", signingName: "sts", apiVersion: "2011-06-15")
+}
+
+/// The AWS Query API (EC2 `Version=2016-11-15`, STS `2011-06-15`) over
+/// ``CloudHTTPClient`` (through the proxy the environment names), signed
 /// with Signature V4. Errors come out as the provider contract's codes:
 ///
 /// - AuthFailure, InvalidClientTokenId, SignatureDoesNotMatch, ExpiredToken,
 ///   RequestExpired (and similar) → Unauthenticated;
 /// - UnauthorizedOperation, AccessDenied → PermissionDenied;
 /// - RequestLimitExceeded, Throttling → ResourceExhausted with `retry-after-ms`;
-/// - 5xx and connection errors → retried with jittered backoff inside the
-///   call's deadline, then Unavailable.
+/// - 5xx, connection and proxy errors → retried with jittered backoff
+///   inside the call's deadline, then Unavailable (naming the proxy when
+///   the request went through one).
 ///
-/// Messages say what EC2 said; a secret never appears in one.
+/// Messages start with the action (`DescribeInstances: …`, `AssumeRole: …`)
+/// and say what AWS said; a secret never appears in one.
 public final class EC2Client: Sendable {
-    public static let apiVersion = "2016-11-15"
+    public static let apiVersion = AWSService.ec2.apiVersion
 
     public struct Settings: Sendable {
         /// Attempts per call for 5xx and connection errors.
@@ -76,26 +105,27 @@ public final class EC2Client: Sendable {
         public init() {}
     }
 
-    private let http: HTTPClient
+    let http: CloudHTTPClient
     private let settings: Settings
     private let logger: Logger
 
-    public init(http: HTTPClient, settings: Settings = Settings(), logger: Logger) {
+    public init(http: CloudHTTPClient, settings: Settings = Settings(), logger: Logger) {
         self.http = http
         self.settings = settings
         self.logger = logger
     }
 
-    /// Calls `action` and returns the parsed answer.
+    /// Calls `action` of `service` and returns the body of its 2xx answer.
     func call(
         _ action: String,
         _ parameters: [(String, String)],
-        endpoint: EC2Endpoint,
+        service: AWSService = .ec2,
+        endpoint: AWSEndpoint,
         credentials: AWSCredentials,
         deadline: ContinuousClock.Instant?
-    ) async throws -> XMLTree {
+    ) async throws -> [UInt8] {
         let deadline = deadline ?? .now + settings.defaultTimeout
-        let body = Array(SigV4.formEncode([("Action", action), ("Version", Self.apiVersion)] + parameters).utf8)
+        let body = Array(SigV4.formEncode([("Action", action), ("Version", service.apiVersion)] + parameters).utf8)
         var attempt = 0
         while true {
             attempt += 1
@@ -105,7 +135,9 @@ public final class EC2Client: Sendable {
             let left = deadline - .now
             let attemptDeadline = ContinuousClock.now + (left * 0.9) / (settings.maxAttempts - attempt + 1)
             do {
-                return try await once(action, body: body, endpoint: endpoint, credentials: credentials, deadline: attemptDeadline)
+                return try await once(
+                    action, service: service, body: body, endpoint: endpoint, credentials: credentials, deadline: attemptDeadline
+                )
             } catch let error as Retryable {
                 failure = error.error
             }
@@ -122,19 +154,20 @@ public final class EC2Client: Sendable {
     }
 
     private func once(
-        _ action: String, body: [UInt8], endpoint: EC2Endpoint, credentials: AWSCredentials, deadline: ContinuousClock.Instant
-    ) async throws -> XMLTree {
+        _ label: String, service: AWSService, body: [UInt8], endpoint: AWSEndpoint, credentials: AWSCredentials,
+        deadline: ContinuousClock.Instant
+    ) async throws -> [UInt8] {
         let headers = SigV4.sign(
             method: "POST", path: "/",
             headers: ["host": endpoint.hostHeader, "content-type": "application/x-www-form-urlencoded; charset=utf-8"],
-            payload: body, service: "ec2", region: endpoint.region, credentials: credentials, date: Date()
+            payload: body, service: service.signingName, region: endpoint.region, credentials: credentials, date: Date()
         )
         var request = HTTPClientRequest(url: endpoint.url)
         request.method = .POST
         for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
         request.body = .bytes(ByteBuffer(bytes: body))
         let left = deadline - .now
-        guard left > .zero else { throw RPCError(.deadlineExceeded, "\(action): no time left for EC2") }
+        guard left > .zero else { throw RPCError(.deadlineExceeded, "\(label): no time left for \(service.name)") }
         let response: HTTPClientResponse
         let data: ByteBuffer
         do {
@@ -142,38 +175,39 @@ public final class EC2Client: Sendable {
             data = try await response.body.collect(upTo: 64 << 20)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let failure as ProxyRequestFailure {
+            let text = scrub(failure.description, credentials)
+            throw Retryable(error: RPCError(.unavailable, "\(label): cannot reach \(service.name) at \(endpoint.hostHeader) \(text)"))
         } catch {
             let text = scrub("\(error)", credentials)
-            throw Retryable(error: RPCError(.unavailable, "\(action): cannot reach EC2 at \(endpoint.hostHeader): \(text)"))
+            throw Retryable(error: RPCError(.unavailable, "\(label): cannot reach \(service.name) at \(endpoint.hostHeader): \(text)"))
         }
-        let bytes = Data(data.readableBytesView)
-        if (200..<300).contains(response.status.code) {
-            guard let tree = XMLTree.parse(bytes) else {
-                throw RPCError(.unavailable, "\(action): EC2 at \(endpoint.hostHeader) answered something that is not XML")
-            }
-            return tree
+        let bytes = Array(data.readableBytesView)
+        let status = Int(response.status.code)
+        if (200..<300).contains(status) { return bytes }
+        let document = try? EC2Answers.error(bytes)
+        let code = document?.code ?? ""
+        let said = scrub(code.isEmpty ? "HTTP \(status)" : "\(code): \(document?.message ?? "")", credentials)
+        if status >= 500 || code == "InternalError" || code == "Unavailable" || code == "ServiceUnavailable" {
+            throw Retryable(error: RPCError(.unavailable, "\(label): \(service.name) is unavailable (\(said))"))
         }
-        let (code, message) = Self.errorCode(bytes)
-        let said = scrub(code.isEmpty ? "HTTP \(response.status.code)" : "\(code): \(message)", credentials)
-        if response.status.code >= 500 || code == "InternalError" || code == "Unavailable" || code == "ServiceUnavailable" {
-            throw Retryable(error: RPCError(.unavailable, "\(action): EC2 is unavailable (\(said))"))
-        }
-        throw Self.mapError(code: code, status: Int(response.status.code), said: "\(action): \(said)", retryAfter: settings.throttleRetryAfter)
+        throw Self.mapError(code: code, status: status, said: "\(label): \(said)", retryAfter: settings.throttleRetryAfter)
     }
 
     /// `Errors/Error/Code` and `Message`, whatever the root element.
     static func errorCode(_ body: Data) -> (code: String, message: String) {
-        guard let tree = XMLTree.parse(body), let error = tree.all(named: "Error").first(where: { $0.child("Code") != nil }) else {
-            return ("", "")
-        }
-        return (error.string("Code"), error.string("Message"))
+        guard let document = try? EC2Answers.error(Array(body)) else { return ("", "") }
+        return (document.code, document.message)
     }
 
     static let unauthenticated: Set<String> = [
         "AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired",
         "InvalidAccessKeyId", "IncompleteSignature", "MissingAuthenticationToken", "UnrecognizedClientException",
+        "InvalidToken", "ExpiredTokenException",
     ]
-    static let permissionDenied: Set<String> = ["UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "OptInRequired", "Blocked"]
+    static let permissionDenied: Set<String> = [
+        "UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "OptInRequired", "Blocked", "RegionDisabledException",
+    ]
     static let throttled: Set<String> = ["RequestLimitExceeded", "Throttling", "ThrottlingException"]
 
     static func mapError(code: String, status: Int, said: String, retryAfter: Duration) -> RPCError {
@@ -188,12 +222,8 @@ public final class EC2Client: Sendable {
     }
 
     /// Removes any secret part of `credentials` from `text`.
-    private func scrub(_ text: String, _ credentials: AWSCredentials) -> String {
-        var text = text
-        for secret in [credentials.secretKey, credentials.sessionToken ?? ""] where secret.count >= 4 {
-            text = text.replacingOccurrences(of: secret, with: "[secret]")
-        }
-        return text
+    func scrub(_ text: String, _ credentials: AWSCredentials) -> String {
+        credentials.scrub(text)
     }
 }
 

@@ -11,6 +11,15 @@ struct AWSCredentials: Sendable, CustomStringConvertible {
 
     var description: String { "AWS credentials (access key \(accessKey))" }
 
+    /// Removes the secret key and the session token from `text`.
+    func scrub(_ text: String) -> String {
+        var text = text
+        for secret in [secretKey, sessionToken ?? ""] where secret.count >= 4 {
+            text = text.replacingOccurrences(of: secret, with: "[secret]")
+        }
+        return text
+    }
+
     /// A stable, one-way fingerprint (for the validation cache).
     var fingerprint: String {
         let material = [accessKey, secretKey, sessionToken ?? ""].joined(separator: "\u{0}")

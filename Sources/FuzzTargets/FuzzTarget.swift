@@ -17,6 +17,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case config
     /// A vCenter SOAP answer, as `provider-shim vsphere` reads it.
     case vsphereSOAP = "vsphere-soap"
+    /// An answer of EC2, STS or the instance metadata service, read by the
+    /// ec2 backend (``EC2XMLTarget``; the first byte picks the kind).
+    case ec2XML = "ec2-xml"
 
     /// Runs one input.
     ///
@@ -28,6 +31,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .scenario: try DocumentTargets.scenario(input)
         case .config: try DocumentTargets.config(input)
         case .vsphereSOAP: try VSphereSOAPTarget.run(input)
+        case .ec2XML: try EC2XMLTarget.run(input)
         }
     }
 }

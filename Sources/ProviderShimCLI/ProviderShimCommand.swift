@@ -3,8 +3,7 @@ import Core
 import Foundation
 import Logging
 import ProviderShim
-import AsyncHTTPClient
-import NIOPosix
+import CloudSupport
 import Support
 import FakeProvider
 import EC2Provider
@@ -94,8 +93,12 @@ struct EC2: AsyncParsableCommand {
         abstract: "Amazon EC2 over its Query API (HTTPS, Signature V4).",
         discussion: """
             The cloud spec gives the region and, optionally, the endpoint (plain HTTP only on loopback) and the \
-            attribute page-size (5-1000). Credentials: access-key, secret-key, optional session-token; they arrive \
-            with each call over the socket, never in argv or the environment.
+            attributes page-size (5-1000) and sts-endpoint. Credential types (auth_type): access-key (access-key, \
+            secret-key, optional session-token), session-token (all three), assume-role (base keys, role-arn, optional \
+            external-id, session-name, duration-seconds), instance-role (optional role; keys from the instance metadata \
+            service, IMDSv2). Credentials arrive with each call over the socket, never in argv or the environment. \
+            The environment may name proxies: HTTPS_PROXY, HTTP_PROXY, NO_PROXY (lower case wins), and the metadata \
+            service: AWS_EC2_METADATA_SERVICE_ENDPOINT (default http://169.254.169.254, always reached direct).
             """
     )
 
@@ -105,22 +108,43 @@ struct EC2: AsyncParsableCommand {
     @Option(help: "Attempts per EC2 call on 5xx and connection errors (jittered backoff, within the call's deadline).")
     var maxAttempts: Int = 3
 
+    @Option(help: ArgumentHelp("Temporary keys (assume-role, instance-role) are obtained anew once fewer than this many seconds, or less than 10 % of their lifetime, are left.", valueName: "SECONDS"))
+    var credentialRefreshMargin: Double = 300
+
     @OptionGroup var shim: ShimOptions
 
     func validate() throws {
         guard credentialTTL >= 0, credentialTTL.isFinite else { throw ValidationError("--credential-ttl must be ≥ 0 seconds") }
         guard (1...10).contains(maxAttempts) else { throw ValidationError("--max-attempts must be from 1 to 10") }
+        guard credentialRefreshMargin >= 0, credentialRefreshMargin <= 43200 else {
+            throw ValidationError("--credential-refresh-margin must be from 0 to 43200 seconds")
+        }
     }
 
     func run() async throws {
         MallocTuning.tune(for: .largeFrames)
         let options = shim.options("ec2")
-        let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        // The proxies and the metadata endpoint come from the environment
+        // the controller passes (the provider's env: list); a bad value
+        // stops the shim before its handshake, in one line.
+        let proxies: ProxySettings
+        let metadata: InstanceMetadataEndpoint
+        do {
+            proxies = try ProxySettings.fromEnvironment(options.environment)
+            metadata = try InstanceMetadataEndpoint.fromEnvironment(options.environment)
+        } catch {
+            ShimProcess.printError("provider-shim ec2: \(error)")
+            throw ExitCode(ShimProcess.ExitStatus.usage)
+        }
+        let http = CloudHTTPClient(proxies: proxies, logger: options.logger)
         var settings = EC2Client.Settings()
         settings.maxAttempts = maxAttempts
         let backend = EC2Backend(
             client: EC2Client(http: http, settings: settings, logger: options.logger),
-            credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), logger: options.logger
+            metadata: metadata,
+            credentialTTL: .milliseconds(Int64(credentialTTL * 1000)),
+            refresh: KeyRefresh(margin: .milliseconds(Int64(credentialRefreshMargin * 1000))),
+            logger: options.logger
         )
         let status = await ShimProcess.run(backend: backend, options: options)
         try? await http.shutdown()
@@ -136,7 +160,8 @@ struct VSphere: AsyncParsableCommand {
             The cloud spec gives the endpoint (https://vcenter.example.com/sdk, or a bare host; plain HTTP only on \
             loopback) and the attributes datacenter (else the region), folder (a path under the datacenter's VM \
             folder) and page-size (1-10000). Instance ids are VM names, or instance UUIDs. Credentials (auth type \
-            userpass): user, password; they arrive with each call over the socket, never in argv or the environment.
+            userpass): user, password; they arrive with each call over the socket, never in argv or the environment. \
+            The environment may name proxies: HTTPS_PROXY, HTTP_PROXY, NO_PROXY (lower case wins).
             """
     )
 
@@ -156,7 +181,15 @@ struct VSphere: AsyncParsableCommand {
     func run() async throws {
         MallocTuning.tune(for: .largeFrames)
         let options = shim.options("vsphere")
-        let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        // Proxies as for ec2: from the environment the controller passes.
+        let proxies: ProxySettings
+        do {
+            proxies = try ProxySettings.fromEnvironment(options.environment)
+        } catch {
+            ShimProcess.printError("provider-shim vsphere: \(error)")
+            throw ExitCode(ShimProcess.ExitStatus.usage)
+        }
+        let http = CloudHTTPClient(proxies: proxies, logger: options.logger)
         var settings = VSphereClient.Settings()
         settings.maxAttempts = maxAttempts
         let client = VSphereClient(http: http, settings: settings, logger: options.logger)

@@ -1,4 +1,5 @@
-public import AsyncHTTPClient
+internal import AsyncHTTPClient
+public import CloudSupport
 internal import Core
 internal import Crypto
 internal import Foundation
@@ -112,13 +113,13 @@ public final class VSphereClient: Sendable {
     /// Largest answer read.
     static let maxAnswerBytes = 64 << 20
 
-    private let http: HTTPClient
+    private let http: CloudHTTPClient
     private let settings: Settings
     private let logger: Logger
     private let sessions = SessionPool()
     private let serviceContents = NIOLockedValueBox<[String: VSphereSOAP.ServiceContent]>([:])
 
-    public init(http: HTTPClient, settings: Settings = Settings(), logger: Logger) {
+    public init(http: CloudHTTPClient, settings: Settings = Settings(), logger: Logger) {
         self.http = http
         self.settings = settings
         self.logger = logger

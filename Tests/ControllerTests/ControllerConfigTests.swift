@@ -148,6 +148,27 @@ struct ControllerConfigTests {
         #expect(aws.cloud.attributes == ["vpc": "v-1"])
     }
 
+    /// What a cloud backend reads from its environment (docs/DESIGN.md
+    /// §7.2) can be passed on, in either case.
+    @Test func theProxyAndMetadataVariablesCanBePassedToAShim() throws {
+        let names = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "AWS_EC2_METADATA_SERVICE_ENDPOINT"]
+        #expect(names.allSatisfy(ShimCommand.isPassable))
+        let config = try Self.parse("""
+            providers:
+              aws:
+                shim: {command: /bin/true, args: [ec2], env: [\(names.joined(separator: ", "))]}
+                cloud: {type: ec2, region: eu-west-1}
+            """, environment: [
+                "https_proxy": "http://proxy:3128", "NO_PROXY": ".internal", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+                "ALL_PROXY": "http://not-listed:1",
+            ])
+        let aws = try #require(config.provider(named: "aws"))
+        #expect(aws.environmentAllowlist == names)
+        #expect(aws.shim.environment == [
+            "https_proxy": "http://proxy:3128", "NO_PROXY": ".internal", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+        ])
+    }
+
     @Test func pollAndSupervisionSettings() throws {
         let config = try Self.parse("""
             poll: {short_poll: 1s, backoff_factor: 1.5, short_poll_cap: 20s, long_poll: 5m, long_poll_jitter: 0, max_ids_per_call: 50, call_timeout: 4s}

@@ -9,6 +9,7 @@ import CloudSupport
 
 /// The EC2 backend's pure parts: Signature V4 against AWS's published test
 /// vector, endpoint rules, error-code mapping, state mapping, XML reading.
+/// (EC2AnswersTests and EC2CredentialUnitTests hold the rest.)
 @Suite("EC2 backend units")
 struct EC2UnitTests {
     /// AWS Signature V4 test suite, "get-vanilla".
@@ -38,16 +39,16 @@ struct EC2UnitTests {
     }
 
     @Test func endpointsAreHTTPSUnlessLoopback() throws {
-        let aws = try EC2Endpoint.of(.with { $0.region = "eu-west-1" })
+        let aws = try AWSEndpoint.of(.with { $0.region = "eu-west-1" })
         #expect(aws.url == "https://ec2.eu-west-1.amazonaws.com/")
-        let moto = try EC2Endpoint.of(.with { $0.region = "us-east-1"; $0.endpoint = "http://127.0.0.1:5000" })
+        let moto = try AWSEndpoint.of(.with { $0.region = "us-east-1"; $0.endpoint = "http://127.0.0.1:5000" })
         #expect(moto.url == "http://127.0.0.1:5000/")
         #expect(moto.hostHeader == "127.0.0.1:5000")
         #expect(throws: RPCError(.invalidArgument, "plain HTTP is allowed only for a loopback endpoint, not ec2.example.com; use https")) {
-            try EC2Endpoint.of(.with { $0.region = "us-east-1"; $0.endpoint = "http://ec2.example.com" })
+            try AWSEndpoint.of(.with { $0.region = "us-east-1"; $0.endpoint = "http://ec2.example.com" })
         }
         #expect(throws: RPCError(.invalidArgument, "the ec2 cloud spec needs a region, e.g. us-east-1")) {
-            try EC2Endpoint.of(.with { $0.endpoint = "https://x" })
+            try AWSEndpoint.of(.with { $0.endpoint = "https://x" })
         }
     }
 
@@ -76,7 +77,7 @@ struct EC2UnitTests {
         ("shutting-down", .terminated), ("terminated", .terminated), ("rebooting", .unknown),
     ])
     func statesAreNormalized(name: String, expected: ProviderV1.InstanceState) {
-        #expect(EC2Backend.state(name) == expected)
+        #expect(EC2Answers.state(name) == expected)
     }
 
     @Test func anInterfaceKeepsEveryAddress() throws {
@@ -92,9 +93,14 @@ struct EC2UnitTests {
             <ipv6AddressesSet><item><ipv6Address>2001:db8::5</ipv6Address></item></ipv6AddressesSet></item>
             """
         let tree = try #require(XMLTree.parse(Data(xml.utf8)))
-        let interface = EC2Backend.interface(tree, ("10.0.0.0/24", "2001:db8::/64"))
+        let attached = EC2Answers.AttachedInterface(instanceID: "i-1", interface: try EC2Answers.interface(tree))
+        let result = EC2Answers.interfaceResults(
+            ids: ["i-1"], interfaces: [attached], subnets: ["subnet-1": .init(ipv4: "10.0.0.0/24", ipv6: "2001:db8::/64")]
+        )
+        let interface = try #require(result.first?.interfaces.first)
         #expect(interface.addresses.map(\.value) == ["10.0.0.5", "10.0.0.6", "2001:db8::5"], "primary first")
         #expect(interface.addresses.map(\.cidr) == ["10.0.0.0/24", "10.0.0.0/24", "2001:db8::/64"])
+        #expect(interface.cidr == "10.0.0.0/24")
         #expect(interface.shadowAddresses.map(\.value) == ["203.0.113.5"], "one public IP, not repeated")
         #expect(interface.providerID == "eni-1" && interface.providerSubnetID == "subnet-1" && interface.providerNetworkID == "vpc-1")
         #expect(interface.primary && !interface.disabled)

@@ -452,11 +452,11 @@ struct VSphereUnitTests {
 
     /// The backend on a fresh client talking to `stub`.
     static func withBackend(maxAttempts: Int = 3, _ body: (VSphereBackend) async throws -> Void) async throws {
-        let http = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let http = CloudHTTPClient(proxies: .direct, logger: logger)
         var settings = VSphereClient.Settings()
         settings.maxAttempts = maxAttempts
         settings.retryBase = .milliseconds(10)
-        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let backend = VSphereBackend(client: VSphereClient(http: http, settings: settings, logger: logger), logger: logger)
         do {
             try await body(backend)

@@ -35,16 +35,29 @@ struct EC2Tests {
     }
 
     /// `provider-shim ec2` as a process under the shim contract, and a client.
-    static func withShim(_ body: (ProviderClient) async throws -> Void) async throws {
+    ///
+    /// - Parameters:
+    ///   - arguments: after `ec2 --credential-ttl 300`.
+    ///   - environment: besides INSTANCEPOLLER_SOCKET (the shim's whole
+    ///     environment, as the controller builds it from `env:`).
+    ///   - secrets: must not appear in the shim's log (nor must
+    ///     ``secretMarker``).
+    /// - Returns: the shim's log (stderr).
+    @discardableResult
+    static func withShim(
+        arguments: [String] = [], environment: [String: String] = [:], secrets: [String] = [],
+        _ body: (ProviderClient) async throws -> Void
+    ) async throws -> String {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         chmod(directory.path, 0o700)
         let socket = directory.file("ec2.sock")
         let shim = try await ChildProcess.spawn(
-            BuiltProducts.path(of: "provider-shim"), ["ec2", "--credential-ttl", "300"], environment: ["INSTANCEPOLLER_SOCKET": socket]
+            BuiltProducts.path(of: "provider-shim"), ["ec2", "--credential-ttl", "300"] + arguments,
+            environment: environment.merging(["INSTANCEPOLLER_SOCKET": socket]) { $1 }
         )
         let line = try await shim.nextLine()
-        #expect(line == "instancepoller-shim|1|unix|\(socket)|ttrpc")
+        #expect(line == "instancepoller-shim|1|unix|\(socket)|ttrpc", "the handshake line")
         let client = try await ProviderClient.connect(socketPath: socket, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let hello = try await client.handshake(controllerVersion: "test", timeout: .seconds(10))
         #expect(hello.shimName == "ec2")
@@ -60,6 +73,10 @@ struct EC2Tests {
         #expect(try await shim.waitForExit() == 0)
         let log = try await shim.output().stderr
         #expect(!log.contains(Self.secretMarker), "a secret reached the shim's log")
+        for secret in secrets where !secret.isEmpty {
+            #expect(!log.contains(secret), "a secret (\(secret.prefix(4))…) reached the shim's log")
+        }
+        return log
     }
 
     static let secretMarker = "WRONG-secret-value"
@@ -106,6 +123,20 @@ struct EC2Tests {
             #expect(multi.interfaces[0].addresses.filter { $0.type == .ipv4 }.count == 3, "primary and two secondary private IPs")
             #expect(!multi.interfaces[0].shadowAddresses.isEmpty, "the Elastic IP")
             #expect(multi.interfaces.allSatisfy { !$0.cidr.isEmpty }, "subnet CIDRs looked up")
+
+            // DNS names: moto gives the Elastic IP a public one, and the
+            // fleet's interfaces in the default VPC private ones.
+            #expect(truth.instances.values.flatMap(\.interfaces).contains { !$0.private_dns.isEmpty && !$0.public_dns.isEmpty },
+                    "the truth has DNS names to compare")
+            #expect(multi.interfaces[0].shadowAddresses.map(\.type) == [.ipv4, .hostname], "the public DNS name next to its IP")
+            #expect(multi.interfaces[0].shadowAddresses.allSatisfy { $0.scope == .public })
+            let hostnames = interfaces.flatMap(\.interfaces).flatMap(\.addresses).filter { $0.type == .hostname }
+            #expect(!hostnames.isEmpty && hostnames.allSatisfy { $0.scope == .cloudLocal && $0.value.hasSuffix(".ec2.internal") })
+            for interface in interfaces.flatMap(\.interfaces) {
+                let types = interface.addresses.map(\.type)
+                #expect(types.drop { $0 != .hostname }.allSatisfy { $0 == .hostname }, "hostnames after the IPs")
+                #expect(Set(interface.addresses.map(\.value)).count == interface.addresses.count, "no address twice")
+            }
         }
     }
 
@@ -117,7 +148,9 @@ struct EC2Tests {
                 device_index: Int(interface.deviceIndex),
                 private_ips: interface.addresses.filter { $0.type == .ipv4 }.map(\.value),
                 ipv6: interface.addresses.filter { $0.type == .ipv6 }.map(\.value),
-                public_ips: interface.shadowAddresses.map(\.value)
+                public_ips: interface.shadowAddresses.filter { $0.type == .ipv4 }.map(\.value),
+                private_dns: interface.addresses.filter { $0.type == .hostname }.map(\.value),
+                public_dns: interface.shadowAddresses.filter { $0.type == .hostname }.map(\.value)
             )
         }
     }

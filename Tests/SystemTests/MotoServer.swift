@@ -1,12 +1,16 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 
 /// moto's EC2 server (PyPI `moto[server]`, installed by scripts/test) on a
 /// free 127.0.0.1 port with IAM auth enforced, set up by
-/// Tests/Fixtures/ec2/moto_setup.py (which turns auth on when done): IAM users and keys, a VPC, instances
-/// with several ENIs, secondary IPs, IPv6 and Elastic IPs, stopped and
-/// terminated instances, and more instances than one page.
+/// Tests/Fixtures/ec2/moto_setup.py (which turns auth on when done): IAM users and keys, roles to
+/// assume, a VPC, instances with several ENIs, secondary IPs, IPv6, Elastic
+/// IPs and DNS names, stopped and terminated instances, and more instances
+/// than one page. In front of moto the fixture serves an instance metadata
+/// service enforcing IMDSv2 whose role keys moto accepts, and logs a
+/// `fixture: ...` line per metadata and AssumeRole request.
 final class MotoServer: Sendable {
     struct Keys: Decodable, Sendable {
         var access_key: String
@@ -22,6 +26,14 @@ final class MotoServer: Sendable {
         var private_ips: [String]
         var ipv6: [String]
         var public_ips: [String]
+        var private_dns: [String]
+        var public_dns: [String]
+    }
+
+    struct SessionKeys: Decodable, Sendable {
+        var access_key: String
+        var secret_key: String
+        var session_token: String
     }
 
     struct Instance: Decodable, Sendable {
@@ -35,6 +47,15 @@ final class MotoServer: Sendable {
         var region: String
         var poller: Keys
         var noperm: Keys
+        /// May assume role_arn (with external_id), is refused locked_role_arn.
+        var assumer: Keys
+        /// role_arn's keys, from STS (a session token, 12 hours).
+        var session: SessionKeys
+        var external_id: String
+        var role_arn: String
+        var locked_role_arn: String
+        /// The role the metadata service has.
+        var instance_role: String
         var instances: [String: Instance]
     }
 
@@ -57,7 +78,7 @@ final class MotoServer: Sendable {
         let port = try freePort()
         // One server serves the whole test run; it goes when the test
         // process does (stdin EOF or parent death, see the fixture).
-        let server = try await ChildProcess.spawn("/usr/bin/env", ["python3", fixture, "serve", "--port", "\(port)"])
+        let server = try await ChildProcess.spawn("/usr/bin/env", ["python3", fixture, "serve", "--port", "\(port)"], environment: withoutProxies)
         do {
             try await server.stderrLines.waitForLine(containing: "Running on", .seconds(60))
             let json = try await run(["python3", fixture, "setup", "--endpoint", "http://127.0.0.1:\(port)"], limit: .seconds(120))
@@ -85,6 +106,43 @@ final class MotoServer: Sendable {
 
     @Sendable static func isRequest(_ line: String) -> Bool { line.contains("\"POST / HTTP/1.1\"") }
 
+    /// Runs a fixture control command (`lifetime SECONDS`, `mark NAME`,
+    /// `imds-probe`) and returns what it printed.
+    @discardableResult
+    func control(_ arguments: [String], environment: [String: String] = [:]) async throws -> String {
+        let output = try await Self.run(
+            ["python3", Self.fixture, "control", "--endpoint", endpoint] + arguments, environment: Self.withoutProxies.merging(environment) { $1 }
+        )
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Sets the lifetime of the keys the metadata service hands out next.
+    func setInstanceRoleLifetime(seconds: Int) async throws {
+        try await control(["lifetime", "\(seconds)"])
+        try await process.stderrLines.waitForLine(containing: "fixture: lifetime \(seconds)")
+    }
+
+    private static let marks = Mutex(0)
+
+    /// Logs a mark and waits for it: every fixture line logged before is
+    /// then in ``lines``. Returns the mark's index there.
+    func mark() async throws -> Int {
+        let name = "m\(Self.marks.withLock { $0 += 1; return $0 })"
+        try await control(["mark", name])
+        return try await process.stderrLines.waitForLine(containing: "fixture: mark \(name)").index
+    }
+
+    /// The fixture's lines between two marks that contain `text`.
+    func count(_ text: String, from start: Int, to end: Int) -> Int {
+        process.stderrLines.lines[start..<end].filter { $0.contains(text) }.count
+    }
+
+    /// This process's environment without proxy variables, for the fixture
+    /// and its clients (boto3 and urllib would honour them).
+    static var withoutProxies: [String: String] {
+        ProcessInfo.processInfo.environment.filter { !["http_proxy", "https_proxy", "no_proxy", "all_proxy"].contains($0.key.lowercased()) }
+    }
+
     func stop() async {
         process.terminate()
         _ = try? await process.waitForExit(.seconds(10))
@@ -94,8 +152,8 @@ final class MotoServer: Sendable {
         var description: String
     }
 
-    private static func run(_ command: [String], limit: Duration = .seconds(60)) async throws -> String {
-        let child = try await ChildProcess.spawn("/usr/bin/env", command)
+    private static func run(_ command: [String], limit: Duration = .seconds(60), environment: [String: String] = withoutProxies) async throws -> String {
+        let child = try await ChildProcess.spawn("/usr/bin/env", command, environment: environment)
         child.closeStdin()
         let status = try await child.waitForExit(limit)
         let output = try await child.output()
@@ -106,7 +164,7 @@ final class MotoServer: Sendable {
     }
 
     /// A port nothing listens on now (bound to 0, read, released).
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

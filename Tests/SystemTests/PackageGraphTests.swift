@@ -77,6 +77,13 @@ struct PackageGraphTests {
         let (_, sdk) = Self.closure(of: "ProviderShim", in: targets)
         #expect(sdk.isDisjoint(with: Self.tlsProducts), "the shim SDK links \(sdk.intersection(Self.tlsProducts).sorted())")
         #expect(Self.closure(of: "Controller", in: targets).products.contains("PostgresNIO"))
+        // The fuzz targets (the ec2-xml one reaches EC2Provider) stay out
+        // of the controller binary.
+        #expect(!Self.closure(of: "InstancePollerCLI", in: targets).targets.contains("FuzzTargets"))
+        // What the cloud backends share is the cloud side only, for any
+        // backend to reuse (docs/DESIGN.md §7.2).
+        let (shared, _) = Self.closure(of: "CloudSupport", in: targets)
+        #expect(shared == ["CloudSupport"], "CloudSupport depends on \(shared.sorted())")
         // The shim binary has every backend: the check above can fail.
         let (reached, products) = Self.closure(of: "ProviderShimCLI", in: targets)
         #expect(reached.contains("EC2Provider"))
