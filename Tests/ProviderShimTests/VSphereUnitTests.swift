@@ -609,6 +609,22 @@ struct VSphereUnitTests {
         #expect(down.requests.count == 2, "--max-attempts")
     }
 
+    @Test func anExpiredCredentialIsRefusedWithoutACall() async throws {
+        let stub = try await StubVCenter.start { _, _ in StubVCenter.Answer(body: Self.content) }
+        defer { stub.close() }
+        var expired = Self.credential
+        expired.expiresAtUnixNano = Int64((Date().timeIntervalSince1970 - 60) * 1e9)
+        try await Self.withBackend { backend in
+            let verdict = try await backend.validateCredential(.with { $0.cloud = Self.cloud(stub); $0.credential = expired }, context: Self.context())
+            #expect(!verdict.valid && verdict.reason == "credential main has expired")
+            let error = await rpcError {
+                _ = try await backend.instances(.with { $0.cloud = Self.cloud(stub); $0.credential = expired; $0.instanceIds = ["a"] }, context: Self.context())
+            }
+            #expect(error == RPCError(.unauthenticated, "credential main has expired"))
+        }
+        #expect(stub.requests.isEmpty, "not one request")
+    }
+
     @Test func aPasswordEchoedByTheServerIsScrubbed() async throws {
         let stub = try await StubVCenter.start { request, _ in
             request.method == "Login" ? Self.fault("InvalidLogin", "no user poller with password pass-word-1") : StubVCenter.Answer(body: Self.content)
