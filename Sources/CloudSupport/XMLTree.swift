@@ -64,20 +64,33 @@ public final class XMLTree: @unchecked Sendable {
         return found
     }
 
-    /// Parses `data`; nil when it is not well-formed XML (cut short
-    /// included), is not UTF-8 or holds a NUL (clouds answer in UTF-8),
-    /// holds a processing instruction or a document type (no answer of a
-    /// cloud does; refusing them keeps entity expansion out), or nests
-    /// elements deeper than ``maxDepth``.
+    /// Why a document was not read: what ``read(_:)`` throws.
+    public struct Unreadable: Error, Sendable, Hashable, CustomStringConvertible {
+        /// What is wrong, e.g. "is not UTF-8"; reads after "the answer".
+        public var problem: String
+        public var description: String { problem }
+        init(_ problem: String) { self.problem = problem }
+    }
+
+    /// Parses `data`; nil when ``read(_:)`` refuses it.
     public static func parse(_ data: Data) -> XMLTree? {
+        try? read(data)
+    }
+
+    /// Parses `data`, or says why not: it is not well-formed XML (cut short
+    /// included), is not UTF-8 or holds a NUL (clouds answer in UTF-8),
+    /// declares another encoding, holds a processing instruction or a
+    /// document type (no answer of a cloud does; refusing them keeps entity
+    /// expansion out), or nests elements deeper than ``maxDepth``.
+    public static func read(_ data: Data) throws(Unreadable) -> XMLTree {
         // Foundation's XMLParser on Linux traps on an element name that is
         // not UTF-8, on a processing instruction without data such as
-        // `<?pi?>` (scripts/fuzz vsphere-soap found both;
-        // Fuzz/regressions/vsphere-soap), and on element, attribute list
-        // and notation declarations: only UTF-8 without a processing
-        // instruction (the XML declaration aside) or a document type
-        // reaches it.
-        guard isUTF8WithoutNUL(data), !hasProcessingInstruction(data), data.firstRange(of: Data("<!DOCTYPE".utf8)) == nil else { return nil }
+        // `<?pi?>` (scripts/fuzz found both; Fuzz/regressions/vsphere-soap
+        // and ec2-xml), and on element, attribute list and notation
+        // declarations: only UTF-8 without a processing instruction (the
+        // XML declaration aside) or a document type reaches it.
+        guard isUTF8WithoutNUL(data) else { throw Unreadable("is not UTF-8") }
+        try screenMarkup(data)
         let builder = Builder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
@@ -87,33 +100,52 @@ public final class XMLTree: @unchecked Sendable {
         // On Linux, parse() also says true for a document cut short (or
         // with more after its root element), setting parserError: a
         // truncated answer must not read as a shorter one.
-        guard parser.parse(), parser.parserError == nil, !builder.refused, builder.stack.isEmpty, let root = builder.root else { return nil }
+        let parsed = parser.parse()
+        if builder.refused { throw Unreadable("nests elements deeper than \(maxDepth) levels") }
+        guard parsed, parser.parserError == nil, builder.stack.isEmpty, let root = builder.root else {
+            throw Unreadable("is not XML")
+        }
         return root
     }
 
-    /// True when `data` holds `<?` anywhere but in an XML declaration at
-    /// its very start (after a byte order mark, if any).
-    static func hasProcessingInstruction(_ data: Data) -> Bool {
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0
-            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
-            let declaration = Array("<?xml".utf8)
-            if bytes.count >= start + 6, bytes[start..<start + 5].elementsEqual(declaration),
-               [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5])
-            {
-                // The declaration ends at its "?>".
-                var index = start + 6
-                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "?") && bytes[index + 1] == UInt8(ascii: ">")) { index += 1 }
-                start = index + 2
+    /// Refuses an XML declaration of an encoding other than UTF-8, any
+    /// other processing instruction (`<?` anywhere but in the declaration
+    /// at the very start, after a byte order mark) and any declaration
+    /// (`<!` that opens neither a comment nor a CDATA section).
+    static func screenMarkup(_ data: Data) throws(Unreadable) {
+        let bytes = [UInt8](data)
+        var start = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        // The declaration is `<?xml` and white space; `<?xmlfoo?>` is an
+        // instruction like any other.
+        if bytes.count >= start + 6, bytes[start..<start + 5].elementsEqual("<?xml".utf8), [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5]) {
+            var end = start + 6
+            while end + 1 < bytes.count, !(bytes[end] == UInt8(ascii: "?") && bytes[end + 1] == UInt8(ascii: ">")) { end += 1 }
+            let declaration = String(decoding: bytes[start..<min(end, bytes.count)], as: UTF8.self)
+            if let encoding = declaredEncoding(declaration), !["utf-8", "utf8"].contains(encoding.lowercased()) {
+                let shown = String(encoding.unicodeScalars.prefix(40).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+                throw Unreadable("declares the encoding \"\(shown)\", not UTF-8")
             }
-            var index = start
-            while index + 1 < bytes.count {
-                if bytes[index] == UInt8(ascii: "<"), bytes[index + 1] == UInt8(ascii: "?") { return true }
-                index += 1
-            }
-            return false
+            start = end + 2
         }
+        var index = start
+        while index + 1 < bytes.count {
+            if bytes[index] == UInt8(ascii: "<") {
+                if bytes[index + 1] == UInt8(ascii: "?") { throw Unreadable("has a processing instruction other than the XML declaration") }
+                if bytes[index + 1] == UInt8(ascii: "!"), !bytes[index...].starts(with: "<!--".utf8), !bytes[index...].starts(with: "<![CDATA[".utf8) {
+                    throw Unreadable("has a document type or other declaration")
+                }
+            }
+            index += 1
+        }
+    }
+
+    /// The `encoding` of an XML declaration (`<?xml version="1.0"
+    /// encoding="UTF-8"`), if it names one.
+    static func declaredEncoding(_ declaration: String) -> String? {
+        guard let key = declaration.range(of: "encoding") else { return nil }
+        let rest = declaration[key.upperBound...].drop { $0 == " " || $0 == "=" || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return "" }
+        return String(rest.dropFirst().prefix { $0 != quote })
     }
 
     static func isUTF8WithoutNUL(_ data: Data) -> Bool {

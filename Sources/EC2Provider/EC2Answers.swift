@@ -351,58 +351,15 @@ public enum EC2Answers {
         return tree
     }
 
-    /// `body` parsed, if it is XML of the plain shape every AWS answer has:
-    /// UTF-8, an optional `<?xml … ?>` declaration of no other encoding, no
-    /// other processing instruction and no document type declaration.
-    ///
-    /// FoundationXML's parser ends the process on some other inputs (found
-    /// by the ec2-xml fuzz target, kept in `Fuzz/regressions/ec2-xml/`): it
-    /// traps on an element name that is not UTF-8, and reads a null pointer
-    /// for a processing instruction without data (`<?x?>`). So these never
-    /// reach it.
+    /// `body` parsed, or why it cannot be (``XMLTree/read(_:)``: only
+    /// plain UTF-8 XML reaches Foundation's parser, which ends the process
+    /// on some other inputs; `Fuzz/regressions/ec2-xml/`).
     static func xml(_ body: [UInt8]) throws(EC2AnswerError) -> XMLTree {
-        guard String(validating: body, as: UTF8.self) != nil else { throw EC2AnswerError("the answer is not UTF-8") }
-        var rest = body[...]
-        if rest.starts(with: [0xEF, 0xBB, 0xBF]) { rest = rest.dropFirst(3) }
-        // The declaration is `<?xml` and white space; `<?xmlfoo?>` is an
-        // instruction like any other.
-        if rest.starts(with: Array("<?xml".utf8)), rest.count > 5, [0x20, 0x09, 0x0D, 0x0A].contains(rest[rest.startIndex + 5]),
-           let end = firstIndex(of: "?>", in: rest)
-        {
-            let declaration = String(decoding: rest[..<end], as: UTF8.self)
-            if let encoding = declaredEncoding(declaration), !["utf-8", "utf8"].contains(encoding.lowercased()) {
-                throw EC2AnswerError("the answer declares the encoding \"\(clip(encoding))\", not UTF-8")
-            }
-            rest = rest[(end + 2)...]
+        do {
+            return try XMLTree.read(Data(body))
+        } catch {
+            throw EC2AnswerError("the answer \(error.problem)")
         }
-        var index = rest.startIndex
-        while let open = rest[index...].firstIndex(of: UInt8(ascii: "<")) {
-            let markup = rest[open...]
-            if markup.starts(with: Array("<?".utf8)) {
-                throw EC2AnswerError("the answer has a processing instruction other than the XML declaration")
-            }
-            if markup.starts(with: Array("<!".utf8)), !markup.starts(with: Array("<!--".utf8)), !markup.starts(with: Array("<![CDATA[".utf8)) {
-                throw EC2AnswerError("the answer has a document type or other declaration")
-            }
-            index = rest.index(after: open)
-        }
-        guard let tree = XMLTree.parse(Data(body)) else { throw EC2AnswerError("the answer is not XML") }
-        return tree
-    }
-
-    private static func firstIndex(of text: String, in bytes: ArraySlice<UInt8>) -> Int? {
-        let needle = Array(text.utf8)
-        guard bytes.count >= needle.count else { return nil }
-        return (bytes.startIndex...(bytes.endIndex - needle.count)).first { bytes[$0..<($0 + needle.count)].elementsEqual(needle) }
-    }
-
-    /// The `encoding` of an XML declaration (`<?xml version="1.0"
-    /// encoding="UTF-8"`), if it names one.
-    static func declaredEncoding(_ declaration: String) -> String? {
-        guard let key = declaration.range(of: "encoding") else { return nil }
-        let rest = declaration[key.upperBound...].drop { $0 == " " || $0 == "=" || $0 == "\t" || $0 == "\r" || $0 == "\n" }
-        guard let quote = rest.first, quote == "\"" || quote == "'" else { return "" }
-        return String(rest.dropFirst().prefix { $0 != quote })
     }
 
     /// An ISO 8601 time such as `2026-11-28T01:18:43Z`, with any number of
