@@ -118,8 +118,15 @@ public final class XMLTree: @unchecked Sendable {
         // The declaration is `<?xml` and white space; `<?xmlfoo?>` is an
         // instruction like any other.
         if bytes.count >= start + 6, bytes[start..<start + 5].elementsEqual("<?xml".utf8), [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5]) {
+            // It ends at the first "?>", and holds no markup before it: a
+            // declaration never closed would hide what follows it
+            // (`<?xml v><a/><?pi?>`, found by scripts/fuzz ec2-xml).
             var end = start + 6
-            while end + 1 < bytes.count, !(bytes[end] == UInt8(ascii: "?") && bytes[end + 1] == UInt8(ascii: ">")) { end += 1 }
+            while end + 1 < bytes.count, !(bytes[end] == UInt8(ascii: "?") && bytes[end + 1] == UInt8(ascii: ">")) {
+                guard bytes[end] != UInt8(ascii: "<"), bytes[end] != UInt8(ascii: ">") else { throw Unreadable("has a malformed XML declaration") }
+                end += 1
+            }
+            guard end + 1 < bytes.count else { throw Unreadable("has a malformed XML declaration") }
             let declaration = String(decoding: bytes[start..<min(end, bytes.count)], as: UTF8.self)
             if let encoding = declaredEncoding(declaration), !["utf-8", "utf8"].contains(encoding.lowercased()) {
                 let shown = String(encoding.unicodeScalars.prefix(40).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })

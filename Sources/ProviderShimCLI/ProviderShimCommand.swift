@@ -46,6 +46,25 @@ struct ShimOptions: ParsableArguments {
         return Logger(label: label) { LineLogHandler(label: $0, level: level) }
     }
 
+    /// A setting read from the environment the controller passes (the
+    /// provider's `env:` list); a bad value stops the shim before its
+    /// handshake, in one line naming the variable.
+    func fromEnvironment<T>(_ backend: String, _ options: ShimProcess.Options, _ read: ([String: String]) throws -> T) throws -> T {
+        do {
+            return try read(options.environment)
+        } catch {
+            ShimProcess.printError("provider-shim \(backend): \(error)")
+            throw ExitCode(ShimProcess.ExitStatus.usage)
+        }
+    }
+
+    /// A real cloud backend's HTTP client, routed through the proxies the
+    /// environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+    func httpClient(_ backend: String, _ options: ShimProcess.Options) throws -> CloudHTTPClient {
+        let proxies = try fromEnvironment(backend, options) { try ProxySettings.fromEnvironment($0) }
+        return CloudHTTPClient(proxies: proxies, logger: options.logger)
+    }
+
     func options(_ label: String) -> ShimProcess.Options {
         ShimProcess.Options(
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
@@ -127,16 +146,8 @@ struct EC2: AsyncParsableCommand {
         // The proxies and the metadata endpoint come from the environment
         // the controller passes (the provider's env: list); a bad value
         // stops the shim before its handshake, in one line.
-        let proxies: ProxySettings
-        let metadata: InstanceMetadataEndpoint
-        do {
-            proxies = try ProxySettings.fromEnvironment(options.environment)
-            metadata = try InstanceMetadataEndpoint.fromEnvironment(options.environment)
-        } catch {
-            ShimProcess.printError("provider-shim ec2: \(error)")
-            throw ExitCode(ShimProcess.ExitStatus.usage)
-        }
-        let http = CloudHTTPClient(proxies: proxies, logger: options.logger)
+        let metadata = try shim.fromEnvironment("ec2", options) { try InstanceMetadataEndpoint.fromEnvironment($0) }
+        let http = try shim.httpClient("ec2", options)
         var settings = EC2Client.Settings()
         settings.maxAttempts = maxAttempts
         let backend = EC2Backend(
@@ -181,15 +192,7 @@ struct VSphere: AsyncParsableCommand {
     func run() async throws {
         MallocTuning.tune(for: .largeFrames)
         let options = shim.options("vsphere")
-        // Proxies as for ec2: from the environment the controller passes.
-        let proxies: ProxySettings
-        do {
-            proxies = try ProxySettings.fromEnvironment(options.environment)
-        } catch {
-            ShimProcess.printError("provider-shim vsphere: \(error)")
-            throw ExitCode(ShimProcess.ExitStatus.usage)
-        }
-        let http = CloudHTTPClient(proxies: proxies, logger: options.logger)
+        let http = try shim.httpClient("vsphere", options)
         var settings = VSphereClient.Settings()
         settings.maxAttempts = maxAttempts
         let client = VSphereClient(http: http, settings: settings, logger: options.logger)

@@ -39,14 +39,16 @@ struct VSphereTests {
     /// `provider-shim vsphere` as a process under the shim contract (at
     /// debug level, so that every log line is checked for secrets), and a
     /// client.
-    static func withShim(_ sim: VCSim, _ body: (ProviderClient) async throws -> Void) async throws {
+    /// Returns the shim's log (stderr).
+    @discardableResult
+    static func withShim(_ sim: VCSim, environment: [String: String] = [:], _ body: (ProviderClient) async throws -> Void) async throws -> String {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         chmod(directory.path, 0o700)
         let socket = directory.file("vsphere.sock")
         let shim = try await ChildProcess.spawn(
             BuiltProducts.path(of: "provider-shim"), ["vsphere", "--credential-ttl", "300", "--log-level", "debug"],
-            environment: ["INSTANCEPOLLER_SOCKET": socket]
+            environment: environment.merging(["INSTANCEPOLLER_SOCKET": socket]) { _, contract in contract }
         )
         let line = try await shim.nextLine()
         #expect(line == "instancepoller-shim|1|unix|\(socket)|ttrpc")
@@ -69,6 +71,7 @@ struct VSphereTests {
         for secret in [secretMarker, sim.truth.password, sim.truth.noperm_password, "vmware_soap_session"] {
             #expect(!log.contains(secret), "a secret reached the shim's log")
         }
+        return log
     }
 
     /// An interface as the fixture's truth says it, for comparing.
