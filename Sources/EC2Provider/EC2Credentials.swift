@@ -189,17 +189,20 @@ final class KeySource: Sendable {
     ) async throws -> TemporaryCredentials {
         let now = now()
         let refresh = refresh
-        let (cached, task) = state.withLockedValue { state -> (TemporaryCredentials?, Task<TemporaryCredentials, any Error>?) in
+        let (cached, task, started) = state.withLockedValue { state -> (TemporaryCredentials?, Task<TemporaryCredentials, any Error>?, Bool) in
             if let cached = state.ready[key], refresh.isFresh(expiration: cached.credentials.expiration, obtained: cached.obtained, now: now) {
-                return (cached.credentials, nil)
+                return (cached.credentials, nil, false)
             }
-            if let pending = state.pending[key] { return (nil, pending) }
+            if let pending = state.pending[key] { return (nil, pending, false) }
             let task = Task { try await obtain() }
             state.pending[key] = task
-            return (nil, task)
+            return (nil, task, true)
         }
         if let cached { return cached }
         let result = await task!.result
+        // The caller that started the request keeps (and logs) its answer;
+        // the ones that waited for it take it as it is.
+        guard started else { return try result.get() }
         let obtained = self.now()
         state.withLockedValue { state in
             state.pending[key] = nil
