@@ -76,7 +76,7 @@ extension EC2Tests {
                 try await EC2Tests.withShim(environment: ["http_proxy": wrong]) { client in
                     let ids = [moto.truth.instances.keys.sorted()[0]]
                     let refused = await rpcError {
-                        _ = try await client.instances(cloud: EC2Tests.cloud(moto), credential: EC2Tests.credential(moto.truth.poller), ids: ids, timeout: .seconds(5))
+                        _ = try await client.instances(cloud: EC2Tests.cloud(moto), credential: EC2Tests.credential(moto.truth.poller), ids: ids, timeout: .seconds(20))
                     }
                     #expect(refused?.code == .unavailable, "\(String(describing: refused))")
                     let message = refused?.message ?? ""
