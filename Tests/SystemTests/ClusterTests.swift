@@ -152,10 +152,23 @@ struct ClusterTests {
             let held = try await harness.waitForLeases([0, 1, 2], "a fair split") { harness.isBalanced($0, among: [0, 1, 2]) }
             let paused = harness.controller(0)!
             let mine = held[0]!
-            // Freeze it with a batch's call in flight.
-            let from = paused.stderrLines.lines.count
-            _ = try await paused.stderrLines.waitForLine(containing: "polling a batch", from: from, .seconds(30))
-            Foundation.kill(paused.pid, SIGSTOP)
+            // Freeze it with a batch's call in flight: one its shims have
+            // started and not ended, as the shared call log says now (its
+            // log lines can reach this test late on a loaded machine, after
+            // the call they announce has ended). Checked again at each batch
+            // it starts.
+            let pausedShims = Set(ProcessTree.children(of: paused.pid))
+            try await withTimeout(.seconds(30), "a call of the paused controller's in flight") {
+                while true {
+                    let from = paused.stderrLines.lines.count
+                    let inFlight = try harness.calls().contains { $0.method == "Instances" && $0.end == nil && pausedShims.contains($0.pid) }
+                    if inFlight {
+                        Foundation.kill(paused.pid, SIGSTOP)
+                        return
+                    }
+                    _ = try await paused.stderrLines.waitForLine(containing: "polling a batch", from: from, .seconds(10))
+                }
+            }
             let others = try await harness.waitForLeases([1, 2], "the paused controller's pairs taken over", .seconds(30)) { taken in
                 mine.isSubset(of: taken[1]!.union(taken[2]!))
             }
