@@ -64,8 +64,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings,
+            plugins: ["BuildRevision"]
         ),
+        // Writes the git revision into Support (BuildInfo.revision).
+        .plugin(name: "BuildRevision", capability: .buildTool()),
         // The control service's types and method descriptors, shared by the
         // controller and the CLI.
         .target(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Core
 import Controller
 import Foundation
+import Support
 
 /// `instancepoller`: the controller binary and its CLI.
 ///
@@ -24,7 +25,7 @@ struct InstancePollerCommand: AsyncParsableCommand {
             Exit status: 0 success; 1 failure; 2 usage error (each failure with one line on stderr saying \
             what was wrong); 141 when the output's reader went away (e.g. `| head`).
             """,
-        version: ProductVersion.current,
+        version: BuildInfo.versionLine(ProductVersion.current),
         subcommands: [Run.self, Demo.self, Status.self, Machines.self, Credentials.self, Providers.self, Watch.self, DemoFakeShim.self]
     )
 
