@@ -64,10 +64,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: strictSettings,
-            plugins: ["BuildRevision"]
+            swiftSettings: strictSettings
         ),
-        // Writes the git revision into Support (BuildInfo.revision).
+        // Writes the git revision into the executables that print it
+        // (GeneratedBuildRevision.value); only they are rebuilt when it changes.
         .plugin(name: "BuildRevision", capability: .buildTool()),
         // The control service's types and method descriptors, shared by the
         // controller and the CLI.
@@ -208,7 +208,8 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings,
+            plugins: ["BuildRevision"]
         ),
         .executableTarget(
             name: "ProviderShimCLI",
@@ -223,7 +224,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings,
+            plugins: ["BuildRevision"]
         ),
         // Echo client and server for scripts/bench-rpc.
         .executableTarget(

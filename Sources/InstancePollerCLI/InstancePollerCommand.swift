@@ -25,7 +25,7 @@ struct InstancePollerCommand: AsyncParsableCommand {
             Exit status: 0 success; 1 failure; 2 usage error (each failure with one line on stderr saying \
             what was wrong); 141 when the output's reader went away (e.g. `| head`).
             """,
-        version: BuildInfo.versionLine(ProductVersion.current),
+        version: BuildInfo.current.versionLine,
         subcommands: [Run.self, Demo.self, Status.self, Machines.self, Credentials.self, Providers.self, Watch.self, DemoFakeShim.self]
     )
 

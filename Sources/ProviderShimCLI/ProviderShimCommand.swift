@@ -21,7 +21,7 @@ struct ProviderShimCommand: AsyncParsableCommand {
             and stdin as a pipe; the shim prints one handshake line on stdout and logs to stderr. \
             See proto/PROTOCOL.md.
             """,
-        version: BuildInfo.versionLine(ProductVersion.current),
+        version: BuildInfo.current.versionLine,
         subcommands: [Fake.self, EC2.self, VSphere.self]
     )
 }

@@ -1,14 +1,17 @@
-/// What this binary was built from, for `--version` and the
-/// `instancepoller_build_info` metric.
-public enum BuildInfo {
-    /// The git revision of the build (12 hex digits, `-dirty` when tracked
-    /// files had changes), or "unknown" when built outside a git checkout.
-    public static var revision: String { GeneratedBuildRevision.value }
-}
+/// What a binary was built from: its version and git revision, for
+/// `--version` and the `instancepoller_build_info` metric. The executables
+/// make it from `GeneratedBuildRevision.value`, which Plugins/BuildRevision
+/// writes at build time (12 hex digits, `-dirty` when tracked files had
+/// changes, "unknown" outside a git checkout).
+public struct BuildInfo: Sendable, Equatable {
+    public var version: String
+    public var revision: String
 
-extension BuildInfo {
-    /// What `--version` prints: "0.1.0 (revision 3f9c2a1b7d0e)".
-    public static func versionLine(_ version: String) -> String {
-        "\(version) (revision \(revision))"
+    public init(version: String, revision: String) {
+        self.version = version
+        self.revision = revision
     }
+
+    /// What `--version` prints: "0.1.0 (revision 3f9c2a1b7d0e)".
+    public var versionLine: String { "\(version) (revision \(revision))" }
 }
