@@ -2,17 +2,24 @@ public import Logging
 internal import Foundation
 
 /// Writes one line per log record to a file descriptor (stderr by default):
-/// human-readable or one JSON object per line.
+/// logfmt (`human`) or one JSON object per line.
 ///
-/// Human: `2026-11-24T22:13:25.123Z warning shim down provider=aws why="exited with status 3"`
+/// Human (logfmt, see ``Logfmt``): `ts`, `level` and `msg` first, then the
+/// metadata keys sorted, so that logfmt tools read every line:
+/// `ts=2026-11-24T22:13:25.123Z level=warning msg="shim down" provider=aws why="exited with status 3"`
 /// JSON:  `{"time":"2026-11-24T22:13:25.123Z","level":"warning","label":"instancepoller","message":"shim down","provider":"aws",...}`
 ///
 /// Lines are written whole with one `write`, so lines of several threads
 /// never interleave.
 public struct LineLogHandler: LogHandler {
     public enum Format: String, Sendable {
+        /// logfmt.
         case human, json
     }
+
+    /// The keys a human line starts with; metadata under one of these names
+    /// is written as `meta.<key>`, so no key appears twice.
+    static let leadingKeys: Set<String> = ["ts", "level", "msg"]
 
     public var logLevel: Logger.Level
     public var metadata: Logger.Metadata = [:]
@@ -41,8 +48,10 @@ public struct LineLogHandler: LogHandler {
         var line: String
         switch format {
         case .human:
-            line = "\(time) \(event.level) \(event.message)"
-            for key in merged.keys.sorted() { line += " \(key)=\(Self.quoted("\(merged[key]!)"))" }
+            line = "ts=\(time) level=\(event.level) \(Logfmt.pair("msg", "\(event.message)"))"
+            for key in merged.keys.sorted() {
+                line += " " + Logfmt.pair(Self.leadingKeys.contains(key) ? "meta.\(key)" : key, "\(merged[key]!)")
+            }
         case .json:
             line = "{\"time\":\(TextEscaping.json(time)),\"level\":\(TextEscaping.json("\(event.level)")),\"label\":\(TextEscaping.json(label)),\"message\":\(TextEscaping.json("\(event.message)"))"
             for key in merged.keys.sorted() { line += ",\(TextEscaping.json(key)):\(TextEscaping.json("\(merged[key]!)"))" }
@@ -59,13 +68,6 @@ public struct LineLogHandler: LogHandler {
                 offset += written
             }
         }
-    }
-
-    /// A value as it reads in a human line: quoted when it has spaces or
-    /// quotes, so `key=value` pairs stay parseable.
-    static func quoted(_ value: String) -> String {
-        if !value.isEmpty, !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) { return value }
-        return TextEscaping.json(value)
     }
 
     /// UTC with milliseconds, e.g. 2026-11-24T22:13:25.123Z.

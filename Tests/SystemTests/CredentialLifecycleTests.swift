@@ -275,7 +275,7 @@ struct CredentialLifecycleTests {
         }
         #expect(polled["m1"]?.addressValues == ["10.5.0.1"])
         let line = try await controller.stderrLines.waitForLine(containing: "credential valid again", from: before)
-        #expect(line.line.contains(" info "), "\(line.line)")
+        #expect(line.line.contains(" level=info "), "\(line.line)")
         #expect(try await Self.events(h).contains {
             $0["kind"] as? String == "credential-validated" && $0["source"] as? String == "external" && $0["credential"] as? String == "cloud/main"
                 && $0["old_value"] as? String == "AuthFailure: the auth service is down" && $0["new_value"] == nil

@@ -156,7 +156,7 @@ struct PollerStressTests {
             "unknown (not-found): instance not found by the provider", "running (running)",
         ])
         #expect(controller.stderrLines.lines.contains {
-            $0.contains(" info ") && $0.contains("instance status changed from running to unknown (not-found): instance not found by the provider")
+            $0.contains(" level=info ") && $0.contains("instance status changed from running to unknown (not-found): instance not found by the provider")
         })
 
         // The agent starts: recorded, shown, and the machine is polled again soon.

@@ -228,7 +228,7 @@ struct SecurityTests {
         #expect(watched.stdout.contains("m3"), "watch saw the events: \(watched.stdout)")
         #expect(try await h.stop(controller) == 0)
         let log = controller.stderr
-        #expect(log.contains(" trace ") || log.contains(" debug "), "the controller logged at its most verbose")
+        #expect(log.contains(" level=trace ") || log.contains(" level=debug "), "the controller logged at its most verbose")
         for secret in Self.secrets {
             #expect(!log.contains(secret), "a secret reached the controller's log (shim lines included)")
             #expect(!watched.stdout.contains(secret) && !watched.stderr.contains(secret), "a secret reached watch")
@@ -277,7 +277,7 @@ struct SecurityTests {
         // The real shim listens (it logs so, through the controller) while
         // its handshake line waits at the gate.
         let serving = try await controller.stderrLines.waitForLine("the gated shim to listen") {
-            $0.contains(" serving ") && $0.contains("provider=cloud")
+            $0.contains(" msg=serving ") && $0.contains("provider=cloud")
         }
         let shimSocket = try #require(logValue("socket", in: serving.line))
         #expect(shimSocket.hasPrefix(h.runtimeDirectory + "/"))

@@ -49,6 +49,8 @@ public struct ControllerConfig: Sendable {
     /// Bound of each provider call.
     public var callTimeout: Duration = .seconds(30)
     public var supervision = SupervisionSettings()
+    /// `tracing:`: where spans go; nil: tracing is off.
+    public var tracing: TracingSettings?
     /// In file order.
     public var providers: [ProviderConfig] = []
     public var credentials: [StoredCredential] = []
@@ -124,8 +126,10 @@ public struct ClusterSettings: Hashable, Sendable {
 }
 
 public enum LogFormat: String, Hashable, Sendable, CaseIterable {
-    /// `2026-11-24T22:13:25.123Z warning shim down provider=aws why=…`
+    /// logfmt: `ts=2026-11-24T22:13:25.123Z level=warning msg="shim down" provider=aws why=…`
     case human
+    /// The same as `human`, by its format's name.
+    case logfmt
     /// One JSON object per line.
     case json
 }

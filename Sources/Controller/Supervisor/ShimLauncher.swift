@@ -1,6 +1,7 @@
 public import Core
 public import Logging
 internal import NIOConcurrencyHelpers
+internal import Support
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -39,18 +40,26 @@ public final class StderrTail: Sendable {
     public var text: String { lines.withLockedValue { $0.joined(separator: " | ") } }
 }
 
-/// A line a shim wrote on stderr, as the controller logs it: a line in the
-/// SDK's own format (`<time> <level> <message>`) keeps its level and loses
-/// its timestamp (the controller adds its own); any other line is info.
+/// A line a shim wrote on stderr, as the controller logs it: a logfmt line
+/// in the SDK's own format (`ts=… level=… msg=… key=value…`) keeps its
+/// level, message and keys and loses its timestamp (the controller adds its
+/// own); so does a line in the older `<time> <level> <message>` form; any
+/// other line is info, as it is.
 enum ShimLogLine {
-    static func parse(_ line: String) -> (Logger.Level, Substring) {
+    static func parse(_ line: String) -> (Logger.Level, Substring, Logger.Metadata) {
+        if line.hasPrefix("ts="), let pairs = Logfmt.parse(line), pairs.count >= 3, pairs[0].key == "ts", pairs[1].key == "level",
+           pairs[2].key == "msg", let level = Logger.Level(rawValue: pairs[1].value) {
+            var metadata: Logger.Metadata = [:]
+            for pair in pairs.dropFirst(3) { metadata[pair.key] = "\(pair.value)" }
+            return (level, Substring(pairs[2].value), metadata)
+        }
         let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].count >= 20, parts[0].first?.isNumber == true, parts[0].last == "Z",
               let level = Logger.Level(rawValue: String(parts[1]))
         else {
-            return (.info, Substring(line))
+            return (.info, Substring(line), [:])
         }
-        return (level, parts[2])
+        return (level, parts[2], [:])
     }
 }
 
@@ -100,7 +109,7 @@ public enum ShimLauncher {
         }
         let process: SpawnedShim
         do {
-            process = try await ShimSpawner.spawn(command, socketPath: socketPath)
+            process = try await ShimSpawner.spawn(command.withTracing(provider: provider), socketPath: socketPath)
         } catch {
             throw failure("\(error)")
         }
@@ -111,8 +120,9 @@ public enum ShimLauncher {
             shimLogger[metadataKey: "shim_pid"] = "\(process.pid)"
             for await line in process.stderrLines {
                 tail.append(line)
-                let (level, message) = ShimLogLine.parse(line)
-                shimLogger.log(level: level, "\(message)")
+                let (level, message, metadata) = ShimLogLine.parse(line)
+                // The controller's own provider and shim_pid win over the shim's words.
+                shimLogger.log(level: level, "\(message)", metadata: metadata.filter { $0.key != "provider" && $0.key != "shim_pid" })
             }
             tail.finish()
         }
