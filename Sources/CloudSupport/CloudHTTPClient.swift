@@ -3,6 +3,7 @@ public import Logging
 public import NIOCore
 internal import NIOPosix
 internal import Foundation
+public import Tracing
 
 /// The HTTP client of a cloud backend: one AsyncHTTPClient `HTTPClient` per
 /// route — direct, through the `HTTP_PROXY` and through the `HTTPS_PROXY`
@@ -32,15 +33,21 @@ public final class CloudHTTPClient: Sendable {
     ///   - configuration: applied to every route's client; its `proxy` is
     ///     replaced by each route's own.
     ///   - eventLoopGroup: by default NIO's shared singleton group.
+    ///   - tracer: the shim's tracer when tracing is on: each request is
+    ///     then a client span of the call being served, and carries its
+    ///     `traceparent` header. nil: no spans.
     ///   - logger: told once, now, which routes are in use.
     public init(
         proxies: ProxySettings,
         configuration: HTTPClient.Configuration = HTTPClient.Configuration(),
         eventLoopGroup: (any EventLoopGroup)? = nil,
+        tracer: (any Tracer)? = nil,
         logger: Logger
     ) {
         let eventLoopGroup = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
         self.proxies = proxies
+        var configuration = configuration
+        configuration.tracing.tracer = tracer
         var direct = configuration
         direct.proxy = nil
         directClient = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: direct)

@@ -7,6 +7,10 @@ public import Logging
 /// and how its answer or failure maps to an error). The poller reaches it
 /// through ``SupervisedCloudAccess``, which routes to the live shim's client.
 ///
+/// With tracing on (``ControllerTracing``), the cloud calls
+/// (ValidateCredential, Instances, NetworkInterfaces) are client spans whose
+/// trace context travels to the shim in the request metadata.
+///
 /// Every method throws `RPCError`: the shim's status (e.g. Unauthenticated,
 /// PermissionDenied, ResourceExhausted with ``RPCError/retryAfter``), or
 /// DeadlineExceeded / Unavailable from the transport.
@@ -58,7 +62,7 @@ public struct ProviderClient: Sendable {
         var request = ProviderV1.ValidateCredentialRequest()
         request.cloud = cloud
         request.credential = credential
-        return try await connection.call(ProviderV1.validateCredential, request, timeout: timeout)
+        return try await traced(ProviderV1.validateCredential, request, timeout: timeout)
     }
 
     /// Instance status for `ids`: one result per id, in the order asked.
@@ -75,7 +79,7 @@ public struct ProviderClient: Sendable {
         request.cloud = cloud
         request.credential = credential
         request.instanceIds = ids
-        let response = try await connection.call(ProviderV1.instances, request, timeout: timeout)
+        let response = try await traced(ProviderV1.instances, request, ids: ids.count, timeout: timeout)
         try Self.checkAligned(response.results, with: ids, method: "Instances")
         return response.results
     }
@@ -93,7 +97,7 @@ public struct ProviderClient: Sendable {
         request.cloud = cloud
         request.credential = credential
         request.instanceIds = ids
-        let response = try await connection.call(ProviderV1.networkInterfaces, request, timeout: timeout)
+        let response = try await traced(ProviderV1.networkInterfaces, request, ids: ids.count, timeout: timeout)
         try Self.checkAligned(response.results, with: ids, method: "NetworkInterfaces")
         return response.results
     }

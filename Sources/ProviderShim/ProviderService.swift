@@ -29,9 +29,16 @@ extension RPCServiceRegistry {
     public mutating func register(provider: some ProviderService) {
         register(ProviderV1.handshake) { try await provider.handshake($0, context: $1) }
         register(ProviderV1.health) { try await provider.health($0, context: $1) }
-        register(ProviderV1.validateCredential) { try await provider.validateCredential($0, context: $1) }
-        register(ProviderV1.instances) { try await provider.instances($0, context: $1) }
-        register(ProviderV1.networkInterfaces) { try await provider.networkInterfaces($0, context: $1) }
+        // The cloud calls continue the controller's trace (ShimTracing).
+        register(ProviderV1.validateCredential) { request, context in
+            try await ShimTracing.serve(ProviderV1.validateCredential, context) { try await provider.validateCredential(request, context: context) }
+        }
+        register(ProviderV1.instances) { request, context in
+            try await ShimTracing.serve(ProviderV1.instances, context) { try await provider.instances(request, context: context) }
+        }
+        register(ProviderV1.networkInterfaces) { request, context in
+            try await ShimTracing.serve(ProviderV1.networkInterfaces, context) { try await provider.networkInterfaces(request, context: context) }
+        }
         register(ProviderV1.shutdown) { try await provider.shutdown($0, context: $1) }
     }
 }

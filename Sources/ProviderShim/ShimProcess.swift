@@ -13,7 +13,9 @@ internal import Glibc
 /// listen on `INSTANCEPOLLER_SOCKET`, print the one handshake line, log to
 /// stderr, leave when stdin closes (within a second), when the parent dies,
 /// or — finishing the calls in flight first — on SIGTERM, SIGINT or a
-/// `Shutdown` call. Before anything else it makes the process non-dumpable
+/// `Shutdown` call. With the OTLP settings in its environment it traces
+/// its cloud calls (``ShimTracing``) and sends the spans left as it stops.
+/// Before anything else it makes the process non-dumpable
 /// with no core file size (see ``ProcessHardening``), so the credentials it
 /// is sent stay out of core files and out of reach of its uid's other
 /// processes.
@@ -68,6 +70,13 @@ public enum ShimProcess {
             printError("\(backend.identity.name): \(socketVariable) is not set; the controller sets it to the socket this shim must listen on")
             return ExitStatus.usage
         }
+        // On when the controller passed the OTLP settings (OTEL_*).
+        do {
+            try ShimTracing.startIfConfigured(environment: options.environment, logger: logger)
+        } catch {
+            printError("\(backend.identity.name): \(error)")
+            return ExitStatus.usage
+        }
         #if os(Linux)
         // Second guard besides stdin EOF: SIGTERM when the parent dies. The
         // kernel keeps this per thread and checks the main thread's, so set
@@ -111,10 +120,11 @@ public enum ShimProcess {
         #endif
 
         let service = ShimService(server: server, stops: stops, stop: stop, drainTimeout: options.drainTimeout, logger: logger)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "shim")],
-            logger: logger
-        ))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // First, so that it stops last: the spans of the calls drained are sent.
+        if let tracing = ShimTracing.takeService() { services.append(.init(service: tracing, serviceName: "tracing")) }
+        services.append(.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "shim"))
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger))
         let signalWatcher = Task {
             for await _ in signals {
                 await group.triggerGracefulShutdown()

@@ -59,10 +59,13 @@ struct ShimOptions: ParsableArguments {
     }
 
     /// A real cloud backend's HTTP client, routed through the proxies the
-    /// environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+    /// environment names (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), and traced
+    /// when the controller passed the OTLP settings (OTEL_*).
     func httpClient(_ backend: String, _ options: ShimProcess.Options) throws -> CloudHTTPClient {
         let proxies = try fromEnvironment(backend, options) { try ProxySettings.fromEnvironment($0) }
-        return CloudHTTPClient(proxies: proxies, logger: options.logger)
+        // Started now, so that the client's requests are spans of the calls.
+        try fromEnvironment(backend, options) { try ShimTracing.startIfConfigured(environment: $0, logger: options.logger) }
+        return CloudHTTPClient(proxies: proxies, tracer: ShimTracing.tracer, logger: options.logger)
     }
 
     func options(_ label: String) -> ShimProcess.Options {

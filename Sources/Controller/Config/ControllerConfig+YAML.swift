@@ -115,7 +115,7 @@ extension YAMLReader {
     func controllerConfig(_ root: Node, environment: [String: String], readingSecrets: Bool = true) throws(YAMLFileError) -> ControllerConfig {
         let top = try mapping(root, "", allowed: [
             "store", "store_password_file", "credential_key_file", "events", "cluster",
-            "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits",
+            "runtime_directory", "log", "metrics", "poll", "supervision", "providers", "credentials", "limits", "tracing",
         ])
         var config = ControllerConfig(
             file: file,
@@ -212,6 +212,7 @@ extension YAMLReader {
         if let node = top["limits"] { config.limits = try limits(node) }
         if let node = top["poll"] { (config.poll, config.callTimeout) = try poll(node, "poll", over: config.poll, callTimeout: config.callTimeout) }
         if let node = top["supervision"] { config.supervision = try supervision(node) }
+        if let node = top["tracing"] { config.tracing = try tracing(node) }
         guard let providersNode = top["providers"] else {
             throw fail(root, "", "no providers: the config needs at least one under providers")
         }

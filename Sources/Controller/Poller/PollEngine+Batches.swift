@@ -118,7 +118,7 @@ extension PollEngine {
                         try await fail(key, batch, refusal, now: clock.now, fence: fence)
                         step = .done(BatchOutcome(calls: 0, next: .go, result: "credential_invalid"))
                     } else {
-                        step = try await fetch(key, batch, fence: fence)
+                        step = try await traced(key, machines: batch.count, result: \.result) { try await fetch(key, batch, fence: fence) }
                     }
                 } catch let error as CancellationError {
                     throw error
@@ -176,6 +176,14 @@ extension PollEngine {
         /// Nothing to write for it any more (an error was recorded, or the
         /// pair is paused).
         case done(BatchOutcome)
+
+        /// For the batch's span: ok when answered.
+        var result: String {
+            switch self {
+            case .answered: "ok"
+            case .done(let outcome): outcome.result
+            }
+        }
     }
 
     private struct Answers {

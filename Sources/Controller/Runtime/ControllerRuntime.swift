@@ -92,6 +92,13 @@ public enum ControllerRuntime {
         }
         defer { runtime.close() }
         let clock = SystemPollClock()
+        // The config's tracing: block, on before the first call; nil: off.
+        let tracing: (any Service)?
+        do {
+            tracing = try ControllerTracing.start(config.tracing, logger: logger)
+        } catch {
+            throw StartFailure(description: "tracing: \(error)")
+        }
         let sealer: CredentialSealer?
         do {
             sealer = try config.credentialKeyFile.map { try CredentialSealer(keyFile: $0) }
@@ -199,6 +206,8 @@ public enum ControllerRuntime {
         func add(_ name: String, _ service: any Service) {
             chain.append(RuntimeService(name: name, base: service, after: chain.last?.started, logger: logger))
         }
+        // First, so that it stops last: the spans of the stop are sent.
+        if let tracing { add("tracing", tracing) }
         add("store", store)
         if let cluster { add("leases", cluster.manager) }
         add("shims", fleet)
@@ -307,6 +316,7 @@ final class ConfigReloader: Sendable {
             }
         }
         if config.supervision != old.supervision { needRestart.append("supervision") }
+        if config.tracing != old.tracing { needRestart.append("tracing") }
         if !needRestart.isEmpty {
             logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])
         }
