@@ -55,7 +55,8 @@ struct Run: AsyncParsableCommand {
         let format: LineLogHandler.Format = loaded.logFormat == .json ? .json : .human
         let logger = Logger(label: "instancepoller") { LineLogHandler(label: $0, level: level, format: format) }
         do {
-            try await ControllerRuntime.run(config: loaded, logger: logger, environment: ProcessInfo.processInfo.environment)
+            try await ControllerRuntime.run(
+                config: loaded, logger: logger, environment: ProcessInfo.processInfo.environment, build: BuildInfo.current)
         } catch let error as ControllerRuntime.StartFailure {
             // It never started (e.g. another controller holds the runtime
             // directory): one line says why, not a log line and the same again.

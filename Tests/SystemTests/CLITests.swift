@@ -268,7 +268,7 @@ struct CLITests {
             "instancepoller_provider_calls_total{provider=\"cloud\",method=\"Instances\",result=\"ok\"}",
             "instancepoller_provider_calls_total{provider=\"cloud\",method=\"ValidateCredential\",result=\"ok\"}",
             "instancepoller_provider_call_duration_seconds_bucket{provider=\"cloud\",method=\"NetworkInterfaces\",le=",
-            "instancepoller_batch_size_machines_bucket{provider=\"cloud\",le=",
+            "instancepoller_batch_size_bucket{provider=\"cloud\",le=",
             "instancepoller_machines{group=\"long\"} 1",
             "instancepoller_credential_valid{provider=\"cloud\",credential=\"main\"} 1",
             "instancepoller_shim_up{provider=\"cloud\"} 1",

@@ -309,6 +309,8 @@ extension PollEngine {
             for result in written.results { machines[result.machineID]?.remember(result) }
             schedules[key]?.commit(written.entries)
             logChanges(events)
+            // Before the line that says so (a test waits for it).
+            metrics?.pollSucceeded(provider: key.provider, at: clock.now)
             logger.debug("batch polled", metadata: ["credential": "\(key)", "machines": "\(written.results.count)"])
             retries.removeValue(forKey: key)
             metrics?.batchPolled(provider: key.provider, size: written.batch.count, result: "ok")

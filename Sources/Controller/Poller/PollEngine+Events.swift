@@ -181,6 +181,7 @@ extension PollEngine {
                     forget(event.machineID)
                     removed.append(event.machineID)
                 case .credentialSet:
+                    gauges.credentialsChanged = true
                     if let key = CredentialKey(label: event.credential) {
                         credentialUsable(key, now: now)
                         logger.info("credential updated", metadata: ["credential": "\(key)"])
@@ -192,6 +193,7 @@ extension PollEngine {
                         logger.info("credential valid again", metadata: ["credential": "\(key)"])
                     }
                 case .credentialRemoved:
+                    gauges.credentialsChanged = true
                     if let key = CredentialKey(label: event.credential) { credentialRemoved(key, now: now) }
                 case .machinePolled, .instanceStatusChanged, .addressesChanged, .agentStatusChanged, .credentialInvalidated:
                     break

@@ -36,6 +36,8 @@ actor PollEngine {
     let watchInterval: Duration
     let metrics: ControllerMetrics?
     let wakeup = PollWakeup()
+    /// Beats each turn and each batch: the watchdog and `/readyz` read it.
+    let heartbeat = PollHeartbeat()
     /// The pairs this controller holds leases on (nil: all are its own).
     let ownership: PairOwnership?
     /// The pairs loaded under a lease (only with ``ownership``).
@@ -70,6 +72,8 @@ actor PollEngine {
     /// the next retry waits (``FailurePolicy/retryWait(after:)``), until a
     /// batch of the pair goes through.
     var retries: [CredentialKey: Int] = [:]
+    /// When the engine's gauges were last set (`PollEngine+Gauges.swift`).
+    var gauges = GaugeState()
 
     init(config: PollerConfig) {
         clock = config.clock!
@@ -95,6 +99,7 @@ actor PollEngine {
     func run() async throws {
         while !Task.isCancelled {
             var failed = false
+        heartbeat.started(at: clock.now)
             do {
                 try await round()
             } catch is CancellationError {
@@ -107,6 +112,7 @@ actor PollEngine {
             let now = clock.now
             var wake = nextWake(now: now)
             // A round that failed (the store, most likely) is not retried
+            heartbeat.turned(at: now, machines: machines.count)
             // before the next events read.
             if failed { wake = max(wake, now + watchInterval) }
             do {
@@ -127,7 +133,9 @@ actor PollEngine {
         pollSwappedNow(signalled.swapped)
         try await readEvents()
         let checks = try await recheckInvalidCredentials()
-        return try await checks + pollDue()
+        let calls = try await checks + pollDue()
+        try await reportGauges()
+        return calls
     }
 
     // MARK: - Sleeping

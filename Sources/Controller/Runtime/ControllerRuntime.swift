@@ -3,7 +3,7 @@ public import Logging
 internal import ServiceLifecycle
 internal import UnixSignals
 internal import NIOConcurrencyHelpers
-internal import Support
+public import Support
 internal import ControlAPI
 #if canImport(Glibc)
 internal import Glibc
@@ -70,6 +70,8 @@ public enum ControllerRuntime {
     ///     controller stops.
     ///   - until: when it returns, the controller stops (cancelled if it
     ///     stops first).
+    ///   - build: what `instancepoller_build_info` says: the executable's
+    ///     version and git revision (this version and "unknown" if nil).
     /// - Throws: ``StartFailure`` when it could not start (nothing runs
     ///   then); a service's error otherwise.
     public static func run(
@@ -77,7 +79,8 @@ public enum ControllerRuntime {
         logger: Logger,
         environment: [String: String] = [:],
         onStarted: @escaping @Sendable (Started) async -> Void = { _ in },
-        until: (@Sendable () async -> Void)? = nil
+        until: (@Sendable () async -> Void)? = nil,
+        build: BuildInfo? = nil
     ) async throws {
         // Trapped before anything starts, so that a signal that comes early
         // is not fatal (SIGHUP's default action) and is not lost.
@@ -137,7 +140,8 @@ public enum ControllerRuntime {
         }
         defer { store.close() }
 
-        let metrics = ControllerMetrics()
+        let metrics = ControllerMetrics(
+            build: build ?? BuildInfo(version: ProductVersion.current, revision: "unknown"), configLoadedAt: clock.now)
         let credentials = StoreCredentialAPI(store: store.store)
         let fleet = ProviderFleet(
             providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
@@ -199,7 +203,8 @@ public enum ControllerRuntime {
             metrics.server("control", connections: stats.connections, bufferedRequestBytes: stats.bufferedRequestBytes)
         }
         let handle = GroupHandle()
-        let reloader = ConfigReloader(config: config, fleet: fleet, store: store.store, sealer: sealer, logger: logger)
+        let reloader = ConfigReloader(
+            config: config, fleet: fleet, store: store.store, sealer: sealer, metrics: metrics, clock: clock, logger: logger)
 
         // In dependency order; the group stops them in reverse.
         var chain: [RuntimeService] = []
@@ -278,17 +283,34 @@ final class ConfigReloader: Sendable {
     let store: any MachineStore
     /// The store's sealer, when a credential_key_file is configured.
     let sealer: CredentialSealer?
+    /// Told whether each reload changed everything it asked for.
+    let metrics: ControllerMetrics?
+    let clock: any PollClock
     let logger: Logger
 
-    init(config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, sealer: CredentialSealer? = nil, logger: Logger) {
+    init(
+        config: ControllerConfig, fleet: ProviderFleet, store: any MachineStore, sealer: CredentialSealer? = nil,
+        metrics: ControllerMetrics? = nil, clock: any PollClock = SystemPollClock(), logger: Logger
+    ) {
         self.current = NIOLockedValueBox(config)
         self.fleet = fleet
         self.store = store
         self.sealer = sealer
+        self.metrics = metrics
+        self.clock = clock
         self.logger = logger
     }
 
+    /// Reloads, and says in the metrics whether it succeeded: not when the
+    /// file could not be loaded, the keys or the credentials could not be
+    /// reloaded, or a swap was refused (docs/DESIGN.md §8).
     func reload() async {
+        let succeeded = await apply()
+        metrics?.configReloaded(successful: succeeded, at: clock.now)
+    }
+
+    /// Returns whether everything the new config asks for changed.
+    private func apply() async -> Bool {
         let old = current.withLockedValue { $0 }
         logger.info("reloading the config", metadata: ["file": "\(old.file)"])
         let config: ControllerConfig
@@ -296,7 +318,7 @@ final class ConfigReloader: Sendable {
             config = try ControllerConfig.load(path: old.file)
         } catch {
             logger.error("config not reloaded, nothing changed: \(error)")
-            return
+            return false
         }
         for warning in config.warnings { logger.warning("\(warning)") }
         var needRestart: [String] = []
@@ -321,11 +343,12 @@ final class ConfigReloader: Sendable {
             logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])
         }
         // The keys first: credentials the config changed are sealed with the new first key.
-        reloadKeys()
+        var succeeded = reloadKeys()
         do {
             try await ControllerRuntime.syncCredentials(config.credentials, into: store, logger: logger)
         } catch {
             logger.error("credentials not reloaded: \(error)")
+            succeeded = false
         }
         let changes = await fleet.apply(config.providers)
         var refused: [String] = []
@@ -342,23 +365,28 @@ final class ConfigReloader: Sendable {
         let applied = changes.count - refused.count
         if refused.isEmpty {
             logger.info("config reloaded", metadata: ["changes": "\(applied)"])
+            return succeeded
         } else {
             // Not a success: say what did not change, and why.
             logger.error(
                 "config reloaded in part; \(TextEscaping.oneLine(refused.joined(separator: "; ")))",
                 metadata: ["changes": "\(applied)", "refused": "\(refused.count)"])
+            return false
         }
     }
 
     /// Reads the credential key file again; on a problem the keys stay
     /// what they were. Logs the id of the key that seals, never a key.
-    private func reloadKeys() {
-        guard let sealer else { return }
+    /// Returns whether they were reloaded (or there are none).
+    private func reloadKeys() -> Bool {
+        guard let sealer else { return true }
         do {
             try sealer.reload()
             logger.info("credential keys reloaded", metadata: ["key": "\(sealer.currentKeyID)"])
+            return true
         } catch {
             logger.error("credential keys not reloaded, the old keys stay: \(error)")
+            return false
         }
     }
 }
