@@ -15,9 +15,8 @@ import Glibc
 struct ControllerOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
         "The controller's runtime directory (holds control.sock). Default: --config's runtime_directory, else "
-            + "$INSTANCEPOLLER_RUNTIME_DIR, else $RUNTIME_DIRECTORY (set by systemd), else /run/instancepoller for root "
-            + "and for the user that owns it (the systemd unit's), else $XDG_RUNTIME_DIR/instancepoller "
-            + "or /tmp/instancepoller-UID.",
+            + "$INSTANCEPOLLER_RUNTIME_DIR, else /run/instancepoller for root and $XDG_RUNTIME_DIR/instancepoller "
+            + "or /tmp/instancepoller-UID for other users.",
         valueName: "DIR"))
     var runtimeDir: String?
 
@@ -26,11 +25,12 @@ struct ControllerOptions: ParsableArguments {
         valueName: "FILE"))
     var config: String?
 
-    @Option(help: "Output: table (for people), json (for scripts), jsonl (one JSON object per line, for pipelines) or yaml (the JSON's fields as YAML).")
+    @Option(help: "Output: table (for people), json (for scripts) or jsonl (one JSON object per line, for pipelines).")
     var format: OutputFormat = .table
 
     /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
-    /// else ``ControllerConfig/clientRuntimeDirectory(environment:uid:ownerOf:)``.
+    /// else the default (/run/instancepoller for root; else
+    /// $XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-<uid>).
     func runtimeDirectory() throws -> String {
         if let runtimeDir { return runtimeDir }
         if let config {
@@ -51,7 +51,7 @@ struct ControllerOptions: ParsableArguments {
         if let fromEnvironment = ProcessInfo.processInfo.environment["INSTANCEPOLLER_RUNTIME_DIR"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        return ControllerConfig.clientRuntimeDirectory()
+        return ControllerConfig.defaultRuntimeDirectory()
     }
 
     /// Connects to the controller's control socket.
@@ -88,13 +88,11 @@ struct ControllerOptions: ParsableArguments {
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, json, jsonl, yaml
+    case table, json, jsonl
 
-    /// json, jsonl or yaml: the answer's fields for scripts. json and
-    /// jsonl print one object on one line either way; only listings differ
-    /// (an array, or a line each). yaml has the same fields as json (a
-    /// listing is a sequence, a stream of events one document each).
-    var isStructured: Bool { self != .table }
+    /// json and jsonl: a command that answers one object prints it on one
+    /// line either way; only listings differ (an array, or a line each).
+    var isJSON: Bool { self != .table }
 }
 
 /// A command's failure: a one-line message and exit status 1 (failure) or 2
@@ -206,20 +204,9 @@ enum Output {
         return options
     }()
 
-    /// A message as one line of JSON (proto field names), or as YAML with
-    /// the same fields when `format` is yaml.
-    static func json(_ message: some SwiftProtobuf.Message, _ format: OutputFormat) throws {
-        try json(text: try message.jsonString(options: jsonOptions), format)
-    }
-
-    /// A JSON object as it is, or as YAML when `format` is yaml.
-    static func json(text: String, _ format: OutputFormat) throws {
-        guard format == .yaml else { return line(text) }
-        do {
-            write(try JSONToYAML.document(text))
-        } catch {
-            throw CLIError(.failure, error.description)
-        }
+    /// A message as one line of JSON (proto field names).
+    static func json(_ message: some SwiftProtobuf.Message) throws {
+        line(try message.jsonString(options: jsonOptions))
     }
 
     static func time(_ unixNano: Int64) -> String {

@@ -265,11 +265,9 @@ extension Machine {
     var addressValues: [String] { addresses.map(\.value) }
 }
 
-/// The time at the start of a controller log line (human format: logfmt,
-/// `ts=…` first).
+/// The time at the start of a controller log line (human format).
 func logTime(_ line: String) -> Date? {
-    guard let first = line.split(separator: " ", maxSplits: 1).first, first.hasPrefix("ts=") else { return nil }
-    let stamp = first.dropFirst(3)
+    guard let stamp = line.split(separator: " ", maxSplits: 1).first else { return nil }
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     return formatter.date(from: String(stamp))

@@ -36,8 +36,6 @@ actor PollEngine {
     let watchInterval: Duration
     let metrics: ControllerMetrics?
     let wakeup = PollWakeup()
-    /// Beats each turn and each batch: the watchdog and `/readyz` read it.
-    let heartbeat = PollHeartbeat()
     /// The pairs this controller holds leases on (nil: all are its own).
     let ownership: PairOwnership?
     /// The pairs loaded under a lease (only with ``ownership``).
@@ -99,7 +97,6 @@ actor PollEngine {
     func run() async throws {
         while !Task.isCancelled {
             var failed = false
-        heartbeat.started(at: clock.now)
             do {
                 try await round()
             } catch is CancellationError {
@@ -112,7 +109,6 @@ actor PollEngine {
             let now = clock.now
             var wake = nextWake(now: now)
             // A round that failed (the store, most likely) is not retried
-            heartbeat.turned(at: now, machines: machines.count)
             // before the next events read.
             if failed { wake = max(wake, now + watchInterval) }
             do {
