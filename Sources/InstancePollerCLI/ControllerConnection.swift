@@ -15,8 +15,9 @@ import Glibc
 struct ControllerOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
         "The controller's runtime directory (holds control.sock). Default: --config's runtime_directory, else "
-            + "$INSTANCEPOLLER_RUNTIME_DIR, else /run/instancepoller for root and $XDG_RUNTIME_DIR/instancepoller "
-            + "or /tmp/instancepoller-UID for other users.",
+            + "$INSTANCEPOLLER_RUNTIME_DIR, else $RUNTIME_DIRECTORY (set by systemd), else /run/instancepoller for root "
+            + "and for the user that owns it (the systemd unit's), else $XDG_RUNTIME_DIR/instancepoller "
+            + "or /tmp/instancepoller-UID.",
         valueName: "DIR"))
     var runtimeDir: String?
 
@@ -29,8 +30,7 @@ struct ControllerOptions: ParsableArguments {
     var format: OutputFormat = .table
 
     /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
-    /// else the default (/run/instancepoller for root; else
-    /// $XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-<uid>).
+    /// else ``ControllerConfig/clientRuntimeDirectory(environment:uid:ownerOf:)``.
     func runtimeDirectory() throws -> String {
         if let runtimeDir { return runtimeDir }
         if let config {
@@ -51,7 +51,7 @@ struct ControllerOptions: ParsableArguments {
         if let fromEnvironment = ProcessInfo.processInfo.environment["INSTANCEPOLLER_RUNTIME_DIR"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        return ControllerConfig.defaultRuntimeDirectory()
+        return ControllerConfig.clientRuntimeDirectory()
     }
 
     /// Connects to the controller's control socket.

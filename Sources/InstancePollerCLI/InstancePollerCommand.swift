@@ -17,9 +17,11 @@ struct InstancePollerCommand: AsyncParsableCommand {
             Start the controller with `instancepoller run --config FILE` (config/example.yaml is a complete example), \
             or try everything at once with `instancepoller demo`. The other commands talk to a running controller \
             through control.sock in its runtime directory: --runtime-dir DIR, else --config FILE's \
-            runtime_directory, else $INSTANCEPOLLER_RUNTIME_DIR, else /run/instancepoller for root and \
-            $XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-UID for other users. The controller's store \
-            defaults to instancepoller.db in /var/lib/instancepoller for root, else in \
+            runtime_directory, else $INSTANCEPOLLER_RUNTIME_DIR, else $RUNTIME_DIRECTORY (set by systemd's \
+            RuntimeDirectory=), else /run/instancepoller for root and for the user that owns it (the systemd \
+            unit's), else $XDG_RUNTIME_DIR/instancepoller or /tmp/instancepoller-UID. The controller itself \
+            defaults to the same, /run/instancepoller only for root. Its store defaults to instancepoller.db in \
+            $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/instancepoller for root, else \
             $XDG_STATE_HOME/instancepoller or ~/.local/state/instancepoller.
 
             Exit status: 0 success; 1 failure; 2 usage error (each failure with one line on stderr saying \

@@ -74,26 +74,33 @@ extension ControllerConfig {
         }
     }
 
-    /// Where the runtime directory is when the config does not say: for
-    /// root `/run/instancepoller`; for anyone else
+    /// Where the runtime directory is when the config does not say:
+    /// `$RUNTIME_DIRECTORY` (the one systemd made for the unit's
+    /// `RuntimeDirectory=`; the first of several); else for root
+    /// `/run/instancepoller`; for anyone else
     /// `$XDG_RUNTIME_DIR/instancepoller`, else `/tmp/instancepoller-<uid>`
     /// (created private; refused when someone else made it first).
     public static func defaultRuntimeDirectory(environment: [String: String]? = nil, uid: UInt32? = nil) -> String {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        if let unit = unitDirectory("RUNTIME_DIRECTORY", environment) { return unit }
         let uid = uid ?? getuid()
         if uid == 0 { return "/run/instancepoller" }
-        if let runtime = (environment ?? ProcessInfo.processInfo.environment)["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
+        if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
             return "\(runtime)/instancepoller"
         }
         return "/tmp/instancepoller-\(uid)"
     }
 
     /// Where the store is when the config does not say: a private (0700)
-    /// state directory, `/var/lib/instancepoller` for root, else
+    /// state directory, `$STATE_DIRECTORY` (the one systemd made for the
+    /// unit's `StateDirectory=`; the first of several), else
+    /// `/var/lib/instancepoller` for root, else
     /// `$XDG_STATE_HOME/instancepoller` or `~/.local/state/instancepoller`.
     /// Nil when there is no home to put it in.
     public static func defaultStateDirectory(environment: [String: String]? = nil, uid: UInt32? = nil) -> String? {
-        if (uid ?? getuid()) == 0 { return "/var/lib/instancepoller" }
         let environment = environment ?? ProcessInfo.processInfo.environment
+        if let unit = unitDirectory("STATE_DIRECTORY", environment) { return unit }
+        if (uid ?? getuid()) == 0 { return "/var/lib/instancepoller" }
         if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") {
             return "\(state)/instancepoller"
         }
@@ -105,6 +112,16 @@ extension ControllerConfig {
 
     /// The store's file name in the default state directory.
     public static let defaultStoreFileName = "instancepoller.db"
+
+    /// The first absolute path of a directory variable systemd sets for a
+    /// unit (`RUNTIME_DIRECTORY`, `STATE_DIRECTORY`: colon-separated when
+    /// the unit names several).
+    static func unitDirectory(_ variable: String, _ environment: [String: String]) -> String? {
+        guard let value = environment[variable],
+              let first = value.split(separator: ":", omittingEmptySubsequences: true).first, first.hasPrefix("/")
+        else { return nil }
+        return String(first)
+    }
 }
 
 extension YAMLReader {

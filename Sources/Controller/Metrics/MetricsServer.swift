@@ -11,6 +11,11 @@ internal import Foundation
 /// config). Anything else is 404; only GET and HEAD are answered. With a
 /// bearer token, `/metrics` answers 401 to a request without it.
 ///
+/// With a ``HealthReporting``, also the probes: `GET /healthz` (200 `ok`
+/// while the process serves) and `GET /readyz` (200 `ok`, or 503 with one
+/// problem per line). Probes need no bearer token; without it a problem's
+/// detail (a shim's exit, a database error) is left out.
+///
 /// Bounded like the control socket (see ``Limits``): open connections, idle
 /// time, the time and size of a request head; hits are counted in
 /// `instancepoller_server_limit_hits_total{server="metrics"}`.
@@ -58,6 +63,7 @@ public final class MetricsServer: Service, Sendable {
         metrics: ControllerMetrics,
         limits: Limits = Limits(),
         bearerToken: MetricsBearerToken? = nil,
+        health: (any HealthReporting)? = nil,
         logger: Logger
     ) async throws -> MetricsServer {
         guard MetricsAddress.isLoopback(host) else {
@@ -94,7 +100,8 @@ public final class MetricsServer: Service, Sendable {
                     try pipeline.addHandler(IdleStateHandler(allTimeout: .nanoseconds(limits.idleTimeout.totalNanoseconds)))
                     try pipeline.addHandler(RequestHeadGuard(limits: limits, counters: counters, peer: peer, logger: logger))
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(MetricsHandler(metrics: metrics, token: bearerToken, counters: counters, peer: peer, logger: logger))
+                    try pipeline.addHandler(
+                        MetricsHandler(metrics: metrics, token: bearerToken, health: health, counters: counters, peer: peer, logger: logger))
                     guard loop.adopt(channel) else { throw Unusable(description: "the metrics server is stopping") }
                 }
             }
@@ -274,16 +281,29 @@ private final class MetricsHandler: ChannelInboundHandler {
 
     let metrics: ControllerMetrics
     let token: MetricsBearerToken?
+    let health: (any HealthReporting)?
     let counters: ServerLimitCounters
     let peer: Logger.Metadata
     let logger: Logger
+    /// A request is being answered (`/readyz` answers later): a request
+    /// pipelined behind it is not read (the connection closes after the answer).
+    private var answering = false
+    private var removed = false
 
-    init(metrics: ControllerMetrics, token: MetricsBearerToken?, counters: ServerLimitCounters, peer: Logger.Metadata, logger: Logger) {
+    init(
+        metrics: ControllerMetrics, token: MetricsBearerToken?, health: (any HealthReporting)?, counters: ServerLimitCounters,
+        peer: Logger.Metadata, logger: Logger
+    ) {
         self.metrics = metrics
         self.token = token
+        self.health = health
         self.counters = counters
         self.peer = peer
         self.logger = logger
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -296,12 +316,30 @@ private final class MetricsHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let request) = unwrapInboundIn(data) else { return }
+        guard case .head(let request) = unwrapInboundIn(data), !answering else { return }
+        answering = true
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
         let status: HTTPResponseStatus
         let body: String
         var headers = HTTPHeaders()
         switch (request.method, path) {
+        case (.GET, "/healthz") where health != nil, (.HEAD, "/healthz") where health != nil:
+            status = .ok
+            body = HealthAnswer.alive
+        case (.GET, "/readyz") where health != nil, (.HEAD, "/readyz") where health != nil:
+            // The answer comes once the checks are done (the store's is bounded).
+            let detailed = token?.accepts(authorization: request.headers.first(name: "Authorization")) ?? true
+            let promise = context.eventLoop.makePromise(of: [HealthProblem].self)
+            promise.completeWithTask { [health] in await health!.problems() }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { problems in
+                let (handler, context) = bound.value
+                // Hung up meanwhile: nobody to answer.
+                guard !handler.removed else { return }
+                let answer = HealthAnswer.readiness(problems, detailed: detailed)
+                handler.reply(context: context, request: request, status: answer.ready ? .ok : .serviceUnavailable, body: answer.body, headers: HTTPHeaders())
+            }
+            return
         case (.GET, "/metrics"), (.HEAD, "/metrics"):
             if let token, !token.accepts(authorization: request.headers.first(name: "Authorization")) {
                 counters.hit(.unauthorized, "refused a metrics request without the bearer token", metadata: peer, logger: logger)
@@ -319,7 +357,13 @@ private final class MetricsHandler: ChannelInboundHandler {
             status = .notFound
             body = "metrics are at /metrics\n"
         }
-        headers.add(name: "Content-Type", value: status == .ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+        reply(context: context, request: request, status: status, body: body, headers: headers)
+    }
+
+    private func reply(context: ChannelHandlerContext, request: HTTPRequestHead, status: HTTPResponseStatus, body: String, headers: HTTPHeaders) {
+        var headers = headers
+        let exposition = status == .ok && request.uri.hasPrefix("/metrics")
+        headers.add(name: "Content-Type", value: exposition ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)

@@ -126,6 +126,7 @@ extension PollEngine {
                     storeFailed(key, batch, error, fence: fence)
                     break
                 }
+                heartbeat.progressed(at: clock.now)
                 // The previous batch's write ends before this one's begins.
                 if writing {
                     writing = false

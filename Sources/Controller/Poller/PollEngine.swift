@@ -36,6 +36,8 @@ actor PollEngine {
     let watchInterval: Duration
     let metrics: ControllerMetrics?
     let wakeup = PollWakeup()
+    /// Beats each turn and each batch: the watchdog and `/readyz` read it.
+    let heartbeat = PollHeartbeat()
     /// The pairs this controller holds leases on (nil: all are its own).
     let ownership: PairOwnership?
     /// The pairs loaded under a lease (only with ``ownership``).
@@ -95,6 +97,7 @@ actor PollEngine {
     }
 
     func run() async throws {
+        heartbeat.started(at: clock.now)
         while !Task.isCancelled {
             var failed = false
             do {
@@ -107,6 +110,7 @@ actor PollEngine {
                 logger.error("poll round failed", metadata: ["error": "\(error)"])
             }
             let now = clock.now
+            heartbeat.turned(at: now, machines: machines.count)
             var wake = nextWake(now: now)
             // A round that failed (the store, most likely) is not retried
             // before the next events read.

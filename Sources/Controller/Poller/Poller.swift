@@ -22,6 +22,9 @@ public final class Poller: Service {
         engine = PollEngine(config: config)
     }
 
+    /// The loop's pulse: when it last turned, and how many machines it tracks.
+    public var heartbeat: PollHeartbeat { engine.heartbeat }
+
     /// Polls until cancelled or the service group shuts down gracefully
     /// (the round in progress finishes; the sleep is cut short).
     public func run() async throws {

@@ -148,14 +148,25 @@ public enum ControllerRuntime {
             settings: config.supervision, callTimeout: config.callTimeout, credentials: credentials, metrics: metrics,
             ownership: cluster?.ownership, logger: logger
         )
+        // Shared: every controller's changes arrive as notifications,
+        // so the log is read less often (docs/DESIGN.md §8).
+        let watchInterval: Duration = config.postgres == nil ? .seconds(1) : .seconds(5)
         let poller = try Poller(config: PollerConfig(
             clock: clock, store: store.store, providers: fleet, credentials: credentials, logger: logger, settings: config.poll,
             providerSettings: config.providerPollSettings,
-            // Shared: every controller's changes arrive as notifications,
-            // so the log is read less often (docs/DESIGN.md §8).
-            watchInterval: config.postgres == nil ? .seconds(1) : .seconds(5),
+            watchInterval: watchInterval,
             metrics: metrics, ownership: cluster?.ownership
         ))
+        // Readiness (`/readyz`) and the service manager's notifications
+        // (docs/DESIGN.md §6.4.6).
+        let health = ControllerHealth(
+            storeCheck: { [store = store.store] in _ = try await store.latestRevision() },
+            shims: { await fleet.shimStates() }, heartbeat: poller.heartbeat, clock: clock,
+            pollStallLimit: ControllerHealth.pollStallLimit(
+                watchInterval: watchInterval, callTimeouts: [config.callTimeout] + config.providers.compactMap(\.callTimeout))
+        )
+        let notifications = ServiceNotifications(
+            notifier: SystemdNotifier(environment: environment, logger: logger), health: health, clock: clock, after: nil, logger: logger)
         // One watcher of the store wakes every waiting `Events` call.
         let eventsFeed = EventsFeed(store: store.store, clock: clock)
         // This process's changes (the control API, a reload) are read at once.
@@ -170,7 +181,7 @@ public enum ControllerRuntime {
             do {
                 metricsServer = try await MetricsServer.bind(
                     host: parsed.host, port: parsed.port, metrics: metrics, limits: config.limits.metrics,
-                    bearerToken: config.metricsBearerToken, logger: logger
+                    bearerToken: config.metricsBearerToken, health: health, logger: logger
                 )
             } catch {
                 throw StartFailure(description: "\(error)")
@@ -220,7 +231,7 @@ public enum ControllerRuntime {
         if config.eventRetention.isEnabled {
             add("retention", EventRetentionService(store: store.store, retention: config.eventRetention, clock: clock, logger: logger))
         }
-        add("signals", SignalService(signals: signals, reloader: reloader, group: handle, logger: logger))
+        add("signals", SignalService(signals: signals, reloader: reloader, group: handle, notifications: notifications, logger: logger))
         if let metricsServer { add("metrics", metricsServer) }
         add("control", RPCServerService(server: controlServer, drainTimeout: controlDrain))
         var services = chain.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: $0.name) }
@@ -236,6 +247,9 @@ public enum ControllerRuntime {
             ),
             serviceName: "announce"
         ))
+        // Stopped before the announcement: STOPPING=1 is the stop's first word.
+        notifications.after = chain.last!.started
+        services.append(.init(service: notifications, serviceName: "notify"))
         if let until {
             services.append(.init(service: UntilService(until: until), successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "until"))
         }

@@ -88,6 +88,10 @@ public actor ProviderFleet: ProviderRouter, Service {
 
     public var providerNames: [String] { members.keys.sorted() }
 
+    /// Whether ``run()`` has launched the configured providers' shims (each
+    /// is then starting, serving, or waiting out a backoff).
+    public var launched: Bool { initial.isEmpty }
+
     /// A provider's current configuration.
     public func config(of provider: String) -> ProviderConfig? { members[provider]?.config }
 

@@ -182,12 +182,16 @@ struct SignalService: Service {
     let signals: UnixSignalsSequence
     let reloader: ConfigReloader
     let group: GroupHandle
+    /// Told when a reload begins and ends (`RELOADING=1`, `READY=1`).
+    var notifications: ServiceNotifications?
     let logger: Logger
 
     func run() async {
         for await signal in signals.cancelOnGracefulShutdown() {
             if signal == .sighup {
+                notifications?.reloading()
                 await reloader.reload()
+                await notifications?.reloaded()
             } else {
                 logger.debug("stop signal", metadata: ["signal": "\(signal)"])
                 await group.triggerGracefulShutdown()

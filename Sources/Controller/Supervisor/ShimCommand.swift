@@ -51,14 +51,19 @@ public struct ShimCommand: Hashable, Sendable {
     }
 
     /// Whether `name` may be allowlisted: a plain variable name, and not
-    /// the socket variable the controller sets itself.
+    /// the socket variable the controller sets itself, nor one of the
+    /// service manager's that are the controller's alone (`NOTIFY_SOCKET`,
+    /// `WATCHDOG_USEC`, `WATCHDOG_PID`: a shim speaking for the controller
+    /// could tell systemd it is ready, or keep a wedged controller's
+    /// watchdog fed).
     public static func isPassable(_ name: String) -> Bool {
-        !name.isEmpty && !name.contains("=") && name != ShimContract.socketVariable
+        !name.isEmpty && !name.contains("=") && name != ShimContract.socketVariable && !SystemdNotifier.variables.contains(name)
     }
 
-    /// The allowlisted variables' values from `environment` (those it has).
+    /// The allowlisted variables' values from `environment` (those it has,
+    /// and only passable ones).
     public static func allowlisted(_ names: [String], from environment: [String: String]) -> [String: String] {
-        environment.filter { names.contains($0.key) }
+        environment.filter { names.contains($0.key) && isPassable($0.key) }
     }
 }
 
