@@ -26,7 +26,7 @@ struct ControllerOptions: ParsableArguments {
         valueName: "FILE"))
     var config: String?
 
-    @Option(help: "Output: table (for people), json (for scripts) or jsonl (one JSON object per line, for pipelines).")
+    @Option(help: "Output: table (for people), json (for scripts), jsonl (one JSON object per line, for pipelines) or yaml (the JSON's fields as YAML).")
     var format: OutputFormat = .table
 
     /// `--runtime-dir`, else the config's, else $INSTANCEPOLLER_RUNTIME_DIR,
@@ -88,11 +88,13 @@ struct ControllerOptions: ParsableArguments {
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, json, jsonl
+    case table, json, jsonl, yaml
 
-    /// json and jsonl: a command that answers one object prints it on one
-    /// line either way; only listings differ (an array, or a line each).
-    var isJSON: Bool { self != .table }
+    /// json, jsonl or yaml: the answer's fields for scripts. json and
+    /// jsonl print one object on one line either way; only listings differ
+    /// (an array, or a line each). yaml has the same fields as json (a
+    /// listing is a sequence, a stream of events one document each).
+    var isStructured: Bool { self != .table }
 }
 
 /// A command's failure: a one-line message and exit status 1 (failure) or 2
@@ -204,9 +206,20 @@ enum Output {
         return options
     }()
 
-    /// A message as one line of JSON (proto field names).
-    static func json(_ message: some SwiftProtobuf.Message) throws {
-        line(try message.jsonString(options: jsonOptions))
+    /// A message as one line of JSON (proto field names), or as YAML with
+    /// the same fields when `format` is yaml.
+    static func json(_ message: some SwiftProtobuf.Message, _ format: OutputFormat) throws {
+        try json(text: try message.jsonString(options: jsonOptions), format)
+    }
+
+    /// A JSON object as it is, or as YAML when `format` is yaml.
+    static func json(text: String, _ format: OutputFormat) throws {
+        guard format == .yaml else { return line(text) }
+        do {
+            write(try JSONToYAML.document(text))
+        } catch {
+            throw CLIError(.failure, error.description)
+        }
     }
 
     static func time(_ unixNano: Int64) -> String {

@@ -56,7 +56,7 @@ struct CredentialsSet: ControllerCommand {
             $0.expiresUnixNano = expiresAt
             $0.allowExpired = allowExpired
         }).credential
-        if controller.format.isJSON { return try Output.json(credential) }
+        if controller.format.isStructured { return try Output.json(credential, controller.format) }
         Output.line("credential \(credential.provider)/\(credential.name) set (attributes: \(credential.attributeNames.joined(separator: ", ")))")
     }
 
@@ -104,7 +104,7 @@ struct CredentialsList: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.listCredentials, .init())
-        if controller.format.isJSON { return try Output.json(answer) }
+        if controller.format.isStructured { return try Output.json(answer, controller.format) }
         Output.table(
             ["PROVIDER", "NAME", "AUTH", "ATTRIBUTES", "EXPIRES", "VALID"],
             answer.credentials.map {
@@ -131,8 +131,8 @@ struct CredentialsValidate: ControllerCommand {
             $0.provider = provider
             $0.name = name
         })
-        if controller.format.isJSON {
-            try Output.json(answer)
+        if controller.format.isStructured {
+            try Output.json(answer, controller.format)
         } else {
             Output.line(answer.valid ? "credential \(provider)/\(name) is valid" : "credential \(provider)/\(name) is not valid: \(answer.reason)")
         }
@@ -162,9 +162,10 @@ struct CredentialsRemove: ControllerCommand {
             $0.name = name
             $0.force = force
         })
-        if controller.format.isJSON {
-            return Output.line(
-                "{\"provider\":\(Output.jsonString(provider)),\"name\":\(Output.jsonString(name)),\"removed\":true,\"machines\":\(answer.machines)}")
+        if controller.format.isStructured {
+            return try Output.json(
+                text: "{\"provider\":\(Output.jsonString(provider)),\"name\":\(Output.jsonString(name)),\"removed\":true,\"machines\":\(answer.machines)}",
+                controller.format)
         }
         let paused = answer.machines == 0 ? "" : "; \(answer.machines) machine\(answer.machines == 1 ? "" : "s") using it \(answer.machines == 1 ? "is" : "are") paused until it is set again"
         Output.line("credential \(provider)/\(name) removed\(paused)")
@@ -270,7 +271,7 @@ struct CredentialsReseal: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.resealCredentials, .init())
-        if controller.format.isJSON { return try Output.json(answer) }
+        if controller.format.isStructured { return try Output.json(answer, controller.format) }
         Output.line("\(answer.resealed) credential\(answer.resealed == 1 ? "" : "s") resealed with key \(answer.keyID)")
     }
 }

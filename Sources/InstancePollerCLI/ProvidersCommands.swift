@@ -22,7 +22,7 @@ struct ProvidersList: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.listProviders, .init())
-        if controller.format.isJSON { return try Output.json(answer) }
+        if controller.format.isStructured { return try Output.json(answer, controller.format) }
         Self.render(answer.providers)
     }
 
@@ -105,7 +105,7 @@ struct ProvidersSwap: ControllerCommand {
             $0.env = environment
             $0.workingDirectory = directory
         })
-        if controller.format.isJSON { return try Output.json(answer.provider) }
+        if controller.format.isStructured { return try Output.json(answer.provider, controller.format) }
         Output.line("provider \(provider) swapped: shim pid \(answer.provider.pid) (\(answer.provider.shimName) \(answer.provider.shimVersion))")
     }
 }

@@ -14,7 +14,7 @@ struct Status: ControllerCommand {
 
     func execute() async throws {
         let status = try await controller.call(ControlV1.status, .init())
-        if controller.format.isJSON { return try Output.json(status) }
+        if controller.format.isStructured { return try Output.json(status, controller.format) }
         Output.line("controller  pid \(status.pid), version \(status.version), up since \(Output.time(status.startedUnixNano))")
         Output.line("store       \(status.storePath) (revision \(status.revision))")
         Output.line("runtime     \(status.runtimeDirectory)")

@@ -117,7 +117,12 @@ struct Watch: ControllerCommand {
         /// when it is empty).
         mutating func print(_ events: [ControlV1.Event]) {
             var text = ""
-            if format.isJSON {
+            if format == .yaml {
+                // A YAML stream: a document per event.
+                for event in events {
+                    text += "---\n" + ((try? JSONToYAML.document(event.jsonString(options: Output.jsonOptions))) ?? "{}\n")
+                }
+            } else if format.isStructured {
                 for event in events { text += ((try? event.jsonString(options: Output.jsonOptions)) ?? "{}") + "\n" }
             } else {
                 let rows = events.map(Self.row)

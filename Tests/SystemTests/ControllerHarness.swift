@@ -265,9 +265,11 @@ extension Machine {
     var addressValues: [String] { addresses.map(\.value) }
 }
 
-/// The time at the start of a controller log line (human format).
+/// The time at the start of a controller log line (human format: logfmt,
+/// `ts=…` first).
 func logTime(_ line: String) -> Date? {
-    guard let stamp = line.split(separator: " ", maxSplits: 1).first else { return nil }
+    guard let first = line.split(separator: " ", maxSplits: 1).first, first.hasPrefix("ts=") else { return nil }
+    let stamp = first.dropFirst(3)
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     return formatter.date(from: String(stamp))

@@ -307,7 +307,7 @@ struct SupervisionTests {
         _ = try await controller.output()
         let log = controller.stderrLines.lines
         func services(_ message: String) -> [String] {
-            log.filter { $0.contains(" \(message) ") }.compactMap { logValue("service", in: $0) }
+            log.filter { logValue("msg", in: $0) == message }.compactMap { logValue("service", in: $0) }
         }
         let order = ["store", "shims", "poller", "signals", "metrics", "control"]
         #expect(services("starting service") == order)
@@ -315,7 +315,7 @@ struct SupervisionTests {
         #expect(services("service stopped") == order.reversed())
         // Each starts after the one before it, and stops before it begins to stop.
         let index = { (message: String, service: String) in
-            log.firstIndex { $0.contains(" \(message) ") && logValue("service", in: $0) == service }
+            log.firstIndex { logValue("msg", in: $0) == message && logValue("service", in: $0) == service }
         }
         let started = try #require(log.firstIndex { $0.contains("controller started") })
         #expect(order.allSatisfy { (index("starting service", $0) ?? .max) < started }, "everything started before it says so")

@@ -67,7 +67,7 @@ struct MachinesImport: ControllerCommand {
             throw BulkInput.refusal(problems, truncated: problems.count >= BulkInput.maxProblems, what: "nothing imported", in: input.name)
         }
         if dryRun {
-            if controller.format.isJSON { return Output.line("{\"checked\":\(rows.count)}") }
+            if controller.format.isStructured { return try Output.json(text: "{\"checked\":\(rows.count)}", controller.format) }
             return Output.line("checked \(rows.count) machines in \(input.name): all can be imported (nothing imported: --dry-run)")
         }
 
@@ -83,7 +83,7 @@ struct MachinesImport: ControllerCommand {
                 throw CLIError(.failure, "\(done) of \(rows.count) machines imported (in whole chunks), then chunk from line \(chunk.first!.line) failed: \(error.message)")
             }
         }
-        if controller.format.isJSON { return Output.line("{\"added\":\(added),\"updated\":\(updated),\"unchanged\":\(unchanged)}") }
+        if controller.format.isStructured { return try Output.json(text: "{\"added\":\(added),\"updated\":\(updated),\"unchanged\":\(unchanged)}", controller.format) }
         var summary = "imported \(rows.count) machines from \(input.name): \(added) added"
         if update { summary += ", \(updated) updated, \(unchanged) unchanged" }
         Output.line(summary + " (\(chunks.count) transaction\(chunks.count == 1 ? "" : "s"))")
@@ -137,7 +137,7 @@ struct MachinesRemove: ControllerCommand {
     func execute() async throws {
         if let id {
             _ = try await controller.call(ControlV1.removeMachine, .with { $0.id = id })
-            if controller.format.isJSON { return Output.line("{\"removed\":\(Output.jsonString(id))}") }
+            if controller.format.isStructured { return try Output.json(text: "{\"removed\":\(Output.jsonString(id))}", controller.format) }
             return Output.line("removed machine \(id)")
         }
         let input = try BulkInput.read(file!)
@@ -170,7 +170,7 @@ struct MachinesRemove: ControllerCommand {
                 throw CLIError(.failure, "\(removed) of \(rows.count) machines removed (in whole chunks), then chunk from line \(chunk.first!.line) failed: \(error.message)")
             }
         }
-        if controller.format.isJSON { return Output.line("{\"removed\":\(removed)}") }
+        if controller.format.isStructured { return try Output.json(text: "{\"removed\":\(removed)}", controller.format) }
         Output.line("removed \(removed) machines listed in \(input.name)")
     }
 }

@@ -32,7 +32,7 @@ struct MachinesAdd: ControllerCommand {
             $0.manual = manual
             $0.agentStatus = agentStatus
         })
-        if controller.format.isJSON { return try Output.json(answer.machine) }
+        if controller.format.isStructured { return try Output.json(answer.machine, controller.format) }
         Output.line("added machine \(answer.machine.id)")
     }
 }
@@ -45,7 +45,7 @@ struct MachinesShow: ControllerCommand {
 
     func execute() async throws {
         let answer = try await controller.call(ControlV1.getMachine, .with { $0.id = id })
-        if controller.format.isJSON { return try Output.json(answer) }
+        if controller.format.isStructured { return try Output.json(answer, controller.format) }
         let machine = answer.machine
         Output.line("id           \(machine.id)")
         Output.line("provider     \(machine.provider) (credential \(machine.credential))")
@@ -115,7 +115,7 @@ struct MachinesSetAgentStatus: ControllerCommand {
             $0.id = id
             $0.agentStatus = status
         }).machine
-        if controller.format.isJSON { return try Output.json(machine) }
+        if controller.format.isStructured { return try Output.json(machine, controller.format) }
         Output.line("machine \(machine.id): agent \(machine.agentStatus)")
     }
 }

@@ -3,6 +3,7 @@ import Controller
 import Core
 import Foundation
 import SwiftProtobuf
+import Support
 import ControlAPI
 
 /// `machines list`: the fleet page by page, printed as it comes, so that
@@ -85,6 +86,12 @@ struct MachinesList: ControllerCommand {
                 }
             case .jsonl:
                 for machine in machines { text += Self.json(machine) + "\n" }
+            case .yaml:
+                // A block sequence, an item per machine as it comes.
+                for machine in machines {
+                    text += (try? JSONToYAML.sequenceItem(Self.json(machine))) ?? "- {}\n"
+                    printed += 1
+                }
             }
             Output.write(text)
         }
@@ -92,6 +99,7 @@ struct MachinesList: ControllerCommand {
         mutating func finish() {
             switch format {
             case .json: Output.write(printed == 0 ? "[]\n" : "\n]\n")
+            case .yaml where printed == 0: Output.line("[]")
             case .table where widths == nil: Output.line(Output.tableLine(MachinesList.header, widths: MachinesList.header.map(\.count)))
             default: break
             }
