@@ -28,7 +28,7 @@ struct InstancePollerCommand: AsyncParsableCommand {
             what was wrong); 141 when the output's reader went away (e.g. `| head`).
             """,
         version: BuildInfo.current.versionLine,
-        subcommands: [Run.self, Demo.self, Status.self, Machines.self, Credentials.self, Providers.self, Watch.self, DemoFakeShim.self]
+        subcommands: [Run.self, CheckConfig.self, Demo.self, Status.self, Machines.self, Credentials.self, Providers.self, Watch.self, DemoFakeShim.self]
     )
 
     static func main() async {

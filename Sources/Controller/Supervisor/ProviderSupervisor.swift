@@ -316,6 +316,12 @@ public actor ProviderSupervisor {
     /// SIGTERM at once), then SIGTERM, then SIGKILL to its process group;
     /// removes its socket.
     private func terminate(_ shim: RunningShim, graceful: Bool) async {
+        await Self.terminate(shim, graceful: graceful, settings: settings)
+    }
+
+    /// ``terminate(_:graceful:)`` under `settings`: also how
+    /// `instancepoller check-config --connect` stops the shims it started.
+    static func terminate(_ shim: RunningShim, graceful: Bool, settings: SupervisionSettings) async {
         if graceful, shim.process.exitStatus == nil {
             try? await shim.client.shutdown(drainTimeout: settings.drainTimeout, timeout: settings.exitGrace)
             // Hang up, so the shim need not wait for us before it exits.
