@@ -372,6 +372,8 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                // `--format yaml` is read back and compared with the JSON.
+                .product(name: "Yams", package: "Yams"),
                 // The fault tests check the store file with PRAGMA integrity_check.
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The tracing test's OTLP/HTTP collector.
