@@ -19,7 +19,7 @@ internal import Glibc
 /// swift-prometheus has no process collector of its own. A file that
 /// cannot be read leaves its metrics as they were (a scrape never fails
 /// for them).
-final class ProcessMetrics: Sendable {
+@_spi(Testing) public final class ProcessMetrics: Sendable {
     private let cpu: Counter
     private let resident: Gauge
     private let virtual: Gauge
@@ -65,18 +65,18 @@ final class ProcessMetrics: Sendable {
     }
 
     /// The fields of `/proc/PID/stat` used here (proc(5)).
-    struct Stat: Equatable {
-        var userTicks: Double
-        var systemTicks: Double
+    public struct Stat: Equatable, Sendable {
+        public var userTicks: Double
+        public var systemTicks: Double
         /// Clock ticks after boot.
-        var startTicks: Double
-        var virtualBytes: Double
-        var residentPages: Double
+        public var startTicks: Double
+        public var virtualBytes: Double
+        public var residentPages: Double
 
         /// nil when `text` is not a stat line. The command name (field 2)
         /// is in parentheses and may hold spaces and parentheses itself:
         /// the fields are counted from the last `)`.
-        init?(_ text: String) {
+        public init?(_ text: String) {
             guard let close = text.lastIndex(of: ")") else { return nil }
             // Field 3 (state) onwards; field n is at n - 3.
             let fields = text[text.index(after: close)...].split { $0 == " " || $0 == "\n" }
@@ -95,7 +95,7 @@ final class ProcessMetrics: Sendable {
     }
 
     /// `btime` of `/proc/stat`: the boot time in seconds since the epoch.
-    static func bootTime(_ text: String) -> Double? {
+    public static func bootTime(_ text: String) -> Double? {
         for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
             return Double(line.dropFirst("btime ".count).filter { $0 != " " })
         }
