@@ -21,7 +21,7 @@ struct CheckConfig: AsyncParsableCommand {
             Health and ValidateCredential for each configured credential, and stops the shims.
 
             Prints a summary on stdout, ending with `config OK`. Each problem is one line on stderr, \
-            `FILE:LINE: what is wrong` (`FILE: …` when no line applies); warnings are `warning: …` lines on stderr. \
+            `FILE:LINE: what is wrong` (`FILE: what is wrong` when no line applies); warnings are lines on stderr starting `warning: `. \
             With --format json or yaml the summary is one document on stdout with the same problems under `problems`.
 
             Exit status: 0 no problem; 1 problems found (each listed); 2 usage error (bad arguments, FILE cannot be read).
