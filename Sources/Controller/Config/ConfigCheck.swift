@@ -279,8 +279,10 @@ public struct ConfigCheck: Sendable {
     static func creatableProblem(_ path: String) -> String? {
         var ancestor = UnixSocket.parentDirectory(of: path)
         var info = stat()
-        for _ in 0..<256 where stat(ancestor, &info) != 0 && ancestor != "/" {
+        var depth = 0
+        while stat(ancestor, &info) != 0, ancestor != "/", depth < 256 {
             ancestor = UnixSocket.parentDirectory(of: ancestor)
+            depth += 1
         }
         guard info.st_mode & S_IFMT == S_IFDIR else { return "cannot create \(path): \(ancestor) is not a directory" }
         guard access(ancestor, W_OK | X_OK) == 0 else { return "cannot create \(path): cannot write in \(ancestor)" }
