@@ -6,8 +6,13 @@ import PackagePlugin
 /// when tracked files have changes, "unknown" outside a git checkout), for
 /// `--version` and the `instancepoller_build_info` metric.
 ///
-/// A prebuild command runs at every build; it rewrites the file only when the
-/// revision changed, so an unchanged checkout recompiles nothing.
+/// A build command whose inputs are the git files a commit, a checkout or a
+/// `git add` changes (`.git/HEAD`, the branch's ref, `packed-refs`, the
+/// index): the build system runs it again whenever one of them changed, even
+/// when SwiftPM reuses its cached build plan (a prebuild command is not run
+/// then, and the revision went stale after a commit). It rewrites the file
+/// only when the revision changed, so an unchanged checkout recompiles
+/// nothing.
 @main
 struct BuildRevision: BuildToolPlugin {
     static let script = #"""
@@ -25,13 +30,21 @@ struct BuildRevision: BuildToolPlugin {
         """#
 
     func createBuildCommands(context: PluginContext, target: any Target) throws -> [Command] {
-        let output = context.pluginWorkDirectoryURL.appending(path: "revision")
+        let directory = context.pluginWorkDirectoryURL.appending(path: "revision")
+        let git = context.package.directoryURL.appending(path: ".git")
+        var inputs = ["HEAD", "packed-refs", "index"].map { git.appending(path: $0) }
+        // The branch HEAD names, whose file a commit rewrites.
+        if let head = try? String(contentsOf: git.appending(path: "HEAD"), encoding: .utf8), head.hasPrefix("ref: ") {
+            inputs.append(git.appending(path: head.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
+        inputs = inputs.filter { FileManager.default.fileExists(atPath: $0.path) }
         return [
-            .prebuildCommand(
+            .buildCommand(
                 displayName: "Reading the git revision",
                 executable: URL(fileURLWithPath: "/bin/sh"),
-                arguments: ["-c", Self.script, "sh", context.package.directoryURL.path, output.path],
-                outputFilesDirectory: output
+                arguments: ["-c", Self.script, "sh", context.package.directoryURL.path, directory.path],
+                inputFiles: inputs,
+                outputFiles: [directory.appending(path: "GeneratedBuildRevision.swift")]
             )
         ]
     }
