@@ -213,7 +213,7 @@ struct CLITests {
     @Test(arguments: [
         (["machines", "add"], "instancepoller: Missing expected argument '<id>' (see instancepoller machines add --help)\n"),
         (["machines", "frobnicate"], "instancepoller: unknown subcommand \"frobnicate\" (machines has: add, remove, list, show, set-agent-status, import)\n"),
-        (["status", "--format", "yaml"], "instancepoller: The value 'yaml' is invalid for '--format <format>'. Please provide one of 'table', 'json' or 'jsonl'. (see instancepoller status --help)\n"),
+        (["status", "--format", "xml"], "instancepoller: The value 'xml' is invalid for '--format <format>'. Please provide one of 'table', 'json', 'jsonl' or 'yaml'. (see instancepoller status --help)\n"),
         (["demo", "--duration", "0"], "instancepoller: --duration must be more than 0 and at most 86400 seconds (see instancepoller demo --help)\n"),
         // Issue 17: usage errors point to the subcommand; an id that looks like an option.
         (["machines", "add", "m1", "--provider", "p"],
