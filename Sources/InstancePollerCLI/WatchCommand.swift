@@ -17,7 +17,7 @@ struct Watch: ControllerCommand {
             event's revision, time (RFC 3339), kind, source (external: the control API; poller: polled truth), \
             subject (a machine, or provider/credential) and what changed, old -> new, e.g.
               running (running) -> unknown (not-found): instance not found by the provider
-            --format json or jsonl prints one event object per line.
+            --format json or jsonl prints one event object per line; --format yaml one YAML document per event, each after `---`.
             """
     )
 

@@ -236,7 +236,7 @@ struct CLIFirstHourTests {
         defer { h.remove() }
         let result = try await h.cli(["bogus"], runtimeDir: false)
         #expect(result.status == 2)
-        #expect(result.stderr.hasPrefix("instancepoller: unknown subcommand \"bogus\" (instancepoller has: run, demo, status, machines, "))
+        #expect(result.stderr.hasPrefix("instancepoller: unknown subcommand \"bogus\" (instancepoller has: run, check-config, demo, status, machines, "))
         #expect(!result.stderr.contains("_fake-shim"), "hidden commands stay hidden")
         #expect(result.stderr.filter { $0 == "\n" }.count == 1)
     }
