@@ -223,7 +223,7 @@ struct ControllerConfigTests {
     @Test(arguments: [
         (
             "stor: x.db\n",
-            "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, store_password_file, credential_key_file, events, cluster, runtime_directory, log, metrics, poll, supervision, providers, credentials, limits)"
+            "/etc/ip/config.yaml:1:1: unknown key \"stor\" (expected one of: store, store_password_file, credential_key_file, events, cluster, runtime_directory, log, metrics, poll, supervision, providers, credentials, limits, tracing)"
         ),
         ("store: x.db\n", "/etc/ip/config.yaml:1:1: no providers: the config needs at least one under providers"),
         ("poll: {short_poll: soon}\n", "/etc/ip/config.yaml:1:20: poll.short_poll: expected a duration such as 90s, 250ms or 2m, not \"soon\""),

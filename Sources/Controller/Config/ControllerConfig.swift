@@ -51,8 +51,6 @@ public struct ControllerConfig: Sendable {
     public var supervision = SupervisionSettings()
     /// `tracing:`: where spans go; nil: tracing is off.
     public var tracing: TracingSettings?
-    /// `tracing:`: where spans go; nil: tracing is off.
-    public var tracing: TracingSettings?
     /// In file order.
     public var providers: [ProviderConfig] = []
     public var credentials: [StoredCredential] = []
