@@ -66,7 +66,8 @@ struct Demo: AsyncParsableCommand {
                 onStarted: { started in
                     await DemoScript(socket: started.controlSocket, directory: directory, screen: screen, duration: seconds).run()
                 },
-                until: { try? await Task.sleep(for: .seconds(seconds)) }
+                until: { try? await Task.sleep(for: .seconds(seconds)) },
+                build: .current
             )
         } catch {
             screen.finish()
