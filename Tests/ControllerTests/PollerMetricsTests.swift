@@ -6,11 +6,11 @@ import SwiftProtobuf
 import Testing
 import TestSupport
 
-/// The gauges the poll engine sets (docs/DESIGN.md §8), on the real SQLite
+/// The gauges the poll engine sets (docs/DESIGN.md §6.6), on the real SQLite
 /// store, an in-memory cloud and a manual clock: the last successful poll,
 /// machines overdue (counted at most every 5 s of the clock) and the
 /// credentials' expiries; and the process metrics read from /proc.
-@Suite("Poller metrics (docs/DESIGN.md §8)")
+@Suite("Poller metrics (docs/DESIGN.md §6.6)")
 struct PollerMetricsTests {
     struct Fixture {
         let clock: ManualPollClock

@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 
-/// The controller as a production daemon (docs/DESIGN.md §6.4.6, §8), with
+/// The controller as a production daemon (docs/DESIGN.md §6.6), with
 /// the real binaries: the notify protocol as systemd would read it, the
 /// defaults systemd's `RuntimeDirectory=` and `StateDirectory=` give it, the
 /// unit file in dist/systemd, and the health endpoints on the metrics

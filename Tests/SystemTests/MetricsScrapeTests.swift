@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The metrics as Prometheus sees them (docs/DESIGN.md §8): a real
+/// The metrics as Prometheus sees them (docs/DESIGN.md §6.6): a real
 /// controller polls a fake cloud and its `/metrics` is scraped over HTTP;
 /// the scrape has the operational series with sane values and passes
 /// `promtool check metrics`. The alerting rules in dist/prometheus pass
@@ -12,7 +12,7 @@ import TestSupport
 ///
 /// promtool comes from the Debian package `prometheus`, which scripts/test
 /// installs; without it these tests fail and say so.
-@Suite("Metrics scrape, alerts and dashboard (docs/DESIGN.md §8)")
+@Suite("Metrics scrape, alerts and dashboard (docs/DESIGN.md §6.6)")
 struct MetricsScrapeTests {
     @Test func aScrapeHasTheOperationalSeriesWithSaneValuesAndPassesPromtool() async throws {
         let promtool = try Promtool.path()

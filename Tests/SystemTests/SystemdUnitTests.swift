@@ -96,7 +96,7 @@ struct SystemdUnitTests {
         #expect(settings["SystemCallFilter"] == nil && settings["NoExecPaths"] == nil, "the shims are exec'd")
 
         // The watchdog outlasts the poll loop's longest silence with the
-        // default call timeout (docs/DESIGN.md §6.4.6).
+        // default call timeout (docs/DESIGN.md §6.6).
         let watchdog = try #require(value("WatchdogSec").flatMap(Self.seconds))
         #expect(watchdog >= defaultPollStallLimit())
         // The stop outlasts the controller's graceful stop with the default settings.

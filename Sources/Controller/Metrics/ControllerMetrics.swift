@@ -3,7 +3,7 @@ internal import NIOConcurrencyHelpers
 public import Support
 internal import Core
 
-/// The controller's Prometheus metrics (docs/DESIGN.md §8), in one registry that the
+/// The controller's Prometheus metrics (docs/DESIGN.md §6.6), in one registry that the
 /// metrics endpoint serves. Labels never carry a secret: provider and
 /// credential *names*, method names and result codes only.
 ///

@@ -1,4 +1,4 @@
-/// What `/readyz` on the metrics listener reports (docs/DESIGN.md §8):
+/// What `/readyz` on the metrics listener reports (docs/DESIGN.md §6.6):
 /// ready, or one problem per line.
 public protocol HealthReporting: Sendable {
     /// Why the controller is not ready now (empty: it is).

@@ -5,7 +5,7 @@ internal import Glibc
 #endif
 
 /// The standard process metrics, under the names every Prometheus client
-/// library uses (docs/DESIGN.md §8), read from `/proc/self` at each scrape:
+/// library uses (docs/DESIGN.md §6.6), read from `/proc/self` at each scrape:
 ///
 /// | metric | type | from |
 /// |---|---|---|

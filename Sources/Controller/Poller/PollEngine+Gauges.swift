@@ -1,7 +1,7 @@
 internal import Core
 internal import Logging
 
-/// The gauges the engine alone can tell (docs/DESIGN.md §8): machines
+/// The gauges the engine alone can tell (docs/DESIGN.md §6.6): machines
 /// overdue per provider and the expiry of every stored credential. Both
 /// are set at the end of a round, not at scrape time (a scrape cannot
 /// wait for the engine): the overdue count walks every tracked machine, so

@@ -7,7 +7,7 @@ internal import NIOConcurrencyHelpers
 /// timeout, still beats.
 ///
 /// The systemd watchdog pings only while the last beat is recent, and
-/// `/readyz` reports a loop that stopped turning (docs/DESIGN.md §6.4.6).
+/// `/readyz` reports a loop that stopped turning (docs/DESIGN.md §6.6).
 public final class PollHeartbeat: Sendable {
     /// What the loop last said.
     public struct Pulse: Sendable, Hashable {

@@ -3,7 +3,7 @@ internal import NIOConcurrencyHelpers
 
 /// Whether the controller is ready, and a one-line summary of what it does:
 /// read by `/readyz` and by the service manager's notifications
-/// (docs/DESIGN.md §6.4.6, §8).
+/// (docs/DESIGN.md §6.6).
 ///
 /// Ready means: the controller has started and is not stopping, the store
 /// answers, the poll loop turns (a beat within ``pollStallLimit``), and each

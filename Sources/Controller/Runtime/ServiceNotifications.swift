@@ -4,7 +4,7 @@ internal import ServiceLifecycle
 internal import NIOConcurrencyHelpers
 
 /// What the controller tells the service manager, and when
-/// (docs/DESIGN.md §6.4.6):
+/// (docs/DESIGN.md §6.6):
 ///
 /// - `READY=1` with `STATUS=`: once every service has started (the store is
 ///   open) and every shim has started or is waiting out a backoff;

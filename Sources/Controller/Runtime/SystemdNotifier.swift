@@ -8,7 +8,7 @@ internal import Glibc
 /// The service manager's notify protocol (systemd's `sd_notify`), spoken
 /// without libsystemd: each message is one datagram of `KEY=VALUE` lines
 /// sent to the `AF_UNIX`/`SOCK_DGRAM` socket named by `$NOTIFY_SOCKET` (a
-/// path, or `@name` for the abstract namespace). See docs/DESIGN.md §6.4.6.
+/// path, or `@name` for the abstract namespace). See docs/DESIGN.md §6.6.
 ///
 /// Without `$NOTIFY_SOCKET` nothing is sent and nothing fails. A datagram
 /// that cannot be sent is logged once, at debug level, and never stops the
