@@ -72,7 +72,7 @@ public actor ProviderSupervisor {
         self.logger = logger
         self.backoff = settings.initialBackoff
         self.access = SupervisedCloudAccess(provider: provider, timeout: callTimeout)
-        (events, eventContinuation) = AsyncStream.makeStream(of: Event.self)
+        (events, eventContinuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(Self.eventBuffer))
     }
 
     /// The live shim's pid, if one runs.
@@ -222,8 +222,13 @@ public actor ProviderSupervisor {
         case stopped
     }
 
-    /// Everything that happens to this provider's shim, in order.
+    /// Everything that happens to this provider's shim, in order. Nothing
+    /// in the controller reads it (tests and embedders may): unread, it
+    /// keeps the newest ``eventBuffer`` events, so a shim that crash-loops
+    /// for weeks costs no memory.
     public nonisolated let events: AsyncStream<Event>
+    /// The most events ``events`` holds unread.
+    public static let eventBuffer = 1024
     private nonisolated let eventContinuation: AsyncStream<Event>.Continuation
 
     private func emit(_ event: Event) {
