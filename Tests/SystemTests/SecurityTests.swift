@@ -272,7 +272,10 @@ struct SecurityTests {
                   args: [\(wrapper), \(BuiltProducts.path(of: "provider-shim")), \(scenario), \(released), \(gate)]
                 cloud:
                   type: fake
-            """])
+            """], settings: ControllerHarness.fastSettings + "\n  startup_timeout: 120s")
+        // The gate alone holds the first start back: a start timeout that a
+        // loaded machine could use up before the test opens the gate would
+        // start a new shim on a new socket, which the impostor never holds.
         let controller = try await h.start()
         // The real shim listens (it logs so, through the controller) while
         // its handshake line waits at the gate.
