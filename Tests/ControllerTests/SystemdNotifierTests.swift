@@ -15,16 +15,18 @@ struct SystemdNotifierTests {
 
     /// Keeps every datagram, in order, and lets a test wait for the next.
     final class Recorder: NotifyTransport {
-        private let sent = NIOLockedValueBox<[String]>([])
+        private let sent = NIOLockedValueBox<[(text: String, waiting: Duration)]>([])
         private let stream = AsyncStream.makeStream(of: String.self)
 
-        func send(_ datagram: [UInt8], to address: SystemdNotifier.Address) throws(NotifyFailure) {
+        func send(_ datagram: [UInt8], to address: SystemdNotifier.Address, waiting: Duration) throws(NotifyFailure) {
             let text = String(decoding: datagram, as: UTF8.self)
-            sent.withLockedValue { $0.append(text) }
+            sent.withLockedValue { $0.append((text, waiting)) }
             stream.continuation.yield(text)
         }
 
-        var all: [String] { sent.withLockedValue { $0 } }
+        var all: [String] { sent.withLockedValue { $0.map(\.text) } }
+        /// How long each datagram was allowed to wait for room, in order.
+        var waits: [Duration] { sent.withLockedValue { $0.map(\.waiting) } }
 
         /// The next datagram, in the order sent.
         func next() async throws -> String {
@@ -70,6 +72,51 @@ struct SystemdNotifierTests {
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": "/run/n"], pid: getpid(), transport: recorder, logger: Self.silent)
         notifier.send([("READY", "1"), ("STATUS", "polling 3 machines\nwith 1 provider\r\n(1 shim down)")])
         #expect(try await recorder.next() == "READY=1\nSTATUS=polling 3 machines with 1 provider (1 shim down)")
+    }
+
+    @Test func aPingNeverWaitsButAChangeOfStateWaitsForRoom() {
+        let recorder = Recorder()
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": "/run/n"], pid: getpid(), transport: recorder, logger: Self.silent)
+        notifier.send([("WATCHDOG", "1")])
+        notifier.send([("READY", "1"), ("STATUS", "ok")])
+        notifier.send([("RELOADING", "1")])
+        notifier.send([("STOPPING", "1")])
+        #expect(recorder.waits == [.zero, SystemdNotifier.stateMessageWait, SystemdNotifier.stateMessageWait, SystemdNotifier.stateMessageWait])
+    }
+
+    /// A manager that has not read lately: its queue is full (a Unix
+    /// datagram queue holds net.unix.max_dgram_qlen messages). A ping is
+    /// dropped at once; READY waits until the manager reads one message,
+    /// then goes in, after what was queued.
+    @Test func aFullQueueDropsAPingButReadyWaitsForRoom() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("notify")
+        let fd = try Self.bindDatagram(Array(path.utf8) + [0])
+        defer { close(fd) }
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": path], pid: getpid(), transport: nil, logger: Self.silent)
+        // Fill the queue: fillers that never wait, until one finds no room.
+        var queued = 0
+        var full = false
+        while !full, queued < 100_000 {
+            do {
+                try DatagramTransport().send(Array("filler-\(queued)".utf8), to: .path(path), waiting: .zero)
+                queued += 1
+            } catch {
+                full = true
+            }
+        }
+        try #require(full && queued > 0, "the queue never filled (\(queued) queued)")
+        notifier.send([("WATCHDOG", "1")])
+        let ready = Task.detached { notifier.send([("READY", "1")]) }
+        // The manager reads one message: room for READY.
+        let first = try #require(try Self.receive(fd))
+        #expect(first == "filler-0")
+        await ready.value
+        var rest: [String] = []
+        while let next = try Self.receive(fd, within: .zero) { rest.append(next) }
+        #expect(rest.last == "READY=1", "READY went in after what was queued: \(rest.suffix(3))")
+        #expect(!rest.contains("WATCHDOG=1"), "a ping to a full queue is dropped")
     }
 
     /// Binds a datagram socket at `address` (a path, or an abstract name

@@ -89,6 +89,9 @@ public final class SystemdNotifier: Sendable {
         return .microseconds(Int64(usec))
     }
 
+    /// The longest a change of state waits for room in the manager's queue.
+    static let stateMessageWait: Duration = .seconds(2)
+
     /// Whether anything is sent at all.
     public var isEnabled: Bool { address != nil }
 
@@ -99,8 +102,13 @@ public final class SystemdNotifier: Sendable {
         let message = fields.map { key, value in
             "\(key)=\(value.replacing("\r\n", with: " ").replacing("\n", with: " ").replacing("\r", with: " "))"
         }.joined(separator: "\n")
+        // A ping is worth nothing late: it never waits. A change of state
+        // (READY, RELOADING, STOPPING, STATUS) waits a little for room in
+        // the manager's queue (a Unix datagram queue holds only
+        // net.unix.max_dgram_qlen messages, 10 by default) rather than be lost.
+        let wait: Duration = fields.allSatisfy({ $0.0 == "WATCHDOG" }) ? .zero : Self.stateMessageWait
         do {
-            try transport.send(Array(message.utf8), to: address)
+            try transport.send(Array(message.utf8), to: address, waiting: wait)
         } catch {
             let first = failureLogged.withLockedValue { logged in
                 defer { logged = true }
@@ -128,18 +136,30 @@ struct NotifyFailure: Error, CustomStringConvertible {
 
 /// How notification datagrams leave the process.
 protocol NotifyTransport: Sendable {
-    func send(_ datagram: [UInt8], to address: SystemdNotifier.Address) throws(NotifyFailure)
+    /// Sends `datagram`, waiting at most `waiting` for room in the
+    /// receiver's queue (zero: not at all).
+    func send(_ datagram: [UInt8], to address: SystemdNotifier.Address, waiting: Duration) throws(NotifyFailure)
 }
 
 /// One `SOCK_DGRAM` socket per message, as `sd_notify` does: close-on-exec
-/// (no shim inherits it), and never blocking (`MSG_DONTWAIT`: a manager
-/// that does not read cannot stall the controller; the datagram is then
-/// dropped and the failure logged).
+/// (no shim inherits it), and bounded: a manager that does not read cannot
+/// stall the controller (`MSG_DONTWAIT`, or `SO_SNDTIMEO` for a message
+/// that may wait); the datagram is then dropped and the failure logged.
 struct DatagramTransport: NotifyTransport {
-    func send(_ datagram: [UInt8], to address: SystemdNotifier.Address) throws(NotifyFailure) {
+    func send(_ datagram: [UInt8], to address: SystemdNotifier.Address, waiting: Duration) throws(NotifyFailure) {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw NotifyFailure(description: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        var flags = Int32(MSG_NOSIGNAL)
+        if waiting > .zero {
+            let (seconds, attoseconds) = waiting.components
+            var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+            guard setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+                throw NotifyFailure(description: "setsockopt SO_SNDTIMEO: \(String(cString: strerror(errno)))")
+            }
+        } else {
+            flags |= Int32(MSG_DONTWAIT)
+        }
         var socketAddress = sockaddr_un()
         socketAddress.sun_family = sa_family_t(AF_UNIX)
         let pathBytes: [UInt8]
@@ -157,7 +177,7 @@ struct DatagramTransport: NotifyTransport {
         let sent = datagram.withUnsafeBytes { bytes in
             withUnsafePointer(to: &socketAddress) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT), $0, length)
+                    sendto(fd, bytes.baseAddress, bytes.count, flags, $0, length)
                 }
             }
         }
