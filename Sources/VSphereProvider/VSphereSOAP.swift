@@ -143,8 +143,10 @@ public struct VSphereFault: Sendable, Equatable, CustomStringConvertible {
 
 /// Why an answer could not be read. Its description is one line.
 public enum VSphereAnswerError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Not well-formed XML (e.g. an HTML error page), or XML that declares entities.
-    case notXML
+    /// Bytes that ``XMLTree/read(_:)`` does not read, and why ("is not
+    /// XML", "is not UTF-8", "has a document type or other declaration", …:
+    /// the words after "the answer").
+    case notXML(String)
     /// XML, but not a SOAP envelope with a body.
     case notSOAP(String)
     /// The body is a SOAP fault.
@@ -155,7 +157,7 @@ public enum VSphereAnswerError: Error, Sendable, Equatable, CustomStringConverti
     public var description: String {
         let text: String
         switch self {
-        case .notXML: text = "the answer is not XML"
+        case .notXML(let why): text = "the answer \(why)"
         case .notSOAP(let what): text = "the answer is not a SOAP envelope: \(what)"
         case .fault(let fault): text = "vSphere fault \(fault)"
         case .malformed(let what): text = "malformed answer: \(what)"
@@ -227,16 +229,20 @@ public enum VSphereSOAP {
 
     /// The elements in the SOAP Body of `body`.
     private static func bodyContent(_ body: [UInt8]) throws(VSphereAnswerError) -> [XMLTree] {
-        // A SOAP message carries no document type declaration; refusing one
-        // keeps entity expansion out.
-        guard !contains(body, Array("<!DOCTYPE".utf8)) else { throw .notSOAP("it declares a document type") }
         // Foundation's XMLParser on Linux leaks a little memory on each
         // document it cannot read: a body without an Envelope (a proxy's
         // error page, say) is refused before it gets there.
         guard contains(body, Array("Envelope".utf8)) else {
-            throw body.contains(UInt8(ascii: "<")) ? .notSOAP("it holds no Envelope element") : .notXML
+            throw body.contains(UInt8(ascii: "<")) ? .notSOAP("it holds no Envelope element") : .notXML("is not XML")
         }
-        guard let tree = XMLTree.parse(Data(body)) else { throw .notXML }
+        // XMLTree's screen refuses what a SOAP answer never holds and the
+        // parser must not see (a document type, entities, other encodings).
+        let tree: XMLTree
+        do {
+            tree = try XMLTree.read(Data(body))
+        } catch {
+            throw .notXML(error.problem)
+        }
         guard tree.name == "Envelope" else { throw .notSOAP("the root element is \(quoted(tree.name)), not Envelope") }
         let bodies = tree.children.filter { $0.name == "Body" }
         guard bodies.count == 1, let soapBody = bodies.first else { throw .notSOAP("the envelope holds \(bodies.count) Body elements, not one") }

@@ -146,8 +146,10 @@ struct VSphereUnitTests {
         ("<html><body><h1>503 Service Unavailable</h1></body></html>", "the answer is not a SOAP envelope: it holds no Envelope element"),
         ("<html><body><h1>Envelope</h1></body></html>", "the answer is not a SOAP envelope: the root element is \"html\", not Envelope"),
         ("<Envelope", "the answer is not XML"),
-        ("<!DOCTYPE html><html></html>", "the answer is not a SOAP envelope: it declares a document type"),
-        (#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>"#, "the answer is not a SOAP envelope: it declares a document type"),
+        ("<!DOCTYPE html><html></html>", "the answer is not a SOAP envelope: it holds no Envelope element"),
+        ("<!DOCTYPE Envelope><Envelope/>", "the answer has a document type or other declaration"),
+        (#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><Envelope>&a;</Envelope>"#, "the answer has a document type or other declaration"),
+        (#"<?xml version="1.0" encoding="ISO-8859-1"?><Envelope/>"#, "the answer declares the encoding \"ISO-8859-1\", not UTF-8"),
         ("", "the answer is not XML"),
     ])
     func whatIsNotSOAPIsRefusedOnOneLine(body: String, expected: String) {
@@ -167,7 +169,7 @@ struct VSphereUnitTests {
             atPath: "\(BuiltProducts.repositoryRoot)/Fuzz/regressions/vsphere-soap/element-name-not-utf8-trapped-xmlparser"
         ))
         #expect(XMLTree.parse(trap) == nil)
-        #expect(throws: VSphereAnswerError.notXML) { try VSphereSOAP.parseRetrieveResult(Array(trap)) }
+        #expect(throws: VSphereAnswerError.notXML("is not UTF-8")) { try VSphereSOAP.parseRetrieveResult(Array(trap)) }
         #expect(XMLTree.parse(Data("<a><b".utf8) + Data([0xFF, 0xFE]) + Data("/></a>".utf8)) == nil)
         #expect(XMLTree.parse(Data("<a>\u{0}</a>".utf8)) == nil, "nor a NUL")
         #expect(XMLTree.parse(Data("<a>é ✓ 𝄞</a>".utf8))?.text == "é ✓ 𝄞", "UTF-8 beyond ASCII is read")
@@ -202,7 +204,7 @@ struct VSphereUnitTests {
         let page = try Self.captured("retrieve-all-status")
         for cut in [page.count - 1, page.count - 20, page.count / 2, 100] {
             #expect(XMLTree.parse(Data(page.prefix(cut))) == nil, "cut at \(cut) of \(page.count)")
-            #expect(throws: VSphereAnswerError.notXML) { try VSphereSOAP.parseRetrieveResult(Array(page.prefix(cut))) }
+            #expect(throws: VSphereAnswerError.notXML("is not XML")) { try VSphereSOAP.parseRetrieveResult(Array(page.prefix(cut))) }
         }
         #expect(XMLTree.parse(Data("<a><b></b>".utf8)) == nil)
         #expect(XMLTree.parse(Data("<a></a><b/>".utf8)) == nil, "nor more after the root element")
