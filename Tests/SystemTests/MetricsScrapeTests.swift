@@ -107,6 +107,67 @@ struct MetricsScrapeTests {
         #expect(try await h.stop(controller) == 0)
     }
 
+    /// `instancepoller_machines_overdue` in the real loop, as the
+    /// InstancePollerMachinesOverdue alert reads it: a shim that cannot start
+    /// leaves every machine of its provider overdue; once it serves again,
+    /// they are polled and none is.
+    @Test func machinesAreOverdueWhileTheirShimIsDownAndNotOnceItServes() async throws {
+        let h = try ControllerHarness()
+        defer { h.remove() }
+        let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([(id: "c-1", address: "10.1.0.1"), (id: "c-2", address: "10.1.0.2")]))
+        // The shim starts only while the file `go` exists; else it exits 3
+        // (and is restarted with backoff).
+        let go = h.directory.file("go")
+        let shim = BuiltProducts.path(of: "provider-shim")
+        try """
+            store: store.db
+            runtime_directory: run
+            \(ControllerHarness.fastSettings)
+            metrics:
+              address: 127.0.0.1:0
+            providers:
+              cloud:
+                shim:
+                  command: /bin/sh
+                  args: ["-c", "if [ -e '\(go)' ]; then exec '\(shim)' fake --scenario '\(scenario)'; fi; echo 'cloud SDK: no region' >&2; exit 3"]
+                cloud:
+                  type: fake
+            credentials:
+              - provider: cloud
+                name: main
+                auth_type: token
+                attributes: {token: letmein}
+
+            """.write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        let controller = try await h.start()
+        let port = try await FaultInjectionTests.metricsPort(controller)
+        try await h.add("m1", provider: "cloud", instance: "c-1")
+        try await h.add("m2", provider: "cloud", instance: "c-2")
+
+        // Never polled, due 100 ms after they were seen: overdue.
+        let down = try await controller.stderrLines.waitForLine("both machines overdue", .seconds(30)) {
+            $0.contains("msg=\"machines overdue\"") && $0.contains("cloud=2")
+        }
+        let whileDown = try Scrape(try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last))
+        #expect(whileDown.value("instancepoller_machines_overdue", ["provider": "cloud"]) == 2)
+        #expect(whileDown.value("instancepoller_shim_up", ["provider": "cloud"]) == 0)
+        #expect(whileDown.series("instancepoller_last_successful_poll_timestamp_seconds").isEmpty, "no batch has been polled")
+
+        // The shim serves: the machines are polled and no longer overdue.
+        try Data().write(to: URL(fileURLWithPath: go))
+        _ = try await controller.stderrLines.waitForLine(from: down.index + 1, "no machine overdue", .seconds(30)) {
+            $0.contains("msg=\"machines overdue\"") && $0.contains("cloud=0")
+        }
+        try await h.waitForMachines("both machines polled through the shim") {
+            $0["m1"]?.addressValues == ["10.1.0.1"] && $0["m2"]?.addressValues == ["10.1.0.2"]
+        }
+        let serving = try Scrape(try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last))
+        #expect(serving.value("instancepoller_machines_overdue", ["provider": "cloud"]) == 0)
+        #expect(serving.value("instancepoller_shim_up", ["provider": "cloud"]) == 1)
+        #expect((serving.value("instancepoller_last_successful_poll_timestamp_seconds", ["provider": "cloud"]) ?? 0) > 0)
+        #expect(try await h.stop(controller) == 0)
+    }
+
     @Test func theAlertRulesPassPromtoolCheckAndTheirUnitTests() async throws {
         let promtool = try Promtool.path()
         let check = try await Promtool.run(promtool, ["check", "rules", DistFiles.alerts])

@@ -22,6 +22,8 @@ extension PollEngine {
         /// The providers of the stored credentials, as last read: each has
         /// an overdue count, 0 while it has no machines.
         var credentialProviders: Set<String> = []
+        /// The overdue counts last set, to log a change (debug).
+        var overdue: [String: Int] = [:]
     }
 
     /// Sets the engine's gauges, each when it is due.
@@ -34,6 +36,10 @@ extension PollEngine {
             var counts = overdueCounts(at: now)
             for provider in gauges.credentialProviders where counts[provider] == nil { counts[provider] = 0 }
             metrics.machinesOverdue(counts)
+            if counts != gauges.overdue {
+                gauges.overdue = counts
+                logger.debug("machines overdue", metadata: ["overdue": "\(counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"])
+            }
         }
     }
 
