@@ -296,7 +296,7 @@ struct SecurityTests {
         _ = FileManager.default.createFile(atPath: released, contents: Data())
 
         // The controller connects to the impostor, and sends nothing.
-        let received = try await impostor.acceptAndRead(within: .seconds(20))
+        let received = try await impostor.acceptAndRead(within: .seconds(60))
         #expect(received.isEmpty, "the impostor received \(received.count) bytes from the controller")
 
         let refusal = try await controller.stderrLines.waitForLine("the refusal") {

@@ -67,10 +67,34 @@ public final class LineLog: Sendable {
     public func waitForLine(
         from: Int = 0,
         _ what: String,
-        _ limit: Duration = .seconds(20),
+        _ limit: Duration = LineLog.defaultWait,
         where matches: @escaping @Sendable (String) -> Bool
     ) async throws -> (index: Int, line: String) {
-        let index = try await withTimeout(limit, what) { () async throws -> Int in
+        let index: Int
+        do {
+            index = try await waitForIndex(from: from, what, limit, where: matches)
+        } catch let timedOut as TimedOut {
+            throw UnseenLine(timedOut: timedOut, lastLines: Array(lines.suffix(Self.linesShownOnTimeout)))
+        }
+        return (index, lines[index])
+    }
+
+    /// How long a wait gives a line by default. Waits end on the line, so
+    /// the bound costs nothing when the test passes; it is generous because
+    /// CI runs the whole suite in parallel on two cores, where a shim's
+    /// start has taken over 15 seconds.
+    public static let defaultWait: Duration = .seconds(60)
+
+    /// How many of the last lines a timed-out wait shows.
+    static let linesShownOnTimeout = 25
+
+    private func waitForIndex(
+        from: Int,
+        _ what: String,
+        _ limit: Duration,
+        where matches: @escaping @Sendable (String) -> Bool
+    ) async throws -> Int {
+        try await withTimeout(limit, what) { () async throws -> Int in
             let id = self.state.withLockedValue { state in
                 defer { state.nextWaiter += 1 }
                 return state.nextWaiter
@@ -92,12 +116,22 @@ public final class LineLog: Sendable {
             guard let found else { throw TimedOut(what: "\(what) (the output ended first)", limit: limit) }
             return found
         }
-        return (index, lines[index])
     }
 
     /// Waits for a line containing `text`.
     @discardableResult
-    public func waitForLine(containing text: String, from: Int = 0, _ limit: Duration = .seconds(20)) async throws -> (index: Int, line: String) {
+    public func waitForLine(containing text: String, from: Int = 0, _ limit: Duration = LineLog.defaultWait) async throws -> (index: Int, line: String) {
         try await waitForLine(from: from, "a line containing \"\(text)\"", limit) { $0.contains(text) }
+    }
+}
+
+/// A wait on a ``LineLog`` that timed out, with the log's last lines: a
+/// failure in CI shows what the process was doing instead of the line.
+public struct UnseenLine: Error, CustomStringConvertible {
+    public var timedOut: TimedOut
+    public var lastLines: [String]
+    public var description: String {
+        let tail = lastLines.isEmpty ? " (it wrote nothing)" : "; its last lines:\n" + lastLines.map { "  | " + $0 }.joined(separator: "\n")
+        return timedOut.description + tail
     }
 }
