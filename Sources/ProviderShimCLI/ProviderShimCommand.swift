@@ -185,11 +185,15 @@ struct VSphere: AsyncParsableCommand {
     @Option(help: "Attempts per vSphere request on 5xx and connection errors (jittered backoff, within the call's deadline).")
     var maxAttempts: Int = 3
 
+    @Option(help: "Seconds a scope's VM names and UUIDs are kept between calls, so that a batch reads its own VMs only (0: read the scope every call).")
+    var inventoryTTL: Double = 60
+
     @OptionGroup var shim: ShimOptions
 
     func validate() throws {
         guard credentialTTL >= 0, credentialTTL.isFinite else { throw ValidationError("--credential-ttl must be ≥ 0 seconds") }
         guard (1...10).contains(maxAttempts) else { throw ValidationError("--max-attempts must be from 1 to 10") }
+        guard inventoryTTL >= 0, inventoryTTL.isFinite else { throw ValidationError("--inventory-ttl must be ≥ 0 seconds") }
     }
 
     func run() async throws {
@@ -199,7 +203,10 @@ struct VSphere: AsyncParsableCommand {
         var settings = VSphereClient.Settings()
         settings.maxAttempts = maxAttempts
         let client = VSphereClient(http: http, settings: settings, logger: options.logger)
-        let backend = VSphereBackend(client: client, credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), logger: options.logger)
+        let backend = VSphereBackend(
+            client: client, credentialTTL: .milliseconds(Int64(credentialTTL * 1000)), inventoryTTL: .milliseconds(Int64(inventoryTTL * 1000)),
+            logger: options.logger
+        )
         let status = await ShimProcess.run(backend: backend, options: options)
         // Sessions end now rather than at vCenter's idle timeout.
         await client.logoutAll()

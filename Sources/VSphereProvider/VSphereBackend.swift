@@ -28,14 +28,19 @@ public struct VSphereBackend: ProviderBackend {
     private let cache = NIOLockedValueBox<[String: (valid: Bool, reason: String, at: ContinuousClock.Instant)]>([:])
     /// Names already warned about as shared by several VMs (per scope).
     private let warned = NIOLockedValueBox<Set<String>>([])
+    private let inventories: VSphereInventoryCache
     private let logger: Logger
 
     /// Most ids per call: a batch's devices and guest NICs stay a few MiB.
     public static let maxBatchSize: UInt32 = 200
 
-    public init(client: VSphereClient, credentialTTL: Duration = .seconds(300), logger: Logger) {
+    /// - Parameter inventoryTTL: how long a scope's names and instance
+    ///   UUIDs are used between calls (``VSphereInventoryCache``); zero
+    ///   reads the whole scope on every call.
+    public init(client: VSphereClient, credentialTTL: Duration = .seconds(300), inventoryTTL: Duration = .seconds(60), logger: Logger) {
         self.client = client
         self.credentialTTL = credentialTTL
+        self.inventories = VSphereInventoryCache(maxAge: inventoryTTL)
         self.logger = logger
     }
 
@@ -169,15 +174,68 @@ public struct VSphereBackend: ProviderBackend {
 
     public func instances(_ request: ProviderV1.InstancesRequest, context: RPCServerContext) async throws -> ProviderV1.InstancesResponse {
         let (target, scope) = try prepare(request.cloud, request.credential, deadline: context.deadline)
-        guard request.instanceIds.contains(where: { !$0.isEmpty }) else {
-            return VSphereMapping.instances(ids: request.instanceIds, machines: [])
+        let matched = try await machines(request.instanceIds, properties: Self.statusProperties, scope, target)
+        warnAboutSharedNames(matched, target, scope)
+        return VSphereMapping.instances(ids: request.instanceIds) { matched[$0] }
+    }
+
+    /// What the scope's inventory (``VSphereInventoryCache``) says of a
+    /// scope's names and UUIDs.
+    static let inventoryProperties = ["name", "config.instanceUuid"]
+
+    /// The machines `ids` name in `scope`, each with `properties` read by
+    /// reference, and how many machines bear its name.
+    ///
+    /// The names come from the scope's cached inventory while it is young.
+    /// It is read anew (one container view) when it is old or absent, when
+    /// an id is not in it, and when a machine it gave is gone or no longer
+    /// bears the id; a second such read is the last. An id not matched after
+    /// a read of this call is not found.
+    private func machines(_ ids: [String], properties: [String], _ scope: Scope, _ target: VSphereClient.Target) async throws
+        -> [String: VSphereMapping.Inventory.Match]
+    {
+        let wanted = Set(ids.filter { !$0.isEmpty })
+        guard !wanted.isEmpty else { return [:] }
+        let key = VSphereInventoryCache.key(target, folderPath: scope.folderPath)
+        let read = Array(Set(properties + Self.inventoryProperties)).sorted()
+        return try await client.withSession(target) { session in
+            var inventory = inventories.inventory(key)
+            var reads = 0
+            while true {
+                if inventory == nil {
+                    let startedAt = ContinuousClock.now
+                    let folder = try await resolve(scope, target, session)
+                    let all = try await client.machines(under: folder, properties: Self.inventoryProperties, pageSize: scope.pageSize, target, session)
+                    inventory = VSphereMapping.Inventory(all)
+                    inventories.store(key, inventory!, readAt: startedAt)
+                    reads += 1
+                }
+                let names = inventory!
+                var guesses: [String: VSphereMapping.Inventory.Match] = [:]
+                for id in wanted {
+                    if let match = names.match(id) { guesses[id] = match }
+                }
+                let unknown = guesses.count < wanted.count
+                if unknown && reads == 0 {
+                    inventory = nil
+                    continue
+                }
+                let refs = Array(Set(guesses.values.map(\.machine.ref))).sorted(by: VSphereMoRef.precedes)
+                let found = try await client.machines(refs, properties: read, pageSize: scope.pageSize, target, session)
+                let byRef = Dictionary(found.filter { !$0.gone }.map { ($0.ref, $0) }, uniquingKeysWith: { first, _ in first })
+                var matched: [String: VSphereMapping.Inventory.Match] = [:]
+                for (id, guess) in guesses {
+                    guard let machine = byRef[guess.machine.ref], VSphereMapping.Inventory.bears(machine, id) else { continue }
+                    matched[id] = VSphereMapping.Inventory.Match(machine: machine, sameName: guess.sameName)
+                }
+                if matched.count < guesses.count && reads < 2 {
+                    // Gone or renamed since the inventory was read.
+                    inventory = nil
+                    continue
+                }
+                return matched
+            }
         }
-        let machines = try await client.withSession(target) { session in
-            let folder = try await resolve(scope, target, session)
-            return try await client.machines(under: folder, properties: Self.statusProperties, pageSize: scope.pageSize, target, session)
-        }
-        warnAboutSharedNames(request.instanceIds, machines, target, scope)
-        return VSphereMapping.instances(ids: request.instanceIds, machines: machines)
     }
 
     /// Several machines with one name are reported as the oldest of them
@@ -185,10 +243,8 @@ public struct VSphereBackend: ProviderBackend {
     /// log says so once per name and scope. Not "not found" (the
     /// controller would take the machine for gone) and not an error (it
     /// would fail the whole batch).
-    private func warnAboutSharedNames(_ ids: [String], _ machines: [VSphereVirtualMachine], _ target: VSphereClient.Target, _ scope: Scope) {
-        let inventory = VSphereMapping.Inventory(machines)
-        for id in Set(ids) {
-            guard let match = inventory.match(id), match.sameName > 1 else { continue }
+    private func warnAboutSharedNames(_ matched: [String: VSphereMapping.Inventory.Match], _ target: VSphereClient.Target, _ scope: Scope) {
+        for (id, match) in matched where match.sameName > 1 {
             let key = "\(target.endpoint.url)|\(scope.folderPath)|\(id)"
             let first = warned.withLockedValue { warned in
                 if warned.count > 10_000 { warned.removeAll() }
@@ -210,32 +266,14 @@ public struct VSphereBackend: ProviderBackend {
         -> ProviderV1.NetworkInterfacesResponse
     {
         let (target, scope) = try prepare(request.cloud, request.credential, deadline: context.deadline)
-        var details: [VSphereMoRef: VSphereVirtualMachine] = [:]
-        var matched: [String: VSphereMoRef] = [:]
-        if request.instanceIds.contains(where: { !$0.isEmpty }) {
-            (matched, details) = try await client.withSession(target) { session in
-                let folder = try await resolve(scope, target, session)
-                let machines = try await client.machines(
-                    under: folder, properties: ["name", "config.instanceUuid"], pageSize: scope.pageSize, target, session
-                )
-                let inventory = VSphereMapping.Inventory(machines)
-                var matched: [String: VSphereMoRef] = [:]
-                for id in Set(request.instanceIds) {
-                    if let match = inventory.match(id) { matched[id] = match.machine.ref }
-                }
-                let refs = Array(Set(matched.values)).sorted(by: VSphereMoRef.precedes)
-                let found = try await client.machines(refs, properties: Self.interfaceProperties, pageSize: scope.pageSize, target, session)
-                return (matched, Dictionary(found.filter { !$0.gone }.map { ($0.ref, $0) }, uniquingKeysWith: { first, _ in first }))
-            }
-        }
+        let matched = try await machines(request.instanceIds, properties: Self.interfaceProperties, scope, target)
         return .with {
             $0.results = request.instanceIds.map { id in
                 .with {
                     $0.instanceID = id
-                    // A machine destroyed between the two reads is not found.
-                    guard let ref = matched[id], let machine = details[ref] else { return }
+                    guard let match = matched[id] else { return }
                     $0.found = true
-                    $0.interfaces = VSphereMapping.interfaces(machine)
+                    $0.interfaces = VSphereMapping.interfaces(match.machine)
                 }
             }
         }

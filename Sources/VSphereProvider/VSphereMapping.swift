@@ -245,6 +245,13 @@ public enum VSphereMapping {
             return nil
         }
 
+        /// Whether `machine` answers to `id`: bears it as its name, or as
+        /// its instance UUID.
+        public static func bears(_ machine: VSphereVirtualMachine, _ id: String) -> Bool {
+            if machine.name == id { return true }
+            return isUUID(id) && machine.instanceUUID?.lowercased() == id.lowercased()
+        }
+
         /// 8-4-4-4-12 hexadecimal digits.
         public static func isUUID(_ text: String) -> Bool {
             let parts = text.split(separator: "-", omittingEmptySubsequences: false)
@@ -257,11 +264,17 @@ public enum VSphereMapping {
     /// id naming several: see ``Inventory/match(_:)``; the message says so.
     public static func instances(ids: [String], machines: [VSphereVirtualMachine]) -> ProviderV1.InstancesResponse {
         let inventory = Inventory(machines)
-        return .with {
+        return instances(ids: ids, matched: inventory.match)
+    }
+
+    /// The Instances answer for `ids`, index-aligned, from the machine each
+    /// id names (nil: not found).
+    public static func instances(ids: [String], matched: (String) -> Inventory.Match?) -> ProviderV1.InstancesResponse {
+        .with {
             $0.results = ids.map { id in
                 .with {
                     $0.instanceID = id
-                    guard let match = inventory.match(id) else { return }
+                    guard let match = matched(id) else { return }
                     $0.found = true
                     $0.status = status(match.machine)
                     if match.sameName > 1 {

@@ -493,9 +493,12 @@ struct VSphereUnitTests {
             #expect(answer.results.map(\.status.state) == [.running, .running, .unspecified, .stopped])
         }
         let requests = stub.requests
+        // The scope's inventory through a view, then the matched machines
+        // by reference (the stub answers every retrieval with its pages).
         try #require(requests.map(\.method) == [
             "RetrieveServiceContent", "Login", "FindByInventoryPath", "FindByInventoryPath", "CreateContainerView",
             "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "ContinueRetrievePropertiesEx", "DestroyView",
+            "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "ContinueRetrievePropertiesEx",
         ])
         #expect(requests.map(\.soapAction).allSatisfy { $0 == "urn:vim25/6.5" })
         #expect(requests.dropFirst(2).allSatisfy { $0.cookie == "vmware_soap_session=\"session-0\"" }, "the session's cookie on every call after Login")
@@ -504,6 +507,11 @@ struct VSphereUnitTests {
         #expect(requests[5].body.contains("<maxObjects>2</maxObjects>"))
         #expect(requests[6].body.contains("<token>t1</token>") && requests[7].body.contains("<token>t2</token>"))
         #expect(requests[8].body.contains(#"<_this type="ContainerView">session[1]view-0</_this>"#))
+        let inventoryRead = requests[5].body, byReference = requests[9].body
+        #expect(inventoryRead.contains("<pathSet>name</pathSet>") && !inventoryRead.contains("runtime.powerState"), "the inventory: names and UUIDs only")
+        #expect(byReference.contains("runtime.powerState") && !byReference.contains("ContainerView"))
+        let asked = byReference.matches(of: #/<obj type="VirtualMachine">(vm-\d+)</obj>/#).map { String($0.1) }
+        #expect(asked == ["vm-1", "vm-3", "vm-5"], "the machines of a, c and e, in order; zz names none")
     }
 
     @Test func aFailedPageCancelsTheRetrievalAndStillDestroysTheView() async throws {
@@ -566,7 +574,9 @@ struct VSphereUnitTests {
         let destroyed = Set(stub.requests.filter { $0.method == "DestroyView" }.compactMap { request in
             request.body.firstMatch(of: #/<_this type="ContainerView">([^<]+)</_this>/#).map { String($0.1) }
         })
-        #expect(created == 8)
+        // Calls that started before the first inventory was kept read their
+        // own; at least one, at most one each.
+        #expect((1...8).contains(created))
         #expect(destroyed == Set((0..<created).map { "session[1]view-\($0)" }))
     }
 

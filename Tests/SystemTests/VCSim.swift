@@ -82,9 +82,9 @@ final class VCSim: Sendable {
     /// Builds (once) and starts the simulator; returns once it has printed
     /// its truth. It goes when the test process does (stdin EOF or parent
     /// death, see the fixture).
-    static func start() async throws -> VCSim {
+    static func start(_ arguments: [String] = []) async throws -> VCSim {
         try await build.value
-        let process = try await ChildProcess.spawn(outputDirectory + "/vcsim", [])
+        let process = try await ChildProcess.spawn(outputDirectory + "/vcsim", arguments)
         do {
             guard let line = try await process.nextLine(.seconds(60)) else {
                 throw Failed(description: "the simulator printed no truth: \(process.stderr)")
@@ -106,8 +106,9 @@ final class VCSim: Sendable {
 
     var logins: Int { requests("Login") }
 
-    /// Runs a fixture command (power-off NAME, power-on NAME,
-    /// expire-sessions) and waits for its acknowledgement.
+    /// Runs a fixture command (power-off NAME, power-on NAME, rename NAME
+    /// NEW, destroy NAME, expire-sessions) and waits for its
+    /// acknowledgement.
     func command(_ text: String) async throws {
         process.writeStdin(text + "\n")
         let answer = try await process.nextLine(.seconds(30))

@@ -41,13 +41,15 @@ struct VSphereTests {
     /// client.
     /// Returns the shim's log (stderr).
     @discardableResult
-    static func withShim(_ sim: VCSim, environment: [String: String] = [:], _ body: (ProviderClient) async throws -> Void) async throws -> String {
+    static func withShim(
+        _ sim: VCSim, arguments: [String] = [], environment: [String: String] = [:], _ body: (ProviderClient) async throws -> Void
+    ) async throws -> String {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         chmod(directory.path, 0o700)
         let socket = directory.file("vsphere.sock")
         let shim = try await ChildProcess.spawn(
-            BuiltProducts.path(of: "provider-shim"), ["vsphere", "--credential-ttl", "300", "--log-level", "debug"],
+            BuiltProducts.path(of: "provider-shim"), ["vsphere", "--credential-ttl", "300", "--log-level", "debug"] + arguments,
             environment: environment.merging(["INSTANCEPOLLER_SOCKET": socket]) { _, contract in contract }
         )
         let line = try await shim.nextLine()
@@ -204,8 +206,10 @@ struct VSphereTests {
             #expect(scoped[3].status.rawStatus == twins.first { $0.folder == "apps" }?.power_state)
             #expect(!scoped[3].status.message.contains("VMs named"), "one twin in the folder")
 
-            // Three calls, three views, each destroyed; one login for all;
-            // every page followed (two objects a page).
+            // Three views, each destroyed: the first call's; the second's,
+            // whose "no-such-vm" the inventory read by the first does not
+            // know; the folder's. One login for all; every page followed
+            // (two objects a page).
             try await Self.waitForRequests(sim, "DestroyView", count: 3, from: mark)
             #expect(Self.count(sim, "CreateContainerView", from: mark) == 3)
             #expect(Self.count(sim, "Login", from: mark) == 1, "one session for every call with the credential")
@@ -244,8 +248,73 @@ struct VSphereTests {
             // one more login, and the call succeeds.
             #expect(try await client.instances(cloud: cloud, credential: good, ids: ["db-1"], timeout: .seconds(30)).first?.found == true)
             #expect(try await client.instances(cloud: cloud, credential: good, ids: ["web-1"], timeout: .seconds(30)).first?.found == true)
-            try await Self.waitForRequests(sim, "DestroyView", count: 3, from: mark)
+            // One view (the first call's inventory); the others read their
+            // machines by reference.
+            try await Self.waitForRequests(sim, "DestroyView", count: 1, from: mark)
+            #expect(Self.count(sim, "CreateContainerView", from: mark) == 1)
             #expect(Self.count(sim, "Login", from: mark) == 2)
+        }
+    }
+
+    /// The scope's inventory (names and UUIDs) is read once and kept; a
+    /// batch then reads only its own machines, by reference. A rename and a
+    /// removal in vCenter are seen by the very next call, which reads the
+    /// inventory anew; with `--inventory-ttl 0` every call reads it. A
+    /// simulator of its own: this test renames and destroys VMs.
+    @Test func aBatchReadsItsOwnMachinesAndTheNextCallSeesRenamesAndRemovals() async throws {
+        let sim = try await VCSim.start()
+        defer { sim.process.kill() }
+        let truth = sim.truth
+        let cloud = Self.cloud(sim, pageSize: 1000)
+        let good = Self.credential(user: truth.user, password: truth.password)
+        let web = try #require(truth.named("web-1").first)
+        func views(from mark: Int) -> Int { Self.count(sim, "CreateContainerView", from: mark) }
+        try await Self.withShim(sim) { client in
+            var mark = sim.process.stderrLines.lines.count
+            let first = try await client.instances(cloud: cloud, credential: good, ids: ["web-1", "db-1"], timeout: .seconds(30))
+            #expect(first.map(\.found) == [true, true])
+            #expect(views(from: mark) == 1, "the first call reads the inventory")
+
+            mark = sim.process.stderrLines.lines.count
+            for _ in 0..<3 {
+                let again = try await client.instances(cloud: cloud, credential: good, ids: ["web-1", "db-1"], timeout: .seconds(30))
+                #expect(again.map(\.status.rawStatus) == ["poweredOn", "poweredOff"])
+            }
+            let nics = try await client.networkInterfaces(cloud: cloud, credential: good, ids: ["web-1"], timeout: .seconds(30))
+            #expect(Self.seen(nics[0].interfaces) == Self.expected(web.cards))
+            #expect(views(from: mark) == 0, "later calls read their machines by reference")
+            #expect(Self.count(sim, "RetrievePropertiesEx", from: mark) == 4, "one read per call")
+
+            // Renamed in vCenter: the old name is not found and the new one
+            // is, at once.
+            try await sim.command("rename web-1 web-9")
+            mark = sim.process.stderrLines.lines.count
+            let renamed = try await client.instances(cloud: cloud, credential: good, ids: ["web-1", "web-9"], timeout: .seconds(30))
+            #expect(renamed.map(\.found) == [false, true])
+            #expect(renamed[1].status.rawStatus == "poweredOn")
+            let moved = try await client.networkInterfaces(cloud: cloud, credential: good, ids: ["web-9", "web-1"], timeout: .seconds(30))
+            #expect(moved.map(\.found) == [true, false])
+            #expect(Self.seen(moved[0].interfaces) == Self.expected(web.cards), "the same VM under its new name")
+            #expect(views(from: mark) == 2, "each call with an unknown name reads the inventory once")
+
+            // Destroyed in vCenter: not found at once, though the inventory
+            // still named it.
+            try await sim.command("destroy db-1")
+            mark = sim.process.stderrLines.lines.count
+            let gone = try await client.instances(cloud: cloud, credential: good, ids: ["db-1", "web-9"], timeout: .seconds(30))
+            #expect(gone.map(\.found) == [false, true])
+            #expect(views(from: mark) == 1, "the machine gone since: the inventory read anew")
+            try await Self.waitForRequests(sim, "DestroyView", count: 1, from: mark)
+        }
+
+        // Off: every call reads the scope.
+        try await Self.withShim(sim, arguments: ["--inventory-ttl", "0"]) { client in
+            let mark = sim.process.stderrLines.lines.count
+            for _ in 0..<3 {
+                #expect(try await client.instances(cloud: cloud, credential: good, ids: ["web-9"], timeout: .seconds(30)).first?.found == true)
+            }
+            try await Self.waitForRequests(sim, "DestroyView", count: 3, from: mark)
+            #expect(views(from: mark) == 3)
         }
     }
 

@@ -26,6 +26,8 @@
 //
 //	power-off NAME    power the VM off (guest state notRunning)
 //	power-on NAME     power the VM on (guest state running)
+//	rename NAME NEW   rename the VM
+//	destroy NAME      power the VM off if it is on, and destroy it
 //	expire-sessions   every session seen so far is no longer authenticated
 //	                  (requests with it get NotAuthenticated), as when
 //	                  vCenter's idle timeout ends them
@@ -206,6 +208,7 @@ func randomSecret() string {
 
 func main() {
 	trace := flag.String("trace", "", "append every SOAP request and answer to this file (for capturing test inputs)")
+	fleet := flag.Int("fleet", 0, "also create this many running VMs fleet-00000, fleet-00001, ... (one card, one guest IPv4 address each) for benchmarks")
 	flag.Parse()
 
 	// Go when the test process goes: the parent-death signal, and stdin EOF below.
@@ -242,7 +245,7 @@ func main() {
 		die("connect to the simulator: %v", err)
 	}
 
-	removed, err := setup(ctx, client)
+	removed, err := setup(ctx, client, append(plans, fleetPlans(*fleet)...))
 	if err != nil {
 		die("set up: %v", err)
 	}
@@ -298,8 +301,23 @@ func main() {
 	os.Exit(0)
 }
 
+// fleetPlans are n running VMs in the datacenter's VM folder, each with
+// one card and the guest address 10.200.0.0/16 + its index.
+func fleetPlans(n int) []plan {
+	var fleet []plan
+	for i := 0; i < n; i++ {
+		fleet = append(fleet, plan{
+			name:  fmt.Sprintf("fleet-%05d", i),
+			cards: []struct{ kind, network string }{card("vmxnet3", "VM Network")},
+			guest: map[int][]guestIP{0: {{fmt.Sprintf("10.200.%d.%d", i/250, i%250+1), 16}}},
+			power: "poweredOn", guestState: "running",
+		})
+	}
+	return fleet
+}
+
 // setup creates the planned VMs; returns the names of those destroyed.
-func setup(ctx context.Context, client *govmomi.Client) ([]string, error) {
+func setup(ctx context.Context, client *govmomi.Client, plans []plan) ([]string, error) {
 	finder := find.NewFinder(client.Client, true)
 	dc, err := finder.Datacenter(ctx, datacenter)
 	if err != nil {
@@ -573,7 +591,9 @@ func address(value string, prefix int32) Address {
 // run carries out one stdin command.
 func run(ctx context.Context, client *govmomi.Client, command string) error {
 	fields := strings.Fields(command)
-	if len(fields) != 2 {
+	if want := map[string]int{"rename": 3}[fields[0]]; want != 0 && len(fields) != want {
+		return fmt.Errorf("want %s NAME NEW", fields[0])
+	} else if want == 0 && len(fields) != 2 {
 		return fmt.Errorf("want COMMAND NAME")
 	}
 	var target *simulator.VirtualMachine
@@ -599,6 +619,15 @@ func run(ctx context.Context, client *govmomi.Client, command string) error {
 			return err
 		}
 		guestState = "running"
+	case "rename":
+		return waitFor(vm.Rename(ctx, fields[2]))
+	case "destroy":
+		if target.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+			if err := waitFor(vm.PowerOff(ctx)); err != nil {
+				return err
+			}
+		}
+		return waitFor(vm.Destroy(ctx))
 	default:
 		return fmt.Errorf("unknown command %s", fields[0])
 	}
