@@ -242,7 +242,7 @@ _provider-shim_vsphere() {
     repeating_flags=()
     non_repeating_flags=(--version -h --help)
     repeating_options=()
-    non_repeating_options=(--credential-ttl --max-attempts --log-level --drain-timeout)
+    non_repeating_options=(--credential-ttl --max-attempts --inventory-ttl --log-level --drain-timeout)
     __provider-shim_offer_flags_options 0
 
     # Offer option value completions
@@ -251,6 +251,9 @@ _provider-shim_vsphere() {
         return
         ;;
     '--max-attempts')
+        return
+        ;;
+    '--inventory-ttl')
         return
         ;;
     '--log-level')

@@ -27,7 +27,7 @@ function __provider-shim_parse_tokens -S
         case 'ec2'
             __provider-shim_parse_subcommand 0 'credential-ttl=' 'max-attempts=' 'credential-refresh-margin=' 'log-level=' 'drain-timeout=' 'version' 'h/help'
         case 'vsphere'
-            __provider-shim_parse_subcommand 0 'credential-ttl=' 'max-attempts=' 'log-level=' 'drain-timeout=' 'version' 'h/help'
+            __provider-shim_parse_subcommand 0 'credential-ttl=' 'max-attempts=' 'inventory-ttl=' 'log-level=' 'drain-timeout=' 'version' 'h/help'
         case 'help'
             __provider-shim_parse_subcommand -r 1 'version'
         end
@@ -106,6 +106,7 @@ complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_fla
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim ec2" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" credential-ttl' -l 'credential-ttl' -d 'Seconds a ValidateCredential answer is cached per credential.' -rfka ''
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" max-attempts' -l 'max-attempts' -d 'Attempts per vSphere request on 5xx and connection errors (jittered backoff, within the call\'s deadline).' -rfka ''
+complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" inventory-ttl' -l 'inventory-ttl' -d 'Seconds a scope\'s VM names and UUIDs are kept between calls, so that a batch reads its own VMs only (0: read the scope every call).' -rfka ''
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" log-level' -l 'log-level' -d 'Log level on stderr: trace, debug, info, notice, warning, error, critical.' -rfka ''
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" drain-timeout' -l 'drain-timeout' -d 'Seconds SIGTERM or Shutdown waits for calls in flight.' -rfka ''
 complete -c 'provider-shim' -n '__provider-shim_should_offer_completions_for_flags_or_options "provider-shim vsphere" version' -l 'version' -d 'Show the version.'

@@ -107,6 +107,7 @@ _provider-shim_vsphere() {
     local -ar arg_specs=(
         '--credential-ttl[Seconds a ValidateCredential answer is cached per credential.]:credential-ttl:'
         '--max-attempts[Attempts per vSphere request on 5xx and connection errors (jittered backoff, within the call'\''s deadline).]:max-attempts:'
+        '--inventory-ttl[Seconds a scope'\''s VM names and UUIDs are kept between calls, so that a batch reads its own VMs only (0\: read the scope every call).]:inventory-ttl:'
         '--log-level[Log level on stderr\: trace, debug, info, notice, warning, error, critical.]:log-level:'
         '--drain-timeout[Seconds SIGTERM or Shutdown waits for calls in flight.]:drain-timeout:'
         '--version[Show the version.]'
