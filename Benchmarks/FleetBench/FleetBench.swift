@@ -41,6 +41,9 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "The controllers' log level in the cluster runs.") var clusterLogLevel: String = "info"
     @Option(help: "Controllers killed in turn (each replaced by a new one before the next) in the cluster's sweep run.") var clusterFailovers: Int = 3
     @Option(help: "The PostgreSQL test cluster's directory (scripts/pg-test-cluster start DIR).") var pgDir: String?
+    @Flag(help: "Measure the vsphere backend against govmomi's simulator (--vcsim) at --vsphere-sizes VMs, instead of the fleet sizes.") var vsphere = false
+    @Option(help: "VMs in the vsphere runs, comma-separated.") var vsphereSizes: String = "1000,5000"
+    @Option(help: "The simulator fixture binary (Tests/Fixtures/vsphere/build.sh OUTDIR builds OUTDIR/vcsim).") var vcsim: String?
     @Option(help: "Keep the cluster runs' controller logs in this directory.") var clusterLogDir: String?
 
     func run() async throws {
@@ -58,6 +61,13 @@ struct FleetBench: AsyncParsableCommand {
                 sweepLongPoll: clusterSweepLongPoll, timeout: clusterTimeout, logLevel: clusterLogLevel,
                 failovers: clusterFailovers, logDirectory: clusterLogDir)
             try emit(try await ClusterBench(options: options).measure())
+            return
+        }
+        if vsphere {
+            guard let vcsim else { throw ValidationError("--vsphere needs --vcsim PATH (Tests/Fixtures/vsphere/build.sh OUTDIR builds it)") }
+            for size in vsphereSizes.split(separator: ",").compactMap({ Int($0) }) {
+                for row in try await VSphereBench(machines: size, vcsim: vcsim, bench: self).measure() { try emit(row) }
+            }
             return
         }
         if listing {
@@ -270,7 +280,10 @@ struct ControllerProcess {
     var pid: Int32 { process.processIdentifier }
 
     /// User + system CPU seconds so far.
-    func cpuSeconds() -> Double {
+    func cpuSeconds() -> Double { Self.cpuSeconds(pid) }
+
+    /// A process's own user + system CPU seconds so far (/proc/PID/stat).
+    static func cpuSeconds(_ pid: Int32) -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -287,16 +300,19 @@ struct ControllerProcess {
 
     func peakRSSMiB() -> Double { Self.peakRSSMiB(pid) }
 
-    func shimPeakRSSMiB() -> Double {
+    func shimPeakRSSMiB() -> Double { shimPID().map(Self.peakRSSMiB) ?? 0 }
+
+    /// The controller's first child process found: its one shim.
+    func shimPID() -> Int32? {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for entry in entries {
             guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
                   let close = stat.lastIndex(of: ")")
             else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, Int32(fields[1]) == pid { return Self.peakRSSMiB(child) }
+            if fields.count > 1, Int32(fields[1]) == pid { return child }
         }
-        return 0
+        return nil
     }
 
     func stop() {

@@ -10,7 +10,9 @@
 // from the simulator, as one JSON line on stdout (the truth).
 //
 // On stderr it logs one line per SOAP method it serves ("soap Login",
-// "soap RetrievePropertiesEx", ...), so tests can count requests.
+// "soap RetrievePropertiesEx", ...), so tests can count requests, and once
+// answered, the answer's size ("answered RetrievePropertiesEx 5120"), so
+// benchmarks can weigh them.
 //
 // A second user, "noperm", logs in to a NoPermission fault: vCenter refuses
 // a user that holds no permission at all with NoPermission (the simulator
@@ -668,14 +670,28 @@ func (f *frontEnd) expireSessions() {
 	}
 }
 
-func (f *frontEnd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// countingWriter counts the bytes of an answer's body.
+type countingWriter struct {
+	http.ResponseWriter
+	n int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += n
+	return n, err
+}
+
+func (f *frontEnd) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	body, err := ioutil.ReadAll(io.LimitReader(r.Body, 16<<20))
 	_ = r.Body.Close()
 	if err != nil {
-		http.Error(w, "cannot read the request", http.StatusBadRequest)
+		http.Error(rw, "cannot read the request", http.StatusBadRequest)
 		return
 	}
 	method := soapMethod(body)
+	w := &countingWriter{ResponseWriter: rw}
+	defer func() { fmt.Fprintf(os.Stderr, "answered %s %d\n", method, w.n) }()
 	f.mu.Lock()
 	fmt.Fprintf(os.Stderr, "soap %s\n", method)
 	revoked := false
