@@ -514,6 +514,35 @@ struct VSphereUnitTests {
         #expect(asked == ["vm-1", "vm-3", "vm-5"], "the machines of a, c and e, in order; zz names none")
     }
 
+    /// A kept inventory is used while younger than its TTL, per endpoint,
+    /// user and folder; at most `maxEntries` scopes, the oldest read going
+    /// first; a TTL of zero keeps nothing.
+    @Test func keptInventoriesAgeOutAndAreBounded() {
+        let inventory = VSphereMapping.Inventory([{ var vm = VSphereVirtualMachine(ref: VSphereMoRef(type: "VirtualMachine", value: "vm-1")); vm.name = "a"; return vm }()])
+        let cache = VSphereInventoryCache(maxAge: .seconds(60), maxEntries: 3)
+        let start = ContinuousClock.now
+        cache.store("s0", inventory, readAt: start)
+        #expect(cache.inventory("s0", now: start + .seconds(59))?.match("a")?.machine.ref.value == "vm-1")
+        #expect(cache.inventory("s0", now: start + .seconds(60)) == nil, "as old as the TTL: read anew")
+        #expect(cache.count == 0, "an aged entry is dropped")
+        for n in 1...4 { cache.store("s\(n)", inventory, readAt: start + .seconds(Int64(n))) }
+        #expect(cache.count == 3)
+        #expect(cache.inventory("s1", now: start + .seconds(5)) == nil, "the oldest read went first")
+        #expect(cache.inventory("s4", now: start + .seconds(5)) != nil)
+
+        let off = VSphereInventoryCache(maxAge: .zero)
+        off.store("s", inventory, readAt: .now)
+        #expect(off.count == 0 && off.inventory("s") == nil)
+
+        let endpoint = try! VSphereEndpoint.of(.with { $0.endpoint = "https://vc.example.com/sdk" })
+        let target = { (user: String) in
+            VSphereClient.Target(endpoint: endpoint, credentials: VSphereCredentials(name: "c", user: user, password: "Secret-Pass-9"), deadline: .now)
+        }
+        #expect(VSphereInventoryCache.key(target("a"), folderPath: "DC0/vm") != VSphereInventoryCache.key(target("b"), folderPath: "DC0/vm"), "per user")
+        #expect(VSphereInventoryCache.key(target("a"), folderPath: "DC0/vm") != VSphereInventoryCache.key(target("a"), folderPath: "DC0/vm/apps"), "per folder")
+        #expect(!VSphereInventoryCache.key(target("a"), folderPath: "DC0/vm").contains("Secret-Pass-9"), "no password in the key")
+    }
+
     @Test func aFailedPageCancelsTheRetrievalAndStillDestroysTheView() async throws {
         let pages = [Self.machine("vm-1", "a", "poweredOn"), Self.machine("vm-2", "b", "poweredOn")]
         let stub = try await StubVCenter.start(Self.working(pages: pages, continueAnswer: Self.fault("InvalidArgument", "A specified parameter was not correct: token")))
