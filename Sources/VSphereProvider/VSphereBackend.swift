@@ -200,6 +200,7 @@ public struct VSphereBackend: ProviderBackend {
         let read = Array(Set(properties + Self.inventoryProperties)).sorted()
         return try await client.withSession(target) { session in
             var inventory = inventories.inventory(key)
+            var why = "none kept, or too old"
             var reads = 0
             while true {
                 if inventory == nil {
@@ -209,15 +210,16 @@ public struct VSphereBackend: ProviderBackend {
                     inventory = VSphereMapping.Inventory(all)
                     inventories.store(key, inventory!, readAt: startedAt)
                     reads += 1
+                    logger.debug("read the scope's inventory", metadata: ["scope": "\(scope.shown)", "vms": "\(all.count)", "why": "\(why)"])
                 }
                 let names = inventory!
                 var guesses: [String: VSphereMapping.Inventory.Match] = [:]
                 for id in wanted {
                     if let match = names.match(id) { guesses[id] = match }
                 }
-                let unknown = guesses.count < wanted.count
-                if unknown && reads == 0 {
+                if guesses.count < wanted.count && reads == 0 {
                     inventory = nil
+                    why = "an id it does not name"
                     continue
                 }
                 let refs = Array(Set(guesses.values.map(\.machine.ref))).sorted(by: VSphereMoRef.precedes)
@@ -229,8 +231,8 @@ public struct VSphereBackend: ProviderBackend {
                     matched[id] = VSphereMapping.Inventory.Match(machine: machine, sameName: guess.sameName)
                 }
                 if matched.count < guesses.count && reads < 2 {
-                    // Gone or renamed since the inventory was read.
                     inventory = nil
+                    why = "a VM it named is gone or renamed"
                     continue
                 }
                 return matched

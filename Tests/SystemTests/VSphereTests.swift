@@ -269,7 +269,7 @@ struct VSphereTests {
         let good = Self.credential(user: truth.user, password: truth.password)
         let web = try #require(truth.named("web-1").first)
         func views(from mark: Int) -> Int { Self.count(sim, "CreateContainerView", from: mark) }
-        try await Self.withShim(sim) { client in
+        let log = try await Self.withShim(sim) { client in
             var mark = sim.process.stderrLines.lines.count
             let first = try await client.instances(cloud: cloud, credential: good, ids: ["web-1", "db-1"], timeout: .seconds(30))
             #expect(first.map(\.found) == [true, true])
@@ -306,6 +306,11 @@ struct VSphereTests {
             #expect(views(from: mark) == 1, "the machine gone since: the inventory read anew")
             try await Self.waitForRequests(sim, "DestroyView", count: 1, from: mark)
         }
+        // Each read of the inventory is logged (debug) with its reason.
+        let reasons = log.split(separator: "\n").filter { $0.contains("read the scope's inventory") }.map { line in
+            ["none kept", "an id it does not name", "gone or renamed"].first { line.contains($0) } ?? String(line)
+        }
+        #expect(reasons == ["none kept", "an id it does not name", "an id it does not name", "gone or renamed"], "\(reasons)")
 
         // Off: every call reads the scope.
         try await Self.withShim(sim, arguments: ["--inventory-ttl", "0"]) { client in
