@@ -35,6 +35,24 @@ struct ControllerConfigTests {
 
         """
 
+    /// What a reload reports as taking effect only at the next restart:
+    /// each changed setting by its config name, nothing for an unchanged
+    /// config, and nothing for `human` ↔ `logfmt` (the same lines).
+    @Test func aReloadNamesTheSettingsThatNeedARestart() throws {
+        let before = try Self.parse(Self.minimal + "log: {level: info, format: human}\n")
+        #expect(try Self.parse(Self.minimal + "log: {level: info, format: human}\n").settingsNeedingRestart(from: before).isEmpty)
+        #expect(try Self.parse(Self.minimal + "log: {level: info, format: logfmt}\n").settingsNeedingRestart(from: before).isEmpty)
+        #expect(try Self.parse(Self.minimal + "log: {level: info, format: json}\n").settingsNeedingRestart(from: before) == ["log"])
+        #expect(try Self.parse(Self.minimal + "log: {level: debug, format: logfmt}\n").settingsNeedingRestart(from: before) == ["log"])
+        let changed = try Self.parse(Self.minimal + """
+            log: {level: info, format: human}
+            poll: {long_poll: 20m}
+            supervision: {max_backoff: 10s}
+
+            """)
+        #expect(changed.settingsNeedingRestart(from: before) == ["poll", "supervision"])
+    }
+
     @Test func theShippedExampleIsCompleteAndValid() throws {
         let config = try ControllerConfig.load(path: Self.example, environment: [:])
         let directory = BuiltProducts.repositoryRoot + "/config"

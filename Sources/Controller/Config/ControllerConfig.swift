@@ -132,6 +132,35 @@ public enum LogFormat: String, Hashable, Sendable, CaseIterable {
     case logfmt
     /// One JSON object per line.
     case json
+
+    /// What the lines look like: `logfmt` is `human` by another name.
+    public var output: LogFormat { self == .logfmt ? .human : self }
+}
+
+extension ControllerConfig {
+    /// The settings a reload from `old` to this config changed but cannot
+    /// apply (they take effect at the next restart), by their config names.
+    public func settingsNeedingRestart(from old: ControllerConfig) -> [String] {
+        var names: [String] = []
+        if storePath != old.storePath || storePasswordFile != old.storePasswordFile { names.append("store") }
+        if credentialKeyFile != old.credentialKeyFile { names.append("credential_key_file") }
+        if eventRetention != old.eventRetention { names.append("events") }
+        if cluster != old.cluster { names.append("cluster") }
+        if runtimeDirectory != old.runtimeDirectory { names.append("runtime_directory") }
+        if logLevel != old.logLevel || logFormat.output != old.logFormat.output { names.append("log") }
+        if metricsAddress != old.metricsAddress || metricsBearerToken != old.metricsBearerToken { names.append("metrics") }
+        if limits != old.limits { names.append("limits") }
+        if poll != old.poll || callTimeout != old.callTimeout { names.append("poll") }
+        for provider in providers {
+            guard let before = old.provider(named: provider.name) else { continue }
+            if provider.poll != before.poll || provider.callTimeout != before.callTimeout {
+                names.append("providers.\(provider.name).poll")
+            }
+        }
+        if supervision != old.supervision { names.append("supervision") }
+        if tracing != old.tracing { names.append("tracing") }
+        return names
+    }
 }
 
 /// A configured provider: the shim that serves it and the cloud it reaches.

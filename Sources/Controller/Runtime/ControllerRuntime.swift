@@ -335,24 +335,7 @@ final class ConfigReloader: Sendable {
             return false
         }
         for warning in config.warnings { logger.warning("\(warning)") }
-        var needRestart: [String] = []
-        if config.storePath != old.storePath || config.storePasswordFile != old.storePasswordFile { needRestart.append("store") }
-        if config.credentialKeyFile != old.credentialKeyFile { needRestart.append("credential_key_file") }
-        if config.eventRetention != old.eventRetention { needRestart.append("events") }
-        if config.cluster != old.cluster { needRestart.append("cluster") }
-        if config.runtimeDirectory != old.runtimeDirectory { needRestart.append("runtime_directory") }
-        if config.logLevel != old.logLevel || config.logFormat != old.logFormat { needRestart.append("log") }
-        if config.metricsAddress != old.metricsAddress || config.metricsBearerToken != old.metricsBearerToken { needRestart.append("metrics") }
-        if config.limits != old.limits { needRestart.append("limits") }
-        if config.poll != old.poll || config.callTimeout != old.callTimeout { needRestart.append("poll") }
-        for provider in config.providers {
-            guard let before = old.provider(named: provider.name) else { continue }
-            if provider.poll != before.poll || provider.callTimeout != before.callTimeout {
-                needRestart.append("providers.\(provider.name).poll")
-            }
-        }
-        if config.supervision != old.supervision { needRestart.append("supervision") }
-        if config.tracing != old.tracing { needRestart.append("tracing") }
+        let needRestart = config.settingsNeedingRestart(from: old)
         if !needRestart.isEmpty {
             logger.warning("changed settings take effect at the next restart", metadata: ["settings": "\(needRestart.joined(separator: ","))"])
         }
