@@ -173,6 +173,8 @@ struct ClusterHarness: Sendable {
             cluster:
               lease_ttl: \(leaseTTL.components.seconds)s
               name: \(Self.holder(index))
+            metrics:
+              address: 127.0.0.1:0
             \(ControllerHarness.fastSettings)
             providers:
             \(providers)

@@ -69,6 +69,22 @@ struct ClusterTests {
                 #expect(line.hasPrefix(index == 1 ? "  *" : "   "), "\(line)")
                 for pair in held[index]! { #expect(line.contains(pair.description), "\(line) lacks \(pair)") }
             }
+            // Each one's metrics: its leases, the live controllers, no
+            // renewal failed and no lease lost; promtool finds nothing.
+            let promtool = try Promtool.path()
+            for index in 0..<3 {
+                let serving = try await harness.controller(index)!.stderrLines.waitForLine(containing: "serving metrics")
+                let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+                let body = try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last)
+                let scrape = try Scrape(body)
+                #expect(scrape.value("instancepoller_leases_held") == 2, "controller \(index)")
+                #expect(scrape.value("instancepoller_cluster_controllers") == 3, "controller \(index)")
+                #expect(scrape.value("instancepoller_lease_renewal_failures_total") == 0, "controller \(index)")
+                #expect(scrape.value("instancepoller_leases_lost_total") == 0, "controller \(index)")
+                #expect(DistFiles.clusterOnlyMetrics.isSubset(of: scrape.names))
+                let check = try await Promtool.run(promtool, ["check", "metrics"], stdin: body)
+                #expect(check.status == 0 && check.output.isEmpty, "promtool check metrics:\n\(check.output)")
+            }
             await harness.stopAll()
             let calls = try harness.calls()
             #expect(!calls.isEmpty)
@@ -186,6 +202,13 @@ struct ClusterTests {
                 harness.isBalanced($0, among: [0, 1, 2]) && !($0[0] ?? []).isEmpty
             }
             #expect(paused.exitStatusIfExited == nil)
+            // Its metrics count the leases it found taken from it.
+            _ = try await paused.stderrLines.waitForLine(containing: "lease lost", from: resumedFrom)
+            let serving = try await paused.stderrLines.waitForLine(containing: "serving metrics")
+            let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+            let scrape = try Scrape(try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last))
+            let lost = try #require(scrape.value("instancepoller_leases_lost_total"))
+            #expect(lost >= 1 && lost <= Double(mine.count), "\(lost) leases lost of \(mine.count)")
             await harness.stopAll()
             let overlaps = harness.overlaps(try harness.calls())
             #expect(overlaps.isEmpty, "\(overlaps)")

@@ -25,14 +25,20 @@ public final class LeaseManager: Service {
     public let identity: ControllerIdentity
     let ttl: Duration
     let ownership: PairOwnership
+    let metrics: ControllerMetrics?
     let logger: Logger
 
-    public init(store: any LeaseStore, identity: ControllerIdentity, ttl: Duration, ownership: PairOwnership, logger: Logger) {
+    public init(
+        store: any LeaseStore, identity: ControllerIdentity, ttl: Duration, ownership: PairOwnership,
+        metrics: ControllerMetrics? = nil, logger: Logger
+    ) {
         self.store = store
         self.identity = identity
         self.ttl = ttl
         self.ownership = ownership
+        self.metrics = metrics
         self.logger = logger
+        metrics?.leases(held: 0, liveControllers: 0)
     }
 
     /// A holder id unique to this process: `host:pid:random`.
@@ -78,6 +84,7 @@ public final class LeaseManager: Service {
                 return
             } catch {
                 failures += 1
+                metrics?.leaseRenewalFailed()
                 // Each failure is worth a line: leases run out after three
                 // in a row.
                 logger.warning("could not renew leases", metadata: ["failures": "\(failures)", "error": "\(error)"])
@@ -108,6 +115,7 @@ public final class LeaseManager: Service {
             let renewed = try await store.renewLeases(held, ttl: ttl)
             let kept = Set(renewed)
             for fence in held where !kept.contains(fence) {
+                metrics?.leaseLost()
                 logger.warning("lease lost: another controller holds the pair now", metadata: ["credential": "\(fence.key)", "epoch": "\(fence.epoch)"])
             }
             held = renewed
@@ -142,6 +150,7 @@ public final class LeaseManager: Service {
             logger.info("lease taken", metadata: ["credential": "\(key)", "epoch": "\(fence.epoch)"])
             ownership.set(held.map { ($0.key == key ? (fence, claimSent + ttl - ttl / 10) : ($0, deadline)) })
         }
+        metrics?.leases(held: held.count, liveControllers: live.count)
         let unsettled = !plan.release.isEmpty || claimed < plan.claim.count || held.count < plan.share && held.count < pairs.count
         var pause = unsettled ? renewInterval / 4 : renewInterval
         let others = leases.filter { $0.holder != identity.holder && $0.expiresAt > now }
@@ -156,6 +165,7 @@ public final class LeaseManager: Service {
     func leave() async {
         let held = ownership.fences
         ownership.set([])
+        metrics?.leases(held: 0, liveControllers: 0)
         do {
             try await store.leave(holder: identity.holder)
             logger.info("left the controllers; leases handed back", metadata: ["holder": "\(identity.holder)", "leases": "\(held.count)"])

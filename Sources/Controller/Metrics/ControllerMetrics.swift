@@ -94,6 +94,18 @@ public final class ControllerMetrics: Sendable {
         name("build_info", "", "Always 1; the version and git revision the controller was built from.")
     }
     static var machines: MetricNameDescriptor { name("machines", "", "Machines tracked per poll group.") }
+    static var leasesHeld: MetricNameDescriptor {
+        name("leases_held", "", "(provider, credential) pairs whose lease this controller holds (several controllers on PostgreSQL).")
+    }
+    static var clusterControllers: MetricNameDescriptor {
+        name("cluster_controllers", "", "Live controllers on the store, as this one saw them at its last lease renewal.")
+    }
+    static var leaseRenewalFailures: MetricNameDescriptor {
+        name("lease_renewal_failures", "total", "Lease renewals that failed (leases run out after three in a row).")
+    }
+    static var leasesLost: MetricNameDescriptor {
+        name("leases_lost", "total", "Leases another controller claimed while this one held them.")
+    }
     static var credentialValid: MetricNameDescriptor { name("credential_valid", "", "1 while a credential is usable, 0 once it is found invalid.") }
     static var shimUp: MetricNameDescriptor { name("shim_up", "", "1 while the provider's shim serves, 0 while it is down.") }
     static var shimRestarts: MetricNameDescriptor { name("shim_restarts", "total", "Restarts of the provider's shim.") }
@@ -128,6 +140,20 @@ public final class ControllerMetrics: Sendable {
         registry.makeGauge(descriptor: Self.machines, labels: [("group", "short")]).set(to: Double(short))
         registry.makeGauge(descriptor: Self.machines, labels: [("group", "long")]).set(to: Double(long))
     }
+
+    /// The leases held and the live controllers seen at a renewal (both
+    /// 0 before the first and after leaving). The first call also starts
+    /// the lease counters at 0, so that `increase()` sees the first.
+    public func leases(held: Int, liveControllers: Int) {
+        registry.makeGauge(descriptor: Self.leasesHeld).set(to: Double(held))
+        registry.makeGauge(descriptor: Self.clusterControllers).set(to: Double(liveControllers))
+        _ = registry.makeCounter(descriptor: Self.leaseRenewalFailures)
+        _ = registry.makeCounter(descriptor: Self.leasesLost)
+    }
+
+    public func leaseRenewalFailed() { registry.makeCounter(descriptor: Self.leaseRenewalFailures).increment() }
+
+    public func leaseLost() { registry.makeCounter(descriptor: Self.leasesLost).increment() }
 
     public func credential(provider: String, name: String, valid: Bool) {
         registry.makeGauge(descriptor: Self.credentialValid, labels: [("provider", provider), ("credential", name)]).set(to: valid ? 1.0 : 0.0)

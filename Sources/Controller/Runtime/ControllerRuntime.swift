@@ -108,6 +108,8 @@ public enum ControllerRuntime {
         } catch {
             throw StartFailure(description: "\(error)")
         }
+        let metrics = ControllerMetrics(
+            build: build ?? BuildInfo(version: ProductVersion.current, revision: "unknown"), configLoadedAt: clock.now)
         let store: StoreService
         var cluster: (manager: LeaseManager, ownership: PairOwnership)?
         if let location = config.postgres {
@@ -124,7 +126,9 @@ public enum ControllerRuntime {
                 holder: config.cluster.name ?? LeaseManager.holderID(host: host, pid: getpid()), host: host, pid: getpid(),
                 version: ProductVersion.current)
             let ownership = PairOwnership()
-            cluster = (LeaseManager(store: postgres, identity: identity, ttl: config.cluster.leaseTTL, ownership: ownership, logger: logger), ownership)
+            let manager = LeaseManager(
+                store: postgres, identity: identity, ttl: config.cluster.leaseTTL, ownership: ownership, metrics: metrics, logger: logger)
+            cluster = (manager, ownership)
         } else {
             do {
                 store = StoreService(
@@ -140,8 +144,6 @@ public enum ControllerRuntime {
         }
         defer { store.close() }
 
-        let metrics = ControllerMetrics(
-            build: build ?? BuildInfo(version: ProductVersion.current, revision: "unknown"), configLoadedAt: clock.now)
         let credentials = StoreCredentialAPI(store: store.store)
         let fleet = ProviderFleet(
             providers: config.providers, runtimeDirectory: runtime.path, clock: clock,
