@@ -251,15 +251,17 @@ struct SecurityTests {
         defer { h.remove() }
         let scenario = try h.scenario("cloud", ControllerHarness.runningInstances([("i-1", "10.3.0.1")]))
         let gate = h.directory.file("gate")
-        let released = h.directory.file("released")
+        let firstStart = h.directory.file("first-start")
         #expect(mkfifo(gate, 0o600) == 0)
         let wrapper = h.directory.file("gated-shim.sh")
         try """
             # The real shim, its handshake line passed on only once the test
-            # opens the gate (from then on, at once).
+            # opens the gate: by the first start alone (the one that makes
+            # the directory $3; mkdir is atomic), every later one at once.
+            # Nothing the test does after the gate can race a restart.
             "$1" fake --scenario "$2" | {
                 IFS= read -r line || exit 1
-                [ -e "$3" ] || read go < "$4"
+                if mkdir "$3" 2>/dev/null; then read go < "$4"; fi
                 printf '%s\\n' "$line"
                 exec cat
             }
@@ -269,7 +271,7 @@ struct SecurityTests {
               cloud:
                 shim:
                   command: /bin/sh
-                  args: [\(wrapper), \(BuiltProducts.path(of: "provider-shim")), \(scenario), \(released), \(gate)]
+                  args: [\(wrapper), \(BuiltProducts.path(of: "provider-shim")), \(scenario), \(firstStart), \(gate)]
                 cloud:
                   type: fake
             """], settings: ControllerHarness.fastSettings + "\n  startup_timeout: 120s")
@@ -290,10 +292,8 @@ struct SecurityTests {
         defer { impostor.close() }
         let renamed = rename(impostor.path, shimSocket) == 0 ? "renamed" : String(cString: strerror(errno))
         #expect(renamed == "renamed", "renaming the impostor's socket over the shim's")
-        // The gate first: the first wrapper waits at it whenever it reads its
-        // line; `released` (for the restarts, 100 ms and more later) after.
+        // Open the gate: the first start's handshake line goes on.
         try await FIFO.write("go\n", to: gate)
-        _ = FileManager.default.createFile(atPath: released, contents: Data())
 
         // The controller connects to the impostor, and sends nothing.
         let received = try await impostor.acceptAndRead(within: .seconds(60))
