@@ -8,11 +8,15 @@ internal import SwiftProtobuf
 /// `provider-shim vsphere`: the provider contract on VMware vSphere
 /// (vCenter), docs/DESIGN.md §7.3.
 ///
-/// - Instances: the scope's virtual machines through one container view
-///   (CreateContainerView, one RetrievePropertiesEx and its continuations,
-///   DestroyView), matched by name, or by instance UUID.
-/// - NetworkInterfaces: the same for names and UUIDs, then one
-///   RetrievePropertiesEx of the matched machines' devices and guest NICs.
+/// - The scope's inventory: the names and instance UUIDs of its virtual
+///   machines through one container view (CreateContainerView, one
+///   RetrievePropertiesEx and its continuations, DestroyView), kept for
+///   `inventoryTTL` (``VSphereInventoryCache``) and read anew whenever a
+///   call finds it wrong.
+/// - Instances: the ids matched by name, or by instance UUID, in the
+///   inventory; then one RetrievePropertiesEx of those machines' states, by
+///   reference.
+/// - NetworkInterfaces: the same, for their devices and guest NICs.
 /// - ValidateCredential: a real Login, cached per credential fingerprint
 ///   (`credentialTTL`, default 5 min).
 ///

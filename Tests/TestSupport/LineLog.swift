@@ -81,8 +81,8 @@ public final class LineLog: Sendable {
 
     /// How long a wait gives a line by default. Waits end on the line, so
     /// the bound costs nothing when the test passes; it is generous because
-    /// CI runs the whole suite in parallel on two cores, where a shim's
-    /// start has taken over 15 seconds.
+    /// CI runs the whole suite in parallel on two cores, where one test's
+    /// first half has taken 17 s.
     public static let defaultWait: Duration = .seconds(60)
 
     /// How many of the last lines a timed-out wait shows.
