@@ -202,6 +202,14 @@ struct ClusterHarness: Sendable {
 
     func controller(_ index: Int) -> ChildProcess? { started.withLock { $0[index] } }
 
+    /// Controller `index`'s `/metrics` body (its listener's port from its log).
+    func scrapeMetrics(_ index: Int) async throws -> String {
+        let process = try #require(self.controller(index))
+        let serving = try await process.stderrLines.waitForLine(containing: "serving metrics")
+        let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
+        return try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last)
+    }
+
     /// Runs `instancepoller ARGS` against controller `index`'s control socket.
     func cli(_ arguments: [String], controller index: Int) async throws -> (status: Int32, stdout: String, stderr: String) {
         let child = try await ChildProcess.spawn(BuiltProducts.path(of: "instancepoller"), arguments + ["--runtime-dir", runtimeDirectory(index)])

@@ -73,9 +73,7 @@ struct ClusterTests {
             // renewal failed and no lease lost; promtool finds nothing.
             let promtool = try Promtool.path()
             for index in 0..<3 {
-                let serving = try await harness.controller(index)!.stderrLines.waitForLine(containing: "serving metrics")
-                let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
-                let body = try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last)
+                let body = try await harness.scrapeMetrics(index)
                 let scrape = try Scrape(body)
                 #expect(scrape.value("instancepoller_leases_held") == 2, "controller \(index)")
                 #expect(scrape.value("instancepoller_cluster_controllers") == 3, "controller \(index)")
@@ -204,9 +202,7 @@ struct ClusterTests {
             #expect(paused.exitStatusIfExited == nil)
             // Its metrics count the leases it found taken from it.
             _ = try await paused.stderrLines.waitForLine(containing: "lease lost", from: resumedFrom)
-            let serving = try await paused.stderrLines.waitForLine(containing: "serving metrics")
-            let port = try #require(logValue("address", in: serving.line)?.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) })
-            let scrape = try Scrape(try #require(try await HTTP.get(port: port, path: "/metrics").components(separatedBy: "\r\n\r\n").last))
+            let scrape = try Scrape(try await harness.scrapeMetrics(0))
             let lost = try #require(scrape.value("instancepoller_leases_lost_total"))
             #expect(lost >= 1 && lost <= Double(mine.count), "\(lost) leases lost of \(mine.count)")
             await harness.stopAll()
