@@ -163,12 +163,20 @@ struct DaemonTests {
         // queued while the CLI ran (pings, a status) is read first, as
         // systemd reads at once: a Unix datagram queue holds only
         // net.unix.max_dgram_qlen messages (10 by default).
+        // The reload renames the log format (human is logfmt): nothing
+        // that needs a restart.
         #expect(notify.drain().allSatisfy { $0 == "WATCHDOG=1" || $0.hasPrefix("STATUS=") })
+        try Self.unitStyleConfig(h, providers: [h.fakeProvider("cloud", scenario: scenario)], extra: "log: {format: logfmt}")
+            .write(toFile: h.configPath, atomically: true, encoding: .utf8)
+        let beforeReload = controller.stderrLines.lines.count
         kill(controller.pid, SIGHUP)
         let reloading = try await notify.nextEvent()
         #expect(reloading.hasPrefix("RELOADING=1\nMONOTONIC_USEC="), "\(reloading)")
         let reloaded = try await notify.nextEvent()
         #expect(reloaded.hasPrefix("READY=1\nSTATUS="), "\(reloaded)")
+        _ = try await controller.stderrLines.waitForLine(containing: "config reloaded", from: beforeReload)
+        let restartWarnings = controller.stderrLines.lines.dropFirst(beforeReload).filter { $0.contains("take effect at the next restart") }
+        #expect(restartWarnings.isEmpty, "\(restartWarnings)")
 
         // SIGTERM: STOPPING=1, and no ping after it.
         controller.terminate()
