@@ -227,6 +227,20 @@ struct ClusterTests {
             }
             try await Self.waitUntilPolled(harness, expected: 13)
             for index in 0..<3 { #expect(harness.controller(index)!.exitStatusIfExited == nil, "controller \(index) exited") }
+            // Each renewal the restart failed is counted as it is logged
+            // (the counter goes up just before the line is written; none
+            // fail once every machine is polled again).
+            for index in 0..<3 {
+                let failures = try #require(try Scrape(try await harness.scrapeMetrics(index)).value("instancepoller_lease_renewal_failures_total"))
+                let log = harness.controller(index)!.stderrLines
+                // Each counted failure's line, as it reaches this test.
+                var next = 0
+                for _ in 0..<Int(failures) {
+                    next = try await log.waitForLine(containing: "could not renew leases", from: next).index + 1
+                }
+                let logged = log.lines.filter { $0.contains("could not renew leases") }.count
+                #expect(failures == Double(logged), "controller \(index): \(failures) counted, \(logged) logged")
+            }
             await harness.stopAll()
             let overlaps = harness.overlaps(try harness.calls())
             #expect(overlaps.isEmpty, "\(overlaps)")
