@@ -16,16 +16,31 @@ struct SupervisionTests {
     @Test func aShimKilledMidBatchIsRestartedAndTheMachinesConverge() async throws {
         let h = try ControllerHarness()
         defer { h.remove() }
-        // Every Instances answer takes 3 s, so the kill lands in a call even
-        // when a loaded machine is slow to send it (1 s was once too short).
-        let scenario = try h.scenario("slow", ControllerHarness.runningInstances(Self.addressesA, extra: """
+        // The first shim's Instances calls never answer (a hang fault), so
+        // the kill lands in a call however late a loaded machine sends it
+        // (a 3 s answer was once too short). The shims after it (the
+        // restart) serve the same instances without the fault: the first
+        // start alone makes the directory `first-start` (mkdir is atomic),
+        // and `exec` keeps the shim's pid the one the controller started.
+        let hanging = try h.scenario("hanging", ControllerHarness.runningInstances(Self.addressesA, extra: """
             faults:
-              - kind: latency
+              - kind: hang
                 methods: [Instances]
-                delay: 3s
 
             """))
-        try h.writeConfig(providers: [h.fakeProvider("cloud", scenario: scenario)])
+        let plain = try h.scenario("plain", ControllerHarness.runningInstances(Self.addressesA))
+        let shim = BuiltProducts.path(of: "provider-shim")
+        let provider = """
+              cloud:
+                shim:
+                  command: /bin/sh
+                  args: ["-c", "if mkdir '\(h.directory.file("first-start"))' 2>/dev/null; then exec '\(shim)' fake --scenario '\(hanging)'; fi; exec '\(shim)' fake --scenario '\(plain)'"]
+                cloud:
+                  type: fake
+            """
+        // The call's own deadline must not end it first.
+        let settings = ControllerHarness.fastSettings.replacingOccurrences(of: "call_timeout: 10s", with: "call_timeout: 120s")
+        try h.writeConfig(providers: [provider], settings: settings)
         let controller = try await h.start()
         let started = try await controller.stderrLines.waitForLine(containing: "shim started")
         let firstShim = try #require(logValue("pid", in: started.line).flatMap(Int32.init))
